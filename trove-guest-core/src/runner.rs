@@ -1,0 +1,518 @@
+//! The one way trove-guest runs external tools (mariabackup, mbstream, pg_basebackup, ...).
+//!
+//! * No shell: the program and each argument are passed as they are.
+//! * stdout/stdin are streamed (piped to the caller, sent to a file, or discarded), never
+//!   collected in memory, except through [`ToolCommand::run_capture`] with a hard byte limit.
+//! * stderr is drained concurrently by a task that keeps its last lines for the error message.
+//! * The exit status is checked: a non-zero exit becomes [`Error::ToolFailed`].
+//! * Each tool runs in its own process group; dropping a [`RunningTool`] that has not been waited
+//!   for (including cancelling the future that owns it) kills the whole group with `SIGKILL`.
+//! * Secrets go through [`SecretFile`]s (0600, in a private 0700 directory, deleted on drop),
+//!   never argv or the environment.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, IoResultExt, Result};
+
+/// How many bytes of stderr are kept for error messages.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// An operating-system account a tool runs as (PostgreSQL tools refuse root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OsUser {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl OsUser {
+    /// Looks an account up by name in the system user database.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when no such user exists.
+    pub fn lookup(name: &str) -> Result<Self> {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(OsUser {
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+            }),
+            Ok(None) => Err(Error::invalid("OS user", format!("no user named {name:?}"))),
+            Err(e) => Err(Error::invalid("OS user", format!("{name:?}: {e}"))),
+        }
+    }
+
+    /// The account this process runs as.
+    pub fn current() -> Self {
+        OsUser {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        }
+    }
+
+    /// Gives `path` to this account (`chown`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the change fails.
+    pub fn chown(&self, path: &Path) -> Result<()> {
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
+            .context(|| format!("chown {}", path.display()))
+    }
+}
+
+/// Where a tool's stdin or stdout goes.
+#[derive(Debug, Clone)]
+enum Io {
+    Null,
+    Piped,
+    AppendTo(PathBuf),
+}
+
+/// A file holding a secret (an option file, a passfile) for a tool to read.
+///
+/// Created 0600 inside a fresh 0700 directory; both are removed on drop. When the tool runs as
+/// another account, the file and directory are given to that account.
+pub struct SecretFile {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SecretFile {
+    /// Writes `contents` to a new secret file named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be created.
+    pub fn new(name: &str, contents: &str, owner: Option<OsUser>) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("tg-secret-")
+            .tempdir()
+            .context(|| "create secret directory".to_owned())?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .context(|| format!("chmod {}", dir.path().display()))?;
+        let path = dir.path().join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .context(|| format!("create {}", path.display()))?;
+        f.write_all(contents.as_bytes())
+            .context(|| format!("write {}", path.display()))?;
+        if let Some(owner) = owner {
+            owner.chown(dir.path())?;
+            owner.chown(&path)?;
+        }
+        Ok(SecretFile { path, _dir: dir })
+    }
+
+    /// The file's path, to pass as `--defaults-file=...` or `PGPASSFILE`-style option.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretFile").field("path", &self.path).finish()
+    }
+}
+
+/// A tool invocation being built.
+#[derive(Debug, Clone)]
+pub struct ToolCommand {
+    program: PathBuf,
+    args: Vec<OsString>,
+    cwd: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+    user: Option<OsUser>,
+    stdin: Io,
+    stdout: Io,
+}
+
+impl ToolCommand {
+    /// A command for `program` (a path, or a name looked up in `PATH`).
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        ToolCommand {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+            user: None,
+            stdin: Io::Null,
+            stdout: Io::Null,
+        }
+    }
+
+    /// Adds one argument. Never pass a secret: use a [`SecretFile`].
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Runs the tool in `dir`.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets an environment variable. Never pass a secret this way.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Runs the tool as `user` (when this process may switch to it).
+    pub fn run_as(mut self, user: Option<OsUser>) -> Self {
+        self.user = user;
+        self
+    }
+
+    /// Gives the caller the tool's stdin ([`RunningTool::take_stdin`]).
+    pub fn stdin_piped(mut self) -> Self {
+        self.stdin = Io::Piped;
+        self
+    }
+
+    /// Gives the caller the tool's stdout ([`RunningTool::take_stdout`]).
+    pub fn stdout_piped(mut self) -> Self {
+        self.stdout = Io::Piped;
+        self
+    }
+
+    /// Appends the tool's stdout to a file (a server log, say).
+    pub fn stdout_to_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stdout = Io::AppendTo(path.into());
+        self
+    }
+
+    /// The program's file name, for messages.
+    pub fn program_name(&self) -> String {
+        self.program
+            .file_name()
+            .unwrap_or(self.program.as_os_str())
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The program path.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// The arguments, as given.
+    pub fn get_args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// The command line as text, for logs and snapshot tests (it holds no secret by contract).
+    pub fn display(&self) -> String {
+        let mut s = self.program.to_string_lossy().into_owned();
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    }
+
+    fn stdio(io: &Io, write: bool) -> Result<Stdio> {
+        Ok(match io {
+            Io::Null => Stdio::null(),
+            Io::Piped => Stdio::piped(),
+            Io::AppendTo(p) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .read(!write)
+                    .open(p)
+                    .context(|| format!("open {}", p.display()))?;
+                Stdio::from(f)
+            }
+        })
+    }
+
+    /// Starts the tool.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when the program does not exist; [`Error::Io`] for other spawn
+    /// failures.
+    pub fn spawn(self) -> Result<RunningTool> {
+        let name = self.program_name();
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(Self::stdio(&self.stdin, false)?)
+            .stdout(Self::stdio(&self.stdout, true)?)
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        if let Some(user) = self.user {
+            if user != OsUser::current() {
+                cmd.uid(user.uid).gid(user.gid);
+            }
+        }
+        tracing::debug!(command = %self.display(), "spawning tool");
+        let mut child = cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound {
+                    what: format!("program {}", self.program.display()),
+                }
+            } else {
+                Error::io(format!("spawn {}", self.program.display()), e)
+            }
+        })?;
+        let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let tail = tokio::spawn(drain_tail(stderr));
+        Ok(RunningTool {
+            child,
+            name,
+            pgid,
+            stderr_tail: Some(tail),
+            finished: false,
+        })
+    }
+
+    /// Runs the tool to completion with stdin and stdout as configured (not piped).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ToolFailed`] on a non-zero exit, with the tail of stderr; spawn errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future kills the tool's process group.
+    pub async fn run(self) -> Result<()> {
+        self.spawn()?.wait().await
+    }
+
+    /// Runs the tool and returns its stdout, which must not exceed `limit` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ToolFailed`] on a non-zero exit or output over `limit`; spawn errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future kills the tool's process group.
+    pub async fn run_capture(self, limit: usize) -> Result<Vec<u8>> {
+        let mut tool = self.stdout_piped().spawn()?;
+        let mut out = tool.take_stdout().expect("stdout is piped");
+        let mut buf = Vec::new();
+        let n = (&mut out)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut buf)
+            .await
+            .context(|| format!("read stdout of {}", tool.name))?;
+        if n > limit {
+            let name = tool.name.clone();
+            drop(tool);
+            return Err(Error::ToolFailed {
+                tool: name,
+                status: "killed".into(),
+                stderr_tail: format!("stdout exceeded {limit} bytes"),
+            });
+        }
+        drop(out);
+        tool.wait().await?;
+        Ok(buf)
+    }
+}
+
+async fn drain_tail(stderr: tokio::process::ChildStderr) -> String {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut tail = std::collections::VecDeque::<String>::new();
+    let mut size = 0;
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                size += line.len() + 1;
+                tail.push_back(line);
+                while size > STDERR_TAIL_BYTES && tail.len() > 1 {
+                    size -= tail.pop_front().map_or(0, |l| l.len() + 1);
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                // Non-UTF-8 output: keep reading raw bytes until EOF so the tool never blocks.
+                let mut sink = lines.into_inner();
+                let _ = tokio::io::copy(&mut sink, &mut tokio::io::sink()).await;
+                break;
+            }
+        }
+    }
+    Vec::from(tail).join("\n")
+}
+
+/// A running tool. Dropping it before [`RunningTool::wait`] finished kills its process group.
+#[derive(Debug)]
+pub struct RunningTool {
+    child: Child,
+    name: String,
+    pgid: Option<Pid>,
+    stderr_tail: Option<JoinHandle<String>>,
+    finished: bool,
+}
+
+impl RunningTool {
+    /// The tool's stdin, if piped (once).
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// The tool's stdout, if piped (once).
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// The process id (also the process group id).
+    pub fn id(&self) -> Option<u32> {
+        self.pgid.map(|p| p.as_raw() as u32)
+    }
+
+    /// The program name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits for the tool to exit and checks its status.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ToolFailed`] on a non-zero exit or a signal, with the tail of stderr.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the tool, which kills its process group.
+    pub async fn wait(mut self) -> Result<()> {
+        let status = self.wait_status().await?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::ToolFailed {
+                tool: self.name.clone(),
+                status: status.to_string(),
+                stderr_tail: self.stderr_tail().await,
+            })
+        }
+    }
+
+    /// Waits for the tool to exit and returns its raw status (stderr tail still available via
+    /// [`RunningTool::stderr_tail`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when waiting fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops nothing; dropping the tool kills it.
+    pub async fn wait_status(&mut self) -> Result<ExitStatus> {
+        // Close our end of stdin so tools reading it see EOF.
+        drop(self.child.stdin.take());
+        let status = self
+            .child
+            .wait()
+            .await
+            .context(|| format!("wait for {}", self.name))?;
+        self.finished = true;
+        // The leader is gone; make sure nothing it started lingers in its group.
+        self.kill_group();
+        Ok(status)
+    }
+
+    /// The last lines the tool wrote to stderr (after it exited).
+    pub async fn stderr_tail(&mut self) -> String {
+        match self.stderr_tail.take() {
+            Some(h) => match tokio::time::timeout(Duration::from_secs(5), h).await {
+                Ok(Ok(t)) => t,
+                _ => String::new(),
+            },
+            None => String::new(),
+        }
+    }
+
+    /// Sends `SIGTERM` to the process group and waits up to `grace` for the tool to exit, then
+    /// kills the group.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when waiting fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the tool kills it.
+    pub async fn terminate(&mut self, signal: Signal, grace: Duration) -> Result<ExitStatus> {
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(pgid, signal);
+        }
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => {
+                self.finished = true;
+                self.kill_group();
+                status.context(|| format!("wait for {}", self.name))
+            }
+            Err(_) => {
+                self.kill_group();
+                let status = self
+                    .child
+                    .wait()
+                    .await
+                    .context(|| format!("wait for {}", self.name))?;
+                self.finished = true;
+                Ok(status)
+            }
+        }
+    }
+
+    /// Whether the tool has exited (without blocking).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    fn kill_group(&self) {
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for RunningTool {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.kill_group();
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Starting and stopping the database server.
+//!
+//! [`ServiceControl`] is what a strategy calls when a change needs a restart (binary logging,
+//! restores). Implementations: [`LocalProcess`] (a server run as a child process: test servers,
+//! the demo) and [`SystemdUnit`] (real VMs). An embedding agent can plug in its own, such as a
+//! container runtime.
+
+mod local;
+mod systemd;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+pub use local::{LocalProcess, Readiness};
+pub use systemd::SystemdUnit;
+
+/// Whether the server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServiceStatus {
+    /// Running and accepting connections.
+    Running,
+    /// Not running.
+    Stopped,
+    /// In between, or unknown.
+    Unknown,
+}
+
+/// Controls one database server.
+#[async_trait]
+pub trait ServiceControl: Send + Sync + std::fmt::Debug {
+    /// Starts the server and returns once it accepts connections. Starting a running server
+    /// succeeds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Service`](crate::Error::Service) when it does not start or become ready.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the server may be left starting.
+    async fn start(&self) -> Result<()>;
+
+    /// Stops the server cleanly and returns once it has exited. Stopping a stopped server
+    /// succeeds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Service`](crate::Error::Service) when it does not stop.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the server may be left stopping.
+    async fn stop(&self) -> Result<()>;
+
+    /// Stops and starts the server.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServiceControl::stop`] and [`ServiceControl::start`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    async fn restart(&self) -> Result<()> {
+        self.stop().await?;
+        self.start().await
+    }
+
+    /// Whether the server runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Service`](crate::Error::Service) when the state cannot be read.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    async fn status(&self) -> Result<ServiceStatus>;
+}

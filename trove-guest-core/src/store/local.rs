@@ -1,0 +1,318 @@
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{
+    CHUNK_SIZE, Expected, PendingUpload, SnapshotRead, SnapshotStore, StoredSnapshot,
+    VerifyingReader, check_expected, validate_snapshot_name,
+};
+use crate::error::{Error, IoResultExt, Result};
+use crate::progress::{Phase, Progress};
+use crate::store::HashingReader;
+
+const DATA_SUFFIX: &str = ".snap";
+
+/// Snapshots as files in a local directory, addressed by `file://` hrefs.
+///
+/// Layout: `<root>/<name>.snap` (data) and `<root>/<name>.snap.manifest.json` (size and
+/// SHA-256, written last). Uploads stream into `<root>/.partial-<name>-<random>`, are fsynced,
+/// and renamed into place on commit; a snapshot without a manifest does not exist for readers.
+#[derive(Debug, Clone)]
+pub struct LocalSnapshotStore {
+    root: PathBuf,
+}
+
+impl LocalSnapshotStore {
+    /// A store rooted at `root` (created if missing; made absolute).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the directory cannot be created or resolved.
+    pub fn new(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref();
+        std::fs::create_dir_all(root).context(|| format!("create {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .context(|| format!("resolve {}", root.display()))?;
+        Ok(LocalSnapshotStore { root })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The href of a snapshot named `name` in this store.
+    pub fn href_for(&self, name: &str) -> String {
+        format!("file://{}/{name}{DATA_SUFFIX}", self.root.display())
+    }
+
+    /// The data file path behind an href, if this store owns it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for an href that is not a `file://` URL naming a snapshot
+    /// directly inside this store's directory.
+    pub fn path_for(&self, href: &str) -> Result<PathBuf> {
+        let bad = |reason: &str| Error::invalid("snapshot href", format!("{href:?}: {reason}"));
+        let path = href
+            .strip_prefix("file://")
+            .ok_or_else(|| bad("not a file:// URL"))?;
+        let path = Path::new(path);
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .ok_or_else(|| bad("no file name"))?;
+        if path.parent() != Some(self.root.as_path()) {
+            return Err(bad("outside this snapshot store"));
+        }
+        let name = file
+            .strip_suffix(DATA_SUFFIX)
+            .ok_or_else(|| bad("not a snapshot file"))?;
+        validate_snapshot_name(name)?;
+        Ok(path.to_path_buf())
+    }
+
+    fn manifest_path(data: &Path) -> PathBuf {
+        let mut s = data.as_os_str().to_owned();
+        s.push(".manifest.json");
+        PathBuf::from(s)
+    }
+
+    async fn read_manifest(&self, href: &str) -> Result<StoredSnapshot> {
+        let data = self.path_for(href)?;
+        let mpath = Self::manifest_path(&data);
+        let bytes = match tokio::fs::read(&mpath).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
+                    what: format!("snapshot {href}"),
+                });
+            }
+            Err(e) => return Err(Error::io(format!("read {}", mpath.display()), e)),
+        };
+        let m: StoredSnapshot = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::integrity(href, format!("unreadable manifest: {e}")))?;
+        if m.href != href {
+            return Err(Error::integrity(href, "manifest names another snapshot"));
+        }
+        Ok(m)
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(|| format!("fsync {}", dir.display()))
+}
+
+#[derive(Debug)]
+struct LocalPending {
+    temp: Option<PathBuf>,
+    data: PathBuf,
+    root: PathBuf,
+    snapshot: StoredSnapshot,
+}
+
+#[async_trait]
+impl PendingUpload for LocalPending {
+    fn snapshot(&self) -> &StoredSnapshot {
+        &self.snapshot
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<StoredSnapshot> {
+        let temp = self.temp.take().expect("pending upload has its temp file");
+        let data = self.data.clone();
+        let root = self.root.clone();
+        let snapshot = self.snapshot.clone();
+        tokio::task::spawn_blocking(move || -> Result<StoredSnapshot> {
+            if data.exists() {
+                let _ = std::fs::remove_file(&temp);
+                return Err(Error::invalid(
+                    "snapshot name",
+                    format!("{} already exists", data.display()),
+                ));
+            }
+            std::fs::rename(&temp, &data)
+                .context(|| format!("rename {} to {}", temp.display(), data.display()))?;
+            let mpath = LocalSnapshotStore::manifest_path(&data);
+            let mtemp = root.join(format!(
+                ".partial-manifest-{}",
+                crate::secret::Secret::random(12).expose()
+            ));
+            let json = serde_json::to_vec_pretty(&snapshot).expect("manifest serializes");
+            {
+                use std::io::Write as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&mtemp)
+                    .context(|| format!("create {}", mtemp.display()))?;
+                f.write_all(&json)
+                    .and_then(|_| f.sync_all())
+                    .context(|| format!("write {}", mtemp.display()))?;
+            }
+            std::fs::rename(&mtemp, &mpath)
+                .context(|| format!("rename {} to {}", mtemp.display(), mpath.display()))?;
+            fsync_dir(&root)?;
+            Ok(snapshot)
+        })
+        .await
+        .map_err(|e| Error::Store {
+            message: format!("commit task failed: {e}"),
+            source: None,
+        })?
+    }
+}
+
+impl Drop for LocalPending {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+/// Removes a temp file unless disarmed (cancel safety of `put`).
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for LocalSnapshotStore {
+    fn owns(&self, href: &str) -> bool {
+        self.path_for(href).is_ok()
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        data: &mut (dyn AsyncRead + Send + Unpin),
+        progress: &Progress,
+    ) -> Result<Box<dyn PendingUpload>> {
+        validate_snapshot_name(name)?;
+        let href = self.href_for(name);
+        let final_path = self.path_for(&href)?;
+        if final_path.exists() {
+            return Err(Error::invalid(
+                "snapshot name",
+                format!("{name:?} already exists in {}", self.root.display()),
+            ));
+        }
+        let temp = self.root.join(format!(
+            ".partial-{name}-{}",
+            crate::secret::Secret::random(12).expose()
+        ));
+        let mut guard = TempGuard(Some(temp.clone()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .context(|| format!("create {}", temp.display()))?;
+
+        // Writes happen on a blocking thread fed by a bounded channel: the async side reads and
+        // hashes, the blocking side writes; at most 4 chunks are in flight.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let temp_for_writer = temp.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+            use std::io::Write as _;
+            let mut file = file;
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)
+                    .context(|| format!("write {}", temp_for_writer.display()))?;
+            }
+            file.sync_all()
+                .context(|| format!("fsync {}", temp_for_writer.display()))
+        });
+
+        let mut reader = HashingReader::new(data);
+        let mut last_report = 0u64;
+        let read_result: Result<()> = async {
+            loop {
+                let mut buf = vec![0u8; CHUNK_SIZE];
+                let mut filled = 0;
+                // Fill the chunk as far as the source allows (pipes deliver 64 KiB at a time).
+                while filled < CHUNK_SIZE {
+                    let n = reader
+                        .read(&mut buf[filled..])
+                        .await
+                        .map_err(|e| Error::from_read(format!("read snapshot data for {name}"), e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                buf.truncate(filled);
+                if tx.send(buf).await.is_err() {
+                    return Ok(()); // writer failed; its error is reported below
+                }
+                let count = reader.count();
+                if count - last_report >= 16 * CHUNK_SIZE as u64 {
+                    progress.bytes(Phase::Backup, count, None);
+                    last_report = count;
+                }
+            }
+        }
+        .await;
+        drop(tx);
+        let write_result = writer.await.map_err(|e| Error::Store {
+            message: format!("writer task failed: {e}"),
+            source: None,
+        })?;
+        read_result?;
+        write_result?;
+        let (size, sha256) = reader.finish();
+        progress.bytes(Phase::Backup, size, Some(size));
+        guard.0 = None;
+        Ok(Box::new(LocalPending {
+            temp: Some(temp),
+            data: final_path,
+            root: self.root.clone(),
+            snapshot: StoredSnapshot { href, size, sha256 },
+        }))
+    }
+
+    async fn stat(&self, href: &str) -> Result<StoredSnapshot> {
+        self.read_manifest(href).await
+    }
+
+    async fn get(&self, href: &str, expected: &Expected) -> Result<VerifyingReader<SnapshotRead>> {
+        let m = self.read_manifest(href).await?;
+        check_expected(href, &m, expected)?;
+        let path = self.path_for(href)?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::integrity(href, "manifest present but data file missing"));
+            }
+            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+        };
+        let reader: SnapshotRead = Box::new(tokio::io::BufReader::with_capacity(CHUNK_SIZE, file));
+        Ok(VerifyingReader::new(reader, href, m.size, m.sha256))
+    }
+
+    async fn delete(&self, href: &str) -> Result<()> {
+        let data = self.path_for(href)?;
+        for p in [Self::manifest_path(&data), data] {
+            match tokio::fs::remove_file(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {}", p.display()), e)),
+            }
+        }
+        Ok(())
+    }
+}

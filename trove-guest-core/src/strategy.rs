@@ -1,0 +1,522 @@
+//! The replication contract every datastore backend implements.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::position::ReplicationPosition;
+use crate::progress::Progress;
+use crate::wire::{DatastoreKind, MasterAddress, SnapshotDocument};
+
+/// The replication role of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Role {
+    /// Not replicating and not set up as a master.
+    Standalone,
+    /// Set up to serve replicas (binary logging / WAL senders on).
+    Master,
+    /// Replicating from a master.
+    Replica,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Standalone => "standalone",
+            Role::Master => "master",
+            Role::Replica => "replica",
+        })
+    }
+}
+
+/// What a backend supports; the conformance suite runs only the checks that apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Attach can position by GTID.
+    pub gtid_positioning: bool,
+    /// Attach can position by binlog file and offset.
+    pub file_positioning: bool,
+    /// Replicas get a replication slot on the master.
+    pub slots: bool,
+    /// A former master can rejoin as a replica by rewinding.
+    pub rewind: bool,
+}
+
+impl Capabilities {
+    /// All flags off.
+    pub fn none() -> Self {
+        Self::default()
+    }
+    /// Sets [`Capabilities::gtid_positioning`].
+    pub fn with_gtid_positioning(mut self, v: bool) -> Self {
+        self.gtid_positioning = v;
+        self
+    }
+    /// Sets [`Capabilities::file_positioning`].
+    pub fn with_file_positioning(mut self, v: bool) -> Self {
+        self.file_positioning = v;
+        self
+    }
+    /// Sets [`Capabilities::slots`].
+    pub fn with_slots(mut self, v: bool) -> Self {
+        self.slots = v;
+        self
+    }
+    /// Sets [`Capabilities::rewind`].
+    pub fn with_rewind(mut self, v: bool) -> Self {
+        self.rewind = v;
+        self
+    }
+}
+
+/// Options for [`ReplicationStrategy::enable_as_master`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct EnableMasterOptions {
+    /// Restart the server if a setting needs it (default: true via [`EnableMasterOptions::new`]).
+    pub allow_restart: bool,
+}
+
+impl EnableMasterOptions {
+    /// Defaults: restart allowed.
+    pub fn new() -> Self {
+        EnableMasterOptions {
+            allow_restart: true,
+        }
+    }
+}
+
+/// A request for [`ReplicationStrategy::get_replication_snapshot`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SnapshotRequest {
+    /// Identifies the replica this snapshot is for; names its account (and slot). A random id is
+    /// used when absent.
+    pub replica_id: Option<String>,
+    /// The replica's address, when known: the replication account is restricted to it.
+    pub replica_host: Option<String>,
+    /// Name of the snapshot in the store; derived from the replica id and time when absent.
+    pub snapshot_name: Option<String>,
+    /// Backup tool parallelism (`--parallel`); the tool default when absent.
+    pub parallel: Option<u32>,
+    /// Where progress goes.
+    pub progress: Progress,
+}
+
+impl SnapshotRequest {
+    /// A request with defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`SnapshotRequest::replica_id`].
+    pub fn with_replica_id(mut self, id: impl Into<String>) -> Self {
+        self.replica_id = Some(id.into());
+        self
+    }
+    /// Sets [`SnapshotRequest::replica_host`].
+    pub fn with_replica_host(mut self, host: impl Into<String>) -> Self {
+        self.replica_host = Some(host.into());
+        self
+    }
+    /// Sets [`SnapshotRequest::snapshot_name`].
+    pub fn with_snapshot_name(mut self, name: impl Into<String>) -> Self {
+        self.snapshot_name = Some(name.into());
+        self
+    }
+    /// Sets [`SnapshotRequest::parallel`].
+    pub fn with_parallel(mut self, n: u32) -> Self {
+        self.parallel = Some(n);
+        self
+    }
+    /// Sets [`SnapshotRequest::progress`].
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+}
+
+/// How a MySQL/MariaDB replica is positioned on its master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Positioning {
+    /// By GTID (MariaDB `MASTER_USE_GTID=slave_pos`, MySQL auto-position). The default.
+    #[default]
+    Gtid,
+    /// By binary log file and offset.
+    BinlogFile,
+}
+
+/// A request for [`ReplicationStrategy::attach_replication_slave`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AttachRequest {
+    /// GTID or file/offset positioning (ignored by datastores without the choice).
+    pub positioning: Positioning,
+    /// The replica's server id; derived from the datastore handle when absent.
+    pub server_id: Option<u32>,
+    /// How long to wait for replication to run and reach the snapshot position.
+    pub timeout: Duration,
+    /// Where progress goes.
+    pub progress: Progress,
+}
+
+impl Default for AttachRequest {
+    fn default() -> Self {
+        AttachRequest {
+            positioning: Positioning::Gtid,
+            server_id: None,
+            timeout: Duration::from_secs(300),
+            progress: Progress::none(),
+        }
+    }
+}
+
+impl AttachRequest {
+    /// A request with defaults (GTID positioning, 300 s timeout).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`AttachRequest::positioning`].
+    pub fn with_positioning(mut self, p: Positioning) -> Self {
+        self.positioning = p;
+        self
+    }
+    /// Sets [`AttachRequest::server_id`].
+    pub fn with_server_id(mut self, id: u32) -> Self {
+        self.server_id = Some(id);
+        self
+    }
+    /// Sets [`AttachRequest::timeout`].
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+    /// Sets [`AttachRequest::progress`].
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+}
+
+/// What an attach did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AttachOutcome {
+    /// Bytes read from the store.
+    pub restored_bytes: u64,
+    /// The position the replica had applied when the call returned.
+    pub applied: Option<ReplicationPosition>,
+}
+
+impl AttachOutcome {
+    /// Builds an outcome.
+    pub fn new(restored_bytes: u64, applied: Option<ReplicationPosition>) -> Self {
+        AttachOutcome {
+            restored_bytes,
+            applied,
+        }
+    }
+}
+
+/// Options for [`ReplicationStrategy::detach_replication_slave`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DetachOptions {
+    /// How long to wait for replication threads to stop / promotion to finish.
+    pub timeout: Duration,
+}
+
+impl Default for DetachOptions {
+    fn default() -> Self {
+        DetachOptions {
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl DetachOptions {
+    /// Defaults (60 s timeout).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// What the master needs to forget a detached replica; returned by
+/// [`ReplicationStrategy::detach_replication_slave`] and passed to
+/// [`ReplicationStrategy::cleanup_source_on_replica_detach`] on the master.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DetachedReplica {
+    /// The replication account the replica used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_user: Option<String>,
+    /// The slot the replica streamed from (PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_name: Option<String>,
+    /// The master it was attached to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<MasterAddress>,
+    /// False when the server was not replicating (a repeated detach).
+    pub was_replicating: bool,
+}
+
+impl DetachedReplica {
+    /// Builds the description of a detached replica.
+    pub fn new(
+        replication_user: Option<String>,
+        slot_name: Option<String>,
+        master: Option<MasterAddress>,
+        was_replicating: bool,
+    ) -> Self {
+        DetachedReplica {
+            replication_user,
+            slot_name,
+            master,
+            was_replicating,
+        }
+    }
+}
+
+/// Options for [`ReplicationStrategy::demote_replication_master`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct DemoteOptions {
+    /// Also purge the binary logs / WAL kept for replicas (default true via `new`).
+    pub purge_logs: bool,
+}
+
+impl DemoteOptions {
+    /// Defaults: purge logs made for replication.
+    pub fn new() -> Self {
+        DemoteOptions { purge_logs: true }
+    }
+}
+
+/// A snapshot of a server's replication state.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReplicationStatus {
+    /// Current role.
+    pub role: Option<Role>,
+    /// The master this server replicates from.
+    pub master: Option<MasterAddress>,
+    /// Whether the receiving side runs (IO thread / WAL receiver).
+    pub receiver_running: Option<bool>,
+    /// Whether the applying side runs (SQL thread / startup process replaying).
+    pub applier_running: Option<bool>,
+    /// Lag in seconds as the server reports it.
+    pub lag_seconds: Option<f64>,
+    /// Lag in bytes (PostgreSQL: received minus replayed).
+    pub lag_bytes: Option<u64>,
+    /// The last replication error, if any.
+    pub last_error: Option<String>,
+    /// The position this server has applied.
+    pub executed: Option<ReplicationPosition>,
+    /// The position this server has received (replica) .
+    pub received: Option<ReplicationPosition>,
+    /// Number of replicas connected (master).
+    pub connected_replicas: Option<u32>,
+    /// Whether the server refuses client writes.
+    pub read_only: Option<bool>,
+}
+
+/// The guest-side replication calls of one datastore.
+///
+/// Implementations act on one local server described by a
+/// [`DatastoreHandle`](crate::DatastoreHandle). Every call is safe to retry after a failure or
+/// cancellation: the steps check current state before changing it, and data directories are
+/// swapped only after a restore fully succeeded.
+#[async_trait]
+pub trait ReplicationStrategy: Send + Sync + fmt::Debug {
+    /// The datastore this strategy serves.
+    fn datastore(&self) -> DatastoreKind;
+
+    /// What this strategy supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Makes the server able to serve replicas: binary logging / WAL senders, row format,
+    /// server id. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`] when the server rejects a change; [`Error::Service`] when a needed
+    /// restart fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a cancelled call may leave override files written but not applied. Calling
+    /// it again completes the change.
+    async fn enable_as_master(&self, opts: &EnableMasterOptions) -> Result<()>;
+
+    /// Takes a consistent physical snapshot into the strategy's snapshot store, creates a
+    /// replication account (and slot) for the replica and returns the snapshot document.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ToolFailed`] when the backup tool fails; [`Error::Store`] or [`Error::Io`] when
+    /// the store cannot take the snapshot; [`Error::Datastore`] for SQL failures.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: dropping the future kills the backup tool's process group and
+    /// leaves no visible snapshot (stores publish only complete snapshots). An account or slot
+    /// made before the cancel remains; a repeated call with the same replica id reuses it.
+    async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument>;
+
+    /// Restores `snapshot` on this server and starts replicating from its position; returns when
+    /// replication runs and has applied the snapshot position.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for another datastore or version; [`Error::Integrity`] for a
+    /// corrupt or truncated snapshot (the previous data directory stays in place);
+    /// [`Error::Diverged`] when this server has transactions its master lacks;
+    /// [`Error::Timeout`] when replication does not catch up in time.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a cancel before the swap leaves the old data directory in place and a
+    /// staging directory that the next call removes; a cancel after the swap leaves the restored
+    /// data in place, and a repeated call restores again.
+    async fn attach_replication_slave(
+        &self,
+        snapshot: &SnapshotDocument,
+        req: &AttachRequest,
+    ) -> Result<AttachOutcome>;
+
+    /// Stops replicating and makes the server a writable standalone server with all its data.
+    /// Idempotent: on a server that is not replicating it returns `was_replicating: false`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`] when the server rejects the change; [`Error::Timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: each step checks state first, so a repeated call finishes the work.
+    async fn detach_replication_slave(&self, opts: &DetachOptions) -> Result<DetachedReplica>;
+
+    /// On the master: drops the account (and slot) of a detached replica. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a malformed account or slot name; [`Error::Datastore`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: a repeated call finishes the work.
+    async fn cleanup_source_on_replica_detach(&self, replica: &DetachedReplica) -> Result<()>;
+
+    /// Returns a master to its pre-replication state: binary logging off, replication settings,
+    /// accounts, slots and logs made for replication removed. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongRole`] on a replica; [`Error::Datastore`]; [`Error::Service`] when the
+    /// restart fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a cancel can leave the change half applied; a repeated call completes it.
+    async fn demote_replication_master(&self, opts: &DemoteOptions) -> Result<()>;
+
+    /// Makes the server refuse (or accept again) client writes; replication still applies.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the change is one statement (or a repeatable sequence).
+    async fn make_read_only(&self, read_only: bool) -> Result<()>;
+
+    /// The position of the latest transaction this server has executed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    async fn get_latest_txn_id(&self) -> Result<ReplicationPosition>;
+
+    /// Waits until this server has applied `txn`, at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when the position is not reached in time; [`Error::InvalidInput`] for
+    /// a position of another datastore.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    async fn wait_for_txn(&self, txn: &ReplicationPosition, timeout: Duration) -> Result<()>;
+
+    /// The server's replication state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    async fn replication_status(&self) -> Result<ReplicationStatus>;
+}
+
+/// Conveniences built on [`ReplicationStrategy`], implemented for every strategy.
+#[async_trait]
+pub trait ReplicationStrategyExt: ReplicationStrategy {
+    /// Waits until this server has applied everything `master` has executed now.
+    ///
+    /// # Errors
+    ///
+    /// As [`ReplicationStrategy::get_latest_txn_id`] on the master and
+    /// [`ReplicationStrategy::wait_for_txn`] here.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    async fn catch_up_with(
+        &self,
+        master: &dyn ReplicationStrategy,
+        timeout: Duration,
+    ) -> Result<ReplicationPosition> {
+        let txn = master.get_latest_txn_id().await?;
+        self.wait_for_txn(&txn, timeout).await?;
+        Ok(txn)
+    }
+
+    /// Fails with [`Error::WrongRole`] unless the server is in `expected` role.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongRole`]; errors of [`ReplicationStrategy::replication_status`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    async fn ensure_role(&self, expected: Role) -> Result<()> {
+        let actual = self.replication_status().await?.role.unwrap_or(Role::Standalone);
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(Error::WrongRole { expected, actual })
+        }
+    }
+}
+
+impl<T: ReplicationStrategy + ?Sized> ReplicationStrategyExt for T {}
+
+/// A shared strategy, as an agent holds it.
+pub type SharedStrategy = Arc<dyn ReplicationStrategy>;

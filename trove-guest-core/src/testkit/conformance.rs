@@ -1,1 +1,470 @@
-//! placeholder
+//! The backend conformance suite: the contract's lifecycle as reusable async test functions.
+//!
+//! A backend crate implements [`ConformanceBackend`] for its real test servers and calls each
+//! function from a `#[tokio::test]`; the functions assert behaviour (data converges, accounts
+//! vanish, bad snapshots are refused) and skip only what the backend's
+//! [`Capabilities`] say it cannot do. A new backend runs the same suite.
+//!
+//! Every function panics with a descriptive message on a failed check, like `assert!`.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{ErrorKind, Result};
+use crate::store::{LocalSnapshotStore, SnapshotStore};
+use crate::strategy::{
+    AttachRequest, Capabilities, DemoteOptions, DetachOptions, DetachedReplica,
+    EnableMasterOptions, Positioning, ReplicationStrategy, ReplicationStrategyExt, SnapshotRequest,
+};
+use crate::wire::SnapshotDocument;
+
+/// Row count and content checksum of every test table, by table name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fingerprint(pub BTreeMap<String, TableFingerprint>);
+
+/// One table's row count and checksum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFingerprint {
+    /// Number of rows.
+    pub rows: u64,
+    /// A checksum of the rows' content (for example `CHECKSUM TABLE` or an ordered hash).
+    pub checksum: String,
+}
+
+impl Fingerprint {
+    /// Total rows over all tables.
+    pub fn total_rows(&self) -> u64 {
+        self.0.values().map(|t| t.rows).sum()
+    }
+}
+
+/// What the suite needs from a backend's real test servers.
+#[async_trait]
+pub trait ConformanceBackend: Send + Sync {
+    /// A running test server (dropping it stops the server and removes its files).
+    type Server: Send + Sync;
+
+    /// What the backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Starts a fresh, standalone server with the given unique server id.
+    async fn start_server(&self, server_id: u32) -> Result<Self::Server>;
+
+    /// The strategy acting on `server`, storing snapshots in `store`.
+    fn strategy(
+        &self,
+        server: &Self::Server,
+        store: Arc<dyn SnapshotStore>,
+    ) -> Arc<dyn ReplicationStrategy>;
+
+    /// Creates the suite's test tables (at least two) on `server`.
+    async fn create_schema(&self, server: &Self::Server) -> Result<()>;
+
+    /// Inserts the rows with ids in `ids` into every test table (each id once per table; the
+    /// content is derived from the id so both sides can be compared).
+    async fn insert_rows(&self, server: &Self::Server, ids: Range<u64>) -> Result<()>;
+
+    /// Row counts and checksums of every test table.
+    async fn fingerprint(&self, server: &Self::Server) -> Result<Fingerprint>;
+
+    /// What the master still holds for `replica` (accounts, slots), described; empty when none.
+    async fn replica_traces(
+        &self,
+        master: &Self::Server,
+        replica: &DetachedReplica,
+    ) -> Result<Vec<String>>;
+
+    /// Replication state left on a demoted master (binary logging on, our accounts, slots,
+    /// config files), described; empty when the server is back to its pre-replication state.
+    async fn replication_leftovers(&self, server: &Self::Server) -> Result<Vec<String>>;
+}
+
+/// A handle to a background writer inserting consecutive ids into the master.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    next: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Writer {
+    async fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task
+            .await
+            .expect("writer task panicked")
+            .expect("background writer failed");
+        self.next.load(Ordering::SeqCst)
+    }
+}
+
+fn spawn_writer<B: ConformanceBackend + 'static>(
+    backend: Arc<B>,
+    server: Arc<B::Server>,
+    from: u64,
+) -> Writer
+where
+    B::Server: 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(from));
+    let (s, n) = (stop.clone(), next.clone());
+    let task = tokio::spawn(async move {
+        while !s.load(Ordering::SeqCst) {
+            let a = n.load(Ordering::SeqCst);
+            backend.insert_rows(&server, a..a + 20).await?;
+            n.store(a + 20, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    });
+    Writer { stop, next, task }
+}
+
+fn temp_store() -> (tempfile::TempDir, Arc<dyn SnapshotStore>) {
+    let dir = tempfile::Builder::new()
+        .prefix("tg-store-")
+        .tempdir()
+        .expect("temp dir for the snapshot store");
+    let store = LocalSnapshotStore::new(dir.path()).expect("local snapshot store");
+    (dir, Arc::new(store))
+}
+
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+struct Pair<B: ConformanceBackend> {
+    master: Arc<B::Server>,
+    master_strategy: Arc<dyn ReplicationStrategy>,
+    snapshot: SnapshotDocument,
+    next_id: u64,
+    _store_dir: tempfile::TempDir,
+    store: Arc<dyn SnapshotStore>,
+}
+
+/// Master with 500 rows, a writer running during the snapshot; returns the snapshot taken
+/// under writes and the first id not yet written.
+async fn master_with_snapshot<B>(backend: &Arc<B>, replica_id: &str) -> Pair<B>
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let (store_dir, store) = temp_store();
+    let master = Arc::new(backend.start_server(1).await.expect("start master"));
+    backend.create_schema(&master).await.expect("create schema");
+    backend.insert_rows(&master, 0..500).await.expect("rows before the snapshot");
+    let ms = backend.strategy(&master, store.clone());
+    ms.enable_as_master(&EnableMasterOptions::new())
+        .await
+        .expect("enable_as_master");
+    let writer = spawn_writer(backend.clone(), master.clone(), 500);
+    let snapshot = ms
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id(replica_id))
+        .await
+        .expect("get_replication_snapshot under writes");
+    let next_id = writer.finish().await;
+    assert!(next_id > 500, "the writer wrote nothing during the snapshot");
+    snapshot.validate().expect("snapshot document validates");
+    Pair {
+        master,
+        master_strategy: ms,
+        snapshot,
+        next_id,
+        _store_dir: store_dir,
+        store,
+    }
+}
+
+async fn assert_converged<B: ConformanceBackend>(
+    backend: &B,
+    master: &B::Server,
+    replica: &B::Server,
+    replica_strategy: &dyn ReplicationStrategy,
+    master_strategy: &dyn ReplicationStrategy,
+    expected_rows_per_table: u64,
+) {
+    replica_strategy
+        .catch_up_with(master_strategy, CATCH_UP)
+        .await
+        .expect("replica catches up with the master");
+    let m = backend.fingerprint(master).await.expect("master fingerprint");
+    let r = backend.fingerprint(replica).await.expect("replica fingerprint");
+    assert!(m.0.len() >= 2, "the schema has at least two tables");
+    for (table, t) in &m.0 {
+        assert_eq!(
+            t.rows, expected_rows_per_table,
+            "master table {table} has every row written before, during and after the snapshot"
+        );
+    }
+    assert_eq!(m, r, "replica data equals master data");
+}
+
+/// Rows written before, during and after a snapshot taken under writes all reach a replica
+/// attached from it, with the given positioning; checksums are equal.
+pub async fn snapshot_under_writes_converges<B>(backend: Arc<B>, positioning: Positioning)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let caps = backend.capabilities();
+    let supported = match positioning {
+        Positioning::Gtid => caps.gtid_positioning,
+        Positioning::BinlogFile => caps.file_positioning,
+    };
+    if !supported {
+        eprintln!("conformance: {positioning:?} positioning not supported, check not applicable");
+        return;
+    }
+    let pair = master_with_snapshot(&backend, "conf-writes").await;
+    let replica = backend.start_server(2).await.expect("start replica");
+    let rs = backend.strategy(&replica, pair.store.clone());
+    rs.attach_replication_slave(
+        &pair.snapshot,
+        &AttachRequest::new().with_positioning(positioning),
+    )
+    .await
+    .expect("attach_replication_slave");
+    let after = pair.next_id;
+    backend
+        .insert_rows(&pair.master, after..after + 300)
+        .await
+        .expect("rows after attach");
+    assert_converged(
+        &*backend,
+        &pair.master,
+        &replica,
+        &*rs,
+        &*pair.master_strategy,
+        after + 300,
+    )
+    .await;
+}
+
+/// Two replicas attached from one snapshot both converge.
+pub async fn two_replicas_from_one_snapshot<B>(backend: Arc<B>)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let pair = master_with_snapshot(&backend, "conf-two").await;
+    let r1 = backend.start_server(2).await.expect("start replica 1");
+    let r2 = backend.start_server(3).await.expect("start replica 2");
+    let s1 = backend.strategy(&r1, pair.store.clone());
+    let s2 = backend.strategy(&r2, pair.store.clone());
+    let req = AttachRequest::new();
+    let (a, b) = tokio::join!(
+        s1.attach_replication_slave(&pair.snapshot, &req),
+        s2.attach_replication_slave(&pair.snapshot, &req)
+    );
+    a.expect("attach replica 1");
+    b.expect("attach replica 2");
+    let after = pair.next_id;
+    backend
+        .insert_rows(&pair.master, after..after + 100)
+        .await
+        .expect("rows after attach");
+    for (r, s) in [(&r1, &s1), (&r2, &s2)] {
+        assert_converged(
+            &*backend,
+            &pair.master,
+            r,
+            &**s,
+            &*pair.master_strategy,
+            after + 100,
+        )
+        .await;
+    }
+}
+
+/// Detach makes the replica a writable standalone server that no longer follows the master;
+/// cleanup on the master removes every trace of it; both are idempotent.
+pub async fn detach_then_cleanup_forgets_replica<B>(backend: Arc<B>)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let pair = master_with_snapshot(&backend, "conf-detach").await;
+    let replica = backend.start_server(2).await.expect("start replica");
+    let rs = backend.strategy(&replica, pair.store.clone());
+    rs.attach_replication_slave(&pair.snapshot, &AttachRequest::new())
+        .await
+        .expect("attach");
+    rs.catch_up_with(&*pair.master_strategy, CATCH_UP)
+        .await
+        .expect("catch up");
+    let detached = rs
+        .detach_replication_slave(&DetachOptions::new())
+        .await
+        .expect("detach");
+    assert!(detached.was_replicating, "first detach reports it was replicating");
+    let before = backend
+        .replica_traces(&pair.master, &detached)
+        .await
+        .expect("traces before cleanup");
+    assert!(
+        !before.is_empty(),
+        "the master holds an account or slot for the replica before cleanup"
+    );
+    let again = rs
+        .detach_replication_slave(&DetachOptions::new())
+        .await
+        .expect("second detach is safe");
+    assert!(!again.was_replicating, "second detach reports nothing to do");
+
+    // The former replica takes writes and no longer receives the master's.
+    let fp_before = backend.fingerprint(&replica).await.expect("fingerprint");
+    let n = pair.next_id;
+    backend
+        .insert_rows(&replica, n + 10_000..n + 10_010)
+        .await
+        .expect("the detached replica accepts writes");
+    backend
+        .insert_rows(&pair.master, n..n + 50)
+        .await
+        .expect("master write after detach");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fp_after = backend.fingerprint(&replica).await.expect("fingerprint");
+    assert_eq!(
+        fp_after.total_rows(),
+        fp_before.total_rows() + 10 * fp_before.0.len() as u64,
+        "the detached replica has its own write and none of the master's new rows"
+    );
+
+    pair.master_strategy
+        .cleanup_source_on_replica_detach(&detached)
+        .await
+        .expect("cleanup on the master");
+    pair.master_strategy
+        .cleanup_source_on_replica_detach(&detached)
+        .await
+        .expect("cleanup twice is safe");
+    let traces = backend
+        .replica_traces(&pair.master, &detached)
+        .await
+        .expect("traces after cleanup");
+    assert!(traces.is_empty(), "master still references the replica: {traces:?}");
+}
+
+/// Demote returns a master to its pre-replication state; twice is safe.
+pub async fn demote_restores_pre_replication_state<B>(backend: Arc<B>)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let pair = master_with_snapshot(&backend, "conf-demote").await;
+    let left = backend
+        .replication_leftovers(&pair.master)
+        .await
+        .expect("leftovers before demote");
+    assert!(!left.is_empty(), "a master has replication state to remove");
+    pair.master_strategy
+        .demote_replication_master(&DemoteOptions::new())
+        .await
+        .expect("demote");
+    pair.master_strategy
+        .demote_replication_master(&DemoteOptions::new())
+        .await
+        .expect("demote twice is safe");
+    let left = backend
+        .replication_leftovers(&pair.master)
+        .await
+        .expect("leftovers after demote");
+    assert!(left.is_empty(), "replication state left after demote: {left:?}");
+    let fp = backend.fingerprint(&pair.master).await.expect("fingerprint");
+    assert_eq!(fp.0.values().next().map(|t| t.rows), Some(pair.next_id), "no data lost");
+}
+
+/// How a stored snapshot is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// One byte in the middle is flipped.
+    FlipByte,
+    /// The second half is cut off.
+    Truncate,
+}
+
+/// A corrupt or truncated snapshot is refused with an integrity error and the replica's
+/// previous data is intact and served.
+pub async fn damaged_snapshot_is_refused<B>(backend: Arc<B>, damage: Damage)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let pair = master_with_snapshot(&backend, "conf-damage").await;
+    let href = &pair.snapshot.dataset.snapshot_href;
+    let path = href
+        .strip_prefix("file://")
+        .expect("the suite's store is local");
+    let mut bytes = std::fs::read(path).expect("read stored snapshot");
+    match damage {
+        Damage::FlipByte => {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x01;
+        }
+        Damage::Truncate => bytes.truncate(bytes.len() / 2),
+    }
+    std::fs::write(path, &bytes).expect("damage the snapshot");
+
+    let replica = backend.start_server(2).await.expect("start replica");
+    backend.create_schema(&replica).await.expect("replica schema");
+    backend
+        .insert_rows(&replica, 0..7)
+        .await
+        .expect("replica's own data");
+    let before = backend.fingerprint(&replica).await.expect("fingerprint");
+    let rs = backend.strategy(&replica, pair.store.clone());
+    let err = rs
+        .attach_replication_slave(
+            &pair.snapshot,
+            &AttachRequest::new().with_timeout(Duration::from_secs(60)),
+        )
+        .await
+        .expect_err("a damaged snapshot must be refused");
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{damage:?}: got {err}");
+    let after = backend
+        .fingerprint(&replica)
+        .await
+        .expect("the replica still serves its previous data");
+    assert_eq!(before, after, "previous data directory intact");
+}
+
+/// `wait_for_txn` returns once the replica has the master's latest transaction and times out
+/// with [`ErrorKind::Timeout`] for one it will never get.
+pub async fn wait_for_txn_is_bounded<B>(backend: Arc<B>)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let pair = master_with_snapshot(&backend, "conf-wait").await;
+    let replica = backend.start_server(2).await.expect("start replica");
+    let rs = backend.strategy(&replica, pair.store.clone());
+    rs.attach_replication_slave(&pair.snapshot, &AttachRequest::new())
+        .await
+        .expect("attach");
+    let n = pair.next_id;
+    backend.insert_rows(&pair.master, n..n + 10).await.expect("write");
+    let txn = pair.master_strategy.get_latest_txn_id().await.expect("latest txn");
+    rs.wait_for_txn(&txn, CATCH_UP).await.expect("replica reaches the master's txn");
+
+    rs.detach_replication_slave(&DetachOptions::new())
+        .await
+        .expect("detach");
+    backend
+        .insert_rows(&pair.master, n + 10..n + 20)
+        .await
+        .expect("write after detach");
+    let unreachable = pair.master_strategy.get_latest_txn_id().await.expect("latest txn");
+    let started = std::time::Instant::now();
+    let err = rs
+        .wait_for_txn(&unreachable, Duration::from_secs(2))
+        .await
+        .expect_err("a detached replica never reaches the master's new txn");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "got {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the wait is bounded by its timeout"
+    );
+}

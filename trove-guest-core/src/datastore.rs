@@ -28,7 +28,12 @@ pub struct AdminConnection {
 
 impl AdminConnection {
     /// Connection settings for `user` at `host:port`.
-    pub fn new(host: impl Into<String>, port: u16, user: impl Into<String>, password: Secret) -> Self {
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        user: impl Into<String>,
+        password: Secret,
+    ) -> Self {
         AdminConnection {
             host: host.into(),
             port,

@@ -195,10 +195,7 @@ impl Error {
     }
 
     /// Shorthand for [`Error::Datastore`] with a source error.
-    pub fn datastore(
-        message: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub fn datastore(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::Datastore {
             message: message.into(),
             source: Some(source.into()),

@@ -42,6 +42,8 @@ pub use progress::{Phase, Progress, ProgressEvent};
 pub use runner::{OsUser, RunningTool, SecretFile, ToolCommand};
 pub use secret::{Secret, TransportSecret};
 pub use service::{LocalProcess, Readiness, ServiceControl, ServiceStatus, SystemdUnit};
+#[cfg(feature = "object-store")]
+pub use store::ObjectSnapshotStore;
 pub use store::{LocalSnapshotStore, SnapshotStore};
 pub use strategy::{
     AttachOutcome, AttachRequest, Capabilities, DemoteOptions, DetachOptions, DetachedReplica,

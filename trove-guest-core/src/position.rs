@@ -2,7 +2,7 @@
 //! PostgreSQL LSNs with timelines.
 //!
 //! Every type parses with [`std::str::FromStr`], rejecting garbage with
-//! [`Error::InvalidInput`](crate::Error::InvalidInput), and serializes as the server's own text
+//! [`Error::InvalidInput`], and serializes as the server's own text
 //! form, so positions read from a server, a backup's metadata or a wire document are checked at
 //! the edge.
 
@@ -382,7 +382,8 @@ pub struct WalPosition {
 /// [`wait_for_txn`](crate::ReplicationStrategy::wait_for_txn).
 ///
 /// Serialized externally tagged: `{"mariadb_gtid": "0-1-42"}`, `{"mysql_gtid": "uuid:1-5"}`,
-/// `{"binlog": {"log_file": "...", "log_position": 4}}`, `{"postgresql_lsn": "0/3000060"}`.
+/// `{"binlog": {"log_file": "...", "log_position": 4}}`, `{"postgresql_lsn": "0/3000060"}`,
+/// `{"postgresql_wal": {"lsn": "0/3000060", "timeline": 1}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -395,6 +396,9 @@ pub enum ReplicationPosition {
     MariadbGtid(MariaDbGtidList),
     /// A PostgreSQL LSN.
     PostgresqlLsn(Lsn),
+    /// A PostgreSQL LSN with the timeline it was written on: lets a server that left that
+    /// timeline (a promoted replica) tell that it will never reach a later position on it.
+    PostgresqlWal(WalPosition),
 }
 
 impl fmt::Display for ReplicationPosition {
@@ -404,6 +408,9 @@ impl fmt::Display for ReplicationPosition {
             ReplicationPosition::MysqlGtid(g) => write!(f, "{g}"),
             ReplicationPosition::MariadbGtid(g) => write!(f, "{g}"),
             ReplicationPosition::PostgresqlLsn(l) => write!(f, "{l}"),
+            ReplicationPosition::PostgresqlWal(w) => {
+                write!(f, "{} on timeline {}", w.lsn, w.timeline)
+            }
         }
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
@@ -128,7 +128,9 @@ impl SecretFile {
 
 impl fmt::Debug for SecretFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretFile").field("path", &self.path).finish()
+        f.debug_struct("SecretFile")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -351,29 +353,38 @@ impl ToolCommand {
     }
 }
 
+/// Reads stderr to its end, keeping only its last [`STDERR_TAIL_BYTES`] bytes (constant memory
+/// whatever the tool writes, even one endless line or binary output), and returns them as text:
+/// invalid UTF-8 replaced, a line cut by the window dropped, trailing whitespace trimmed.
 async fn drain_tail(stderr: tokio::process::ChildStderr) -> String {
-    let mut lines = BufReader::new(stderr).lines();
-    let mut tail = std::collections::VecDeque::<String>::new();
-    let mut size = 0;
+    let mut stderr = stderr;
+    let mut tail = std::collections::VecDeque::<u8>::with_capacity(2 * STDERR_TAIL_BYTES);
+    let mut buf = [0u8; 8192];
+    let mut cut = false;
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                size += line.len() + 1;
-                tail.push_back(line);
-                while size > STDERR_TAIL_BYTES && tail.len() > 1 {
-                    size -= tail.pop_front().map_or(0, |l| l.len() + 1);
+        match stderr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend(&buf[..n]);
+                if tail.len() > STDERR_TAIL_BYTES {
+                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                    cut = true;
                 }
-            }
-            Ok(None) => break,
-            Err(_) => {
-                // Non-UTF-8 output: keep reading raw bytes until EOF so the tool never blocks.
-                let mut sink = lines.into_inner();
-                let _ = tokio::io::copy(&mut sink, &mut tokio::io::sink()).await;
-                break;
             }
         }
     }
-    Vec::from(tail).join("\n")
+    let bytes = Vec::from(tail);
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if cut {
+        // Drop the partial first line, unless the window holds a single line.
+        if let Some(i) = text.find('\n') {
+            if i + 1 < text.len() {
+                text.drain(..=i);
+            }
+        }
+    }
+    text.truncate(text.trim_end().len());
+    text
 }
 
 /// A running tool. Dropping it before [`RunningTool::wait`] finished kills its process group.
@@ -453,7 +464,17 @@ impl RunningTool {
         Ok(status)
     }
 
-    /// The last lines the tool wrote to stderr (after it exited).
+    /// The last lines the tool wrote to stderr (at most 4 KiB), once it has exited; empty
+    /// when taken before or when stderr does not close within 5 s (a child the tool left behind
+    /// holding it open).
+    ///
+    /// # Errors
+    ///
+    /// None: problems reading stderr yield an empty or shorter tail.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the tail is taken on the first call, and a cancelled call loses it.
     pub async fn stderr_tail(&mut self) -> String {
         match self.stderr_tail.take() {
             Some(h) => match tokio::time::timeout(Duration::from_secs(5), h).await {

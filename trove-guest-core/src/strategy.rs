@@ -507,7 +507,11 @@ pub trait ReplicationStrategyExt: ReplicationStrategy {
     ///
     /// Cancel safe: read only.
     async fn ensure_role(&self, expected: Role) -> Result<()> {
-        let actual = self.replication_status().await?.role.unwrap_or(Role::Standalone);
+        let actual = self
+            .replication_status()
+            .await?
+            .role
+            .unwrap_or(Role::Standalone);
         if actual == expected {
             Ok(())
         } else {

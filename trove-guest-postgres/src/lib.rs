@@ -1,1 +1,88 @@
-//! placeholder
+//! # trove-guest-postgres
+//!
+//! PostgreSQL streaming replication for trove-guest (PostgreSQL 13+; tested on 15):
+//!
+//! * **snapshots** are `pg_basebackup` tar streams (fast checkpoint, WAL fetched into the
+//!   stream) written straight into the [`SnapshotStore`](trove_guest_core::SnapshotStore); a
+//!   physical replication slot for the replica is created *before* the backup, so no WAL it
+//!   needs is recycled;
+//! * **replicas** restore a verified snapshot into a staging directory, swap it in only on
+//!   success, and stream from the master through their slot with a passfile (no password in any
+//!   configuration file, command line or log);
+//! * **detach** promotes (`pg_promote`, then a checkpoint); **cleanup** drops the replica's
+//!   slot and login on the master; **demote** removes every slot, role, `pg_hba` entry and
+//!   setting made for replication;
+//! * a **former primary rejoins** a promoted replica with `pg_rewind`
+//!   ([`PostgresStrategy::rejoin_as_standby`]).
+//!
+//! Settings go into override files in the handle's `config_dir`, which the server's main
+//! configuration must include (`include_dir`, last); the main configuration should live outside
+//! the data directory, since `pg_basebackup` copies and `pg_rewind` overwrites the data
+//! directory's `postgresql.conf` (the data directory's `postgresql.auto.conf` is put back to the
+//! instance's own after both). Settings are applied with a reload; the server is restarted only
+//! when PostgreSQL reports `pending_restart` (`wal_log_hints`, `wal_level`, ...).
+//!
+//! Replication logins are per snapshot (`trove_repl_<replica id>`, REPLICATION and LOGIN only,
+//! never superuser; the password is sent to the server only as a SCRAM-SHA-256 verifier) and
+//! belong to the NOLOGIN group `trove_replication`, which the `pg_hba` block names and which
+//! holds the four function grants `pg_rewind` needs.
+//!
+//! Slots: a snapshot creates `trove_slot_<replica id>` before the backup starts. A replica
+//! attaching from it copies that slot into its own, `trove_slot_<replica id>_<server id>`
+//! (`pg_copy_physical_replication_slot`, as the replication login), streams through its own,
+//! and drops the snapshot's slot once it streams, so no slot keeps WAL nobody reads. Several
+//! replicas may attach from one snapshot as long as each copies the slot before the first one
+//! finishes; later ones get a clear error asking for a fresh snapshot. Server ids must be
+//! unique among one master's replicas.
+//!
+//! Positions: [`get_latest_txn_id`](trove_guest_core::ReplicationStrategy::get_latest_txn_id)
+//! returns the LSN *with its timeline* on a primary
+//! ([`ReplicationPosition::PostgresqlWal`](trove_guest_core::ReplicationPosition)), so a promoted
+//! replica knows it will never reach its former master's later positions; on a standby, the
+//! replayed LSN.
+//!
+//! ```no_run
+//! # async fn demo(handle: trove_guest_core::DatastoreHandle) -> trove_guest_core::Result<()> {
+//! use std::sync::Arc;
+//! use trove_guest_core::{LocalSnapshotStore, ReplicationStrategy, EnableMasterOptions};
+//! use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
+//!
+//! let store = Arc::new(LocalSnapshotStore::new("/var/lib/trove/snapshots")?);
+//! let master = PostgresStrategy::new(handle, store, PostgresStrategyOptions::new());
+//! master.enable_as_master(&EnableMasterOptions::new()).await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod conf;
+mod error;
+mod master;
+mod names;
+mod replica;
+mod restore;
+mod sql;
+mod status;
+mod strategy;
+mod timeline;
+
+pub use strategy::{PostgresStrategy, PostgresStrategyOptions, RejoinOptions, StandbySource};
+
+/// Names of the objects this crate makes on a server, for operators and tests.
+pub mod objects {
+    /// The NOLOGIN group every replication login belongs to.
+    pub const REPLICATION_GROUP: &str = crate::names::GROUP_ROLE;
+    /// Prefix of per-replica replication logins.
+    pub const ROLE_PREFIX: &str = crate::names::ROLE_PREFIX;
+    /// Prefix of per-replica physical replication slots.
+    pub const SLOT_PREFIX: &str = crate::names::SLOT_PREFIX;
+    /// The master's override file in the config directory.
+    pub const MASTER_FILE: &str = crate::conf::MASTER_FILE;
+    /// A standby's override file in the config directory.
+    pub const STANDBY_FILE: &str = crate::conf::STANDBY_FILE;
+    /// A standby's passfile in the config directory.
+    pub const PASSFILE: &str = crate::conf::PASSFILE;
+    /// The override file of `make_read_only(true)`.
+    pub const READ_ONLY_FILE: &str = crate::conf::READ_ONLY_FILE;
+    /// First line of the replication block in the hba file.
+    pub const HBA_BEGIN: &str = crate::conf::HBA_BEGIN;
+}

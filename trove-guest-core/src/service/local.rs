@@ -74,6 +74,14 @@ impl LocalProcess {
     }
 
     /// The server's process id while it runs.
+    ///
+    /// # Errors
+    ///
+    /// None: `None` when the server is not running.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits for the internal lock.
     pub async fn pid(&self) -> Option<u32> {
         self.child.lock().await.as_ref().and_then(|c| c.id())
     }
@@ -107,7 +115,9 @@ impl ServiceControl for LocalProcess {
                 });
             }
             if started.elapsed() > self.start_timeout {
-                let _ = child.terminate(Signal::SIGKILL, Duration::from_secs(5)).await;
+                let _ = child
+                    .terminate(Signal::SIGKILL, Duration::from_secs(5))
+                    .await;
                 return Err(Error::Service {
                     message: format!(
                         "{} not ready after {:?}",

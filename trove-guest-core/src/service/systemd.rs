@@ -108,6 +108,9 @@ mod tests {
             assert!(SystemdUnit::new(bad).is_err(), "{bad:?} accepted");
         }
         let u = SystemdUnit::new("mariadb.service").unwrap();
-        assert_eq!(u.command("start").display(), "systemctl start mariadb.service");
+        assert_eq!(
+            u.command("start").display(),
+            "systemctl start mariadb.service"
+        );
     }
 }

@@ -72,6 +72,10 @@ impl LocalSnapshotStore {
             .strip_suffix(DATA_SUFFIX)
             .ok_or_else(|| bad("not a snapshot file"))?;
         validate_snapshot_name(name)?;
+        // `.` segments, doubled or trailing slashes would name the same file by another href.
+        if href != self.href_for(name) {
+            return Err(bad("not in canonical form"));
+        }
         Ok(path.to_path_buf())
     }
 
@@ -128,15 +132,28 @@ impl PendingUpload for LocalPending {
         let root = self.root.clone();
         let snapshot = self.snapshot.clone();
         tokio::task::spawn_blocking(move || -> Result<StoredSnapshot> {
-            if data.exists() {
+            let taken = || {
                 let _ = std::fs::remove_file(&temp);
-                return Err(Error::invalid(
+                Error::invalid(
                     "snapshot name",
                     format!("{} already exists", data.display()),
-                ));
+                )
+            };
+            // A hard link publishes atomically and never replaces a snapshot another upload
+            // committed meanwhile; file systems without hard links fall back to a rename.
+            match std::fs::hard_link(&temp, &data) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&temp);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(taken()),
+                Err(_) => {
+                    if data.exists() {
+                        return Err(taken());
+                    }
+                    std::fs::rename(&temp, &data)
+                        .context(|| format!("rename {} to {}", temp.display(), data.display()))?;
+                }
             }
-            std::fs::rename(&temp, &data)
-                .context(|| format!("rename {} to {}", temp.display(), data.display()))?;
             let mpath = LocalSnapshotStore::manifest_path(&data);
             let mtemp = root.join(format!(
                 ".partial-manifest-{}",
@@ -243,10 +260,9 @@ impl SnapshotStore for LocalSnapshotStore {
                 let mut filled = 0;
                 // Fill the chunk as far as the source allows (pipes deliver 64 KiB at a time).
                 while filled < CHUNK_SIZE {
-                    let n = reader
-                        .read(&mut buf[filled..])
-                        .await
-                        .map_err(|e| Error::from_read(format!("read snapshot data for {name}"), e))?;
+                    let n = reader.read(&mut buf[filled..]).await.map_err(|e| {
+                        Error::from_read(format!("read snapshot data for {name}"), e)
+                    })?;
                     if n == 0 {
                         break;
                     }
@@ -296,7 +312,10 @@ impl SnapshotStore for LocalSnapshotStore {
         let file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::integrity(href, "manifest present but data file missing"));
+                return Err(Error::integrity(
+                    href,
+                    "manifest present but data file missing",
+                ));
             }
             Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
         };

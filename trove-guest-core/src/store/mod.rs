@@ -9,7 +9,11 @@
 //! data streams and fails at the end with an integrity error when either differs, so a consumer
 //! that treats a read error as fatal never accepts a corrupt or truncated snapshot.
 
+#[cfg(feature = "zstd")]
+mod compress;
 mod local;
+#[cfg(feature = "object-store")]
+mod object;
 mod verify;
 
 use std::fmt;
@@ -21,7 +25,11 @@ use tokio::io::AsyncRead;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
+#[cfg(feature = "zstd")]
+pub use compress::ZstdSnapshotStore;
 pub use local::LocalSnapshotStore;
+#[cfg(feature = "object-store")]
+pub use object::ObjectSnapshotStore;
 pub use verify::{HashingReader, IntegrityFailure, VerifyingReader};
 
 /// Size of the buffers used to move snapshot data (memory use is a small multiple of it).

@@ -20,7 +20,11 @@ pub struct IntegrityFailure {
 
 impl fmt::Display for IntegrityFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "integrity check failed for {}: {}", self.href, self.reason)
+        write!(
+            f,
+            "integrity check failed for {}: {}",
+            self.href, self.reason
+        )
     }
 }
 
@@ -82,6 +86,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
 /// A reader that checks the stream against an expected size and SHA-256. It fails with an
 /// `InvalidData` error carrying [`IntegrityFailure`] as soon as more bytes than expected arrive,
 /// and at end of stream when the size or hash differs; it never reports a clean EOF for bad data.
+///
+/// The check happens only when the stream is read to its end: a consumer that stops early (a
+/// `tar` that stops at its end-of-archive marker, say) must drain the rest, or check
+/// [`VerifyingReader::verified`], before it trusts the data.
 pub struct VerifyingReader<R> {
     inner: HashingReader<R>,
     href: String,
@@ -156,10 +164,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for VerifyingReader<R> {
                 if n == 0 && buf.remaining() > 0 {
                     // End of stream.
                     if count != self.size {
-                        return Poll::Ready(Err(self.fail(format!(
-                            "truncated: {count} of {} bytes",
-                            self.size
-                        ))));
+                        return Poll::Ready(Err(
+                            self.fail(format!("truncated: {count} of {} bytes", self.size))
+                        ));
                     }
                     let hasher = self.inner.hasher.clone();
                     let got = hex::encode(hasher.finalize());

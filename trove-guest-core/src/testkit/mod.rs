@@ -5,3 +5,8 @@
 //! PostgreSQL as the `postgres` OS account).
 
 pub mod conformance;
+pub mod mariadb;
+pub mod postgres;
+
+pub use mariadb::{MariaDbOptions, MariaDbServer};
+pub use postgres::{ClusterInit, PostgresOptions, PostgresServer};

@@ -165,7 +165,10 @@ impl SnapshotDocument {
             return Err(Error::invalid("snapshot document", "master.port is 0"));
         }
         if self.dataset.snapshot_href.is_empty() {
-            return Err(Error::invalid("snapshot document", "dataset.snapshot_href is empty"));
+            return Err(Error::invalid(
+                "snapshot document",
+                "dataset.snapshot_href is empty",
+            ));
         }
         if let Some(h) = &self.dataset.sha256 {
             if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -185,6 +188,33 @@ impl SnapshotDocument {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Reads a snapshot document from JSON and [`validate`](SnapshotDocument::validate)s it:
+    /// the one entry point for documents received from a control plane.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when the text is not JSON, lacks a field, holds a malformed
+    /// position or fails validation. The message gives the line and column and never echoes
+    /// the replication password.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let doc: SnapshotDocument = serde_json::from_str(text).map_err(|e| {
+            // serde_json quotes offending values of the wrong type; a password given as a
+            // non-string would be echoed, so only the category and position are kept then.
+            let reason = if e.to_string().contains("invalid type") {
+                format!(
+                    "a field has the wrong type at line {} column {}",
+                    e.line(),
+                    e.column()
+                )
+            } else {
+                e.to_string()
+            };
+            Error::invalid("snapshot document", reason)
+        })?;
+        doc.validate()?;
+        Ok(doc)
     }
 
     /// The size in GiB, rounded up, as `dataset_size` records it.

@@ -1,0 +1,439 @@
+//! The agent's routes: parse and check the request, then call the strategy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use trove_guest_core::wire::InstanceAction;
+use trove_guest_core::{
+    AttachRequest, DatastoreKind, DemoteOptions, DetachOptions, DetachedReplica,
+    EnableMasterOptions, SnapshotDocument, SnapshotRequest,
+};
+
+use super::AgentState;
+use super::body::{Expecting, parse};
+use super::error::ApiError;
+use super::ops::run_change;
+use crate::api::{self, kinds};
+
+type St = State<Arc<AgentState>>;
+
+pub(crate) fn router(state: Arc<AgentState>) -> Router {
+    Router::new()
+        .route(api::STATUS, get(status))
+        .route(api::ENABLE_MASTER, post(enable_master))
+        .route(api::SNAPSHOT, post(snapshot))
+        .route(api::ATTACH, post(attach))
+        .route(api::DETACH, post(detach))
+        .route(api::CLEANUP, post(cleanup))
+        .route(api::DEMOTE, post(demote))
+        .route(api::READ_ONLY, put(read_only))
+        .route(api::LATEST_TXN, get(latest_txn))
+        .route(api::WAIT_FOR_TXN, post(wait_for_txn))
+        .route(api::OPERATION, get(operation))
+        .route(api::EVENTS, get(events))
+        .route("/instances/{id}/action", post(action))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        kinds::NOT_FOUND,
+        format!("no route {method} {}", uri.path()),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        kinds::INVALID_INPUT,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            kinds::INVALID_QUERY,
+            format!("invalid query string: {}", e.body_text()),
+        )
+    })
+}
+
+fn wants_stream(flag: Option<bool>, headers: &HeaderMap) -> bool {
+    flag.unwrap_or_else(|| {
+        headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/x-ndjson"))
+    })
+}
+
+fn done() -> serde_json::Value {
+    json!({})
+}
+
+async fn status(State(s): St) -> Response {
+    match s.strategy.replication_status().await {
+        Ok(st) => Json(st).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn enable_master(State(s): St) -> Response {
+    let strategy = s.strategy.clone();
+    run_change(
+        &s.slot,
+        &s.events,
+        "enable_as_master",
+        false,
+        move |_| async move {
+            strategy
+                .enable_as_master(&EnableMasterOptions::new())
+                .await?;
+            Ok(done())
+        },
+    )
+    .await
+}
+
+async fn snapshot(
+    State(s): St,
+    q: Result<Query<api::StreamQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let call: api::SnapshotCall = parse(
+        &body,
+        Expecting {
+            what: "snapshot options",
+            empty_is_default: true,
+        },
+    )?;
+    let strategy = s.strategy.clone();
+    let stream = wants_stream(q.stream, &headers);
+    Ok(run_change(
+        &s.slot,
+        &s.events,
+        "get_replication_snapshot",
+        stream,
+        move |progress| async move {
+            let mut req = SnapshotRequest::new().with_progress(progress);
+            if let Some(id) = call.replica_id {
+                req = req.with_replica_id(id);
+            }
+            if let Some(host) = call.replica_host {
+                req = req.with_replica_host(host);
+            }
+            if let Some(name) = call.snapshot_name {
+                req = req.with_snapshot_name(name);
+            }
+            if let Some(n) = call.parallel {
+                req = req.with_parallel(n);
+            }
+            strategy.get_replication_snapshot(&req).await
+        },
+    )
+    .await)
+}
+
+fn family(kind: DatastoreKind) -> &'static str {
+    match kind {
+        DatastoreKind::Postgresql => "PostgreSQL",
+        _ => "MySQL/MariaDB",
+    }
+}
+
+/// The checks an attach request passes before anything changes.
+fn check_snapshot(s: &AgentState, doc: &SnapshotDocument) -> Result<(), ApiError> {
+    // Families only: a MySQL-family strategy may learn its flavor (MySQL or MariaDB) from the
+    // server on first use, and refuses a snapshot of the other flavor itself (`Incompatible`).
+    let ours = family(s.strategy.datastore());
+    let theirs = family(doc.dataset.datastore);
+    if ours != theirs {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            kinds::WRONG_DATASTORE,
+            format!(
+                "wrong datastore: the snapshot is of {} ({theirs}), this server runs {ours}",
+                doc.dataset.datastore
+            ),
+        )
+        .with_field("dataset.datastore"));
+    }
+    doc.validate().map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            kinds::INVALID_DOCUMENT,
+            e.to_string(),
+        )
+    })?;
+    if !s.store.owns(&doc.dataset.snapshot_href) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            kinds::HREF_OUTSIDE_STORE,
+            format!(
+                "snapshot href {:?} is outside this agent's snapshot store",
+                doc.dataset.snapshot_href
+            ),
+        )
+        .with_field("dataset.snapshot_href"));
+    }
+    Ok(())
+}
+
+async fn attach(
+    State(s): St,
+    q: Result<Query<api::AttachQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let doc: SnapshotDocument = parse(
+        &body,
+        Expecting {
+            what: "a snapshot document",
+            empty_is_default: false,
+        },
+    )?;
+    check_snapshot(&s, &doc)?;
+    let strategy = s.strategy.clone();
+    let stream = wants_stream(q.stream, &headers);
+    Ok(run_change(
+        &s.slot,
+        &s.events,
+        "attach_replication_slave",
+        stream,
+        move |progress| async move {
+            let mut req = AttachRequest::new().with_progress(progress);
+            if let Some(p) = q.positioning {
+                req = req.with_positioning(p);
+            }
+            if let Some(t) = q.timeout_secs {
+                req = req.with_timeout(Duration::from_secs(t));
+            }
+            if let Some(id) = q.server_id {
+                req = req.with_server_id(id);
+            }
+            strategy.attach_replication_slave(&doc, &req).await
+        },
+    )
+    .await)
+}
+
+fn detach_options(call: &api::DetachCall) -> DetachOptions {
+    let mut opts = DetachOptions::new();
+    if let Some(t) = call.timeout_secs {
+        opts.timeout = Duration::from_secs(t);
+    }
+    opts
+}
+
+async fn detach(State(s): St, body: Bytes) -> Result<Response, ApiError> {
+    let call: api::DetachCall = parse(
+        &body,
+        Expecting {
+            what: "detach options",
+            empty_is_default: true,
+        },
+    )?;
+    let strategy = s.strategy.clone();
+    Ok(run_change(
+        &s.slot,
+        &s.events,
+        "detach_replication_slave",
+        false,
+        move |_| async move {
+            strategy
+                .detach_replication_slave(&detach_options(&call))
+                .await
+        },
+    )
+    .await)
+}
+
+async fn cleanup(State(s): St, body: Bytes) -> Result<Response, ApiError> {
+    let replica: DetachedReplica = parse(
+        &body,
+        Expecting {
+            what: "a detached replica document",
+            empty_is_default: false,
+        },
+    )?;
+    let strategy = s.strategy.clone();
+    Ok(run_change(
+        &s.slot,
+        &s.events,
+        "cleanup_source_on_replica_detach",
+        false,
+        move |_| async move {
+            strategy.cleanup_source_on_replica_detach(&replica).await?;
+            Ok(done())
+        },
+    )
+    .await)
+}
+
+async fn demote(State(s): St, body: Bytes) -> Result<Response, ApiError> {
+    let call: api::DemoteCall = parse(
+        &body,
+        Expecting {
+            what: "demote options",
+            empty_is_default: true,
+        },
+    )?;
+    let mut opts = DemoteOptions::new();
+    if let Some(p) = call.purge_logs {
+        opts.purge_logs = p;
+    }
+    let strategy = s.strategy.clone();
+    Ok(run_change(
+        &s.slot,
+        &s.events,
+        "demote_replication_master",
+        false,
+        move |_| async move {
+            strategy.demote_replication_master(&opts).await?;
+            Ok(done())
+        },
+    )
+    .await)
+}
+
+async fn read_only(State(s): St, body: Bytes) -> Result<Response, ApiError> {
+    let call: api::ReadOnlyCall = parse(
+        &body,
+        Expecting {
+            what: r#"{"read_only": true|false}"#,
+            empty_is_default: false,
+        },
+    )?;
+    let strategy = s.strategy.clone();
+    Ok(run_change(
+        &s.slot,
+        &s.events,
+        "make_read_only",
+        false,
+        move |_| async move {
+            strategy.make_read_only(call.read_only).await?;
+            Ok(done())
+        },
+    )
+    .await)
+}
+
+async fn latest_txn(State(s): St) -> Response {
+    match s.strategy.get_latest_txn_id().await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The longest wait a caller may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+async fn wait_for_txn(State(s): St, body: Bytes) -> Result<Response, ApiError> {
+    let call: api::WaitCall = parse(
+        &body,
+        Expecting {
+            what: "a wait request",
+            empty_is_default: false,
+        },
+    )?;
+    let timeout = match call.timeout_secs {
+        None => Duration::from_secs(30),
+        Some(t) if t.is_finite() && t >= 0.0 => Duration::from_secs_f64(t).min(MAX_WAIT),
+        Some(t) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                kinds::INVALID_DOCUMENT,
+                format!("invalid wait request at timeout_secs: {t} is not a duration"),
+            )
+            .with_field("timeout_secs"));
+        }
+    };
+    s.strategy.wait_for_txn(&call.txn, timeout).await?;
+    Ok(Json(done()).into_response())
+}
+
+async fn operation(State(s): St) -> Response {
+    Json(s.slot.view()).into_response()
+}
+
+async fn events(State(s): St) -> Response {
+    let rx = s.events.subscribe();
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) => {
+                    let mut v = serde_json::to_vec(&line).expect("event lines serialize");
+                    v.push(b'\n');
+                    return Some((Ok::<Bytes, std::convert::Infallible>(Bytes::from(v)), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+async fn action(State(s): St, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    if id != s.options.instance_id {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            kinds::UNKNOWN_INSTANCE,
+            format!(
+                "unknown instance {id:?}: this agent serves instance {:?}",
+                s.options.instance_id
+            ),
+        ));
+    }
+    let action: InstanceAction = parse(
+        &body,
+        Expecting {
+            what: r#"an action document such as {"detach_replication": {}}"#,
+            empty_is_default: false,
+        },
+    )?;
+    match action {
+        InstanceAction::DetachReplication(_) => {
+            let strategy = s.strategy.clone();
+            Ok(run_change(
+                &s.slot,
+                &s.events,
+                "detach_replication_slave",
+                false,
+                move |_| async move {
+                    strategy
+                        .detach_replication_slave(&DetachOptions::new())
+                        .await
+                },
+            )
+            .await)
+        }
+        other => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            kinds::UNKNOWN_ACTION,
+            format!("unknown action: {other:?} is not served by the guest agent"),
+        )),
+    }
+}

@@ -1,0 +1,293 @@
+//! Agent tests over loopback HTTP against a fake strategy (the live tests in `trove-guest-tests`
+//! use the real backends).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use trove_guest_core::wire::{BinlogPosition, Dataset, MasterAddress};
+use trove_guest_core::{
+    AttachOutcome, AttachRequest, Capabilities, DatastoreKind, DemoteOptions, DetachOptions,
+    DetachedReplica, EnableMasterOptions, LocalSnapshotStore, Phase, ReplicationPosition,
+    ReplicationStatus, ReplicationStrategy, Result, SnapshotDocument, SnapshotRequest,
+    SnapshotStore,
+};
+
+use super::{AgentOptions, GuestAgent, RunningAgent};
+use crate::api::{self, kinds};
+use crate::client::AgentClient;
+
+#[derive(Debug)]
+struct FakeStrategy {
+    store: Arc<LocalSnapshotStore>,
+    /// Snapshots wait for a permit here.
+    gate: Arc<Semaphore>,
+    attaches: AtomicU32,
+}
+
+#[async_trait]
+impl ReplicationStrategy for FakeStrategy {
+    fn datastore(&self) -> DatastoreKind {
+        DatastoreKind::Mariadb
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+    }
+    async fn enable_as_master(&self, _: &EnableMasterOptions) -> Result<()> {
+        Ok(())
+    }
+    async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
+        req.progress.phase(Phase::Backup, "fake backup");
+        let _permit = self.gate.acquire().await.expect("gate open");
+        req.progress.bytes(Phase::Backup, 42, Some(42));
+        Ok(doc(&self.store.href_for("fake")))
+    }
+    async fn attach_replication_slave(
+        &self,
+        _: &SnapshotDocument,
+        req: &AttachRequest,
+    ) -> Result<AttachOutcome> {
+        req.progress.phase(Phase::Restore, "fake restore");
+        self.attaches.fetch_add(1, Ordering::SeqCst);
+        Ok(AttachOutcome::new(42, None))
+    }
+    async fn detach_replication_slave(&self, _: &DetachOptions) -> Result<DetachedReplica> {
+        Ok(DetachedReplica::new(
+            Some("repl_r1".into()),
+            None,
+            None,
+            true,
+        ))
+    }
+    async fn cleanup_source_on_replica_detach(&self, _: &DetachedReplica) -> Result<()> {
+        Ok(())
+    }
+    async fn demote_replication_master(&self, _: &DemoteOptions) -> Result<()> {
+        Ok(())
+    }
+    async fn make_read_only(&self, _: bool) -> Result<()> {
+        Ok(())
+    }
+    async fn get_latest_txn_id(&self) -> Result<ReplicationPosition> {
+        Ok(ReplicationPosition::MariadbGtid("0-1-7".parse()?))
+    }
+    async fn wait_for_txn(&self, _: &ReplicationPosition, t: Duration) -> Result<()> {
+        Err(trove_guest_core::Error::timeout("fake txn", t))
+    }
+    async fn replication_status(&self) -> Result<ReplicationStatus> {
+        Ok(ReplicationStatus::default())
+    }
+}
+
+fn doc(href: &str) -> SnapshotDocument {
+    SnapshotDocument {
+        master: MasterAddress {
+            host: "127.0.0.1".into(),
+            port: 3306,
+        },
+        dataset: Dataset {
+            datastore: DatastoreKind::Mariadb,
+            datastore_version: "10.11".into(),
+            dataset_size: 1,
+            snapshot_href: href.into(),
+            size_bytes: None,
+            sha256: None,
+            server_version: None,
+            format: None,
+            compression: None,
+        },
+        binlog_position: Some(BinlogPosition {
+            log_file: "mysql-bin.000001".parse().unwrap(),
+            log_position: 4,
+            gtid_list: None,
+            gtid_set: None,
+        }),
+        wal_position: None,
+        replication: None,
+        extra: Default::default(),
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<LocalSnapshotStore>,
+    strategy: Arc<FakeStrategy>,
+    agent: RunningAgent,
+    client: AgentClient,
+}
+
+async fn fixture(open_gate: bool) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let gate = Arc::new(Semaphore::new(if open_gate { 1000 } else { 0 }));
+    let strategy = Arc::new(FakeStrategy {
+        store: store.clone(),
+        gate,
+        attaches: AtomicU32::new(0),
+    });
+    let agent = GuestAgent::new(
+        strategy.clone(),
+        store.clone() as Arc<dyn SnapshotStore>,
+        AgentOptions::new("inst-1"),
+    )
+    .spawn("127.0.0.1:0".parse().unwrap())
+    .await
+    .unwrap();
+    let client = AgentClient::new(agent.url());
+    Fixture {
+        _dir: dir,
+        store,
+        strategy,
+        agent,
+        client,
+    }
+}
+
+#[tokio::test]
+async fn attach_with_malformed_json_is_400_malformed_json() {
+    let f = fixture(true).await;
+    let (status, body) = f
+        .client
+        .post_raw(api::ATTACH, "{\"master\": ")
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["kind"], kinds::MALFORMED_JSON);
+    assert_eq!(f.strategy.attaches.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn attach_with_unknown_datastore_is_422_naming_it() {
+    let f = fixture(true).await;
+    let mut v = serde_json::to_value(doc(&f.store.href_for("x"))).unwrap();
+    v["dataset"]["datastore"] = "cassandra".into();
+    let (status, body) = f.client.post_raw(api::ATTACH, v.to_string()).await.unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["kind"], kinds::UNKNOWN_DATASTORE);
+    assert_eq!(body["error"]["field"], "dataset.datastore");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cassandra")
+    );
+}
+
+#[tokio::test]
+async fn attach_with_wrong_datastore_is_422_wrong_datastore() {
+    let f = fixture(true).await;
+    let mut v = serde_json::to_value(doc(&f.store.href_for("x"))).unwrap();
+    v["dataset"]["datastore"] = "postgresql".into();
+    let (status, body) = f.client.post_raw(api::ATTACH, v.to_string()).await.unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["kind"], kinds::WRONG_DATASTORE);
+}
+
+#[tokio::test]
+async fn attach_with_href_outside_store_is_422_and_attaches_nothing() {
+    let f = fixture(true).await;
+    let d = doc("file:///etc/passwd.snap");
+    let (status, body) = f
+        .client
+        .post_raw(api::ATTACH, serde_json::to_vec(&d).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["kind"], kinds::HREF_OUTSIDE_STORE);
+    assert_eq!(body["error"]["field"], "dataset.snapshot_href");
+    assert_eq!(f.strategy.attaches.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn second_change_while_one_runs_is_409_busy_naming_the_running_call() {
+    let f = fixture(false).await;
+    let c = f.client.clone();
+    let first =
+        tokio::spawn(async move { c.snapshot(&api::SnapshotCall::default(), &mut |_| {}).await });
+    // Wait until the first change holds the slot.
+    loop {
+        if f.client.operation().await.unwrap().running.is_some() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let err = f.client.detach().await.unwrap_err();
+    match &err {
+        crate::client::ClientError::Api { status, error } => {
+            assert_eq!(*status, 409);
+            assert_eq!(error.kind, kinds::BUSY);
+            assert_eq!(error.running.as_deref(), Some("get_replication_snapshot"));
+            assert!(
+                error.message.starts_with("busy: get_replication_snapshot"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected busy, got {other}"),
+    }
+    f.strategy.gate.add_permits(1);
+    let doc = first.await.unwrap().expect("first change completes");
+    assert!(f.store.owns(&doc.dataset.snapshot_href));
+    f.client
+        .detach()
+        .await
+        .expect("free again after the first change");
+}
+
+#[tokio::test]
+async fn streamed_snapshot_reports_progress_then_the_document() {
+    let f = fixture(true).await;
+    let mut events = Vec::new();
+    let d = f
+        .client
+        .snapshot(&api::SnapshotCall::default(), &mut |e| events.push(e))
+        .await
+        .unwrap();
+    assert_eq!(d.dataset.datastore, DatastoreKind::Mariadb);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.phase == Phase::Backup && e.done == 42)
+    );
+}
+
+#[tokio::test]
+async fn detach_replication_action_for_this_instance_detaches() {
+    let f = fixture(true).await;
+    let r = f.client.detach_replication_action("inst-1").await.unwrap();
+    assert!(r.was_replicating);
+    let err = f
+        .client
+        .detach_replication_action("other")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(kinds::UNKNOWN_INSTANCE));
+    let (status, body) = f
+        .client
+        .post_raw(&api::action_path("inst-1"), r#"{"resize": {}}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["kind"], kinds::UNKNOWN_ACTION);
+}
+
+#[tokio::test]
+async fn core_timeout_maps_to_504() {
+    let f = fixture(true).await;
+    let txn = f.client.latest_txn().await.unwrap();
+    let err = f
+        .client
+        .wait_for_txn(&txn, Duration::from_millis(10))
+        .await
+        .unwrap_err();
+    match err {
+        crate::client::ClientError::Api { status, error } => {
+            assert_eq!(status, 504);
+            assert_eq!(error.kind, kinds::TIMEOUT);
+        }
+        other => panic!("{other}"),
+    }
+    drop(f.agent);
+}

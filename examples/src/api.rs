@@ -1,0 +1,233 @@
+//! The guest agent's HTTP API: routes, request and response bodies, error bodies and the NDJSON
+//! progress stream. Shared by the server ([`crate::agent`]) and the client ([`crate::client`]).
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | `GET` | [`STATUS`] | — | [`ReplicationStatus`](trove_guest_core::ReplicationStatus) |
+//! | `POST` | [`ENABLE_MASTER`] | — | `{}` |
+//! | `POST` | [`SNAPSHOT`] | [`SnapshotCall`] (may be empty) | [`SnapshotDocument`](trove_guest_core::SnapshotDocument) |
+//! | `POST` | [`ATTACH`] `?positioning=&timeout_secs=` | the `SnapshotDocument` | [`AttachOutcome`](trove_guest_core::AttachOutcome) |
+//! | `POST` | [`DETACH`] | [`DetachCall`] (may be empty) | [`DetachedReplica`](trove_guest_core::DetachedReplica) |
+//! | `POST` | [`CLEANUP`] | the `DetachedReplica` | `{}` |
+//! | `POST` | [`DEMOTE`] | [`DemoteCall`] (may be empty) | `{}` |
+//! | `PUT` | [`READ_ONLY`] | [`ReadOnlyCall`] | `{}` |
+//! | `GET` | [`LATEST_TXN`] | — | [`ReplicationPosition`](trove_guest_core::ReplicationPosition) |
+//! | `POST` | [`WAIT_FOR_TXN`] | [`WaitCall`] | `{}` |
+//! | `GET` | [`OPERATION`] | — | [`OperationView`] |
+//! | `GET` | [`EVENTS`] | — | NDJSON of [`EventLine`], until the client hangs up |
+//! | `POST` | `/instances/{id}/action` | `{"detach_replication": {}}` | the `DetachedReplica` |
+//!
+//! Replication changes (enable master, snapshot, attach, detach, cleanup, demote, read-only and
+//! the action) run one at a time per agent: a second one gets `409` with an [`ErrorBody`] of kind
+//! [`kinds::BUSY`]. With `?stream=true` (or `Accept: application/x-ndjson`) the snapshot and attach
+//! calls answer `200` with an NDJSON stream of [`StreamLine`]s: progress events, then one result or
+//! error line.
+
+use serde::{Deserialize, Serialize};
+use trove_guest_core::{Positioning, ProgressEvent, ReplicationPosition};
+
+/// `GET`: the server's replication state.
+pub const STATUS: &str = "/v1/replication/status";
+/// `POST`: make the server able to serve replicas.
+pub const ENABLE_MASTER: &str = "/v1/replication/enable-master";
+/// `POST`: `get_replication_snapshot`.
+pub const SNAPSHOT: &str = "/v1/replication/snapshot";
+/// `POST`: `attach_replication_slave`.
+pub const ATTACH: &str = "/v1/replication/attach";
+/// `POST`: `detach_replication_slave`.
+pub const DETACH: &str = "/v1/replication/detach";
+/// `POST`: `cleanup_source_on_replica_detach`.
+pub const CLEANUP: &str = "/v1/replication/cleanup";
+/// `POST`: `demote_replication_master`.
+pub const DEMOTE: &str = "/v1/replication/demote";
+/// `PUT`: `make_read_only`.
+pub const READ_ONLY: &str = "/v1/replication/read-only";
+/// `GET`: `get_latest_txn_id`.
+pub const LATEST_TXN: &str = "/v1/replication/latest-txn";
+/// `POST`: `wait_for_txn`.
+pub const WAIT_FOR_TXN: &str = "/v1/replication/wait-for-txn";
+/// `GET`: the replication change in progress, if any, with its latest progress event.
+pub const OPERATION: &str = "/v1/operation";
+/// `GET`: every progress event of this agent as NDJSON, live.
+pub const EVENTS: &str = "/v1/events";
+
+/// The path of the instance action endpoint for `instance_id`.
+pub fn action_path(instance_id: &str) -> String {
+    format!("/instances/{instance_id}/action")
+}
+
+/// Body of [`SNAPSHOT`]; every field optional, an empty body is allowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCall {
+    /// The replica (instance id) the snapshot is for; names its replication account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
+    /// The replica's address, to restrict the account to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_host: Option<String>,
+    /// Name of the snapshot in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_name: Option<String>,
+    /// Backup parallelism.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u32>,
+}
+
+/// Query of [`ATTACH`] (the body is the snapshot document itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachQuery {
+    /// `gtid` (default) or `binlog_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positioning: Option<Positioning>,
+    /// How long to wait for replication to reach the snapshot position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Stream progress as NDJSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// The replica's server id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<u32>,
+}
+
+/// Query of [`SNAPSHOT`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Stream progress as NDJSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+}
+
+/// Body of [`DETACH`]; may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetachCall {
+    /// How long to wait for replication to stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Body of [`DEMOTE`]; may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoteCall {
+    /// Also purge binary logs / WAL kept for replicas (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_logs: Option<bool>,
+}
+
+/// Body of [`READ_ONLY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadOnlyCall {
+    /// Whether the server refuses client writes.
+    pub read_only: bool,
+}
+
+/// Body of [`WAIT_FOR_TXN`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitCall {
+    /// The position to wait for, as [`LATEST_TXN`] returned it.
+    pub txn: ReplicationPosition,
+    /// How long to wait at most (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
+}
+
+/// The answer of [`OPERATION`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationView {
+    /// The running replication change (`attach_replication_slave`, ...), if any.
+    pub running: Option<String>,
+    /// Seconds since it started.
+    pub elapsed_secs: Option<f64>,
+    /// Its latest progress event.
+    pub last_event: Option<ProgressEvent>,
+}
+
+/// One line of [`EVENTS`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLine {
+    /// The call that reported it.
+    pub operation: String,
+    /// The event.
+    pub event: ProgressEvent,
+}
+
+/// One line of a streamed snapshot or attach answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamLine {
+    /// A progress event.
+    Progress(ProgressEvent),
+    /// The call's result (last line).
+    Result(serde_json::Value),
+    /// The call's error (last line).
+    Error(ErrorDetail),
+}
+
+/// The JSON error body of every non-2xx answer: `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, machine- and human-readable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable kind from [`kinds`].
+    pub kind: String,
+    /// A message naming the problem.
+    pub message: String,
+    /// The JSON path of the offending field, for document errors (`dataset.datastore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The replication change that is running, for [`kinds::BUSY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<String>,
+}
+
+/// The stable error kinds of [`ErrorDetail::kind`].
+pub mod kinds {
+    /// The body is not JSON (`400`).
+    pub const MALFORMED_JSON: &str = "malformed_json";
+    /// The body is JSON but not the expected document (`422`).
+    pub const INVALID_DOCUMENT: &str = "invalid_document";
+    /// The document names a datastore that does not exist (`422`).
+    pub const UNKNOWN_DATASTORE: &str = "unknown_datastore";
+    /// The document is for another datastore than this agent's server (`422`).
+    pub const WRONG_DATASTORE: &str = "wrong_datastore";
+    /// The snapshot href is not in this agent's snapshot store (`422`).
+    pub const HREF_OUTSIDE_STORE: &str = "snapshot_href_outside_store";
+    /// The action document names an unknown action (`422`).
+    pub const UNKNOWN_ACTION: &str = "unknown_action";
+    /// The instance id is not this agent's (`404`).
+    pub const UNKNOWN_INSTANCE: &str = "unknown_instance";
+    /// The query string is not understood (`400`).
+    pub const INVALID_QUERY: &str = "invalid_query";
+    /// Another replication change is running (`409`).
+    pub const BUSY: &str = "busy";
+    /// Core `InvalidInput` (`400`).
+    pub const INVALID_INPUT: &str = "invalid_input";
+    /// Core `Integrity`: the snapshot data is damaged (`422`).
+    pub const INTEGRITY: &str = "integrity";
+    /// Core `NotFound` (`404`).
+    pub const NOT_FOUND: &str = "not_found";
+    /// Core `ToolFailed` (`500`).
+    pub const TOOL_FAILED: &str = "tool_failed";
+    /// Core `Datastore`: the database server failed (`502`).
+    pub const DATASTORE: &str = "datastore";
+    /// Core `Timeout` (`504`).
+    pub const TIMEOUT: &str = "timeout";
+    /// Core `Unsupported` (`501`).
+    pub const UNSUPPORTED: &str = "unsupported";
+    /// Core `Conflict`: wrong role, incompatible snapshot, diverged history (`409`).
+    pub const CONFLICT: &str = "conflict";
+    /// Core `Internal`: local I/O, service control or store failure (`500`).
+    pub const INTERNAL: &str = "internal";
+}

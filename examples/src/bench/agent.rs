@@ -1,0 +1,393 @@
+//! The trove-guest rows run in child processes of the benchmark (`bench agent`), one for the
+//! master's agent (`get_replication_snapshot`) and one for the replica's
+//! (`attach_replication_slave`), so each agent's peak resident memory (`VmHWM`) is its own and
+//! not the benchmark's.
+//!
+//! The parent writes an [`AgentRequest`] as JSON to the child's stdin and reads an
+//! [`AgentReport`] from its stdout. The snapshot document (with the replication password in
+//! transit) goes only through these pipes. Handles carry no secret: the benchmark's servers
+//! have passwordless local administrators.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use trove_guest_core::store::ZstdSnapshotStore;
+use trove_guest_core::{
+    AdminConnection, AttachRequest, DatastoreHandle, DatastoreKind, Error, LocalSnapshotStore,
+    OsUser, Phase, Progress, Result, ServiceControl, ServiceStatus, SnapshotDocument,
+    SnapshotRequest, SnapshotStore, ToolCommand,
+};
+
+use super::usage::{Cost, Meter, peak_rss_kib};
+use crate::backends;
+use crate::config::MysqlSection;
+use crate::testbed::TestServer;
+
+/// Where snapshots go, and whether they are compressed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreSpec {
+    /// Root of the local snapshot store.
+    pub root: PathBuf,
+    /// Wrap the store in [`ZstdSnapshotStore`] with this many worker threads (`None`: plain).
+    pub zstd_workers: Option<u32>,
+}
+
+impl StoreSpec {
+    /// Opens the store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the directory cannot be created.
+    pub fn open(&self) -> Result<Arc<dyn SnapshotStore>> {
+        let local: Arc<dyn SnapshotStore> = Arc::new(LocalSnapshotStore::new(&self.root)?);
+        Ok(match self.zstd_workers {
+            Some(w) => Arc::new(ZstdSnapshotStore::new(local).with_workers(w)),
+            None => local,
+        })
+    }
+}
+
+/// A server handle as plain data (no secret: the benchmark's admin logins have no password).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandleSpec {
+    /// The datastore.
+    pub kind: DatastoreKind,
+    /// Admin TCP host.
+    pub host: String,
+    /// Admin TCP port.
+    pub port: u16,
+    /// Admin socket (file or directory).
+    pub socket: Option<PathBuf>,
+    /// Admin user.
+    pub user: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Override directory.
+    pub config_dir: PathBuf,
+    /// Staging directory.
+    pub work_dir: PathBuf,
+    /// Server id.
+    pub server_id: u32,
+    /// OS account (uid, gid) of the data directory.
+    pub os_user: Option<(u32, u32)>,
+    /// Programs directory.
+    pub bin_dir: Option<PathBuf>,
+    /// MariaDB: binary log directory.
+    pub binlog_dir: Option<PathBuf>,
+    /// MariaDB: relay log directory.
+    pub relay_log_dir: Option<PathBuf>,
+    /// MariaDB: the server's option file.
+    pub server_config: Option<PathBuf>,
+}
+
+impl HandleSpec {
+    /// Describes `server`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when the admin login has a password (it would have to travel).
+    pub fn of(server: &TestServer) -> Result<Self> {
+        let h = server.handle();
+        if !h.admin.password.is_empty() {
+            return Err(Error::invalid(
+                "benchmark server",
+                "the admin login must be passwordless (local trust / socket)",
+            ));
+        }
+        let m = server.mysql_section();
+        Ok(HandleSpec {
+            kind: server.kind(),
+            host: h.admin.host.clone(),
+            port: h.admin.port,
+            socket: h.admin.socket.clone(),
+            user: h.admin.user.clone(),
+            data_dir: h.data_dir.clone(),
+            config_dir: h.config_dir.clone(),
+            work_dir: h.work_dir.clone(),
+            server_id: h.server_id,
+            os_user: h.os_user.map(|u| (u.uid, u.gid)),
+            bin_dir: h.bin_dir.clone(),
+            binlog_dir: m.binlog_dir,
+            relay_log_dir: m.relay_log_dir,
+            server_config: m.server_config,
+        })
+    }
+
+    /// A handle on the described server whose service refuses to stop it (the benchmark owns
+    /// the master process).
+    pub fn handle(&self) -> DatastoreHandle {
+        let mut admin = AdminConnection::new(
+            self.host.clone(),
+            self.port,
+            self.user.clone(),
+            trove_guest_core::Secret::new(""),
+        );
+        if let Some(s) = &self.socket {
+            admin = admin.with_socket(s);
+        }
+        let mut h = DatastoreHandle::new(
+            admin,
+            &self.data_dir,
+            &self.config_dir,
+            Arc::new(RunningElsewhere) as Arc<dyn ServiceControl>,
+        )
+        .with_server_id(self.server_id)
+        .with_work_dir(&self.work_dir);
+        if let Some((uid, gid)) = self.os_user {
+            h = h.with_os_user(OsUser { uid, gid });
+        }
+        if let Some(b) = &self.bin_dir {
+            h = h.with_bin_dir(b);
+        }
+        h
+    }
+
+    fn mysql_section(&self) -> MysqlSection {
+        MysqlSection {
+            binlog_dir: self.binlog_dir.clone(),
+            relay_log_dir: self.relay_log_dir.clone(),
+            server_config: self.server_config.clone(),
+        }
+    }
+}
+
+/// The master's service as seen from the snapshot agent: running, and not ours to stop.
+#[derive(Debug)]
+struct RunningElsewhere;
+
+#[async_trait]
+impl ServiceControl for RunningElsewhere {
+    async fn start(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn stop(&self) -> Result<()> {
+        Err(Error::unsupported(
+            "stopping the benchmark's master from the agent (enable it as master beforehand)",
+        ))
+    }
+    async fn status(&self) -> Result<ServiceStatus> {
+        Ok(ServiceStatus::Running)
+    }
+}
+
+/// What a child agent is asked to do.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum AgentRequest {
+    /// `get_replication_snapshot` on the master.
+    Snapshot {
+        /// The master.
+        master: HandleSpec,
+        /// The store.
+        store: StoreSpec,
+        /// Snapshot name.
+        name: String,
+        /// Replica id (names the replication account).
+        replica_id: String,
+        /// `--parallel` for the backup tool.
+        parallel: Option<u32>,
+    },
+    /// Start a fresh replica server, then `attach_replication_slave` on it.
+    Attach {
+        /// The datastore.
+        kind: DatastoreKind,
+        /// The store.
+        store: StoreSpec,
+        /// The snapshot document.
+        doc: Box<SnapshotDocument>,
+        /// The replica's server id.
+        server_id: u32,
+    },
+}
+
+/// What a child agent measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentReport {
+    /// Wall time, CPU (the agent, the tools it ran and, for attach, the replica server) and
+    /// phases of the call.
+    pub cost: Cost,
+    /// The agent process's `VmHWM`, KiB.
+    pub peak_rss_kib: u64,
+    /// The snapshot document (snapshot only).
+    pub doc: Option<Box<SnapshotDocument>>,
+}
+
+/// Records phase changes reported through [`Progress`].
+fn phase_recorder() -> (Progress, Arc<Mutex<Vec<(Phase, Instant)>>>) {
+    let log = Arc::new(Mutex::new(Vec::<(Phase, Instant)>::new()));
+    let sink = log.clone();
+    let progress = Progress::new(move |e| {
+        let mut l = sink.lock().expect("phase log");
+        if l.last().map(|(p, _)| *p) != Some(e.phase) {
+            l.push((e.phase, Instant::now()));
+        }
+    });
+    (progress, log)
+}
+
+fn phases_of(
+    prefix: &str,
+    started: Instant,
+    log: &[(Phase, Instant)],
+    ended: Instant,
+) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let mut cur = ("setup".to_owned(), started);
+    for (p, t) in log {
+        let d = (*t - cur.1).as_secs_f64();
+        if !(cur.0 == "setup" && d < 0.001) {
+            out.push((format!("{prefix}{}", cur.0), d));
+        }
+        cur = (format!("{p:?}").to_lowercase(), *t);
+    }
+    let d = (ended - cur.1).as_secs_f64();
+    if cur.0 != "done" || d > 0.01 {
+        out.push((format!("{prefix}{}", cur.0), d));
+    }
+    out
+}
+
+/// The process group of a test server's main process.
+pub async fn server_pgid(server: &TestServer) -> Option<u32> {
+    match server {
+        TestServer::Mariadb(s) => std::fs::read_to_string(s.dir().join("mariadbd.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok()),
+        TestServer::Postgres(s) => s.service().pid().await,
+    }
+}
+
+/// The child side: reads a request from stdin, runs it, prints the report to stdout.
+///
+/// # Errors
+///
+/// Whatever the requested call fails with.
+///
+/// # Cancel safety
+///
+/// Not cancel safe.
+pub async fn child_main() -> Result<()> {
+    let mut input = Vec::new();
+    tokio::io::stdin()
+        .read_to_end(&mut input)
+        .await
+        .map_err(|e| Error::io("read the agent request", e))?;
+    let req: AgentRequest = serde_json::from_slice(&input)
+        .map_err(|e| Error::invalid("agent request", e.to_string()))?;
+    let report = match req {
+        AgentRequest::Snapshot {
+            master,
+            store,
+            name,
+            replica_id,
+            parallel,
+        } => {
+            let store = store.open()?;
+            let strategy =
+                backends::strategy(master.kind, master.handle(), store, &master.mysql_section())?;
+            let (progress, log) = phase_recorder();
+            let mut req = SnapshotRequest::new()
+                .with_replica_id(replica_id)
+                .with_replica_host("127.0.0.1")
+                .with_snapshot_name(name)
+                .with_progress(progress);
+            if let Some(n) = parallel {
+                req = req.with_parallel(n);
+            }
+            let meter = Meter::start(&[]);
+            let started = Instant::now();
+            let doc = strategy.get_replication_snapshot(&req).await?;
+            let ended = Instant::now();
+            let mut cost = meter.finish(&[]);
+            cost.phases = phases_of("snapshot ", started, &log.lock().expect("log"), ended);
+            AgentReport {
+                cost,
+                peak_rss_kib: peak_rss_kib().unwrap_or(0),
+                doc: Some(Box::new(doc)),
+            }
+        }
+        AgentRequest::Attach {
+            kind,
+            store,
+            doc,
+            server_id,
+        } => {
+            let store = store.open()?;
+            let server = TestServer::start(kind, server_id).await?;
+            let strategy = server.strategy(store)?;
+            let (progress, log) = phase_recorder();
+            let req = AttachRequest::new().with_progress(progress);
+            let before: Vec<u32> = server_pgid(&server).await.into_iter().collect();
+            let meter = Meter::start(&before);
+            let started = Instant::now();
+            strategy.attach_replication_slave(&doc, &req).await?;
+            let ended = Instant::now();
+            let after: Vec<u32> = server_pgid(&server).await.into_iter().collect();
+            let mut cost = meter.finish(&after);
+            cost.phases = phases_of("attach ", started, &log.lock().expect("log"), ended);
+            let peak = peak_rss_kib().unwrap_or(0);
+            drop(strategy);
+            drop(server);
+            AgentReport {
+                cost,
+                peak_rss_kib: peak,
+                doc: None,
+            }
+        }
+    };
+    let json = serde_json::to_vec(&report).expect("report serializes");
+    let mut out = tokio::io::stdout();
+    out.write_all(&json)
+        .await
+        .map_err(|e| Error::io("write the agent report", e))?;
+    out.flush()
+        .await
+        .map_err(|e| Error::io("write the agent report", e))?;
+    Ok(())
+}
+
+/// The parent side: runs `exe agent` with `req` and returns its report.
+///
+/// # Errors
+///
+/// [`Error::ToolFailed`] with the child's stderr tail when it fails; [`Error::Io`].
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping the future kills the child's process group.
+pub async fn run_child(exe: &Path, req: &AgentRequest) -> Result<AgentReport> {
+    let mut child = ToolCommand::new(exe)
+        .arg("agent")
+        .stdin_piped()
+        .stdout_piped()
+        .spawn()?;
+    let mut stdin = child.take_stdin().expect("stdin is piped");
+    let mut stdout = child.take_stdout().expect("stdout is piped");
+    let json = serde_json::to_vec(req).expect("request serializes");
+    let write = async {
+        stdin
+            .write_all(&json)
+            .await
+            .map_err(|e| Error::io("send the agent request", e))?;
+        drop(stdin);
+        Ok::<_, Error>(())
+    };
+    let read = async {
+        let mut buf = Vec::new();
+        (&mut stdout)
+            .take(16 << 20)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| Error::io("read the agent report", e))?;
+        Ok::<_, Error>(buf)
+    };
+    let (w, r) = tokio::join!(write, read);
+    let status = child.wait().await;
+    status?;
+    w?;
+    let out = r?;
+    serde_json::from_slice(&out).map_err(|e| Error::invalid("agent report", e.to_string()))
+}

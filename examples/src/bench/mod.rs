@@ -1,0 +1,509 @@
+//! The provisioning benchmark behind the `bench` binary: how long it takes to build a replica of
+//! a master holding a given amount of data, measured side by side on the same data in one run.
+//!
+//! For each datastore the benchmark starts a fresh master (core testkit), loads the data, and
+//! then repeats every method `reps` times, each time on a fresh replica server:
+//!
+//! * **raw tools**, the physical limit of the approach: `mariabackup --backup --stream=xbstream
+//!   | mbstream -x`, `mariabackup --prepare`, move into place, start, `CHANGE MASTER TO` by hand
+//!   (PostgreSQL: `pg_basebackup -X stream` into the target directory, start as standby);
+//! * **trove-guest**: `get_replication_snapshot` into a local snapshot store, then
+//!   `attach_replication_slave` until the replica applied the snapshot position, each call in its
+//!   own agent process (see [`agent`]) so its peak memory is its own;
+//! * improvements on it: `--parallel` for the backup tool and zstd compression in the store
+//!   ([`trove_guest_core::store::ZstdSnapshotStore`]);
+//! * a **Trove-style pipeline**: backup through single-threaded `gzip` into a file, then
+//!   `gunzip | extract`, prepare, start;
+//! * **logical**: `mariadb-dump --single-transaction --master-data=2 | mariadb` then
+//!   replication from the dump's coordinates (`pg_dump | psql`).
+//!
+//! Each sample records wall time, CPU seconds (this process, the tools it ran, and the server
+//! processes involved: see [`usage::Meter`]), per-phase times and, for trove-guest, the agents'
+//! peak resident memory. [`report`] turns medians into the table.
+
+pub mod agent;
+pub mod dataset;
+pub mod machine;
+mod mariadb;
+pub mod pipe;
+mod postgres;
+pub mod report;
+pub mod usage;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer, PostgresOptions, PostgresServer};
+use trove_guest_core::{
+    DatastoreKind, DetachedReplica, EnableMasterOptions, Error, LocalSnapshotStore, Result,
+    Secret, SharedStrategy, SnapshotStore,
+};
+
+use agent::{AgentRequest, HandleSpec, StoreSpec, run_child};
+use dataset::dir_bytes;
+use machine::Machine;
+use report::{DatastoreReport, Report, Row, Sample};
+use usage::{Cost, group_ticks};
+
+use crate::testbed::TestServer;
+
+/// What to run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BenchOptions {
+    /// The datastores, in order.
+    pub datastores: Vec<DatastoreKind>,
+    /// Data to load on each master, in bytes (table and indexes).
+    pub target_bytes: u64,
+    /// Repetitions of each row (the median is reported).
+    pub reps: u32,
+    /// Also run the raw and trove-guest rows with the backup tool's `--parallel=N` (MariaDB).
+    pub parallel: Option<u32>,
+    /// Also run trove-guest with the zstd-compressing store.
+    pub zstd: bool,
+    /// Scratch directory (snapshot stores, pipeline files); must be on the servers' filesystem
+    /// for the numbers to mean what they say.
+    pub scratch: PathBuf,
+    /// This program, started as `exe agent` for the trove-guest rows.
+    pub exe: PathBuf,
+    /// Bytes written by the disk test.
+    pub disk_test_bytes: u64,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+impl BenchOptions {
+    /// Defaults: both datastores, 1 GiB, 3 repetitions, `--parallel=2`, zstd on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when this program's path cannot be found.
+    pub fn new() -> Result<Self> {
+        Ok(BenchOptions {
+            datastores: vec![DatastoreKind::Mariadb, DatastoreKind::Postgresql],
+            target_bytes: 1 << 30,
+            reps: 3,
+            parallel: Some(2),
+            zstd: true,
+            scratch: std::env::temp_dir(),
+            exe: std::env::current_exe().map_err(|e| Error::io("find this program", e))?,
+            disk_test_bytes: 1 << 30,
+            command: String::new(),
+        })
+    }
+}
+
+/// Shared by the rows of a run.
+#[derive(Debug)]
+pub(crate) struct Env {
+    pub(crate) scratch: PathBuf,
+    pub(crate) exe: PathBuf,
+}
+
+/// One way of provisioning a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Raw { parallel: Option<u32> },
+    TroveGuest { parallel: Option<u32>, zstd: bool },
+    TroveStyle,
+    Logical,
+}
+
+fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
+    let maria = kind != DatastoreKind::Postgresql;
+    let mut out = Vec::new();
+    let raw_detail = if maria {
+        "`mariabackup --backup --stream=xbstream | mbstream -x`, `mariabackup --prepare`, rename \
+         into place, start, `CHANGE MASTER TO ... MASTER_USE_GTID=slave_pos` + `START SLAVE` by \
+         hand, wait for both threads and `MASTER_GTID_WAIT`"
+    } else {
+        "`pg_basebackup -X stream --checkpoint=fast` into the target directory, `standby.signal` \
+         + `primary_conninfo`, start, wait until it streams and replayed the master's LSN"
+    };
+    out.push((Method::Raw { parallel: None }, Row::new("raw tools", raw_detail, true)));
+    if let (true, Some(n)) = (maria, opts.parallel) {
+        out.push((
+            Method::Raw { parallel: Some(n) },
+            Row::new(
+                format!("raw tools --parallel={n}"),
+                format!("as raw tools, `mariabackup --parallel={n}`"),
+                false,
+            ),
+        ));
+    }
+    out.push((
+        Method::TroveGuest {
+            parallel: None,
+            zstd: false,
+        },
+        Row::new(
+            "trove-guest",
+            "`get_replication_snapshot` into a local snapshot store (agent process 1), then \
+             `attach_replication_slave` on a fresh server until it applied the snapshot position \
+             (agent process 2); wall = the two calls",
+            false,
+        ),
+    ));
+    if let (true, Some(n)) = (maria, opts.parallel) {
+        out.push((
+            Method::TroveGuest {
+                parallel: Some(n),
+                zstd: false,
+            },
+            Row::new(
+                format!("trove-guest --parallel={n}"),
+                format!("as trove-guest, `SnapshotRequest::with_parallel({n})`"),
+                false,
+            ),
+        ));
+    }
+    if opts.zstd {
+        out.push((
+            Method::TroveGuest {
+                parallel: None,
+                zstd: true,
+            },
+            Row::new(
+                "trove-guest + zstd store",
+                "as trove-guest, snapshot store wrapped in `ZstdSnapshotStore` (level 1, one \
+                 worker thread): compressed while streaming in, decompressed while streaming out",
+                false,
+            ),
+        ));
+    }
+    let style = if maria {
+        "`mariabackup --backup --stream=xbstream | gzip > file`, then `gzip -dc file | mbstream \
+         -x`, prepare, rename, start, replication as raw tools"
+    } else {
+        "`pg_basebackup -Ft -X fetch -D - | gzip > file`, then `gzip -dc file | tar -x`, start \
+         as standby as raw tools"
+    };
+    out.push((Method::TroveStyle, Row::new("Trove-style gzip pipeline", style, false)));
+    let logical = if maria {
+        "`mariadb-dump --single-transaction --master-data=2 --databases bench | mariadb` into a \
+         fresh server, then `CHANGE MASTER TO` the dump's coordinates, `START SLAVE`, \
+         `MASTER_POS_WAIT`"
+    } else {
+        "`pg_dump | psql` into a fresh server (no replication afterwards: see notes)"
+    };
+    out.push((Method::Logical, Row::new("logical dump", logical, false)));
+    out
+}
+
+/// A master server of either kind with what the rows need of it.
+struct MasterSide {
+    server: TestServer,
+    pgid: u32,
+    strategy: SharedStrategy,
+    repl_password: Secret,
+}
+
+async fn trove_guest(
+    env: &Env,
+    master: &MasterSide,
+    server_id: u32,
+    parallel: Option<u32>,
+    zstd: bool,
+) -> Result<Sample> {
+    let root = env.scratch.join(format!("store-{server_id}"));
+    let store = StoreSpec {
+        root: root.clone(),
+        zstd_workers: zstd.then_some(1),
+    };
+    let before = group_ticks(master.pgid);
+    let a = run_child(
+        &env.exe,
+        &AgentRequest::Snapshot {
+            master: HandleSpec::of(&master.server)?,
+            store: store.clone(),
+            name: format!("bench-{server_id}"),
+            replica_id: format!("bench{server_id}"),
+            parallel,
+        },
+    )
+    .await?;
+    let stored = dir_bytes(&root, &[]);
+    let doc = a.doc.clone().ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
+    let b = run_child(
+        &env.exe,
+        &AgentRequest::Attach {
+            kind: master.server.kind(),
+            store,
+            doc: doc.clone(),
+            server_id,
+        },
+    )
+    .await?;
+    let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
+    if let Some(grant) = &doc.replication {
+        let gone = DetachedReplica::new(
+            Some(grant.user.clone()),
+            grant.slot_name.clone(),
+            Some(doc.master.clone()),
+            true,
+        );
+        // The replica's walsender may linger a moment after it stopped.
+        for attempt in 0..50 {
+            match master.strategy.cleanup_source_on_replica_detach(&gone).await {
+                Ok(()) => break,
+                Err(e) if attempt == 49 => {
+                    eprintln!("bench: cleanup of {} on the master failed: {e}", grant.user)
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let mut phases = a.cost.phases.clone();
+    phases.extend(b.cost.phases.iter().cloned());
+    Ok(Sample {
+        cost: Cost {
+            wall: a.cost.wall + b.cost.wall,
+            cpu: a.cost.cpu + b.cost.cpu + master_cpu,
+            phases,
+        },
+        agent_peak_rss_kib: Some(a.peak_rss_kib.max(b.peak_rss_kib)),
+        stored_bytes: Some(stored),
+    })
+}
+
+fn log(line: &str) {
+    eprintln!("bench: {line}");
+}
+
+async fn start_master(kind: DatastoreKind) -> Result<TestServer> {
+    Ok(match kind {
+        DatastoreKind::Postgresql => TestServer::Postgres(
+            PostgresServer::start(PostgresOptions::new().with_server_id(1)).await?,
+        ),
+        _ => {
+            let mut o = MariaDbOptions::new(1).with_log_bin(true);
+            o.buffer_pool = "256M".into();
+            TestServer::Mariadb(MariaDbServer::start(o).await?)
+        }
+    })
+}
+
+async fn run_datastore(env: &Env, opts: &BenchOptions, kind: DatastoreKind) -> Result<DatastoreReport> {
+    log(&format!("{kind}: starting the master and loading {} MiB", opts.target_bytes >> 20));
+    let server = start_master(kind).await?;
+    let (loaded, version, data_bytes, pgid) = match &server {
+        TestServer::Mariadb(m) => {
+            let loaded = dataset::load_mariadb(m, opts.target_bytes, &log).await?;
+            let v = m.query_one("SELECT VERSION()").await?.unwrap_or_default();
+            (loaded, format!("MariaDB {v}"), dir_bytes(&m.data_dir(), &[]), mariadb::pgid(m)?)
+        }
+        TestServer::Postgres(p) => {
+            let loaded = dataset::load_postgres(p, opts.target_bytes, &log).await?;
+            let v = p.query_one("SHOW server_version").await?;
+            (
+                loaded,
+                format!("PostgreSQL {v}"),
+                dir_bytes(&p.data_dir(), &["pg_wal"]),
+                postgres::pgid(p).await?,
+            )
+        }
+    };
+    log(&format!(
+        "{kind}: {} rows, data directory {} MB, loaded in {:.1} s",
+        loaded.rows,
+        data_bytes / 1_000_000,
+        loaded.seconds
+    ));
+    let store: std::sync::Arc<dyn SnapshotStore> =
+        std::sync::Arc::new(LocalSnapshotStore::new(env.scratch.join("master-store"))?);
+    let strategy = server.strategy(store)?;
+    strategy.enable_as_master(&EnableMasterOptions::new()).await?;
+    // enable_as_master may have restarted the server.
+    let pgid = match &server {
+        TestServer::Mariadb(m) => mariadb::pgid(m).unwrap_or(pgid),
+        TestServer::Postgres(p) => postgres::pgid(p).await.unwrap_or(pgid),
+    };
+    let repl_password = Secret::random(24);
+    if let TestServer::Mariadb(m) = &server {
+        mariadb::create_repl_account(m, &repl_password).await?;
+    }
+    let master = MasterSide {
+        server,
+        pgid,
+        strategy,
+        repl_password,
+    };
+
+    let mut rows = methods(kind, opts);
+    let mut server_id = 10;
+    for rep in 0..opts.reps {
+        for (method, row) in rows.iter_mut() {
+            server_id += 1;
+            let sample = run_method(env, &master, *method, server_id).await.map_err(|e| {
+                Error::invalid(
+                    "benchmark",
+                    format!("{kind} {} (repetition {}): {e}", row.method, rep + 1),
+                )
+            })?;
+            log(&format!(
+                "{kind} rep {}/{} {}: {:.2} s wall, {:.1} s CPU{}",
+                rep + 1,
+                opts.reps,
+                row.method,
+                sample.cost.wall,
+                sample.cost.cpu,
+                sample
+                    .agent_peak_rss_kib
+                    .map_or_else(String::new, |k| format!(", agent peak RSS {:.1} MiB", k as f64 / 1024.0))
+            ));
+            row.samples.push(sample);
+        }
+    }
+    let mut notes = vec![
+        "Every row starts from the same master (idle, data in its page cache after the first \
+         read) and builds a fresh replica; servers run with the testkit's settings \
+         (MariaDB: 32 MiB redo log, `innodb_flush_log_at_trx_commit=2`; PostgreSQL: `fsync=off`)."
+            .to_owned(),
+        "Tool-to-tool pipes (`|`) are copied through the benchmark process with 1 MiB buffers, \
+         as trove-guest's attach feeds its extractor; this costs well under 1% of a row."
+            .to_owned(),
+        "CPU s = user+system seconds of the benchmark/agent processes, every tool they ran, and \
+         the master and replica server processes during the row."
+            .to_owned(),
+        "copy MB = the intermediate copy: the snapshot object(s) in the store, the gzip file, \
+         or the dump stream."
+            .to_owned(),
+    ];
+    if kind == DatastoreKind::Postgresql {
+        notes.push(
+            "PostgreSQL: `pg_basebackup` runs with `--no-sync` (the test servers run with \
+             `fsync=off` and the tar-based restores do not sync either). A logical copy cannot \
+             follow the master by physical streaming, so the logical row stops after \
+             `pg_dump | psql` (logical replication would add a slot, a publication and a \
+             subscription)."
+                .to_owned(),
+        );
+    }
+    Ok(DatastoreReport {
+        datastore: kind.to_string(),
+        server_version: version,
+        data_dir_bytes: data_bytes,
+        rows_in_table: loaded.rows,
+        load_seconds: loaded.seconds,
+        rows: rows.into_iter().map(|(_, r)| r).collect(),
+        notes,
+    })
+}
+
+async fn run_method(env: &Env, master: &MasterSide, method: Method, server_id: u32) -> Result<Sample> {
+    match (&master.server, method) {
+        (_, Method::TroveGuest { parallel, zstd }) => {
+            trove_guest(env, master, server_id, parallel, zstd).await
+        }
+        (TestServer::Mariadb(m), other) => {
+            let side = mariadb::Master {
+                server: m,
+                pgid: master.pgid,
+                repl_password: master.repl_password.clone(),
+            };
+            match other {
+                Method::Raw { parallel } => mariadb::physical(env, &side, server_id, parallel, false).await,
+                Method::TroveStyle => mariadb::physical(env, &side, server_id, None, true).await,
+                _ => mariadb::logical(env, &side, server_id).await,
+            }
+        }
+        (TestServer::Postgres(p), other) => {
+            let side = postgres::Master {
+                server: p,
+                pgid: master.pgid,
+            };
+            match other {
+                Method::Raw { .. } => postgres::physical(env, &side, server_id, false).await,
+                Method::TroveStyle => postgres::physical(env, &side, server_id, true).await,
+                _ => postgres::logical(&side, server_id).await,
+            }
+        }
+    }
+}
+
+/// Runs the benchmark and returns its report.
+///
+/// # Errors
+///
+/// The first failure of a server, tool or call, naming the row and repetition.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: servers are stopped and removed when dropped, but scratch files may remain.
+pub async fn run(opts: &BenchOptions) -> Result<Report> {
+    let scratch = tempfile::Builder::new()
+        .prefix("tgb-")
+        .tempdir_in(&opts.scratch)
+        .map_err(|e| Error::io(format!("create a scratch directory in {}", opts.scratch.display()), e))?;
+    let env = Env {
+        scratch: scratch.path().to_path_buf(),
+        exe: opts.exe.clone(),
+    };
+    let started_utc = utc_now();
+    log("probing the machine (disk write test)");
+    let machine = Machine::probe(&env.scratch, opts.disk_test_bytes)?;
+    let mut datastores = Vec::new();
+    for kind in &opts.datastores {
+        datastores.push(run_datastore(&env, opts, *kind).await?);
+    }
+    Ok(Report {
+        started_utc,
+        command: opts.command.clone(),
+        machine,
+        target_bytes: opts.target_bytes,
+        reps: opts.reps,
+        datastores,
+    })
+}
+
+/// The current UTC time as `YYYY-MM-DD HH:MM:SS`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_datastore_has_the_four_kinds_of_rows_and_one_reference() {
+        let opts = BenchOptions::new().unwrap();
+        for kind in [DatastoreKind::Mariadb, DatastoreKind::Postgresql] {
+            let rows = methods(kind, &opts);
+            assert_eq!(rows.iter().filter(|(_, r)| r.reference).count(), 1);
+            for name in ["raw tools", "trove-guest", "Trove-style gzip pipeline", "logical dump"] {
+                assert!(rows.iter().any(|(_, r)| r.method == name), "{kind} {name}");
+            }
+        }
+        assert!(methods(DatastoreKind::Mariadb, &opts)
+            .iter()
+            .any(|(_, r)| r.method == "trove-guest --parallel=2"));
+    }
+
+    #[test]
+    fn utc_timestamps_are_formatted() {
+        let t = utc_now();
+        assert_eq!(t.len(), 19, "{t}");
+        assert!(t.starts_with("20"));
+    }
+}

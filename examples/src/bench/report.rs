@@ -1,0 +1,303 @@
+//! Results: samples, medians, the printed table and the Markdown report.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::machine::Machine;
+use super::usage::Cost;
+
+/// One measured provisioning.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Wall time, CPU and phases.
+    pub cost: Cost,
+    /// Peak resident memory of the agent processes (trove-guest rows only), KiB.
+    pub agent_peak_rss_kib: Option<u64>,
+    /// Bytes of the intermediate copy (snapshot object, compressed file), when there is one.
+    pub stored_bytes: Option<u64>,
+}
+
+/// The samples of one method on one datastore.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// Short name of the method (`raw tools`, `trove-guest`, ...).
+    pub method: String,
+    /// What it runs.
+    pub detail: String,
+    /// Whether it is the raw-tools reference row.
+    pub reference: bool,
+    /// The repetitions.
+    pub samples: Vec<Sample>,
+}
+
+/// The median of `v` (mean of the middle two for an even count); `None` when empty.
+pub fn median(v: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = v.into_iter().collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+impl Row {
+    /// A row without samples yet.
+    pub fn new(method: impl Into<String>, detail: impl Into<String>, reference: bool) -> Self {
+        Row {
+            method: method.into(),
+            detail: detail.into(),
+            reference,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Median wall seconds.
+    pub fn wall(&self) -> Option<f64> {
+        median(self.samples.iter().map(|s| s.cost.wall))
+    }
+
+    /// Median CPU seconds.
+    pub fn cpu(&self) -> Option<f64> {
+        median(self.samples.iter().map(|s| s.cost.cpu))
+    }
+
+    /// Median agent peak RSS in MiB.
+    pub fn rss_mib(&self) -> Option<f64> {
+        median(
+            self.samples
+                .iter()
+                .filter_map(|s| s.agent_peak_rss_kib.map(|k| k as f64 / 1024.0)),
+        )
+    }
+
+    /// Median size of the intermediate copy in MB.
+    pub fn stored_mb(&self) -> Option<f64> {
+        median(
+            self.samples
+                .iter()
+                .filter_map(|s| s.stored_bytes.map(|b| b as f64 / 1e6)),
+        )
+    }
+
+    /// Median seconds of each phase, in first-seen order.
+    pub fn phases(&self) -> Vec<(String, f64)> {
+        let mut names: Vec<String> = Vec::new();
+        for s in &self.samples {
+            for (n, _) in &s.cost.phases {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+        names
+            .into_iter()
+            .map(|n| {
+                let m = median(self.samples.iter().map(|s| {
+                    s.cost
+                        .phases
+                        .iter()
+                        .filter(|(p, _)| *p == n)
+                        .map(|(_, t)| *t)
+                        .sum::<f64>()
+                }))
+                .unwrap_or(0.0);
+                (n, m)
+            })
+            .collect()
+    }
+}
+
+/// All rows of one datastore, on one dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatastoreReport {
+    /// `mariadb` or `postgresql`.
+    pub datastore: String,
+    /// The server version.
+    pub server_version: String,
+    /// Bytes of the master's data directory (PostgreSQL: without `pg_wal`).
+    pub data_dir_bytes: u64,
+    /// Rows in the benchmark table.
+    pub rows_in_table: u64,
+    /// Seconds spent loading the data (not part of any row).
+    pub load_seconds: f64,
+    /// The rows, reference first.
+    pub rows: Vec<Row>,
+    /// Notes on what a row does or does not include.
+    pub notes: Vec<String>,
+}
+
+fn fmt_opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "—".to_owned(), |v| format!("{v:.prec$}"))
+}
+
+impl DatastoreReport {
+    fn reference_wall(&self) -> Option<f64> {
+        self.rows.iter().find(|r| r.reference).and_then(Row::wall)
+    }
+
+    /// The result table (Markdown, also readable as plain text).
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let reference = self.reference_wall();
+        let mb = self.data_dir_bytes as f64 / 1e6;
+        out.push_str("| method | wall s | × raw | MB/s | CPU s | agent peak RSS MiB | copy MB | reps |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        for r in &self.rows {
+            let wall = r.wall();
+            let ratio = match (wall, reference) {
+                (Some(w), Some(rf)) if rf > 0.0 => Some(w / rf),
+                _ => None,
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.method,
+                fmt_opt(wall, 2),
+                ratio.map_or_else(|| "—".into(), |x| format!("{x:.2}×")),
+                fmt_opt(wall.map(|w| mb / w.max(1e-9)), 0),
+                fmt_opt(r.cpu(), 1),
+                fmt_opt(r.rss_mib(), 1),
+                fmt_opt(r.stored_mb(), 0),
+                r.samples.len(),
+            );
+        }
+        out
+    }
+
+    /// Median per-phase timings of every row.
+    pub fn phase_table(&self) -> String {
+        let mut out = String::new();
+        out.push_str("| method | phases (median s) |\n|---|---|\n");
+        for r in &self.rows {
+            let phases: Vec<String> = r
+                .phases()
+                .iter()
+                .map(|(n, t)| format!("{} {t:.2}", n.replace('|', "\\|")))
+                .collect();
+            let _ = writeln!(out, "| {} | {} |", r.method, phases.join(" · "));
+        }
+        out
+    }
+
+    /// What each row runs.
+    pub fn method_list(&self) -> String {
+        let mut out = String::new();
+        for r in &self.rows {
+            let _ = writeln!(out, "- **{}**: {}", r.method, r.detail);
+        }
+        out
+    }
+}
+
+/// A whole benchmark run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// When it ran (UTC, RFC 3339-ish).
+    pub started_utc: String,
+    /// The command line.
+    pub command: String,
+    /// The machine.
+    pub machine: Machine,
+    /// Requested dataset size in bytes.
+    pub target_bytes: u64,
+    /// Repetitions per row.
+    pub reps: u32,
+    /// Per datastore.
+    pub datastores: Vec<DatastoreReport>,
+}
+
+impl Report {
+    /// The Markdown report: machine, then per datastore the table, the phases and the notes.
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut out = String::new();
+        let _ = writeln!(out, "Run: `{}` at {} UTC.\n", self.command, self.started_utc);
+        let _ = writeln!(
+            out,
+            "Machine: {} cores ({}), {} MiB memory ({} MiB available at start), disk {:.0} MB/s \
+             sequential write of {} MiB with one fdatasync, Linux {}.\n",
+            m.cores,
+            m.cpu_model,
+            m.memory_mib,
+            m.memory_available_mib,
+            m.disk_write_mb_s,
+            m.disk_test_bytes >> 20,
+            m.kernel
+        );
+        for d in &self.datastores {
+            let _ = writeln!(
+                out,
+                "### {} ({})\n\nData directory {:.0} MB ({} rows, loaded in {:.0} s, not timed); \
+                 median of {} repetitions; × raw is wall time relative to the raw-tools row; \
+                 MB/s is data-directory bytes per wall second.\n",
+                d.datastore,
+                d.server_version,
+                d.data_dir_bytes as f64 / 1e6,
+                d.rows_in_table,
+                d.load_seconds,
+                self.reps,
+            );
+            out.push_str(&d.table());
+            out.push_str("\nPer phase:\n\n");
+            out.push_str(&d.phase_table());
+            out.push_str("\nMethods:\n\n");
+            out.push_str(&d.method_list());
+            if !d.notes.is_empty() {
+                out.push_str("\nNotes:\n\n");
+                for n in &d.notes {
+                    let _ = writeln!(out, "- {n}");
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median([3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(Vec::<f64>::new()), None);
+    }
+
+    #[test]
+    fn the_table_has_ratios_to_the_reference_row() {
+        let mut raw = Row::new("raw tools", "", true);
+        let mut tg = Row::new("trove-guest", "", false);
+        for w in [10.0, 11.0, 9.0] {
+            raw.samples.push(Sample {
+                cost: Cost { wall: w, cpu: 1.0, phases: vec![("a".into(), w)] },
+                ..Sample::default()
+            });
+            tg.samples.push(Sample {
+                cost: Cost { wall: 2.0 * w, cpu: 2.0, phases: vec![] },
+                agent_peak_rss_kib: Some(20 * 1024),
+                stored_bytes: Some(1_000_000),
+            });
+        }
+        let d = DatastoreReport {
+            datastore: "mariadb".into(),
+            server_version: "x".into(),
+            data_dir_bytes: 1_000_000_000,
+            rows_in_table: 1,
+            load_seconds: 1.0,
+            rows: vec![raw, tg],
+            notes: vec![],
+        };
+        let t = d.table();
+        assert!(t.contains("| raw tools | 10.00 | 1.00× | 100 |"), "{t}");
+        assert!(t.contains("| trove-guest | 20.00 | 2.00× | 50 | 2.0 | 20.0 | 1 | 3 |"), "{t}");
+        assert!(d.phase_table().contains("a 10.00"));
+    }
+}

@@ -1,0 +1,389 @@
+//! A typed client of the guest agent's HTTP API (what a control plane, the demo and the tests
+//! use).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use trove_guest_core::wire::{DetachReplication, InstanceAction};
+use trove_guest_core::{
+    AttachOutcome, DetachedReplica, ProgressEvent, ReplicationPosition, ReplicationStatus,
+    SnapshotDocument,
+};
+
+use crate::api::{self, ErrorBody, ErrorDetail, StreamLine};
+
+/// What a call to the agent can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The agent answered with an error (non-2xx status, or an error line in a stream).
+    #[error("agent error {} (HTTP {status}): {}", error.kind, error.message)]
+    Api {
+        /// The HTTP status (200 for an error line at the end of a stream).
+        status: u16,
+        /// The agent's error body.
+        error: ErrorDetail,
+    },
+    /// The request could not be sent or the answer read.
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The answer was not what the API promises.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// The agent's error kind, for [`ClientError::Api`].
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { error, .. } => Some(&error.kind),
+            _ => None,
+        }
+    }
+}
+
+/// Result of a client call.
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// A client of one guest agent.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl AgentClient {
+    /// A client of the agent at `base` (`http://127.0.0.1:PORT`).
+    pub fn new(base: impl Into<String>) -> Self {
+        AgentClient {
+            base: base.into().trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .expect("HTTP client builds"),
+        }
+    }
+
+    /// The agent's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn answer<T: DeserializeOwned>(resp: reqwest::Response) -> ClientResult<T> {
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::Unexpected(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
+            })
+        } else {
+            match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => Err(ClientError::Api {
+                    status: status.as_u16(),
+                    error: b.error,
+                }),
+                Err(_) => Err(ClientError::Unexpected(format!(
+                    "{status} without an error body: {}",
+                    String::from_utf8_lossy(&bytes)
+                ))),
+            }
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
+        Self::answer(self.http.get(self.url(path)).send().await?).await
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> ClientResult<T> {
+        Self::answer(self.http.post(self.url(path)).json(body).send().await?).await
+    }
+
+    /// Posts raw bytes (for tests of the agent's rejections) and returns status and body.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Http`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the request may have been sent.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> ClientResult<(u16, serde_json::Value)> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
+        Ok((status, v))
+    }
+
+    /// Streams an NDJSON answer, calling `on_progress` for progress lines; returns the result.
+    async fn streamed<T: DeserializeOwned>(
+        resp: reqwest::Response,
+        on_progress: &mut (dyn FnMut(ProgressEvent) + Send),
+    ) -> ClientResult<T> {
+        if !resp.status().is_success() {
+            return Self::answer(resp).await;
+        }
+        let mut resp = resp;
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let parsed: StreamLine = serde_json::from_slice(&line).map_err(|e| {
+                    ClientError::Unexpected(format!(
+                        "bad stream line: {e}: {}",
+                        String::from_utf8_lossy(&line)
+                    ))
+                })?;
+                match parsed {
+                    StreamLine::Progress(ev) => on_progress(ev),
+                    StreamLine::Result(v) => {
+                        return serde_json::from_value(v)
+                            .map_err(|e| ClientError::Unexpected(e.to_string()));
+                    }
+                    StreamLine::Error(error) => {
+                        return Err(ClientError::Api { status: 200, error });
+                    }
+                }
+            }
+            match resp.chunk().await? {
+                Some(chunk) => buf.extend_from_slice(&chunk),
+                None => {
+                    return Err(ClientError::Unexpected(
+                        "stream ended without a result line".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// `GET` [`api::STATUS`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn status(&self) -> ClientResult<ReplicationStatus> {
+        self.get(api::STATUS).await
+    }
+
+    /// `POST` [`api::ENABLE_MASTER`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn enable_master(&self) -> ClientResult<()> {
+        let _: serde_json::Value = self
+            .post(api::ENABLE_MASTER, &serde_json::json!({}))
+            .await?;
+        Ok(())
+    }
+
+    /// `POST` [`api::SNAPSHOT`] with a progress stream.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`]; kind `busy` when another change runs.
+    ///
+    /// # Cancel safety
+    ///
+    /// The snapshot runs to completion on the agent even if this future is dropped.
+    pub async fn snapshot(
+        &self,
+        call: &api::SnapshotCall,
+        on_progress: &mut (dyn FnMut(ProgressEvent) + Send),
+    ) -> ClientResult<SnapshotDocument> {
+        let resp = self
+            .http
+            .post(self.url(api::SNAPSHOT))
+            .query(&api::StreamQuery { stream: Some(true) })
+            .json(call)
+            .send()
+            .await?;
+        Self::streamed(resp, on_progress).await
+    }
+
+    /// `POST` [`api::ATTACH`] with the snapshot document and a progress stream.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The attach runs to completion on the agent even if this future is dropped.
+    pub async fn attach(
+        &self,
+        snapshot: &SnapshotDocument,
+        query: &api::AttachQuery,
+        on_progress: &mut (dyn FnMut(ProgressEvent) + Send),
+    ) -> ClientResult<AttachOutcome> {
+        let mut query = query.clone();
+        query.stream = Some(true);
+        let resp = self
+            .http
+            .post(self.url(api::ATTACH))
+            .query(&query)
+            .json(snapshot)
+            .send()
+            .await?;
+        Self::streamed(resp, on_progress).await
+    }
+
+    /// `POST` [`api::DETACH`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn detach(&self) -> ClientResult<DetachedReplica> {
+        self.post(api::DETACH, &api::DetachCall::default()).await
+    }
+
+    /// `POST /instances/{id}/action` with `{"detach_replication": {}}`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn detach_replication_action(
+        &self,
+        instance_id: &str,
+    ) -> ClientResult<DetachedReplica> {
+        let action = InstanceAction::DetachReplication(DetachReplication::default());
+        self.post(&api::action_path(instance_id), &action).await
+    }
+
+    /// `POST` [`api::CLEANUP`] with what the detach returned.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn cleanup(&self, replica: &DetachedReplica) -> ClientResult<()> {
+        let _: serde_json::Value = self.post(api::CLEANUP, replica).await?;
+        Ok(())
+    }
+
+    /// `POST` [`api::DEMOTE`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn demote(&self) -> ClientResult<()> {
+        let _: serde_json::Value = self.post(api::DEMOTE, &api::DemoteCall::default()).await?;
+        Ok(())
+    }
+
+    /// `PUT` [`api::READ_ONLY`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn make_read_only(&self, read_only: bool) -> ClientResult<()> {
+        let resp = self
+            .http
+            .put(self.url(api::READ_ONLY))
+            .json(&api::ReadOnlyCall { read_only })
+            .send()
+            .await?;
+        let _: serde_json::Value = Self::answer(resp).await?;
+        Ok(())
+    }
+
+    /// `GET` [`api::LATEST_TXN`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn latest_txn(&self) -> ClientResult<ReplicationPosition> {
+        self.get(api::LATEST_TXN).await
+    }
+
+    /// `POST` [`api::WAIT_FOR_TXN`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`]; kind `timeout` when the position is not reached in time.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn wait_for_txn(
+        &self,
+        txn: &ReplicationPosition,
+        timeout: Duration,
+    ) -> ClientResult<()> {
+        let _: serde_json::Value = self
+            .post(
+                api::WAIT_FOR_TXN,
+                &api::WaitCall {
+                    txn: txn.clone(),
+                    timeout_secs: Some(timeout.as_secs_f64()),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `GET` [`api::OPERATION`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn operation(&self) -> ClientResult<api::OperationView> {
+        self.get(api::OPERATION).await
+    }
+}

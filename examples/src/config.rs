@@ -1,0 +1,423 @@
+//! The guest agent's configuration file (TOML) and how it becomes a [`DatastoreHandle`], a
+//! snapshot store and a strategy.
+//!
+//! ```toml
+//! instance_id = "dfbbd9ca-b5e1-4028-adb7-f78643e17998"
+//! listen = "127.0.0.1:8780"           # loopback only unless you put TLS and auth in front
+//!
+//! [datastore]
+//! type = "mariadb"                    # mariadb | mysql | postgresql
+//! data_dir = "/var/lib/mysql"
+//! config_dir = "/etc/mysql/mariadb.conf.d/trove"   # override files the strategy owns
+//! # work_dir = "/var/lib/trove-work"  # staging, same filesystem as data_dir (default: its parent)
+//! # bin_dir = "/usr/lib/postgresql/15/bin"
+//! # os_user = "postgres"              # PostgreSQL tools run as this account
+//! server_id = 1
+//! # advertise = { host = "10.0.0.5", port = 3306 }  # where replicas reach this server
+//!
+//! [datastore.admin]
+//! host = "127.0.0.1"
+//! port = 3306
+//! socket = "/run/mysqld/mysqld.sock"  # MariaDB: socket file; PostgreSQL: socket directory
+//! user = "root"
+//! # password_file = "/etc/trove/admin.password"  # first line; must be mode 0600 or stricter
+//!
+//! [service]                           # how the agent restarts the server
+//! kind = "systemd"
+//! unit = "mariadb.service"
+//! # kind = "process"                  # or: a child process of the agent
+//! # program = "/usr/sbin/mariadbd"
+//! # args = ["--defaults-file=/etc/mysql/my.cnf", "--user=mysql"]
+//! # ready_unix = "/run/mysqld/mysqld.sock"       # or ready_tcp = "127.0.0.1:3306"
+//! # stop_signal = "SIGTERM"           # PostgreSQL: SIGINT (fast shutdown)
+//!
+//! [snapshot_store]
+//! url = "file:///var/lib/trove/snapshots"
+//!
+//! [mysql]                             # MariaDB/MySQL only; every key optional
+//! binlog_dir = "/var/log/mysql/binlog"
+//! relay_log_dir = "/var/log/mysql/relay"
+//! server_config = "/etc/mysql/my.cnf" # read by mariabackup for InnoDB file locations
+//! ```
+//!
+//! Passwords are never inline: `password_file` names a file only its owner can read.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use trove_guest_core::{
+    AdminConnection, DatastoreHandle, DatastoreKind, Error, LocalProcess, LocalSnapshotStore,
+    OsUser, Readiness, Result, Secret, ServiceControl, SnapshotStore, SystemdUnit, ToolCommand,
+};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The instance id the agent answers to on `/instances/{id}/action`.
+    pub instance_id: String,
+    /// Where the agent listens.
+    pub listen: SocketAddr,
+    /// The local server.
+    pub datastore: DatastoreSection,
+    /// How the server is started and stopped.
+    pub service: ServiceSection,
+    /// Where snapshots live.
+    pub snapshot_store: StoreSection,
+    /// MariaDB/MySQL backend settings.
+    #[serde(default)]
+    pub mysql: MysqlSection,
+}
+
+/// `[datastore]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatastoreSection {
+    /// `mariadb`, `mysql` or `postgresql`.
+    #[serde(rename = "type")]
+    pub kind: DatastoreKind,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The override directory the server's configuration includes.
+    pub config_dir: PathBuf,
+    /// Staging directory on the data directory's filesystem.
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
+    /// Directory of the datastore's programs.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// OS account owning the data directory.
+    #[serde(default)]
+    pub os_user: Option<String>,
+    /// Unique server id in the replication set.
+    #[serde(default = "one")]
+    pub server_id: u32,
+    /// Where replicas reach this server (default: the admin host and port).
+    #[serde(default)]
+    pub advertise: Option<Advertise>,
+    /// The administrator login.
+    pub admin: AdminSection,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `advertise = { host, port }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Advertise {
+    /// Host or IP replicas connect to.
+    pub host: String,
+    /// Port replicas connect to.
+    pub port: u16,
+}
+
+/// `[datastore.admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// TCP host.
+    #[serde(default = "localhost")]
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Unix socket (file for MariaDB/MySQL, directory for PostgreSQL).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Administrator user.
+    pub user: String,
+    /// File holding the password on its first line (mode 0600 or stricter).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+fn localhost() -> String {
+    "127.0.0.1".into()
+}
+
+/// `[service]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServiceSection {
+    /// A systemd unit.
+    Systemd {
+        /// The unit, for example `mariadb.service`.
+        unit: String,
+    },
+    /// A child process of the agent.
+    Process {
+        /// The server program.
+        program: PathBuf,
+        /// Its arguments (no secrets here: they are visible in the process list).
+        #[serde(default)]
+        args: Vec<String>,
+        /// OS account to run it as.
+        #[serde(default)]
+        run_as: Option<String>,
+        /// Ready when this TCP address accepts connections.
+        #[serde(default)]
+        ready_tcp: Option<SocketAddr>,
+        /// Ready when this Unix socket accepts connections.
+        #[serde(default)]
+        ready_unix: Option<PathBuf>,
+        /// `SIGTERM` (default) or `SIGINT`.
+        #[serde(default)]
+        stop_signal: Option<String>,
+    },
+}
+
+/// Backend settings of the agent's configuration file (`[mysql]`; every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSection {
+    /// Where binary logs go when the server becomes a master (outside the datadir is best).
+    #[serde(default)]
+    pub binlog_dir: Option<PathBuf>,
+    /// Where relay logs go on a replica.
+    #[serde(default)]
+    pub relay_log_dir: Option<PathBuf>,
+    /// The server's own option file, read by the backup tool for InnoDB file locations.
+    #[serde(default)]
+    pub server_config: Option<PathBuf>,
+}
+
+/// `[snapshot_store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `file:///dir` (or a plain absolute path).
+    pub url: String,
+}
+
+impl AgentConfig {
+    /// Parses a configuration from TOML text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the problem (TOML's message carries line and column).
+    pub fn parse(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::invalid("agent configuration", e.to_string()))
+    }
+
+    /// Reads and parses a configuration file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when it cannot be read; as [`AgentConfig::parse`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        Self::parse(&text).map_err(|e| match e {
+            Error::InvalidInput { what, reason } => {
+                Error::invalid(format!("{what} {}", path.display()), reason)
+            }
+            other => other,
+        })
+    }
+
+    /// The service control the configuration describes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a bad unit name, a missing readiness probe, an unknown signal
+    /// or OS user.
+    pub fn service(&self) -> Result<Arc<dyn ServiceControl>> {
+        match &self.service {
+            ServiceSection::Systemd { unit } => {
+                let mut u = SystemdUnit::new(unit.clone())?;
+                if let Some(sock) = &self.datastore.admin.socket {
+                    if self.datastore.kind != DatastoreKind::Postgresql {
+                        u = u.with_readiness(Readiness::Unix(sock.clone()));
+                    }
+                }
+                Ok(Arc::new(u))
+            }
+            ServiceSection::Process {
+                program,
+                args,
+                run_as,
+                ready_tcp,
+                ready_unix,
+                stop_signal,
+            } => {
+                let readiness = match (ready_tcp, ready_unix) {
+                    (Some(a), None) => Readiness::Tcp(*a),
+                    (None, Some(p)) => Readiness::Unix(p.clone()),
+                    _ => {
+                        return Err(Error::invalid(
+                            "service",
+                            "set exactly one of ready_tcp or ready_unix",
+                        ));
+                    }
+                };
+                let user = run_as.as_deref().map(OsUser::lookup).transpose()?;
+                let cmd = ToolCommand::new(program).args(args).run_as(user);
+                let mut p = LocalProcess::new(cmd, readiness);
+                match stop_signal.as_deref() {
+                    None | Some("SIGTERM") => {}
+                    Some("SIGINT") => p = p.with_stop_signal(nix::sys::signal::Signal::SIGINT),
+                    Some(other) => {
+                        return Err(Error::invalid(
+                            "service stop_signal",
+                            format!("{other:?}; expected SIGTERM or SIGINT"),
+                        ));
+                    }
+                }
+                Ok(Arc::new(p))
+            }
+        }
+    }
+
+    /// The handle a strategy acts on.
+    ///
+    /// # Errors
+    ///
+    /// As [`AgentConfig::service`]; [`Error::InvalidInput`] for an unknown OS user or a password
+    /// file readable by others; [`Error::Io`] when the password file cannot be read.
+    pub fn datastore_handle(&self) -> Result<DatastoreHandle> {
+        let d = &self.datastore;
+        let password = match &d.admin.password_file {
+            Some(p) => read_password_file(p)?,
+            None => Secret::new(""),
+        };
+        let mut admin = AdminConnection::new(
+            d.admin.host.clone(),
+            d.admin.port,
+            d.admin.user.clone(),
+            password,
+        );
+        if let Some(s) = &d.admin.socket {
+            admin = admin.with_socket(s);
+        }
+        let mut h = DatastoreHandle::new(admin, &d.data_dir, &d.config_dir, self.service()?)
+            .with_server_id(d.server_id);
+        if let Some(w) = &d.work_dir {
+            h = h.with_work_dir(w);
+        }
+        if let Some(b) = &d.bin_dir {
+            h = h.with_bin_dir(b);
+        }
+        if let Some(u) = &d.os_user {
+            h = h.with_os_user(OsUser::lookup(u)?);
+        }
+        if let Some(a) = &d.advertise {
+            h = h.with_advertise(a.host.clone(), a.port);
+        }
+        Ok(h)
+    }
+
+    /// The snapshot store the configuration names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for schemes other than `file://` (embed
+    /// `trove_guest_core::ObjectSnapshotStore` for object stores); [`Error::Io`].
+    pub fn snapshot_store(&self) -> Result<Arc<dyn SnapshotStore>> {
+        let url = &self.snapshot_store.url;
+        let dir = match url.strip_prefix("file://") {
+            Some(p) => p,
+            None if url.starts_with('/') => url.as_str(),
+            None => {
+                return Err(Error::unsupported(format!(
+                    "snapshot store {url:?}: this agent takes file:// URLs; embed \
+                     ObjectSnapshotStore for S3, GCS or Azure"
+                )));
+            }
+        };
+        Ok(Arc::new(LocalSnapshotStore::new(dir)?))
+    }
+}
+
+fn read_password_file(path: &Path) -> Result<Secret> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::invalid(
+            "password_file",
+            format!(
+                "{} is readable by group or others; chmod 600 it",
+                path.display()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    Ok(Secret::new(text.lines().next().unwrap_or("").to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+instance_id = "dfbbd9ca-b5e1-4028-adb7-f78643e17998"
+listen = "127.0.0.1:8780"
+
+[datastore]
+type = "mariadb"
+data_dir = "/var/lib/mysql"
+config_dir = "/etc/mysql/mariadb.conf.d/trove"
+server_id = 7
+
+[datastore.admin]
+port = 3306
+socket = "/run/mysqld/mysqld.sock"
+user = "root"
+
+[service]
+kind = "process"
+program = "/usr/sbin/mariadbd"
+args = ["--defaults-file=/etc/mysql/my.cnf"]
+ready_unix = "/run/mysqld/mysqld.sock"
+
+[snapshot_store]
+url = "file:///tmp"
+"#;
+
+    #[test]
+    fn the_documented_example_parses_into_a_handle() {
+        let c = AgentConfig::parse(EXAMPLE).unwrap();
+        assert_eq!(c.datastore.kind, DatastoreKind::Mariadb);
+        let h = c.datastore_handle().unwrap();
+        assert_eq!(h.server_id, 7);
+        assert_eq!(h.advertise.port, 3306);
+        assert!(c.snapshot_store().unwrap().owns("file:///tmp/x.snap"));
+    }
+
+    #[test]
+    fn unknown_datastore_type_is_rejected_with_its_name() {
+        let e = AgentConfig::parse(&EXAMPLE.replace("\"mariadb\"", "\"oracle\"")).unwrap_err();
+        assert!(e.to_string().contains("oracle"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = AgentConfig::parse(
+            &EXAMPLE.replace("server_id = 7", "server_id = 7\npassword = \"x\""),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("password"), "{e}");
+    }
+
+    #[test]
+    fn world_readable_password_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "secret\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = EXAMPLE.replace(
+            "user = \"root\"",
+            &format!("user = \"root\"\npassword_file = \"{}\"", p.display()),
+        );
+        let c = AgentConfig::parse(&text).unwrap();
+        let e = c.datastore_handle().unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let h = c.datastore_handle().unwrap();
+        assert_eq!(h.admin.password.expose(), "secret");
+    }
+}

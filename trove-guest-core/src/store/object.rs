@@ -1,0 +1,426 @@
+//! [`SnapshotStore`] over the `object_store` crate (S3, GCS, Azure, HTTP/WebDAV, memory).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt as _};
+use tokio_util::io::StreamReader;
+
+use super::{
+    CHUNK_SIZE, Expected, HashingReader, PendingUpload, SnapshotRead, SnapshotStore,
+    StoredSnapshot, VerifyingReader, check_expected, validate_snapshot_name,
+};
+use crate::error::{Error, Result};
+use crate::progress::{Phase, Progress};
+
+const DATA_SUFFIX: &str = ".snap";
+const MANIFEST_SUFFIX: &str = ".snap.manifest.json";
+/// Multipart part size (S3 needs at least 5 MiB per part but the last).
+const PART_SIZE: usize = 8 << 20;
+/// Parts in flight at once; memory use is about `PART_SIZE * (PART_CONCURRENCY + 1)`.
+const PART_CONCURRENCY: usize = 2;
+/// Manifests are a few hundred bytes; anything much larger is not ours.
+const MAX_MANIFEST_BYTES: u64 = 64 << 10;
+
+/// Snapshots as objects in an [`ObjectStore`], addressed by hrefs under a base URL.
+///
+/// Layout under the key prefix: `<name>.snap` (data) and `<name>.snap.manifest.json` (size and
+/// SHA-256, written last). Uploads stream as a multipart upload (parts of 8 MiB, two in flight,
+/// so memory stays constant whatever the size) into the hidden key `.partial-<name>-<random>`,
+/// hashing as they go; [`PendingUpload::commit`] copies that object to its final key, removes the
+/// temporary one and then writes the manifest. A snapshot without a manifest does not exist for
+/// readers. Dropping a pending upload deletes its temporary object in the background (a process
+/// killed mid-upload can leave a `.partial-*` object or unfinished multipart parts behind; a
+/// bucket lifecycle rule should expire those).
+///
+/// Hrefs are `<base_url>/<name>.snap`; [`SnapshotStore::owns`] accepts exactly those.
+#[derive(Debug, Clone)]
+pub struct ObjectSnapshotStore {
+    store: Arc<dyn ObjectStore>,
+    base_url: String,
+    prefix: ObjectPath,
+}
+
+impl ObjectSnapshotStore {
+    /// A store keeping snapshots in `store`, with hrefs under `base_url` (such as
+    /// `s3://bucket/trove/snapshots` or `memory:///snapshots`).
+    ///
+    /// The key prefix inside `store` is the URL's path (as `object_store::parse_url` derives it:
+    /// `trove/snapshots` and `snapshots` above); use
+    /// [`ObjectSnapshotStore::with_key_prefix`] when the store is rooted differently.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when `base_url` is not `scheme://authority/path` without query,
+    /// fragment, whitespace or `.`/`..` segments.
+    pub fn new(store: Arc<dyn ObjectStore>, base_url: &str) -> Result<Self> {
+        let bad = |reason: &str| {
+            Error::invalid("object store base URL", format!("{base_url:?}: {reason}"))
+        };
+        let (scheme, rest) = base_url
+            .split_once("://")
+            .ok_or_else(|| bad("expected scheme://authority/path"))?;
+        let rest = rest.trim_end_matches('/');
+        let base = format!("{scheme}://{rest}");
+        let scheme_ok = scheme
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-'));
+        if !scheme_ok {
+            return Err(bad("invalid scheme"));
+        }
+        if rest
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            || rest.contains(['?', '#', '\\'])
+        {
+            return Err(bad("query, fragment, backslash or whitespace not allowed"));
+        }
+        let path = rest.split_once('/').map_or("", |(_, p)| p);
+        let prefix = Self::parse_prefix(path).map_err(|r| bad(&r))?;
+        Ok(ObjectSnapshotStore {
+            store,
+            base_url: base,
+            prefix,
+        })
+    }
+
+    /// Uses `prefix` (`a/b/c`, may be empty) as the key prefix inside the store instead of the
+    /// base URL's path. Hrefs are unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for empty, `.` or `..` segments or characters object stores
+    /// do not allow.
+    pub fn with_key_prefix(mut self, prefix: &str) -> Result<Self> {
+        self.prefix = Self::parse_prefix(prefix)
+            .map_err(|r| Error::invalid("object store key prefix", format!("{prefix:?}: {r}")))?;
+        Ok(self)
+    }
+
+    fn parse_prefix(path: &str) -> std::result::Result<ObjectPath, String> {
+        let path = path.trim_matches('/');
+        if path.split('/').any(|s| s == "." || s == "..") {
+            return Err("'.' and '..' segments are not allowed".into());
+        }
+        ObjectPath::parse(path).map_err(|e| e.to_string())
+    }
+
+    /// The base URL hrefs start with (without a trailing `/`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The key prefix inside the object store (`""` for the root).
+    pub fn key_prefix(&self) -> &str {
+        self.prefix.as_ref()
+    }
+
+    /// The href of a snapshot named `name` in this store.
+    pub fn href_for(&self, name: &str) -> String {
+        format!("{}/{name}{DATA_SUFFIX}", self.base_url)
+    }
+
+    /// The snapshot name behind an href this store owns.
+    fn name_of<'a>(&self, href: &'a str) -> Result<&'a str> {
+        let bad = |reason: &str| Error::invalid("snapshot href", format!("{href:?}: {reason}"));
+        let rest = href
+            .strip_prefix(self.base_url.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or_else(|| bad("outside this snapshot store"))?;
+        let name = rest
+            .strip_suffix(DATA_SUFFIX)
+            .ok_or_else(|| bad("not a snapshot object"))?;
+        validate_snapshot_name(name).map_err(|_| bad("not a snapshot name of this store"))?;
+        Ok(name)
+    }
+
+    fn key(&self, file: &str) -> ObjectPath {
+        // `file` is built from a validated snapshot name: always a single valid path part.
+        self.prefix.child(file)
+    }
+
+    fn data_key(&self, name: &str) -> ObjectPath {
+        self.key(&format!("{name}{DATA_SUFFIX}"))
+    }
+
+    fn manifest_key(&self, name: &str) -> ObjectPath {
+        self.key(&format!("{name}{MANIFEST_SUFFIX}"))
+    }
+
+    async fn read_manifest(&self, href: &str) -> Result<StoredSnapshot> {
+        let name = self.name_of(href)?;
+        let key = self.manifest_key(name);
+        let got = match self.store.get(&key).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::NotFound {
+                    what: format!("snapshot {href}"),
+                });
+            }
+            Err(e) => return Err(store_error(format!("read manifest {key}"), e)),
+        };
+        if got.meta.size > MAX_MANIFEST_BYTES {
+            return Err(Error::integrity(href, "manifest is too large"));
+        }
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| store_error(format!("read manifest {key}"), e))?;
+        let m: StoredSnapshot = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::integrity(href, format!("unreadable manifest: {e}")))?;
+        if m.href != href {
+            return Err(Error::integrity(href, "manifest names another snapshot"));
+        }
+        Ok(m)
+    }
+}
+
+fn store_error(message: String, e: object_store::Error) -> Error {
+    Error::Store {
+        message,
+        source: Some(Box::new(e)),
+    }
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+/// Deletes a temporary object in the background unless disarmed (cancel safety of `put`).
+#[derive(Debug)]
+struct TempObject {
+    store: Arc<dyn ObjectStore>,
+    key: Option<ObjectPath>,
+}
+
+impl TempObject {
+    fn disarm(&mut self) -> Option<ObjectPath> {
+        self.key.take()
+    }
+}
+
+impl Drop for TempObject {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let store = Arc::clone(&self.store);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    match store.delete(&key).await {
+                        Ok(()) => {}
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => {
+                            tracing::warn!(%key, error = %e, "could not remove partial snapshot")
+                        }
+                    }
+                });
+            } else {
+                tracing::warn!(%key, "no runtime to remove partial snapshot");
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ObjectPending {
+    temp: TempObject,
+    data: ObjectPath,
+    manifest: ObjectPath,
+    snapshot: StoredSnapshot,
+}
+
+#[async_trait]
+impl PendingUpload for ObjectPending {
+    fn snapshot(&self) -> &StoredSnapshot {
+        &self.snapshot
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<StoredSnapshot> {
+        let store = Arc::clone(&self.temp.store);
+        let href = self.snapshot.href.clone();
+        match store.head(&self.manifest).await {
+            Ok(_) => {
+                return Err(Error::invalid(
+                    "snapshot name",
+                    format!("{href} already exists"),
+                ));
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(store_error(format!("check {}", self.manifest), e)),
+        }
+        let temp = self
+            .temp
+            .key
+            .clone()
+            .expect("pending upload has its temporary object");
+        // Overwrites a data object left by an earlier, interrupted commit (it has no manifest,
+        // so nobody can be reading it).
+        store
+            .copy(&temp, &self.data)
+            .await
+            .map_err(|e| store_error(format!("copy {temp} to {}", self.data), e))?;
+        self.temp.disarm();
+        if let Err(e) = store.delete(&temp).await {
+            if !is_not_found(&e) {
+                tracing::warn!(key = %temp, error = %e, "could not remove partial snapshot");
+            }
+        }
+        let json = serde_json::to_vec_pretty(&self.snapshot).expect("manifest serializes");
+        let payload = PutPayload::from(Bytes::from(json));
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match store
+            .put_opts(&self.manifest, payload.clone(), create)
+            .await
+        {
+            Ok(_) => {}
+            Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
+                // Stores without conditional writes: the head check above has to do.
+                store
+                    .put(&self.manifest, payload)
+                    .await
+                    .map_err(|e| store_error(format!("write {}", self.manifest), e))?;
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(Error::invalid(
+                    "snapshot name",
+                    format!("{href} was committed concurrently"),
+                ));
+            }
+            Err(e) => return Err(store_error(format!("write {}", self.manifest), e)),
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for ObjectSnapshotStore {
+    fn owns(&self, href: &str) -> bool {
+        self.name_of(href).is_ok()
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        data: &mut (dyn AsyncRead + Send + Unpin),
+        progress: &Progress,
+    ) -> Result<Box<dyn PendingUpload>> {
+        validate_snapshot_name(name)?;
+        let href = self.href_for(name);
+        let temp_key = self.key(&format!(
+            ".partial-{name}-{}",
+            crate::secret::Secret::random(12).expose()
+        ));
+        let mut writer =
+            BufWriter::with_capacity(Arc::clone(&self.store), temp_key.clone(), PART_SIZE)
+                .with_max_concurrency(PART_CONCURRENCY);
+        let mut reader = HashingReader::new(data);
+        let mut last_report = 0u64;
+        let streamed: Result<()> = async {
+            loop {
+                let mut buf = vec![0u8; CHUNK_SIZE];
+                let mut filled = 0;
+                while filled < CHUNK_SIZE {
+                    let n = reader.read(&mut buf[filled..]).await.map_err(|e| {
+                        Error::from_read(format!("read snapshot data for {name}"), e)
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                buf.truncate(filled);
+                writer
+                    .put(Bytes::from(buf))
+                    .await
+                    .map_err(|e| store_error(format!("upload {temp_key}"), e))?;
+                let count = reader.count();
+                if count - last_report >= 16 * CHUNK_SIZE as u64 {
+                    progress.bytes(Phase::Backup, count, None);
+                    last_report = count;
+                }
+            }
+        }
+        .await;
+        if let Err(e) = streamed {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(key = %temp_key, error = %abort, "could not abort multipart upload");
+            }
+            return Err(e);
+        }
+        // From here on a temporary object may exist: remove it if we fail or are cancelled.
+        let temp = TempObject {
+            store: Arc::clone(&self.store),
+            key: Some(temp_key.clone()),
+        };
+        writer.shutdown().await.map_err(|e| Error::Store {
+            message: format!("complete upload {temp_key}"),
+            source: Some(Box::new(e)),
+        })?;
+        let (size, sha256) = reader.finish();
+        progress.bytes(Phase::Backup, size, Some(size));
+        Ok(Box::new(ObjectPending {
+            temp,
+            data: self.data_key(name),
+            manifest: self.manifest_key(name),
+            snapshot: StoredSnapshot { href, size, sha256 },
+        }))
+    }
+
+    async fn stat(&self, href: &str) -> Result<StoredSnapshot> {
+        self.read_manifest(href).await
+    }
+
+    async fn get(&self, href: &str, expected: &Expected) -> Result<VerifyingReader<SnapshotRead>> {
+        let m = self.read_manifest(href).await?;
+        check_expected(href, &m, expected)?;
+        let key = self.data_key(self.name_of(href)?);
+        let got = match self.store.get(&key).await {
+            Ok(g) => g,
+            Err(e) if is_not_found(&e) => {
+                return Err(Error::integrity(
+                    href,
+                    "manifest present but data object missing",
+                ));
+            }
+            Err(e) => return Err(store_error(format!("read {key}"), e)),
+        };
+        if got.meta.size != m.size {
+            return Err(Error::integrity(
+                href,
+                format!(
+                    "store holds {} bytes, manifest says {}",
+                    got.meta.size, m.size
+                ),
+            ));
+        }
+        let stream = got.into_stream().map_err(std::io::Error::other);
+        let reader: SnapshotRead = Box::new(StreamReader::new(stream));
+        Ok(VerifyingReader::new(reader, href, m.size, m.sha256))
+    }
+
+    async fn delete(&self, href: &str) -> Result<()> {
+        let name = self.name_of(href)?;
+        for key in [self.manifest_key(name), self.data_key(name)] {
+            match self.store.delete(&key).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(store_error(format!("delete {key}"), e)),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,656 @@
+//! Throwaway MariaDB servers for tests.
+//!
+//! [`MariaDbServer::start`] copies a datadir template (initialised once per machine and MariaDB
+//! build with `mariadb-install-db`, then reused with `cp -a`, 0.02–0.05 s) into a short instance
+//! directory under the temp dir, writes the instance's own option file and starts `mariadbd`
+//! through [`LocalProcess`] on a free loopback port. The instance layout is
+//!
+//! ```text
+//! /tmp/tgm-XXXXXX/
+//!   my.cnf        the instance option file (always passed first as --defaults-file)
+//!   conf.d/       override files (the handle's config_dir; included by my.cnf)
+//!   data/         datadir
+//!   binlog/       binary logs (outside the datadir)
+//!   relay/        relay logs (outside the datadir)
+//!   tmp/          tmpdir
+//!   work/         the handle's work_dir (staging for restores)
+//!   sock          the server socket
+//! ```
+//!
+//! Dropping the server sends `SIGTERM` to it, waits for it to exit and removes the directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mysql_async::prelude::Queryable;
+use tokio::sync::OnceCell;
+
+use crate::datastore::{AdminConnection, DatastoreHandle};
+use crate::error::{Error, IoResultExt, Result};
+use crate::runner::ToolCommand;
+use crate::secret::Secret;
+use crate::service::{LocalProcess, Readiness, ServiceControl, ServiceStatus};
+
+/// The server program.
+pub const MARIADBD: &str = "/usr/sbin/mariadbd";
+/// The datadir initialiser.
+pub const MARIADB_INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
+
+const PORT_ATTEMPTS: usize = 8;
+
+/// How a test server is set up.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MariaDbOptions {
+    /// `server_id` (default 1).
+    pub server_id: u32,
+    /// Start with binary logging on (`log_bin` in `binlog/`, ROW format). Default off: a fresh
+    /// standalone server, as a strategy's `enable_as_master` expects to find it.
+    pub log_bin: bool,
+    /// A root password; empty (passwordless local root) when absent.
+    pub root_password: Option<Secret>,
+    /// Extra `[mysqld]` settings, `name = value`, written into the instance option file.
+    pub settings: Vec<(String, String)>,
+    /// `innodb_buffer_pool_size` (default `64M`).
+    pub buffer_pool: String,
+    /// `innodb_log_file_size` (default `32M`): small redo logs keep backups and prepare short.
+    pub redo_log_size: String,
+    /// How long to wait for the server to accept connections (default 60 s).
+    pub start_timeout: Duration,
+}
+
+impl Default for MariaDbOptions {
+    fn default() -> Self {
+        MariaDbOptions {
+            server_id: 1,
+            log_bin: false,
+            root_password: None,
+            settings: Vec::new(),
+            buffer_pool: "64M".into(),
+            redo_log_size: "32M".into(),
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl MariaDbOptions {
+    /// Defaults with the given server id.
+    pub fn new(server_id: u32) -> Self {
+        MariaDbOptions {
+            server_id,
+            ..Self::default()
+        }
+    }
+    /// Sets [`MariaDbOptions::log_bin`].
+    pub fn with_log_bin(mut self, on: bool) -> Self {
+        self.log_bin = on;
+        self
+    }
+    /// Sets [`MariaDbOptions::root_password`].
+    pub fn with_root_password(mut self, password: Secret) -> Self {
+        self.root_password = Some(password);
+        self
+    }
+    /// Adds a `[mysqld]` setting.
+    pub fn with_setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A running throwaway MariaDB server. Dropping it stops the server and removes its files.
+#[derive(Debug)]
+pub struct MariaDbServer {
+    dir: PathBuf,
+    port: u16,
+    service: Arc<TestService>,
+    handle: DatastoreHandle,
+    password: Secret,
+}
+
+/// [`LocalProcess`] plus the pid of the running server, so `Drop` can stop it without an
+/// async runtime.
+#[derive(Debug)]
+struct TestService {
+    inner: LocalProcess,
+    pid: AtomicU32,
+}
+
+#[async_trait]
+impl ServiceControl for TestService {
+    async fn start(&self) -> Result<()> {
+        self.inner.start().await?;
+        self.pid
+            .store(self.inner.pid().await.unwrap_or(0), Ordering::SeqCst);
+        Ok(())
+    }
+    async fn stop(&self) -> Result<()> {
+        self.inner.stop().await?;
+        self.pid.store(0, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn status(&self) -> Result<ServiceStatus> {
+        self.inner.status().await
+    }
+}
+
+static TEMPLATE: OnceCell<PathBuf> = OnceCell::const_new();
+
+fn missing(program: &str, package: &str) -> Error {
+    Error::NotFound {
+        what: format!(
+            "{program} (install the Debian package {package}: apt-get install -y {package})"
+        ),
+    }
+}
+
+fn require(program: &str, package: &str) -> Result<()> {
+    if Path::new(program).exists() {
+        Ok(())
+    } else {
+        Err(missing(program, package))
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+struct CnfPaths<'a> {
+    dir: &'a Path,
+    data: &'a Path,
+    port: u16,
+    server_id: u32,
+}
+
+fn write_cnf(p: &CnfPaths<'_>, opts: &MariaDbOptions) -> Result<PathBuf> {
+    let d = p.dir.display();
+    let mut cnf = format!(
+        "# Throwaway test server written by trove-guest-core testkit.\n\
+         [mysqld]\n\
+         datadir = {data}\n\
+         socket = {d}/sock\n\
+         pid_file = {d}/mariadbd.pid\n\
+         port = {port}\n\
+         bind_address = 127.0.0.1\n\
+         tmpdir = {d}/tmp\n\
+         skip_name_resolve\n\
+         character_set_server = utf8mb4\n\
+         collation_server = utf8mb4_general_ci\n\
+         innodb_buffer_pool_size = {bp}\n\
+         innodb_log_file_size = {redo}\n\
+         innodb_flush_log_at_trx_commit = 2\n\
+         performance_schema = OFF\n\
+         server_id = {sid}\n\
+         relay_log = {d}/relay/relay-bin\n\
+         relay_log_index = {d}/relay/relay-bin.index\n",
+        data = p.data.display(),
+        port = p.port,
+        bp = opts.buffer_pool,
+        redo = opts.redo_log_size,
+        sid = p.server_id,
+    );
+    if opts.log_bin {
+        cnf.push_str(&format!(
+            "log_bin = {d}/binlog/mysql-bin\nlog_bin_index = {d}/binlog/mysql-bin.index\nbinlog_format = ROW\n"
+        ));
+    }
+    for (k, v) in &opts.settings {
+        cnf.push_str(&format!("{k} = {v}\n"));
+    }
+    cnf.push_str(&format!(
+        "\n[client]\nsocket = {d}/sock\nuser = root\ndefault_character_set = utf8mb4\n\n!includedir {d}/conf.d\n"
+    ));
+    let path = p.dir.join("my.cnf");
+    std::fs::write(&path, cnf).context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Stops and removes instances left by test processes that died without dropping their
+/// servers (killed by a timeout, say): each instance records its owner's pid in `owner.pid`.
+fn reap_orphans() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("tgm-") || name.starts_with("tgm-tpl-") {
+            continue;
+        }
+        let dir = e.path();
+        let read_pid = |f: &str| -> Option<u32> {
+            std::fs::read_to_string(dir.join(f))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let Some(owner) = read_pid("owner.pid") else {
+            continue;
+        };
+        if !exited(owner) {
+            continue;
+        }
+        if let Some(pid) = read_pid("mariadbd.pid") {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours = String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy());
+            if ours && !exited(pid) {
+                let p = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+                let started = Instant::now();
+                while !exited(pid) && started.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Initialises (once per machine and MariaDB build) the template datadir and returns it.
+async fn template() -> Result<PathBuf> {
+    TEMPLATE
+        .get_or_try_init(|| async {
+            let _ = tokio::task::spawn_blocking(reap_orphans).await;
+            require(MARIADBD, "mariadb-server")?;
+            require(MARIADB_INSTALL_DB, "mariadb-server")?;
+            let meta = std::fs::metadata(MARIADBD).context(|| format!("stat {MARIADBD}"))?;
+            let stamp = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            let final_dir =
+                std::env::temp_dir().join(format!("tg-mariadb-tpl-{}-{stamp}", meta.len()));
+            if final_dir.join("data").join(".tg-complete").exists() {
+                return Ok(final_dir.join("data"));
+            }
+            let tmp = tempfile::Builder::new()
+                .prefix("tgm-tpl-")
+                .tempdir()
+                .context(|| "create template dir".to_owned())?;
+            let dir = tmp.path();
+            let data = dir.join("data");
+            for sub in ["data", "tmp", "conf.d"] {
+                std::fs::create_dir_all(dir.join(sub)).context(|| format!("mkdir {sub}"))?;
+            }
+            let cnf = write_cnf(
+                &CnfPaths {
+                    dir,
+                    data: &data,
+                    port: 0,
+                    server_id: 1,
+                },
+                &MariaDbOptions::default(),
+            )?;
+            let mut cmd = ToolCommand::new(MARIADB_INSTALL_DB)
+                .arg(format!("--defaults-file={}", cnf.display()))
+                .arg("--auth-root-authentication-method=normal")
+                .arg("--skip-test-db")
+                .arg(format!("--datadir={}", data.display()));
+            if is_root() {
+                cmd = cmd.arg("--user=root");
+            }
+            cmd.run().await.map_err(|e| match e {
+                Error::NotFound { .. } => missing(MARIADB_INSTALL_DB, "mariadb-server"),
+                other => other,
+            })?;
+            std::fs::write(data.join(".tg-complete"), b"").context(|| "mark template".into())?;
+            let kept = tmp.keep();
+            match std::fs::rename(&kept, &final_dir) {
+                Ok(()) => Ok(final_dir.join("data")),
+                Err(_) if final_dir.join("data").join(".tg-complete").exists() => {
+                    // Another process won the race; use its template.
+                    let _ = std::fs::remove_dir_all(&kept);
+                    Ok(final_dir.join("data"))
+                }
+                Err(e) => Err(Error::io(
+                    format!("rename template to {}", final_dir.display()),
+                    e,
+                )),
+            }
+        })
+        .await
+        .cloned()
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context(|| "find a free port".into())?;
+    Ok(l.local_addr()
+        .context(|| "free port address".into())?
+        .port())
+}
+
+impl MariaDbServer {
+    /// Starts a fresh server: copies the template datadir, writes the option file and waits
+    /// until the server accepts connections.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] naming the Debian package when `mariadbd` or `mariadb-install-db` is
+    /// missing; [`Error::Service`] when the server does not start; [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a cancelled start may leave an instance directory behind.
+    pub async fn start(opts: MariaDbOptions) -> Result<Self> {
+        let template = template().await?;
+        let dir = tempfile::Builder::new()
+            .prefix("tgm-")
+            .tempdir()
+            .context(|| "create instance dir".into())?
+            .keep();
+        match Self::start_in(dir.clone(), &template, &opts).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_in(dir: PathBuf, template: &Path, opts: &MariaDbOptions) -> Result<Self> {
+        for sub in ["conf.d", "binlog", "relay", "tmp", "work"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .context(|| format!("mkdir {}", dir.join(sub).display()))?;
+        }
+        std::fs::write(dir.join("owner.pid"), std::process::id().to_string())
+            .context(|| "write owner.pid".into())?;
+        let data = dir.join("data");
+        ToolCommand::new("cp")
+            .arg("-a")
+            .arg(template)
+            .arg(&data)
+            .run()
+            .await?;
+        let socket = dir.join("sock");
+        let mut last_err = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port()?;
+            let cnf = write_cnf(
+                &CnfPaths {
+                    dir: &dir,
+                    data: &data,
+                    port,
+                    server_id: opts.server_id,
+                },
+                opts,
+            )?;
+            let mut cmd =
+                ToolCommand::new(MARIADBD).arg(format!("--defaults-file={}", cnf.display()));
+            if is_root() {
+                cmd = cmd.arg("--user=root");
+            }
+            let process = LocalProcess::new(cmd, Readiness::Unix(socket.clone()))
+                .with_start_timeout(opts.start_timeout);
+            let service = Arc::new(TestService {
+                inner: process,
+                pid: AtomicU32::new(0),
+            });
+            match service.start().await {
+                Ok(()) => {
+                    let admin = AdminConnection::new("127.0.0.1", port, "root", Secret::new(""))
+                        .with_socket(&socket);
+                    let handle = DatastoreHandle::new(
+                        admin,
+                        &data,
+                        dir.join("conf.d"),
+                        service.clone() as Arc<dyn ServiceControl>,
+                    )
+                    .with_server_id(opts.server_id)
+                    .with_work_dir(dir.join("work"));
+                    let mut server = MariaDbServer {
+                        dir,
+                        port,
+                        service,
+                        handle,
+                        password: Secret::new(""),
+                    };
+                    if let Some(pw) = &opts.root_password {
+                        server.set_root_password(pw.clone()).await?;
+                    }
+                    return Ok(server);
+                }
+                Err(Error::NotFound { .. }) => return Err(missing(MARIADBD, "mariadb-server")),
+                Err(e) => {
+                    let text = e.to_string();
+                    if text.contains("Address already in use") || text.contains("Bind on TCP/IP") {
+                        last_err = Some(e);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Service {
+            message: "no free port".into(),
+        }))
+    }
+
+    async fn set_root_password(&mut self, pw: Secret) -> Result<()> {
+        let mut conn = self.conn().await?;
+        // The password is quoted for a string literal; it is never logged.
+        let quoted = pw.expose().replace('\\', "\\\\").replace('\'', "\\'");
+        conn.query_drop(format!(
+            "ALTER USER 'root'@'localhost' IDENTIFIED BY '{quoted}'"
+        ))
+        .await
+        .map_err(|_| Error::Datastore {
+            // The statement holds the password: neither it nor the server's message is kept.
+            message: "could not set the test server's root password".into(),
+            source: None,
+        })?;
+        let _ = conn.disconnect().await;
+        self.password = pw.clone();
+        self.handle.admin.password = pw;
+        Ok(())
+    }
+
+    /// A [`DatastoreHandle`] for this server (admin root over the socket; `config_dir` is
+    /// `conf.d/`, included by the instance option file; `work_dir` is on the datadir's
+    /// filesystem; `service` restarts this server).
+    pub fn handle(&self) -> DatastoreHandle {
+        self.handle.clone()
+    }
+
+    /// The TCP port (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The instance directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The Unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+
+    /// The instance option file (pass it first as `--defaults-file=` to any MariaDB program).
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("my.cnf")
+    }
+
+    /// The override directory (`conf.d/`).
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.join("conf.d")
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Where binary logs of this instance go (outside the datadir).
+    pub fn binlog_dir(&self) -> PathBuf {
+        self.dir.join("binlog")
+    }
+
+    /// Where relay logs of this instance go (outside the datadir).
+    pub fn relay_log_dir(&self) -> PathBuf {
+        self.dir.join("relay")
+    }
+
+    /// A `mysql://` URL reaching this server over TCP as root (password included when set; a
+    /// test convenience, never for logs).
+    pub fn url(&self) -> String {
+        if self.password.is_empty() {
+            format!("mysql://root@127.0.0.1:{}/", self.port)
+        } else {
+            format!(
+                "mysql://root:{}@127.0.0.1:{}/",
+                self.password.expose(),
+                self.port
+            )
+        }
+    }
+
+    async fn conn(&self) -> Result<mysql_async::Conn> {
+        let opts = mysql_async::OptsBuilder::default()
+            .socket(Some(self.socket().to_string_lossy().into_owned()))
+            .user(Some("root"))
+            .pass(if self.password.is_empty() {
+                None
+            } else {
+                Some(self.password.expose().to_owned())
+            })
+            .prefer_socket(false);
+        mysql_async::Conn::new(opts).await.map_err(|e| {
+            Error::datastore(format!("connect to test server on port {}", self.port), e)
+        })
+    }
+
+    /// Runs `sql` (one or more statements) and returns the rows of the last result set as
+    /// text (`None` for SQL `NULL`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`] when the server rejects the statement.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the connection is dropped.
+    pub async fn query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<mysql_async::Row> = conn
+            .query(sql)
+            .await
+            .map_err(|e| Error::datastore(format!("test query {sql:?}"), e))?;
+        let _ = conn.disconnect().await;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.unwrap().into_iter().map(value_text).collect())
+            .collect())
+    }
+
+    /// Runs `sql` and returns the first column of the first row, if any.
+    ///
+    /// # Errors
+    ///
+    /// As [`MariaDbServer::query`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn query_one(&self, sql: &str) -> Result<Option<String>> {
+        Ok(self
+            .query(sql)
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .flatten())
+    }
+
+    /// Runs statements that return no rows.
+    ///
+    /// # Errors
+    ///
+    /// As [`MariaDbServer::query`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn execute(&self, sql: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        conn.query_drop(sql)
+            .await
+            .map_err(|e| Error::datastore(format!("test statement {sql:?}"), e))?;
+        let _ = conn.disconnect().await;
+        Ok(())
+    }
+
+    /// Stops the server (`SIGTERM`, waits).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Service`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn stop(&self) -> Result<()> {
+        self.service.stop().await
+    }
+
+    /// Starts the server again after [`MariaDbServer::stop`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Service`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn restart(&self) -> Result<()> {
+        self.service.restart().await
+    }
+}
+
+fn value_text(v: mysql_async::Value) -> Option<String> {
+    use mysql_async::Value;
+    match v {
+        Value::NULL => None,
+        Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::UInt(u) => Some(u.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Double(f) => Some(f.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// Whether `pid` has exited (gone, or a zombie waiting to be reaped).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state == 'Z' || state == 'X'),
+        Err(_) => true,
+    }
+}
+
+impl Drop for MariaDbServer {
+    fn drop(&mut self) {
+        let pid = self.service.pid.load(Ordering::SeqCst);
+        if pid != 0 {
+            let pgid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
+            let started = Instant::now();
+            while !exited(pid) {
+                if started.elapsed() > Duration::from_secs(30) {
+                    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,166 @@
+//! Administrative sessions on the local server (no SQL text here: see [`crate::sql`]).
+
+use std::collections::HashMap;
+
+use mysql_async::prelude::Queryable;
+use trove_guest_core::{AdminConnection, Result};
+
+use crate::error::MysqlError;
+use crate::sql::{Sql, Statement};
+
+/// One result row, by column name, as text.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Row(HashMap<String, Option<String>>, Option<String>);
+
+impl Row {
+    /// The value of the first present column among `names` (`None` for absent or NULL).
+    pub(crate) fn get(&self, names: &[&str]) -> Option<&str> {
+        names
+            .iter()
+            .find_map(|n| self.0.get(*n).and_then(|v| v.as_deref()))
+    }
+
+    /// The first column's value (rows keep column order only through this).
+    pub(crate) fn first(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+
+    /// Like [`Row::get`], empty strings count as absent.
+    pub(crate) fn non_empty(&self, names: &[&str]) -> Option<&str> {
+        self.get(names).filter(|v| !v.trim().is_empty())
+    }
+}
+
+fn value_text(v: &mysql_async::Value) -> Option<String> {
+    use mysql_async::Value;
+    match v {
+        Value::NULL => None,
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::UInt(u) => Some(u.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Double(f) => Some(f.to_string()),
+        other => Some(other.as_sql(false)),
+    }
+}
+
+/// An open administrative session.
+pub(crate) struct Session {
+    conn: mysql_async::Conn,
+}
+
+impl Session {
+    /// Logs in as the admin user (socket preferred) and prepares the session.
+    pub(crate) async fn open(admin: &AdminConnection) -> Result<Self> {
+        let mut opts = mysql_async::OptsBuilder::default()
+            .user(Some(admin.user.clone()))
+            .prefer_socket(false);
+        if !admin.password.is_empty() {
+            opts = opts.pass(Some(admin.password.expose().to_owned()));
+        }
+        let target = match &admin.socket {
+            Some(sock) => {
+                opts = opts.socket(Some(sock.to_string_lossy().into_owned()));
+                format!("socket {}", sock.display())
+            }
+            None => {
+                opts = opts.ip_or_hostname(admin.host.clone()).tcp_port(admin.port);
+                format!("{}:{}", admin.host, admin.port)
+            }
+        };
+        let conn = mysql_async::Conn::new(opts)
+            .await
+            .map_err(|source| MysqlError::Connect {
+                target: format!("{target} as {}", admin.user),
+                source,
+            })?;
+        let mut s = Session { conn };
+        s.exec(&Sql::session_setup()).await?;
+        Ok(s)
+    }
+
+    /// Logs in to a remote server (the master) over TCP as `user`, giving up after `timeout`.
+    pub(crate) async fn open_remote(
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &trove_guest_core::Secret,
+        timeout: std::time::Duration,
+    ) -> Result<Self> {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(host.to_owned())
+            .tcp_port(port)
+            .user(Some(user.to_owned()))
+            .pass(Some(password.expose().to_owned()))
+            .prefer_socket(false);
+        let target = format!("{host}:{port} as {user}");
+        let conn = tokio::time::timeout(timeout, mysql_async::Conn::new(opts))
+            .await
+            .map_err(|_| trove_guest_core::Error::timeout(format!("connect to {target}"), timeout))?
+            .map_err(|source| MysqlError::Connect { target, source })?;
+        let mut s = Session { conn };
+        s.exec(&Sql::session_setup()).await?;
+        Ok(s)
+    }
+
+    /// Runs a statement that returns no rows.
+    pub(crate) async fn exec(&mut self, st: &Statement) -> Result<()> {
+        tracing::debug!(sql = %st, "exec");
+        self.conn
+            .query_drop(st.expose_text())
+            .await
+            .map_err(|e| MysqlError::query(st, e).into())
+    }
+
+    /// Runs statements in order.
+    pub(crate) async fn exec_all(&mut self, sts: &[Statement]) -> Result<()> {
+        for st in sts {
+            self.exec(st).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a query and returns its rows.
+    pub(crate) async fn rows(&mut self, st: &Statement) -> Result<Vec<Row>> {
+        tracing::debug!(sql = %st, "query");
+        let rows: Vec<mysql_async::Row> = self
+            .conn
+            .query(st.expose_text())
+            .await
+            .map_err(|e| MysqlError::query(st, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let cols = r.columns_ref();
+                let first = r.as_ref(0).and_then(value_text);
+                Row(
+                    cols.iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            let v = r.as_ref(i).and_then(value_text);
+                            (c.name_str().into_owned(), v)
+                        })
+                        .collect(),
+                    first,
+                )
+            })
+            .collect())
+    }
+
+    /// The first row, if any.
+    pub(crate) async fn row(&mut self, st: &Statement) -> Result<Option<Row>> {
+        Ok(self.rows(st).await?.into_iter().next())
+    }
+
+    /// The first row, which must exist.
+    pub(crate) async fn one(&mut self, st: &Statement) -> Result<Row> {
+        self.row(st)
+            .await?
+            .ok_or_else(|| MysqlError::unexpected(st, "no row").into())
+    }
+
+    /// Closes the session politely.
+    pub(crate) async fn close(self) {
+        let _ = self.conn.disconnect().await;
+    }
+}

@@ -1,0 +1,106 @@
+//! `demote_replication_master`: back to the pre-replication state.
+//!
+//! Drops every account with the strategy's prefix (they are recognisably ours), removes the
+//! master override file, restarts when binary logging was on (it is not dynamic), and deletes
+//! the binary logs made under our base name.
+
+use std::path::PathBuf;
+
+use trove_guest_core::{DemoteOptions, Error, Result, Role};
+
+use crate::config::{MASTER_FILE, remove_override};
+use crate::sql::Account;
+use crate::strategy::MysqlStrategy;
+
+impl MysqlStrategy {
+    pub(crate) async fn demote_impl(&self, opts: &DemoteOptions) -> Result<()> {
+        let sql = self.sql().await?;
+        let mut s = self.session().await?;
+        if self.replica_row(&mut s, &sql).await?.is_some() {
+            s.close().await;
+            return Err(Error::WrongRole {
+                expected: Role::Master,
+                actual: Role::Replica,
+            });
+        }
+        s.exec(&sql.set_session_log_bin(false)).await?;
+        for row in s
+            .rows(&sql.accounts_with_prefix(&self.opts.account_prefix))
+            .await?
+        {
+            let (Some(user), Some(host)) = (row.get(&["user"]), row.get(&["host"])) else {
+                continue;
+            };
+            for c in s.rows(&sql.connections_of(user)).await? {
+                if let Some(id) = c.get(&["id"]).and_then(|v| v.parse().ok()) {
+                    let _ = s.exec(&sql.kill_connection(id)).await;
+                }
+            }
+            s.exec(&sql.drop_user(&Account::new(user, host)?)).await?;
+        }
+        let vars = self.vars(&mut s, &sql).await?;
+        s.close().await;
+        let had_file = remove_override(&self.handle.config_dir, MASTER_FILE)?;
+        if vars.log_bin {
+            if !had_file {
+                return Err(Error::unsupported(
+                    "binary logging is on in the operator's configuration, not through this \
+                     strategy's override file; demote leaves it on",
+                ));
+            }
+            tracing::info!("restarting the server to turn binary logging off");
+            self.handle.service.restart().await?;
+            let mut s = self.session().await?;
+            let after = self.vars(&mut s, &sql).await?;
+            s.close().await;
+            if after.log_bin {
+                return Err(Error::Datastore {
+                    message: "binary logging is still on after removing the override and \
+                              restarting"
+                        .into(),
+                    source: None,
+                });
+            }
+        }
+        if opts.purge_logs {
+            self.purge_binlog_files()?;
+        }
+        Ok(())
+    }
+
+    /// The binary log files made under our base name (binary logging must be off).
+    pub fn binlog_files(&self) -> Vec<PathBuf> {
+        let dir = self
+            .opts
+            .binlog_dir
+            .clone()
+            .unwrap_or_else(|| self.handle.data_dir.clone());
+        let prefix = format!("{}.", self.opts.binlog_basename);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix(&prefix).is_some_and(|ext| {
+                    ext == "index" || ext == "state" || ext.bytes().all(|b| b.is_ascii_digit())
+                })
+            })
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn purge_binlog_files(&self) -> Result<()> {
+        for f in self.binlog_files() {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {}", f.display()), e)),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Settings of a [`MysqlStrategy`](crate::MysqlStrategy).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the strategy lays out files and runs tools; every field has a default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MysqlOptions {
+    /// Directory for binary logs when `enable_as_master` turns them on. Default: none, the
+    /// server's default place (relative `mysql-bin`, inside the datadir). Keeping them outside
+    /// the datadir is better: a restore then never mixes binary logs of two histories.
+    pub binlog_dir: Option<PathBuf>,
+    /// Base name of the binary logs (default `mysql-bin`).
+    pub binlog_basename: String,
+    /// Directory for relay logs on replicas (default: the datadir).
+    pub relay_log_dir: Option<PathBuf>,
+    /// The server's own option file. When set, the backup tool reads it (through `!include`
+    /// in the tool's private option file) for InnoDB file locations.
+    pub server_config: Option<PathBuf>,
+    /// The backup tool; default `mariabackup` / `xtrabackup` from the handle's `bin_dir` or
+    /// `PATH`.
+    pub backup_tool: Option<PathBuf>,
+    /// The stream extractor; default `mbstream` / `xbstream`.
+    pub stream_tool: Option<PathBuf>,
+    /// The backup tool's `--log-copy-interval` in milliseconds (default 50: the tool's default
+    /// of 1000 ms adds about 2 s to any backup taken during writes).
+    pub log_copy_interval_ms: u32,
+    /// Memory for `--prepare` (`--use-memory`), the tool's default when absent.
+    pub prepare_memory: Option<String>,
+    /// Prefix of the replication accounts this strategy creates; demote drops every account
+    /// with it. Default `trove_repl_`.
+    pub account_prefix: String,
+    /// Seconds a replica waits between reconnection attempts (default 1).
+    pub connect_retry: u32,
+    /// How often bounded waits poll the server (default 100 ms).
+    pub poll_interval: Duration,
+}
+
+impl Default for MysqlOptions {
+    fn default() -> Self {
+        MysqlOptions {
+            binlog_dir: None,
+            binlog_basename: "mysql-bin".into(),
+            relay_log_dir: None,
+            server_config: None,
+            backup_tool: None,
+            stream_tool: None,
+            log_copy_interval_ms: 50,
+            prepare_memory: None,
+            account_prefix: "trove_repl_".into(),
+            connect_retry: 1,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl MysqlOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`MysqlOptions::binlog_dir`].
+    pub fn with_binlog_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.binlog_dir = Some(dir.into());
+        self
+    }
+    /// Sets [`MysqlOptions::relay_log_dir`].
+    pub fn with_relay_log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.relay_log_dir = Some(dir.into());
+        self
+    }
+    /// Sets [`MysqlOptions::server_config`].
+    pub fn with_server_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.server_config = Some(path.into());
+        self
+    }
+    /// Sets [`MysqlOptions::backup_tool`].
+    pub fn with_backup_tool(mut self, path: impl Into<PathBuf>) -> Self {
+        self.backup_tool = Some(path.into());
+        self
+    }
+    /// Sets [`MysqlOptions::stream_tool`].
+    pub fn with_stream_tool(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stream_tool = Some(path.into());
+        self
+    }
+    /// Sets [`MysqlOptions::account_prefix`].
+    pub fn with_account_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.account_prefix = prefix.into();
+        self
+    }
+}

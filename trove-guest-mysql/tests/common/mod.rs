@@ -1,0 +1,164 @@
+//! The MariaDB conformance backend shared by the live tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use trove_guest_core::testkit::conformance::{ConformanceBackend, Fingerprint, TableFingerprint};
+use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
+use trove_guest_core::{Capabilities, DetachedReplica, ReplicationStrategy, Result, SnapshotStore};
+use trove_guest_mysql::config::ALL_FILES;
+use trove_guest_mysql::sql::{escape_like, quote_string};
+use trove_guest_mysql::{MysqlOptions, MysqlStrategy};
+
+pub const TABLES: [&str; 2] = ["t1", "t2"];
+pub const PREFIX: &str = "trove_repl_";
+
+/// Real MariaDB 10.11 servers from the core testkit, with `MysqlStrategy`.
+pub struct MariaDb;
+
+pub fn options_for(server: &MariaDbServer) -> MysqlOptions {
+    MysqlOptions::new()
+        .with_binlog_dir(server.binlog_dir())
+        .with_relay_log_dir(server.relay_log_dir())
+        .with_server_config(server.config_file())
+}
+
+pub fn strategy_for(server: &MariaDbServer, store: Arc<dyn SnapshotStore>) -> Arc<MysqlStrategy> {
+    Arc::new(MysqlStrategy::new(
+        server.handle(),
+        store,
+        options_for(server),
+    ))
+}
+
+fn row_values(range: Range<u64>, f: impl Fn(u64) -> String) -> String {
+    range.map(f).collect::<Vec<_>>().join(",")
+}
+
+#[async_trait]
+impl ConformanceBackend for MariaDb {
+    type Server = MariaDbServer;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with_gtid_positioning(true)
+            .with_file_positioning(true)
+    }
+
+    async fn start_server(&self, server_id: u32) -> Result<MariaDbServer> {
+        MariaDbServer::start(MariaDbOptions::new(server_id)).await
+    }
+
+    fn strategy(
+        &self,
+        server: &MariaDbServer,
+        store: Arc<dyn SnapshotStore>,
+    ) -> Arc<dyn ReplicationStrategy> {
+        strategy_for(server, store)
+    }
+
+    async fn create_schema(&self, server: &MariaDbServer) -> Result<()> {
+        server
+            .execute(
+                "CREATE DATABASE IF NOT EXISTS conf; \
+                 CREATE TABLE IF NOT EXISTS conf.t1 (id BIGINT PRIMARY KEY, v VARCHAR(64) NOT NULL, \
+                 n BIGINT NOT NULL) ENGINE=InnoDB; \
+                 CREATE TABLE IF NOT EXISTS conf.t2 (id BIGINT PRIMARY KEY, payload TEXT NOT NULL) \
+                 ENGINE=InnoDB",
+            )
+            .await
+    }
+
+    async fn insert_rows(&self, server: &MariaDbServer, ids: Range<u64>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let t1 = row_values(ids.clone(), |i| {
+            format!("({i}, 'row-{i}', {})", i * 7 % 1000)
+        });
+        let t2 = row_values(ids, |i| format!("({i}, REPEAT('p{i}', {}))", 1 + i % 20));
+        server
+            .execute(&format!(
+                "START TRANSACTION; INSERT INTO conf.t1 VALUES {t1}; \
+                 INSERT INTO conf.t2 VALUES {t2}; COMMIT"
+            ))
+            .await
+    }
+
+    async fn fingerprint(&self, server: &MariaDbServer) -> Result<Fingerprint> {
+        let mut fp = Fingerprint::default();
+        for t in TABLES {
+            let rows = server
+                .query_one(&format!("SELECT COUNT(*) FROM conf.{t}"))
+                .await?
+                .unwrap_or_default()
+                .parse()
+                .unwrap_or(0);
+            let sum = server.query(&format!("CHECKSUM TABLE conf.{t}")).await?;
+            let checksum = sum
+                .first()
+                .and_then(|r| r.get(1).cloned().flatten())
+                .unwrap_or_default();
+            fp.0.insert(t.to_owned(), TableFingerprint { rows, checksum });
+        }
+        Ok(fp)
+    }
+
+    async fn replica_traces(
+        &self,
+        master: &MariaDbServer,
+        replica: &DetachedReplica,
+    ) -> Result<Vec<String>> {
+        let Some(user) = &replica.replication_user else {
+            return Ok(vec![]);
+        };
+        let rows = master
+            .query(&format!(
+                "SELECT CONCAT(User, '@', Host) FROM mysql.user WHERE User = {}",
+                quote_string(user)
+            ))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .map(|a| format!("account {a}"))
+            .collect())
+    }
+
+    async fn replication_leftovers(&self, server: &MariaDbServer) -> Result<Vec<String>> {
+        let mut left = Vec::new();
+        if server
+            .query_one("SELECT @@GLOBAL.log_bin")
+            .await?
+            .as_deref()
+            == Some("1")
+        {
+            left.push("log_bin is ON".to_owned());
+        }
+        for r in server
+            .query(&format!(
+                "SELECT CONCAT(User, '@', Host) FROM mysql.user WHERE User LIKE {}",
+                quote_string(&format!("{}%", escape_like(PREFIX)))
+            ))
+            .await?
+        {
+            if let Some(a) = r.into_iter().next().flatten() {
+                left.push(format!("account {a}"));
+            }
+        }
+        for f in ALL_FILES {
+            if server.config_dir().join(f).exists() {
+                left.push(format!("override file {f}"));
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(server.binlog_dir()) {
+            for e in entries.flatten() {
+                left.push(format!("binlog file {}", e.file_name().to_string_lossy()));
+            }
+        }
+        Ok(left)
+    }
+}

@@ -1,0 +1,49 @@
+//! The core conformance suite against real MariaDB 10.11 servers with mariabackup.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::MariaDb;
+use trove_guest_core::Positioning;
+use trove_guest_core::testkit::conformance::{self, Damage};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_under_writes_converges_by_gtid() {
+    conformance::snapshot_under_writes_converges(Arc::new(MariaDb), Positioning::Gtid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_under_writes_converges_by_binlog_file_and_offset() {
+    conformance::snapshot_under_writes_converges(Arc::new(MariaDb), Positioning::BinlogFile).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_from_one_snapshot_both_converge() {
+    conformance::two_replicas_from_one_snapshot(Arc::new(MariaDb)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_then_cleanup_forgets_the_replica() {
+    conformance::detach_then_cleanup_forgets_replica(Arc::new(MariaDb)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demote_restores_the_pre_replication_state() {
+    conformance::demote_restores_pre_replication_state(Arc::new(MariaDb)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_with_a_flipped_byte_is_refused() {
+    conformance::damaged_snapshot_is_refused(Arc::new(MariaDb), Damage::FlipByte).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_snapshot_is_refused() {
+    conformance::damaged_snapshot_is_refused(Arc::new(MariaDb), Damage::Truncate).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_txn_returns_when_reached_and_times_out_otherwise() {
+    conformance::wait_for_txn_is_bounded(Arc::new(MariaDb)).await;
+}

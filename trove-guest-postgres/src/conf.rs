@@ -1,0 +1,282 @@
+//! Configuration text this crate writes: override files, `primary_conninfo`, passfiles and the
+//! marked replication block of the hba file. Every value goes through a tested quoting helper.
+
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use trove_guest_core::error::IoResultExt;
+use trove_guest_core::{Error, OsUser, Result, Secret};
+
+/// Override file of a master (WAL senders, slots, `wal_log_hints`, `wal_keep_size`).
+pub(crate) const MASTER_FILE: &str = "trove-replication-master.conf";
+/// Override file of a standby (`primary_conninfo`, `primary_slot_name`).
+pub(crate) const STANDBY_FILE: &str = "trove-replication-standby.conf";
+/// Override file of `make_read_only(true)`.
+pub(crate) const READ_ONLY_FILE: &str = "trove-read-only.conf";
+/// A standby's passfile (not `*.conf`, so `include_dir` ignores it).
+pub(crate) const PASSFILE: &str = "trove-replication.pgpass";
+/// What a standby records about its master (not `*.conf`).
+pub(crate) const STANDBY_STATE: &str = "trove-replication-standby.json";
+
+/// First line of the replication block in the hba file.
+pub(crate) const HBA_BEGIN: &str =
+    "# BEGIN trove-guest replication (managed by trove-guest; do not edit)";
+/// Last line of the replication block in the hba file.
+pub(crate) const HBA_END: &str = "# END trove-guest replication";
+
+/// Quotes a `postgresql.conf` string value: `'...'` with `'` doubled and `\` doubled.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for values with NUL or line breaks.
+pub(crate) fn conf_quote(value: &str) -> Result<String> {
+    if value.contains(['\0', '\n', '\r']) {
+        return Err(Error::invalid(
+            "configuration value",
+            "contains NUL or a line break",
+        ));
+    }
+    Ok(format!(
+        "'{}'",
+        value.replace('\\', "\\\\").replace('\'', "''")
+    ))
+}
+
+/// Quotes a libpq connection-string value: `'...'` with `\` and `'` backslash-escaped.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for values with NUL.
+pub(crate) fn conninfo_quote(value: &str) -> Result<String> {
+    if value.contains('\0') {
+        return Err(Error::invalid("connection parameter", "contains NUL"));
+    }
+    Ok(format!(
+        "'{}'",
+        value.replace('\\', "\\\\").replace('\'', "\\'")
+    ))
+}
+
+/// Escapes one field of a libpq passfile line (`\` and `:` backslash-escaped).
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for values with NUL or line breaks.
+pub(crate) fn passfile_field(value: &str) -> Result<String> {
+    if value.contains(['\0', '\n', '\r']) {
+        return Err(Error::invalid(
+            "passfile field",
+            "contains NUL or a line break",
+        ));
+    }
+    Ok(value.replace('\\', "\\\\").replace(':', "\\:"))
+}
+
+/// A passfile line matching any host, port and database for `user`.
+pub(crate) fn passfile_line(user: &str, password: &Secret) -> Result<String> {
+    Ok(format!(
+        "*:*:*:{}:{}\n",
+        passfile_field(user)?,
+        passfile_field(password.expose())?
+    ))
+}
+
+/// A `primary_conninfo` / `--source-server` connection string. It names a passfile and holds
+/// no password.
+pub(crate) fn conninfo(
+    host: &str,
+    port: u16,
+    user: &str,
+    passfile: &Path,
+    extra: &[(&str, &str)],
+) -> Result<String> {
+    let mut s = format!(
+        "host={} port={port} user={} passfile={} connect_timeout=10",
+        conninfo_quote(host)?,
+        conninfo_quote(user)?,
+        conninfo_quote(&passfile.to_string_lossy())?
+    );
+    for (k, v) in extra {
+        s.push_str(&format!(" {k}={}", conninfo_quote(v)?));
+    }
+    Ok(s)
+}
+
+/// Renders an override file from `name = value` pairs (values already in configuration syntax).
+pub(crate) fn render_settings(header: &str, settings: &[(&str, String)]) -> String {
+    let mut s =
+        format!("# {header}\n# Managed by trove-guest; removed when replication is undone.\n");
+    for (k, v) in settings {
+        s.push_str(&format!("{k} = {v}\n"));
+    }
+    s
+}
+
+/// `existing` without the replication block.
+pub(crate) fn hba_without_block(existing: &str) -> String {
+    let mut out = String::with_capacity(existing.len());
+    let mut inside = false;
+    for line in existing.lines() {
+        if line.trim_end() == HBA_BEGIN {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if line.trim_end() == HBA_END {
+                inside = false;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether `existing` holds the replication block.
+pub(crate) fn hba_has_block(existing: &str) -> bool {
+    existing.lines().any(|l| l.trim_end() == HBA_BEGIN)
+}
+
+/// The replication block for members of `group` connecting from `networks` (hba address
+/// fields such as `all`, `samenet`, `10.0.0.0/8`).
+pub(crate) fn hba_block(group: &str, networks: &[String]) -> Result<String> {
+    let field_ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'/' | b'_' | b'-'))
+    };
+    if !field_ok(group) {
+        return Err(Error::invalid("replication group", format!("{group:?}")));
+    }
+    let mut s = format!("{HBA_BEGIN}\n");
+    for net in networks {
+        if !field_ok(net) {
+            return Err(Error::invalid(
+                "replica network",
+                format!("{net:?} is not an hba address"),
+            ));
+        }
+        // Streaming replication, and pg_rewind's source connection (database postgres).
+        s.push_str(&format!("host replication +{group} {net} scram-sha-256\n"));
+        s.push_str(&format!("host postgres +{group} {net} scram-sha-256\n"));
+    }
+    s.push_str(HBA_END);
+    s.push('\n');
+    Ok(s)
+}
+
+/// `existing` with the replication block placed first (first match wins in pg_hba.conf, so it
+/// precedes any reject lines of the operator's).
+pub(crate) fn hba_with_block(existing: &str, block: &str) -> String {
+    format!("{block}{}", hba_without_block(existing))
+}
+
+/// Writes `contents` to `path` atomically (temp file in the same directory, fsync, rename),
+/// with `mode`, owned by `owner` (or keeping the previous file's owner when `owner` is None and
+/// the file existed).
+pub(crate) fn write_atomic(
+    path: &Path,
+    contents: &str,
+    mode: u32,
+    owner: Option<OsUser>,
+) -> Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::invalid("path", format!("{} has no parent", path.display())))?;
+    let previous_owner = std::fs::metadata(path).ok().map(|m| OsUser {
+        uid: m.uid(),
+        gid: m.gid(),
+    });
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|f| f.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .context(|| format!("create {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .context(|| format!("write {}", tmp.display()))?;
+    drop(f);
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .context(|| format!("chmod {}", tmp.display()))?;
+    // Only root can give files away; otherwise they stay ours (and the server runs as us).
+    if is_root() {
+        if let Some(o) = owner.or(previous_owner) {
+            o.chown(&tmp)?;
+        }
+    }
+    std::fs::rename(&tmp, path).context(|| format!("rename into {}", path.display()))
+}
+
+fn is_root() -> bool {
+    OsUser::current().uid == 0
+}
+
+/// Removes a file; a missing file is fine. Returns whether it existed.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_values_are_quoted() {
+        assert_eq!(conf_quote("a").unwrap(), "'a'");
+        assert_eq!(conf_quote("it's \\ x").unwrap(), "'it''s \\\\ x'");
+        assert!(conf_quote("a\nb = 1").is_err());
+    }
+
+    #[test]
+    fn conninfo_values_are_quoted_and_hold_no_password() {
+        let c = conninfo(
+            "127.0.0.1",
+            5432,
+            "o'brien",
+            Path::new("/x/p ass"),
+            &[("application_name", "s")],
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            "host='127.0.0.1' port=5432 user='o\\'brien' passfile='/x/p ass' connect_timeout=10 application_name='s'"
+        );
+        assert!(!c.contains("password"));
+    }
+
+    #[test]
+    fn passfile_fields_escape_colons_and_backslashes() {
+        assert_eq!(passfile_field("a:b\\c").unwrap(), "a\\:b\\\\c");
+        let line = passfile_line("u", &Secret::new("p:w")).unwrap();
+        assert_eq!(line, "*:*:*:u:p\\:w\n");
+        assert!(passfile_field("a\nb").is_err());
+    }
+
+    #[test]
+    fn hba_block_is_first_replaced_and_removed_cleanly() {
+        let original = "local all all trust\nhost all all 0.0.0.0/0 reject\n";
+        let block = hba_block("trove_replication", &["all".into()]).unwrap();
+        let with = hba_with_block(original, &block);
+        assert!(with.starts_with(HBA_BEGIN));
+        assert!(with.contains("host replication +trove_replication all scram-sha-256"));
+        assert!(hba_has_block(&with));
+        // Idempotent.
+        assert_eq!(hba_with_block(&with, &block), with);
+        assert_eq!(hba_without_block(&with), original);
+        assert!(!hba_has_block(original));
+        assert!(hba_block("g", &["all\nhost all all 0/0 trust".into()]).is_err());
+    }
+}

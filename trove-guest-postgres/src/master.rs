@@ -1,0 +1,616 @@
+//! Master-side calls: enable, snapshot, grants for standbys, cleanup and demote.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use trove_guest_core::error::IoResultExt;
+use trove_guest_core::position::WalPosition;
+use trove_guest_core::progress::Phase;
+use trove_guest_core::strategy::Role;
+use trove_guest_core::wire::{Dataset, ReplicationGrant};
+use trove_guest_core::{
+    DatastoreKind, DemoteOptions, DetachedReplica, EnableMasterOptions, Error, Lsn, Result, Secret,
+    SecretFile, SnapshotDocument, SnapshotRequest, ToolCommand, TransportSecret,
+};
+
+use crate::client::Db;
+use crate::conf::{self, MASTER_FILE};
+use crate::names::{self, GROUP_ROLE, SLOT_PREFIX};
+use crate::sql;
+use crate::strategy::{
+    PostgresStrategy, StandbySource, in_recovery, reload_and_settle, server_version, unexpected,
+};
+
+/// The settings the master override file may set.
+const MASTER_SETTINGS: [&str; 5] = [
+    "wal_level",
+    "max_wal_senders",
+    "max_replication_slots",
+    "wal_log_hints",
+    "wal_keep_size",
+];
+
+/// What pg_basebackup reported about the WAL range of a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BackupRange {
+    pub(crate) start: Lsn,
+    pub(crate) timeline: u32,
+    pub(crate) end: Option<Lsn>,
+}
+
+/// Parses `pg_basebackup -v` output: `write-ahead log start point: 0/2000028 on timeline 1` and
+/// `write-ahead log end point: 0/2000100`.
+pub(crate) fn parse_backup_range(stderr: &str) -> Option<BackupRange> {
+    let mut start = None;
+    let mut end = None;
+    for line in stderr.lines() {
+        if let Some(rest) = line.split("write-ahead log start point: ").nth(1) {
+            let mut f = rest.split_whitespace();
+            let lsn: Lsn = f.next()?.parse().ok()?;
+            let tli = match (f.next(), f.next(), f.next()) {
+                (Some("on"), Some("timeline"), Some(t)) => t.parse().ok()?,
+                _ => return None,
+            };
+            start = Some((lsn, tli));
+        } else if let Some(rest) = line.split("write-ahead log end point: ").nth(1) {
+            end = rest.split_whitespace().next().and_then(|t| t.parse().ok());
+        }
+    }
+    let (start, timeline) = start?;
+    Some(BackupRange {
+        start,
+        timeline,
+        end,
+    })
+}
+
+impl PostgresStrategy {
+    async fn refuse_standby(&self, db: &Db) -> Result<()> {
+        if in_recovery(db).await? {
+            return Err(Error::WrongRole {
+                expected: Role::Master,
+                actual: Role::Replica,
+            });
+        }
+        Ok(())
+    }
+
+    /// The override file's settings, given the server's current values (never lowering a
+    /// value set elsewhere, never turning `logical` into `replica`).
+    async fn master_settings(&self, db: &Db) -> Result<Vec<(&'static str, String)>> {
+        let ours = self.config_file(MASTER_FILE);
+        let names: Vec<String> = MASTER_SETTINGS.iter().map(|s| (*s).to_owned()).collect();
+        let rows = db
+            .query("read replication settings", sql::SETTINGS, &[&names])
+            .await?;
+        let mut current = std::collections::HashMap::new();
+        for r in rows {
+            let name: String = r.get(0);
+            let value: String = r.get(1);
+            let source: String = r.get(3);
+            let from_us = std::path::Path::new(&source).file_name() == ours.file_name();
+            current.insert(name, (value, from_us));
+        }
+        let num = |name: &str| -> u32 {
+            current
+                .get(name)
+                .filter(|(_, from_us)| !from_us)
+                .and_then(|(v, _)| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let mut out = Vec::new();
+        let logical_elsewhere = current
+            .get("wal_level")
+            .is_some_and(|(v, from_us)| v == "logical" && !from_us);
+        if !logical_elsewhere {
+            out.push(("wal_level", conf::conf_quote("replica")?));
+        }
+        out.push((
+            "max_wal_senders",
+            num("max_wal_senders")
+                .max(self.opts.max_wal_senders)
+                .to_string(),
+        ));
+        out.push((
+            "max_replication_slots",
+            num("max_replication_slots")
+                .max(self.opts.max_replication_slots)
+                .to_string(),
+        ));
+        out.push(("wal_log_hints", "on".to_owned()));
+        out.push((
+            "wal_keep_size",
+            conf::conf_quote(&format!("{}MB", self.opts.wal_keep_size_mb))?,
+        ));
+        Ok(out)
+    }
+
+    pub(crate) async fn hba_path(&self, db: &Db) -> Result<std::path::PathBuf> {
+        let p: String = db.one("read hba_file", sql::HBA_FILE, &[]).await?.get(0);
+        Ok(p.into())
+    }
+
+    /// Writes the hba file if `f` changes it (keeping its owner and mode). Returns the previous
+    /// text when it changed.
+    async fn edit_hba(
+        &self,
+        db: &Db,
+        f: impl FnOnce(&str) -> Result<String>,
+    ) -> Result<Option<String>> {
+        let path = self.hba_path(db).await?;
+        let text = std::fs::read_to_string(&path).context(|| format!("read {}", path.display()))?;
+        let new = f(&text)?;
+        if new == text {
+            return Ok(None);
+        }
+        let mode = std::fs::metadata(&path)
+            .context(|| format!("stat {}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        conf::write_atomic(&path, &new, mode, None)?;
+        Ok(Some(text))
+    }
+
+    async fn check_hba(&self, db: &Db) -> Result<()> {
+        let rows = db.query("check the hba file", sql::HBA_ERRORS, &[]).await?;
+        if let Some(r) = rows.first() {
+            let line: Option<i32> = r.get(0);
+            let err: String = r.get(1);
+            return Err(unexpected(
+                "check the hba file",
+                format!("line {line:?}: {err}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn enable_master_locked(&self, opts: &EnableMasterOptions) -> Result<()> {
+        let db = self.db().await?;
+        self.refuse_standby(&db).await?;
+        let settings = self.master_settings(&db).await?;
+        let file = self.config_file(MASTER_FILE);
+        conf::write_atomic(
+            &file,
+            &conf::render_settings("trove-guest: replication master settings", &settings),
+            0o644,
+            self.file_owner(),
+        )?;
+
+        // The group every replication login joins: hba entries and rewind grants name it.
+        let exists: bool = db
+            .one(
+                "look up the replication group",
+                sql::ROLE_EXISTS,
+                &[&GROUP_ROLE],
+            )
+            .await?
+            .get(0);
+        if !exists {
+            db.batch(
+                "create the replication group",
+                &sql::create_group_role(GROUP_ROLE)?,
+            )
+            .await?;
+        }
+        for f in sql::REWIND_FUNCTIONS {
+            db.batch(
+                "grant a rewind function",
+                &sql::grant_rewind_function(f, GROUP_ROLE)?,
+            )
+            .await?;
+        }
+
+        let block = conf::hba_block(GROUP_ROLE, &self.opts.replica_networks)?;
+        let previous_hba = self
+            .edit_hba(&db, |t| Ok(conf::hba_with_block(t, &block)))
+            .await?;
+
+        let names: Vec<&str> = settings.iter().map(|(k, _)| *k).collect();
+        let pending = reload_and_settle(&db, &names, &file, true).await?;
+        if let Err(e) = self.check_hba(&db).await {
+            // Never leave an hba file PostgreSQL rejects: put the previous one back.
+            if let Some(old) = previous_hba {
+                self.edit_hba(&db, |_| Ok(old)).await?;
+                db.one("reload configuration", sql::RELOAD, &[]).await?;
+            }
+            return Err(e);
+        }
+        if !pending.is_empty() {
+            if !opts.allow_restart {
+                return Err(Error::unsupported(format!(
+                    "settings {pending:?} need a restart, which the options forbid; they take \
+                     effect at the next restart"
+                )));
+            }
+            tracing::info!(?pending, "restarting PostgreSQL for replication settings");
+            drop(db);
+            self.restart().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether enable_as_master has run (override file and hba block present).
+    async fn require_enabled(&self, db: &Db) -> Result<()> {
+        self.refuse_standby(db).await?;
+        let hba = std::fs::read_to_string(self.hba_path(db).await?).unwrap_or_default();
+        if !self.config_file(MASTER_FILE).exists() || !conf::hba_has_block(&hba) {
+            return Err(Error::WrongRole {
+                expected: Role::Master,
+                actual: Role::Standalone,
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates (or re-keys) the replication login and slot of replica `key`.
+    async fn make_grant(&self, db: &Db, key: &str) -> Result<(String, String, Secret)> {
+        let role = names::role_name(key);
+        let slot = names::slot_name(key);
+        let password = Secret::random(32);
+        let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+        let exists: bool = db
+            .one("look up the replication user", sql::ROLE_EXISTS, &[&role])
+            .await?
+            .get(0);
+        if exists {
+            db.batch(
+                "set the replication user's password",
+                &sql::set_role_password(&role, &verifier)?,
+            )
+            .await?;
+            db.batch(
+                "add the replication user to its group",
+                &sql::grant_membership(GROUP_ROLE, &role)?,
+            )
+            .await?;
+        } else {
+            db.batch(
+                "create the replication user",
+                &sql::create_replication_role(&role, &verifier, GROUP_ROLE)?,
+            )
+            .await?;
+        }
+        let slot_exists: bool = db
+            .one("look up the replication slot", sql::SLOT_EXISTS, &[&slot])
+            .await?
+            .get(0);
+        if !slot_exists {
+            db.one("create the replication slot", sql::CREATE_SLOT, &[&slot])
+                .await?;
+        }
+        Ok((role, slot, password))
+    }
+
+    pub(crate) async fn snapshot_locked(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
+        let progress = &req.progress;
+        progress.phase(Phase::Prepare, "replication account and slot");
+        let db = self.db().await?;
+        self.require_enabled(&db).await?;
+        let key = match &req.replica_id {
+            Some(id) => names::replica_key(id)?,
+            None => names::random_replica_key(),
+        };
+        let name = match &req.snapshot_name {
+            Some(n) => n.clone(),
+            None => format!(
+                "pg-{}-{}",
+                key.replace('_', "-"),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            ),
+        };
+        trove_guest_core::store::validate_snapshot_name(&name)?;
+        // The slot first: from now on the WAL this replica needs cannot be recycled.
+        let (role, slot, password) = self.make_grant(&db, &key).await?;
+        let (major, version) = server_version(&db).await?;
+
+        progress.phase(Phase::Backup, "pg_basebackup into the snapshot store");
+        let admin = &self.handle.admin;
+        let passfile = if admin.password.is_empty() {
+            None
+        } else {
+            Some(SecretFile::new(
+                "pgpass",
+                &conf::passfile_line(&admin.user, &admin.password)?,
+                None,
+            )?)
+        };
+        let host = match &admin.socket {
+            Some(dir) => dir.to_string_lossy().into_owned(),
+            None => admin.host.clone(),
+        };
+        let mut conninfo = format!(
+            "host={} port={} user={} application_name={}",
+            conf::conninfo_quote(&host)?,
+            admin.port,
+            conf::conninfo_quote(&admin.user)?,
+            conf::conninfo_quote("trove-guest-basebackup")?
+        );
+        if let Some(pf) = &passfile {
+            conninfo.push_str(&format!(
+                " passfile={}",
+                conf::conninfo_quote(&pf.path().to_string_lossy())?
+            ));
+        }
+        let mut tool = ToolCommand::new(self.handle.program("pg_basebackup"))
+            .arg("-d")
+            .arg(&conninfo)
+            .args([
+                "-D",
+                "-",
+                "--format=tar",
+                "--wal-method=fetch",
+                "--checkpoint=fast",
+                "--no-manifest",
+                "--verbose",
+                "--label",
+            ])
+            .arg(format!("trove-guest {slot}"))
+            .stdout_piped()
+            .spawn()
+            .map_err(|e| match e {
+                Error::NotFound { what } => Error::NotFound {
+                    what: format!("{what} (install the postgresql-client package)"),
+                },
+                other => other,
+            })?;
+        let mut out = tool.take_stdout().expect("stdout is piped");
+        let pending = self.store.put(&name, &mut out, progress).await?;
+        drop(out);
+        let status = tool.wait_status().await?;
+        let stderr = tool.stderr_tail().await;
+        if !status.success() {
+            return Err(Error::ToolFailed {
+                tool: "pg_basebackup".into(),
+                status: status.to_string(),
+                stderr_tail: stderr,
+            });
+        }
+        let range = parse_backup_range(&stderr).ok_or_else(|| {
+            unexpected(
+                "read the backup's WAL range",
+                format!("no start point in pg_basebackup output: {stderr}"),
+            )
+        })?;
+        let stored = pending.commit().await?;
+        let data_size: i64 = db
+            .one("read the data size", sql::DATA_SIZE, &[])
+            .await?
+            .get(0);
+        progress.phase(Phase::Done, "snapshot stored");
+
+        let mut extra = serde_json::Map::new();
+        if let Some(end) = range.end {
+            extra.insert(
+                "wal_end_lsn".into(),
+                serde_json::Value::String(end.to_string()),
+            );
+        }
+        Ok(SnapshotDocument {
+            master: self.handle.advertise.clone(),
+            dataset: Dataset {
+                datastore: DatastoreKind::Postgresql,
+                datastore_version: format!("postgresql-{major}"),
+                dataset_size: SnapshotDocument::gib_rounded_up(
+                    (data_size.max(0) as u64).max(stored.size),
+                ),
+                snapshot_href: stored.href,
+                size_bytes: Some(stored.size),
+                sha256: Some(stored.sha256),
+                server_version: Some(version),
+                format: Some("tar".into()),
+                compression: None,
+            },
+            binlog_position: None,
+            wal_position: Some(WalPosition {
+                lsn: range.start,
+                timeline: range.timeline,
+            }),
+            replication: Some(ReplicationGrant {
+                user: role,
+                password: Some(TransportSecret(password)),
+                password_ref: None,
+                slot_name: Some(slot),
+                replica_host: req.replica_host.clone(),
+            }),
+            extra,
+        })
+    }
+
+    /// On a primary: makes a replication login and slot for a standby that needs no snapshot
+    /// (a former primary rejoining with [`PostgresStrategy::rejoin_as_standby`]) and says where
+    /// to connect. Requires `enable_as_master` to have run. Calling it again for the same id
+    /// gives the login a new password.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a bad replica id; [`Error::WrongRole`] on a standby or a server
+    /// not enabled as master; [`Error::Datastore`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: a repeated call with the same id finishes the work.
+    pub async fn grant_standby(&self, replica_id: &str) -> Result<StandbySource> {
+        let _g = self.lock.lock().await;
+        let key = names::replica_key(replica_id)?;
+        let db = self.db().await?;
+        self.require_enabled(&db).await?;
+        let (user, slot, password) = self.make_grant(&db, &key).await?;
+        Ok(StandbySource::new(
+            self.handle.advertise.clone(),
+            ReplicationGrant {
+                user,
+                password: Some(TransportSecret(password)),
+                password_ref: None,
+                slot_name: Some(slot),
+                replica_host: None,
+            },
+        ))
+    }
+
+    /// Drops a slot (ending the WAL sender using it first), waiting for it to become inactive.
+    async fn drop_slot(&self, db: &Db, slot: &str) -> Result<()> {
+        for _ in 0..200 {
+            let exists: bool = db
+                .one("look up the replication slot", sql::SLOT_EXISTS, &[&slot])
+                .await?
+                .get(0);
+            if !exists {
+                return Ok(());
+            }
+            db.query(
+                "end the slot's WAL sender",
+                sql::TERMINATE_SLOT_USER,
+                &[&slot],
+            )
+            .await?;
+            db.query("drop the replication slot", sql::DROP_SLOT, &[&slot])
+                .await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(Error::timeout(
+            format!("replication slot {slot} to become inactive"),
+            Duration::from_secs(10),
+        ))
+    }
+
+    async fn drop_login(&self, db: &Db, role: &str) -> Result<()> {
+        db.batch("drop the replication user", &sql::drop_role(role)?)
+            .await?;
+        db.query(
+            "end the replication user's sessions",
+            sql::TERMINATE_ROLE_SESSIONS,
+            &[&role],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn cleanup_locked(&self, replica: &DetachedReplica) -> Result<()> {
+        if let Some(role) = &replica.replication_user {
+            names::check_role(role)?;
+        }
+        if let Some(slot) = &replica.slot_name {
+            names::check_slot(slot)?;
+        }
+        let db = self.db().await?;
+        let own = replica.slot_name.as_deref().unwrap_or("");
+        if let Some(slot) = &replica.slot_name {
+            self.drop_slot(&db, slot).await?;
+            // The snapshot's slot it was copied from, if no replica released it.
+            if let Some(snapshot_slot) = names::snapshot_slot_of(slot) {
+                self.drop_slot(&db, snapshot_slot).await?;
+            }
+        }
+        if let Some(role) = &replica.replication_user {
+            // Replicas attached from one snapshot share its login: it goes with the last of
+            // their slots.
+            let key = role.strip_prefix(names::ROLE_PREFIX).unwrap_or(role);
+            let prefix = format!("{}_", names::slot_name(key));
+            let others: i64 = db
+                .one(
+                    "count the login's other slots",
+                    sql::OTHER_SLOTS_WITH_PREFIX,
+                    &[&prefix, &own],
+                )
+                .await?
+                .get(0);
+            if others == 0 {
+                self.drop_login(&db, role).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn demote_locked(&self, opts: &DemoteOptions) -> Result<()> {
+        let db = self.db().await?;
+        self.refuse_standby(&db).await?;
+        let members: Vec<String> = db
+            .query("list replication users", sql::GROUP_MEMBERS, &[&GROUP_ROLE])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for role in members.iter().filter(|r| names::check_role(r).is_ok()) {
+            self.drop_login(&db, role).await?;
+        }
+        let slots: Vec<String> = db
+            .query(
+                "list replication slots",
+                sql::SLOTS_WITH_PREFIX,
+                &[&SLOT_PREFIX],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for slot in slots.iter().filter(|s| names::check_slot(s).is_ok()) {
+            self.drop_slot(&db, slot).await?;
+        }
+        let group: bool = db
+            .one(
+                "look up the replication group",
+                sql::ROLE_EXISTS,
+                &[&GROUP_ROLE],
+            )
+            .await?
+            .get(0);
+        if group {
+            for f in sql::REWIND_FUNCTIONS {
+                db.batch(
+                    "revoke a rewind function",
+                    &sql::revoke_rewind_function(f, GROUP_ROLE)?,
+                )
+                .await?;
+            }
+            db.batch("drop the replication group", &sql::drop_role(GROUP_ROLE)?)
+                .await?;
+        }
+        self.edit_hba(&db, |t| Ok(conf::hba_without_block(t)))
+            .await?;
+        let file = self.config_file(MASTER_FILE);
+        conf::remove_if_exists(&file)?;
+        let pending = reload_and_settle(&db, &MASTER_SETTINGS, &file, false).await?;
+        let db = if pending.is_empty() {
+            db
+        } else {
+            tracing::info!(
+                ?pending,
+                "restarting PostgreSQL to revert replication settings"
+            );
+            drop(db);
+            self.restart().await?
+        };
+        if opts.purge_logs {
+            // Lets the server recycle the WAL it kept for replicas.
+            db.batch("checkpoint", sql::CHECKPOINT).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basebackup_output_gives_the_wal_range() {
+        let out = "pg_basebackup: initiating base backup, waiting for checkpoint to complete\n\
+                   pg_basebackup: checkpoint completed\n\
+                   pg_basebackup: write-ahead log start point: 16/B374D848 on timeline 3\n\
+                   pg_basebackup: write-ahead log end point: 16/B4000100\n\
+                   pg_basebackup: base backup completed\n";
+        assert_eq!(
+            parse_backup_range(out),
+            Some(BackupRange {
+                start: Lsn(0x16_B374_D848),
+                timeline: 3,
+                end: Some(Lsn(0x16_B400_0100)),
+            })
+        );
+        assert_eq!(parse_backup_range("pg_basebackup: error"), None);
+    }
+}

@@ -1,0 +1,339 @@
+//! [`PostgresStrategy`]: the replication contract for PostgreSQL streaming replication.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use trove_guest_core::wire::{MasterAddress, ReplicationGrant};
+use trove_guest_core::{
+    AttachOutcome, AttachRequest, Capabilities, DatastoreHandle, DatastoreKind, DemoteOptions,
+    DetachOptions, DetachedReplica, EnableMasterOptions, Error, OsUser, ReplicationPosition,
+    ReplicationStatus, ReplicationStrategy, Result, SnapshotDocument, SnapshotRequest,
+    SnapshotStore,
+};
+
+use crate::client::Db;
+use crate::error::PgError;
+use crate::sql;
+
+/// Options of a [`PostgresStrategy`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PostgresStrategyOptions {
+    /// Lower bound for `max_wal_senders` on a master (default 10).
+    pub max_wal_senders: u32,
+    /// Lower bound for `max_replication_slots` on a master (default 10).
+    pub max_replication_slots: u32,
+    /// `wal_keep_size` on a master in MiB (default 1024): the WAL `pg_rewind` needs to bring
+    /// a former primary back (slots do not keep it).
+    pub wal_keep_size_mb: u64,
+    /// hba address fields replicas may connect from (default `["all"]`; every entry requires
+    /// scram-sha-256 and membership in the replication group).
+    pub replica_networks: Vec<String>,
+    /// The `tar` program used to extract snapshots (default `tar` from `PATH`).
+    pub tar_program: PathBuf,
+    /// How long to wait for the server to accept connections after a (re)start (default 120 s).
+    pub start_timeout: Duration,
+}
+
+impl Default for PostgresStrategyOptions {
+    fn default() -> Self {
+        PostgresStrategyOptions {
+            max_wal_senders: 10,
+            max_replication_slots: 10,
+            wal_keep_size_mb: 1024,
+            replica_networks: vec!["all".into()],
+            tar_program: PathBuf::from("tar"),
+            start_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl PostgresStrategyOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`PostgresStrategyOptions::wal_keep_size_mb`].
+    pub fn with_wal_keep_size_mb(mut self, mb: u64) -> Self {
+        self.wal_keep_size_mb = mb;
+        self
+    }
+    /// Sets [`PostgresStrategyOptions::replica_networks`].
+    pub fn with_replica_networks(mut self, nets: Vec<String>) -> Self {
+        self.replica_networks = nets;
+        self
+    }
+    /// Sets [`PostgresStrategyOptions::max_wal_senders`] and
+    /// [`PostgresStrategyOptions::max_replication_slots`].
+    pub fn with_max_replicas(mut self, n: u32) -> Self {
+        self.max_wal_senders = n;
+        self.max_replication_slots = n;
+        self
+    }
+}
+
+/// Where a standby (a former primary rejoining, say) finds its primary: the address and the
+/// replication account and slot made for it by [`PostgresStrategy::grant_standby`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct StandbySource {
+    /// The primary's address.
+    pub master: MasterAddress,
+    /// The account (with its password in transit) and slot.
+    pub replication: ReplicationGrant,
+}
+
+impl StandbySource {
+    /// Builds a source.
+    pub fn new(master: MasterAddress, replication: ReplicationGrant) -> Self {
+        StandbySource {
+            master,
+            replication,
+        }
+    }
+}
+
+/// Options for [`PostgresStrategy::rejoin_as_standby`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RejoinOptions {
+    /// How long to wait for the rewound server to stream from its new primary (default 120 s).
+    pub timeout: Duration,
+}
+
+impl Default for RejoinOptions {
+    fn default() -> Self {
+        RejoinOptions {
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RejoinOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`RejoinOptions::timeout`].
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+}
+
+/// PostgreSQL streaming replication from `pg_basebackup` snapshots, with physical slots,
+/// promotion and `pg_rewind`.
+///
+/// Settings go into override files in the handle's `config_dir` (which the server's main
+/// configuration must include with `include_dir`, after its own settings); replication
+/// `pg_hba` entries go into a marked block at the top of the hba file.
+#[derive(Debug)]
+pub struct PostgresStrategy {
+    pub(crate) handle: DatastoreHandle,
+    pub(crate) store: Arc<dyn SnapshotStore>,
+    pub(crate) opts: PostgresStrategyOptions,
+    pub(crate) lock: tokio::sync::Mutex<()>,
+}
+
+impl PostgresStrategy {
+    /// A strategy acting on the server of `handle`, storing snapshots in `store`.
+    pub fn new(
+        handle: DatastoreHandle,
+        store: Arc<dyn SnapshotStore>,
+        opts: PostgresStrategyOptions,
+    ) -> Self {
+        PostgresStrategy {
+            handle,
+            store,
+            opts,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The handle this strategy acts on.
+    pub fn handle(&self) -> &DatastoreHandle {
+        &self.handle
+    }
+
+    /// The account tools that touch the data directory run as: the handle's `os_user` when this
+    /// process is root, else this process's own account.
+    pub(crate) fn tool_user(&self) -> Option<OsUser> {
+        if OsUser::current().uid == 0 {
+            self.handle.os_user
+        } else {
+            None
+        }
+    }
+
+    /// The owner given to files the server must read.
+    pub(crate) fn file_owner(&self) -> Option<OsUser> {
+        self.tool_user()
+    }
+
+    pub(crate) fn config_file(&self, name: &str) -> PathBuf {
+        self.handle.config_dir.join(name)
+    }
+
+    pub(crate) async fn db(&self) -> Result<Db> {
+        Ok(Db::connect(&self.handle).await?)
+    }
+
+    pub(crate) async fn db_wait(&self) -> Result<Db> {
+        Ok(Db::connect_retry(&self.handle, self.opts.start_timeout).await?)
+    }
+
+    /// Restarts the server and reconnects.
+    pub(crate) async fn restart(&self) -> Result<Db> {
+        self.handle.service.restart().await?;
+        self.db_wait().await
+    }
+}
+
+pub(crate) async fn in_recovery(db: &Db) -> Result<bool> {
+    Ok(db
+        .one("read recovery state", sql::IS_IN_RECOVERY, &[])
+        .await?
+        .get(0))
+}
+
+/// `(major version, full version string)`.
+pub(crate) async fn server_version(db: &Db) -> Result<(u32, String)> {
+    let row = db
+        .one("read server version", sql::SERVER_VERSION, &[])
+        .await?;
+    let num: i32 = row.get(0);
+    Ok(((num / 10000) as u32, row.get(1)))
+}
+
+pub(crate) async fn setting(db: &Db, name: &str) -> Result<String> {
+    Ok(db
+        .one("read a setting", sql::SETTING, &[&name])
+        .await?
+        .get(0))
+}
+
+/// Reloads the configuration and waits (briefly) until every reloadable setting in `names`
+/// either comes from `file` (`present`) or no longer does (`!present`), or is pending a
+/// restart. Returns the settings pending a restart. `names` must include a reloadable setting.
+pub(crate) async fn reload_and_settle(
+    db: &Db,
+    names: &[&str],
+    file: &Path,
+    present: bool,
+) -> Result<Vec<String>> {
+    db.one("reload configuration", sql::RELOAD, &[]).await?;
+    let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    let canonical = file
+        .parent()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .zip(file.file_name())
+        .map(|(d, f)| d.join(f));
+    let started = Instant::now();
+    loop {
+        let rows = db
+            .query("read settings after reload", sql::SETTINGS, &[&names])
+            .await?;
+        let mut pending = Vec::new();
+        let mut settled = true;
+        for r in &rows {
+            let name: String = r.get(0);
+            let pending_restart: bool = r.get(2);
+            let source: String = r.get(3);
+            let from_file = !source.is_empty()
+                && (Path::new(&source) == file || Some(Path::new(&source)) == canonical.as_deref());
+            let context: String = r.get(4);
+            if pending_restart {
+                pending.push(name);
+            } else if context == "postmaster" {
+                // An unchanged postmaster setting keeps its old source: nothing to wait for.
+                // Its pending_restart flag is set by the same reload pass as the others.
+            } else if from_file != present {
+                settled = false;
+            }
+        }
+        if settled || started.elapsed() > Duration::from_secs(10) {
+            if !settled {
+                tracing::warn!("configuration reload did not settle within 10 s");
+            }
+            return Ok(pending);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) fn unexpected(action: &'static str, detail: impl Into<String>) -> Error {
+    PgError::Unexpected {
+        action,
+        detail: detail.into(),
+    }
+    .into()
+}
+
+#[async_trait]
+impl ReplicationStrategy for PostgresStrategy {
+    fn datastore(&self) -> DatastoreKind {
+        DatastoreKind::Postgresql
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // Positioning is by LSN through the slot; the contract's default (`Gtid`) stands for it.
+        Capabilities::none()
+            .with_gtid_positioning(true)
+            .with_slots(true)
+            .with_rewind(true)
+    }
+
+    async fn enable_as_master(&self, opts: &EnableMasterOptions) -> Result<()> {
+        let _g = self.lock.lock().await;
+        self.enable_master_locked(opts).await
+    }
+
+    async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
+        let _g = self.lock.lock().await;
+        self.snapshot_locked(req).await
+    }
+
+    async fn attach_replication_slave(
+        &self,
+        snapshot: &SnapshotDocument,
+        req: &AttachRequest,
+    ) -> Result<AttachOutcome> {
+        let _g = self.lock.lock().await;
+        self.attach_locked(snapshot, req).await
+    }
+
+    async fn detach_replication_slave(&self, opts: &DetachOptions) -> Result<DetachedReplica> {
+        let _g = self.lock.lock().await;
+        self.detach_locked(opts).await
+    }
+
+    async fn cleanup_source_on_replica_detach(&self, replica: &DetachedReplica) -> Result<()> {
+        let _g = self.lock.lock().await;
+        self.cleanup_locked(replica).await
+    }
+
+    async fn demote_replication_master(&self, opts: &DemoteOptions) -> Result<()> {
+        let _g = self.lock.lock().await;
+        self.demote_locked(opts).await
+    }
+
+    async fn make_read_only(&self, read_only: bool) -> Result<()> {
+        let _g = self.lock.lock().await;
+        self.read_only_locked(read_only).await
+    }
+
+    async fn get_latest_txn_id(&self) -> Result<ReplicationPosition> {
+        let db = self.db().await?;
+        self.latest_position(&db).await
+    }
+
+    async fn wait_for_txn(&self, txn: &ReplicationPosition, timeout: Duration) -> Result<()> {
+        self.wait_for_position(txn, timeout).await
+    }
+
+    async fn replication_status(&self) -> Result<ReplicationStatus> {
+        self.status().await
+    }
+}

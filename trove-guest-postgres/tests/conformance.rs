@@ -1,0 +1,43 @@
+//! The core conformance suite against real PostgreSQL 15 servers.
+
+mod common;
+
+use std::sync::Arc;
+
+use trove_guest_core::strategy::Positioning;
+use trove_guest_core::testkit::conformance::{self, Damage};
+
+#[tokio::test]
+async fn rows_written_before_during_and_after_the_snapshot_reach_the_standby() {
+    conformance::snapshot_under_writes_converges(Arc::new(common::Pg), Positioning::Gtid).await;
+}
+
+#[tokio::test]
+async fn two_standbys_from_one_snapshot_both_converge() {
+    conformance::two_replicas_from_one_snapshot(Arc::new(common::Pg)).await;
+}
+
+#[tokio::test]
+async fn detach_promotes_and_cleanup_drops_slot_and_login() {
+    conformance::detach_then_cleanup_forgets_replica(Arc::new(common::Pg)).await;
+}
+
+#[tokio::test]
+async fn demote_removes_slots_roles_hba_block_and_settings() {
+    conformance::demote_restores_pre_replication_state(Arc::new(common::Pg)).await;
+}
+
+#[tokio::test]
+async fn snapshot_with_a_flipped_byte_is_refused_and_the_old_datadir_serves() {
+    conformance::damaged_snapshot_is_refused(Arc::new(common::Pg), Damage::FlipByte).await;
+}
+
+#[tokio::test]
+async fn truncated_snapshot_is_refused_and_the_old_datadir_serves() {
+    conformance::damaged_snapshot_is_refused(Arc::new(common::Pg), Damage::Truncate).await;
+}
+
+#[tokio::test]
+async fn wait_for_txn_returns_when_applied_and_times_out_after_detach() {
+    conformance::wait_for_txn_is_bounded(Arc::new(common::Pg)).await;
+}

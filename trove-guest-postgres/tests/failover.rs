@@ -1,0 +1,154 @@
+//! The failover path: a standby is promoted and the former primary rejoins it by pg_rewind.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use trove_guest_core::strategy::Role;
+use trove_guest_core::testkit::{ClusterInit, PostgresOptions, PostgresServer};
+use trove_guest_core::{
+    AttachRequest, DetachOptions, EnableMasterOptions, ErrorKind, LocalSnapshotStore,
+    ReplicationStrategy, ReplicationStrategyExt, SnapshotRequest,
+};
+use trove_guest_postgres::RejoinOptions;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn former_primary_rejoins_the_promoted_standby_by_rewind_and_receives_new_writes() {
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    // A system identifier of its own, so nothing from another test can be mixed in.
+    let old = PostgresServer::start(PostgresOptions::new().with_init(ClusterInit::Fresh))
+        .await
+        .unwrap();
+    common::create_schema(&old).await.unwrap();
+    common::insert_rows(&old, 0..200).await.unwrap();
+    let s_old = common::strategy(&old, store.clone());
+    s_old
+        .enable_as_master(&EnableMasterOptions::new())
+        .await
+        .unwrap();
+    let doc = s_old
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("successor"))
+        .await
+        .unwrap();
+    let new = PostgresServer::start(PostgresOptions::new().with_server_id(2))
+        .await
+        .unwrap();
+    let s_new = common::strategy(&new, store.clone());
+    s_new
+        .attach_replication_slave(&doc, &AttachRequest::new().with_timeout(WAIT))
+        .await
+        .unwrap();
+    common::insert_rows(&old, 200..300).await.unwrap();
+    s_new.catch_up_with(&*s_old, WAIT).await.unwrap();
+
+    // Failover: the standby is promoted; the old primary still takes a few writes that the
+    // new primary never sees (the histories diverge, so a rewind is required).
+    let detached = s_new
+        .detach_replication_slave(&DetachOptions::new())
+        .await
+        .unwrap();
+    assert!(detached.was_replicating);
+    common::insert_rows(&old, 300..310).await.unwrap();
+    common::insert_rows(&new, 1000..1100).await.unwrap();
+
+    s_new
+        .enable_as_master(&EnableMasterOptions::new())
+        .await
+        .unwrap();
+    let source = s_new.grant_standby("former-primary").await.unwrap();
+    let t = Instant::now();
+    s_old
+        .rejoin_as_standby(&source, &RejoinOptions::new().with_timeout(WAIT))
+        .await
+        .expect("the former primary rejoins by rewind");
+    eprintln!(
+        "rejoin (stop, pg_rewind, start, stream) took {:?}",
+        t.elapsed()
+    );
+
+    let st = s_old.replication_status().await.unwrap();
+    assert_eq!(st.role, Some(Role::Replica));
+    assert_eq!(st.receiver_running, Some(true));
+    common::insert_rows(&new, 2000..2050).await.unwrap();
+    s_old.catch_up_with(&*s_new, WAIT).await.unwrap();
+    let fp_old = common::fingerprint(&old).await.unwrap();
+    assert_eq!(
+        fp_old,
+        common::fingerprint(&new).await.unwrap(),
+        "rejoined standby equals the new primary"
+    );
+    assert_eq!(fp_old.0["accounts"].rows, 300 + 100 + 50);
+    let diverged = old
+        .query_one("SELECT count(*) FROM accounts WHERE id BETWEEN 300 AND 309")
+        .await
+        .unwrap();
+    assert_eq!(
+        diverged, "0",
+        "the old primary's diverging writes were rewound away"
+    );
+    // Its own configuration survived pg_rewind (it still listens on its own port).
+    assert_eq!(
+        old.query_one("SHOW port").await.unwrap(),
+        old.port().to_string()
+    );
+    let slot_active = new
+        .query_one(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = 'trove_slot_former_primary'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        slot_active, "t",
+        "the rejoined standby streams through its slot"
+    );
+}
+
+#[tokio::test]
+async fn rejoin_without_a_common_history_asks_for_a_fresh_snapshot() {
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    // Two unrelated clusters: pg_rewind cannot rewind one onto the other.
+    let a = PostgresServer::start(PostgresOptions::new().with_init(ClusterInit::Fresh))
+        .await
+        .unwrap();
+    let b = PostgresServer::start(PostgresOptions::new().with_init(ClusterInit::Fresh))
+        .await
+        .unwrap();
+    common::create_schema(&a).await.unwrap();
+    common::insert_rows(&a, 0..10).await.unwrap();
+    let sa = common::strategy(&a, store.clone());
+    let sb = common::strategy(&b, store.clone());
+    sa.enable_as_master(&EnableMasterOptions::new())
+        .await
+        .unwrap();
+    sb.enable_as_master(&EnableMasterOptions::new())
+        .await
+        .unwrap();
+    let source = sb.grant_standby("stranger").await.unwrap();
+    let err = sa
+        .rejoin_as_standby(
+            &source,
+            &RejoinOptions::new().with_timeout(Duration::from_secs(20)),
+        )
+        .await
+        .expect_err("rewind between unrelated clusters is impossible");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("fresh snapshot"), "{msg}");
+    // The server runs again, read-only, with its data.
+    a.wait_ready(WAIT).await.unwrap();
+    assert_eq!(
+        a.query_one("SELECT count(*) FROM accounts").await.unwrap(),
+        "10"
+    );
+    assert_eq!(
+        a.query_one("SELECT pg_is_in_recovery()").await.unwrap(),
+        "t"
+    );
+}

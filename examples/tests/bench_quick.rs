@@ -20,7 +20,8 @@ fn section<'a>(out: &'a str, heading: &str) -> &'a str {
         .find(heading)
         .unwrap_or_else(|| panic!("no {heading:?} section in the output:\n{out}"));
     let rest = &out[start + heading.len()..];
-    let end = rest.find("\n### ").map_or(rest.len(), |i| i);
+    // The result table ends where the per-phase table starts.
+    let end = rest.find("Per phase:").map_or(rest.len(), |i| i);
     &rest[..end]
 }
 
@@ -57,7 +58,9 @@ fn quick_benchmark_completes_and_prints_every_row_for_both_datastores() {
         assert!(raw.contains("| 1.00× |"), "{raw}");
         for line in table.lines().filter(|l| l.starts_with("| trove-guest")) {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let rss: f64 = cells[6].parse().unwrap_or_else(|_| panic!("no RSS in {line}"));
+            let rss: f64 = cells[6]
+                .parse()
+                .unwrap_or_else(|_| panic!("no RSS in {line}"));
             assert!(rss > 0.0, "{line}");
         }
     }

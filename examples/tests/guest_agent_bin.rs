@@ -25,8 +25,14 @@ async fn guest_agent_from_a_config_file_takes_a_snapshot_and_stops_its_server() 
     let server = MariaDbServer::start(MariaDbOptions::new(1))
         .await
         .expect("start MariaDB (apt-get install mariadb-server)");
-    server.stop().await.expect("hand the server over to the agent");
-    let store = tempfile::Builder::new().prefix("tg-agent-store-").tempdir().unwrap();
+    server
+        .stop()
+        .await
+        .expect("hand the server over to the agent");
+    let store = tempfile::Builder::new()
+        .prefix("tg-agent-store-")
+        .tempdir()
+        .unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let config = format!(
         r#"
@@ -90,7 +96,10 @@ server_config = "{cnf}"
     }
     let status = status.expect("the agent serves its server's status");
     assert_eq!(status.role, Some(Role::Standalone));
-    client.enable_master().await.expect("enable master (restarts the child server)");
+    client
+        .enable_master()
+        .await
+        .expect("enable master (restarts the child server)");
     let doc = client
         .snapshot(&SnapshotCall::default(), &mut |_| {})
         .await
@@ -112,7 +121,12 @@ server_config = "{cnf}"
         let status = agent.wait().unwrap();
         let mut err = String::new();
         use std::io::Read;
-        agent.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        agent
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         (status, err)
     })
     .await

@@ -25,7 +25,11 @@ fn stores(dir: &std::path::Path) -> (Arc<LocalSnapshotStore>, ZstdSnapshotStore)
     (local, z)
 }
 
-async fn read_all(store: &dyn SnapshotStore, href: &str, expected: &Expected) -> Result<Vec<u8>, Error> {
+async fn read_all(
+    store: &dyn SnapshotStore,
+    href: &str,
+    expected: &Expected,
+) -> Result<Vec<u8>, Error> {
     let mut r = store.get(href, expected).await?;
     let mut out = Vec::new();
     r.read_to_end(&mut out)
@@ -40,7 +44,10 @@ async fn round_trip_returns_the_raw_bytes_and_stores_fewer() {
     let dir = tempfile::tempdir().unwrap();
     let (local, z) = stores(dir.path());
     let data = sample(3 << 20);
-    let pending = z.put("snap-1", &mut data.as_slice(), &Progress::none()).await.unwrap();
+    let pending = z
+        .put("snap-1", &mut data.as_slice(), &Progress::none())
+        .await
+        .unwrap();
     let stored = pending.commit().await.unwrap();
     assert_eq!(stored.size, data.len() as u64);
     assert_eq!(z.stat(&stored.href).await.unwrap(), stored);
@@ -52,7 +59,11 @@ async fn round_trip_returns_the_raw_bytes_and_stores_fewer() {
     assert_eq!(read_all(&z, &stored.href, &expected).await.unwrap(), data);
 
     let compressed = local.stat(&local.href_for("snap-1.zst")).await.unwrap();
-    assert!(compressed.size * 2 < data.len() as u64, "{} bytes stored", compressed.size);
+    assert!(
+        compressed.size * 2 < data.len() as u64,
+        "{} bytes stored",
+        compressed.size
+    );
 }
 
 #[tokio::test]
@@ -72,7 +83,9 @@ async fn a_flipped_byte_in_the_compressed_object_is_an_integrity_error() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
-    let err = read_all(&z, &stored.href, &Expected::default()).await.unwrap_err();
+    let err = read_all(&z, &stored.href, &Expected::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Integrity { .. }), "{err:?}");
 }
 
@@ -110,7 +123,10 @@ async fn delete_removes_pointer_and_data_and_is_repeatable() {
         .unwrap();
     z.delete(&stored.href).await.unwrap();
     z.delete(&stored.href).await.unwrap();
-    assert!(matches!(z.stat(&stored.href).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        z.stat(&stored.href).await,
+        Err(Error::NotFound { .. })
+    ));
     assert!(matches!(
         local.stat(&local.href_for("snap-4.zst")).await,
         Err(Error::NotFound { .. })
@@ -122,7 +138,10 @@ async fn an_uncommitted_upload_is_invisible() {
     let dir = tempfile::tempdir().unwrap();
     let (_local, z) = stores(dir.path());
     let data = sample(4096);
-    let pending = z.put("snap-5", &mut data.as_slice(), &Progress::none()).await.unwrap();
+    let pending = z
+        .put("snap-5", &mut data.as_slice(), &Progress::none())
+        .await
+        .unwrap();
     let href = pending.snapshot().href.clone();
     drop(pending);
     assert!(matches!(z.stat(&href).await, Err(Error::NotFound { .. })));

@@ -50,15 +50,30 @@ pub fn binlog_base(dir: Option<&Path>, basename: &str) -> PathBuf {
     }
 }
 
-/// The master override.
+/// The marker line recording that binary logging was already on before `enable_as_master`
+/// (MySQL 8 turns it on by default): demote then leaves it on, as it found it.
+pub const LOG_BIN_WAS_ON: &str = "# trove-guest: log_bin was ON before enable_as_master";
+
+/// The master override. `log_bin_was_on` records the pre-replication state for demote.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidInput`] for a path that cannot be written to an option file.
-pub fn master_override(flavor: Flavor, server_id: u32, binlog_base: &Path) -> Result<String> {
+pub fn master_override(
+    flavor: Flavor,
+    server_id: u32,
+    binlog_base: &Path,
+    log_bin_was_on: bool,
+) -> Result<String> {
     let base = path_value("binlog path", binlog_base)?;
+    let marker = if log_bin_was_on {
+        format!("{LOG_BIN_WAS_ON}\n")
+    } else {
+        String::new()
+    };
     let mut s = format!(
         "# Written by trove-guest (enable_as_master); removed by demote_replication_master.\n\
+         {marker}\
          [mysqld]\n\
          server_id = {server_id}\n\
          log_bin = {base}\n\

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use trove_guest_core::{DemoteOptions, Error, Result, Role};
 
-use crate::config::{MASTER_FILE, remove_override};
+use crate::config::{LOG_BIN_WAS_ON, MASTER_FILE, remove_override};
 use crate::sql::Account;
 use crate::strategy::MysqlStrategy;
 
@@ -40,20 +40,18 @@ impl MysqlStrategy {
         }
         let vars = self.vars(&mut s, &sql).await?;
         s.close().await;
+        let path = self.handle.config_dir.join(MASTER_FILE);
+        let was_on = std::fs::read_to_string(&path).is_ok_and(|t| t.contains(LOG_BIN_WAS_ON));
         let had_file = remove_override(&self.handle.config_dir, MASTER_FILE)?;
-        if vars.log_bin {
-            if !had_file {
-                return Err(Error::unsupported(
-                    "binary logging is on in the operator's configuration, not through this \
-                     strategy's override file; demote leaves it on",
-                ));
-            }
-            tracing::info!("restarting the server to turn binary logging off");
+        let mut log_bin_on = vars.log_bin;
+        if vars.log_bin && had_file {
+            tracing::info!("restarting the server to apply the removal of the master override");
             self.handle.service.restart().await?;
             let mut s = self.session().await?;
             let after = self.vars(&mut s, &sql).await?;
             s.close().await;
-            if after.log_bin {
+            log_bin_on = after.log_bin;
+            if after.log_bin && !was_on {
                 return Err(Error::Datastore {
                     message: "binary logging is still on after removing the override and \
                               restarting"
@@ -61,8 +59,14 @@ impl MysqlStrategy {
                     source: None,
                 });
             }
+        } else if vars.log_bin {
+            tracing::info!(
+                "binary logging is on in the server's own configuration (or the MySQL 8 \
+                 default); demote leaves it as enable_as_master found it"
+            );
         }
-        if opts.purge_logs {
+        // Files are deleted only when the server no longer writes binary logs.
+        if opts.purge_logs && !log_bin_on {
             self.purge_binlog_files()?;
         }
         Ok(())

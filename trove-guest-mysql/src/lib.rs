@@ -63,7 +63,9 @@
 //!   with `sql_log_bin = 0`, so replicas never receive them. Demote drops every account with the
 //!   prefix.
 //! * **Override files** in the handle's `config_dir` (see [`config`]): the server's main
-//!   configuration is never edited.
+//!   configuration is never edited. Demote removes the master override and restarts; when
+//!   binary logging was already on before `enable_as_master` (the operator's configuration, or
+//!   MySQL 8's default) it stays on, as found, and only the accounts and our binlog files go.
 //! * **Attach** verifies while extracting into a staging directory, prepares there, and swaps
 //!   datadirs by rename only afterwards; a failed start puts the old datadir back. Before
 //!   restoring it refuses a server holding GTIDs its master lacks (asking the master with the

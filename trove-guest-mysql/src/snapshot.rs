@@ -21,7 +21,7 @@ use trove_guest_core::{
 };
 
 use crate::commands::{BackupArgs, backup_command, tool_option_file};
-use crate::config::{MASTER_FILE, binlog_base, master_override, write_override};
+use crate::config::{LOG_BIN_WAS_ON, MASTER_FILE, binlog_base, master_override, write_override};
 use crate::flavor::FlavorKind;
 use crate::sql::{Account, validate_host};
 use crate::strategy::MysqlStrategy;
@@ -80,7 +80,16 @@ impl MysqlStrategy {
             if let Some(dir) = &self.opts.binlog_dir {
                 std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
             }
-            let text = master_override(flavor, self.handle.server_id, &base)?;
+            let path = self.handle.config_dir.join(MASTER_FILE);
+            // Keep what the first call saw: a repeated call finds log_bin on because of us.
+            let was_on = if ours {
+                std::fs::read_to_string(&path)
+                    .context(|| format!("read {}", path.display()))?
+                    .contains(LOG_BIN_WAS_ON)
+            } else {
+                vars.log_bin
+            };
+            let text = master_override(flavor, self.handle.server_id, &base, was_on)?;
             write_override(&self.handle.config_dir, MASTER_FILE, &text)?;
         }
         if needs_restart {

@@ -505,7 +505,8 @@ impl Sql {
     }
 
     /// Seeds the replica's GTID state with the snapshot's: MariaDB `gtid_slave_pos`; MySQL
-    /// clears its own binary log GTID state and sets `gtid_purged`.
+    /// clears its own binary log GTID state and sets `gtid_purged`, with `super_read_only`
+    /// lifted around the two (`read_only` stays on).
     ///
     /// # Errors
     ///
@@ -517,11 +518,13 @@ impl Sql {
                 quote_string(&g.to_string())
             ))]),
             (false, GtidStart::Mysql(g)) => Ok(vec![
+                Statement::plain("SET GLOBAL super_read_only = OFF"),
                 self.reset_binary_logs(),
                 Statement::plain(format!(
                     "SET GLOBAL gtid_purged = {}",
                     quote_string(&g.to_string())
                 )),
+                Statement::plain("SET GLOBAL super_read_only = ON"),
             ]),
             _ => Err(Error::invalid(
                 "GTID position",
@@ -682,6 +685,11 @@ impl Sql {
         grants: &[String],
     ) -> Result<Secret> {
         let mut out = String::new();
+        let super_ro = self.flavor.has_super_read_only();
+        if super_ro {
+            // The replica override sets super_read_only, which would block even this.
+            out.push_str("SET GLOBAL super_read_only = OFF;\n");
+        }
         out.push_str("SET SESSION sql_log_bin = 0;\n");
         out.push_str(&format!("{};\n", self.drop_user(account)));
         for st in std::iter::once(create_user).chain(grants.iter().map(String::as_str)) {
@@ -693,6 +701,9 @@ impl Sql {
             }
             out.push_str(st.trim_end_matches(';'));
             out.push_str(";\n");
+        }
+        if super_ro {
+            out.push_str("SET GLOBAL super_read_only = ON;\n");
         }
         Ok(Secret::new(out))
     }

@@ -114,6 +114,21 @@ fn every_statement(flavor: Flavor) -> String {
             ("read_only_off+", st)
         });
     }
+    let admin = Account::new("root", "localhost").unwrap();
+    let init = sql
+        .admin_init_file(
+            &admin,
+            "CREATE USER `root`@`localhost` IDENTIFIED BY PASSWORD '*0123456789ABCDEF'",
+            &["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION".to_owned()],
+        )
+        .unwrap();
+    lines.push(("current_user", sql.current_user()));
+    lines.push(("show_create_user", sql.show_create_user(&admin)));
+    lines.push(("show_grants", sql.show_grants(&admin)));
+    lines.push(("master_gtid", sql.master_gtid()));
+    if let Some(st) = sql.print_hashes_as_hex() {
+        lines.push(("print_hashes_as_hex", st));
+    }
     let mut out = format!("# {flavor}\n");
     for (name, st) in lines {
         writeln!(out, "{name}: {}", st.expose_text()).unwrap();
@@ -125,6 +140,8 @@ fn every_statement(flavor: Flavor) -> String {
             );
         }
     }
+    out.push_str("--- admin init file (0600, one start) ---\n");
+    out.push_str(init.expose());
     out
 }
 
@@ -140,7 +157,10 @@ fn override_files_per_flavor_are_pinned() {
     let mut out = String::new();
     for (name, flavor) in FLAVORS {
         writeln!(out, "## {name} master").unwrap();
-        out.push_str(&master_override(flavor, 1, Path::new("/srv/binlog/mysql-bin")).unwrap());
+        let was_on = !flavor.is_mariadb() && flavor.version.major >= 8;
+        out.push_str(
+            &master_override(flavor, 1, Path::new("/srv/binlog/mysql-bin"), was_on).unwrap(),
+        );
         writeln!(out, "## {name} replica").unwrap();
         out.push_str(
             &replica_override(
@@ -153,7 +173,7 @@ fn override_files_per_flavor_are_pinned() {
         );
     }
     insta::assert_snapshot!("override_files", out);
-    assert!(master_override(FLAVORS[0].1, 1, Path::new("/x\nlog_bin=/etc/x")).is_err());
+    assert!(master_override(FLAVORS[0].1, 1, Path::new("/x\nlog_bin=/etc/x"), false).is_err());
     assert!(replica_override(FLAVORS[0].1, 1, Path::new("/r"), Some(("h\nx", 1))).is_err());
 }
 

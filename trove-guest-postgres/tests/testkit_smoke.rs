@@ -55,3 +55,13 @@ async fn testkit_server_starts_answers_a_query_and_is_removed_on_drop() {
     eprintln!("stop and remove took {:?}", t.elapsed());
     assert!(!dir.exists(), "instance directory removed on drop");
 }
+
+#[tokio::test]
+async fn a_missing_postgres_binary_fails_with_the_package_name() {
+    let err = PostgresServer::start(PostgresOptions::new().with_bin_dir("/nonexistent/pg/bin"))
+        .await
+        .expect_err("no binaries there");
+    let msg = err.to_string();
+    assert!(msg.contains("postgresql-15"), "{msg}");
+    assert!(msg.contains("/nonexistent/pg/bin/postgres"), "{msg}");
+}

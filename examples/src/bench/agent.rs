@@ -180,7 +180,7 @@ pub enum AgentRequest {
     /// `get_replication_snapshot` on the master.
     Snapshot {
         /// The master.
-        master: HandleSpec,
+        master: Box<HandleSpec>,
         /// The store.
         store: StoreSpec,
         /// Snapshot name.
@@ -215,8 +215,11 @@ pub struct AgentReport {
     pub doc: Option<Box<SnapshotDocument>>,
 }
 
+/// When each phase started.
+type PhaseLog = Arc<Mutex<Vec<(Phase, Instant)>>>;
+
 /// Records phase changes reported through [`Progress`].
-fn phase_recorder() -> (Progress, Arc<Mutex<Vec<(Phase, Instant)>>>) {
+fn phase_recorder() -> (Progress, PhaseLog) {
     let log = Arc::new(Mutex::new(Vec::<(Phase, Instant)>::new()));
     let sink = log.clone();
     let progress = Progress::new(move |e| {

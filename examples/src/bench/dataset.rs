@@ -58,7 +58,11 @@ pub struct Loaded {
 /// # Cancel safety
 ///
 /// Not cancel safe.
-pub async fn load_mariadb(server: &MariaDbServer, target: u64, log: &dyn Fn(&str)) -> Result<Loaded> {
+pub async fn load_mariadb(
+    server: &MariaDbServer,
+    target: u64,
+    log: &dyn Fn(&str),
+) -> Result<Loaded> {
     let started = Instant::now();
     server.execute("CREATE DATABASE bench").await?;
     server
@@ -84,7 +88,10 @@ pub async fn load_mariadb(server: &MariaDbServer, target: u64, log: &dyn Fn(&str
             .await?;
         rows = b;
         let size = std::fs::metadata(&ibd).map(|m| m.len()).unwrap_or(0);
-        log(&format!("mariadb: {rows} rows, tablespace {} MB", size / 1_000_000));
+        log(&format!(
+            "mariadb: {rows} rows, tablespace {} MB",
+            size / 1_000_000
+        ));
     }
     // Clean pages on disk, so every row starts from the same state.
     server
@@ -120,7 +127,11 @@ pub async fn load_mariadb(server: &MariaDbServer, target: u64, log: &dyn Fn(&str
 /// # Cancel safety
 ///
 /// Not cancel safe.
-pub async fn load_postgres(server: &PostgresServer, target: u64, log: &dyn Fn(&str)) -> Result<Loaded> {
+pub async fn load_postgres(
+    server: &PostgresServer,
+    target: u64,
+    log: &dyn Fn(&str),
+) -> Result<Loaded> {
     let started = Instant::now();
     server
         .query(

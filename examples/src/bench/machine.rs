@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use trove_guest_core::error::IoResultExt;
 use trove_guest_core::Result;
+use trove_guest_core::error::IoResultExt;
 
 /// Cores, memory and disk figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,9 +31,14 @@ fn meminfo(key: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            t.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| {
+                v.trim_start_matches(':')
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
         })
         .unwrap_or(0)
         / 1024
@@ -49,14 +54,17 @@ pub fn disk_write_test(dir: &Path, bytes: u64) -> Result<f64> {
     let block: Vec<u8> = (0..1usize << 20).map(|i| (i * 31 % 251) as u8).collect();
     let started = Instant::now();
     {
-        let mut f = std::fs::File::create(&path).context(|| format!("create {}", path.display()))?;
+        let mut f =
+            std::fs::File::create(&path).context(|| format!("create {}", path.display()))?;
         let mut left = bytes;
         while left > 0 {
             let n = left.min(block.len() as u64) as usize;
-            f.write_all(&block[..n]).context(|| format!("write {}", path.display()))?;
+            f.write_all(&block[..n])
+                .context(|| format!("write {}", path.display()))?;
             left -= n as u64;
         }
-        f.sync_data().context(|| format!("fdatasync {}", path.display()))?;
+        f.sync_data()
+            .context(|| format!("fdatasync {}", path.display()))?;
     }
     let secs = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);

@@ -93,7 +93,11 @@ enum StartAt {
 
 /// `CHANGE MASTER TO` + `START SLAVE` by hand, then waits until both threads run and the start
 /// position is applied.
-async fn start_replication(replica: &MariaDbServer, master: &Master<'_>, at: &StartAt) -> Result<()> {
+async fn start_replication(
+    replica: &MariaDbServer,
+    master: &Master<'_>,
+    at: &StartAt,
+) -> Result<()> {
     let position = match at {
         StartAt::Gtid(g) => {
             replica
@@ -128,7 +132,10 @@ async fn start_replication(replica: &MariaDbServer, master: &Master<'_>, at: &St
             break;
         }
         if Instant::now() > deadline {
-            return Err(Error::timeout("the benchmark replica's threads to run", Duration::from_secs(120)));
+            return Err(Error::timeout(
+                "the benchmark replica's threads to run",
+                Duration::from_secs(120),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -146,7 +153,10 @@ async fn start_replication(replica: &MariaDbServer, master: &Master<'_>, at: &St
     if reached {
         Ok(())
     } else {
-        Err(Error::timeout("the benchmark replica to reach the start position", Duration::from_secs(120)))
+        Err(Error::timeout(
+            "the benchmark replica to reach the start position",
+            Duration::from_secs(120),
+        ))
     }
 }
 
@@ -182,7 +192,9 @@ pub(super) async fn physical(
     for d in [&staging, &scratch] {
         std::fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
     }
-    let file: PathBuf = env.scratch.join(format!("trove-style-{server_id}.xbstream.gz"));
+    let file: PathBuf = env
+        .scratch
+        .join(format!("trove-style-{server_id}.xbstream.gz"));
     let mut meter = Meter::start(&[master.pgid]);
     let backup = backup_command(master.server, &scratch, parallel).spawn()?;
     let mut stored = None;
@@ -236,7 +248,12 @@ pub(super) async fn logical(env: &Env, master: &Master<'_>, server_id: u32) -> R
     let mut meter = Meter::start(&[master.pgid, replica_pgid]);
     let dump = ToolCommand::new("mariadb-dump")
         .arg(defaults(master.server))
-        .args(["--single-transaction", "--master-data=2", "--databases", "bench"])
+        .args([
+            "--single-transaction",
+            "--master-data=2",
+            "--databases",
+            "bench",
+        ])
         .stdout_piped()
         .spawn()?;
     let load = ToolCommand::new("mariadb")

@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer, PostgresOptions, PostgresServer};
 use trove_guest_core::{
-    DatastoreKind, DetachedReplica, EnableMasterOptions, Error, LocalSnapshotStore, Result,
-    Secret, SharedStrategy, SnapshotStore,
+    DatastoreKind, DetachedReplica, EnableMasterOptions, Error, LocalSnapshotStore, Result, Secret,
+    SharedStrategy, SnapshotStore,
 };
 
 use agent::{AgentRequest, HandleSpec, StoreSpec, run_child};
@@ -68,6 +68,9 @@ pub struct BenchOptions {
     pub exe: PathBuf,
     /// Bytes written by the disk test.
     pub disk_test_bytes: u64,
+    /// Run only the rows whose method name contains one of these (the raw-tools reference row
+    /// always runs); empty runs every row.
+    pub only: Vec<String>,
     /// The command line, for the report.
     pub command: String,
 }
@@ -88,6 +91,7 @@ impl BenchOptions {
             scratch: std::env::temp_dir(),
             exe: std::env::current_exe().map_err(|e| Error::io("find this program", e))?,
             disk_test_bytes: 1 << 30,
+            only: Vec::new(),
             command: String::new(),
         })
     }
@@ -120,7 +124,10 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
         "`pg_basebackup -X stream --checkpoint=fast` into the target directory, `standby.signal` \
          + `primary_conninfo`, start, wait until it streams and replayed the master's LSN"
     };
-    out.push((Method::Raw { parallel: None }, Row::new("raw tools", raw_detail, true)));
+    out.push((
+        Method::Raw { parallel: None },
+        Row::new("raw tools", raw_detail, true),
+    ));
     if let (true, Some(n)) = (maria, opts.parallel) {
         out.push((
             Method::Raw { parallel: Some(n) },
@@ -178,7 +185,10 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
         "`pg_basebackup -Ft -X fetch -D - | gzip > file`, then `gzip -dc file | tar -x`, start \
          as standby as raw tools"
     };
-    out.push((Method::TroveStyle, Row::new("Trove-style gzip pipeline", style, false)));
+    out.push((
+        Method::TroveStyle,
+        Row::new("Trove-style gzip pipeline", style, false),
+    ));
     let logical = if maria {
         "`mariadb-dump --single-transaction --master-data=2 --databases bench | mariadb` into a \
          fresh server, then `CHANGE MASTER TO` the dump's coordinates, `START SLAVE`, \
@@ -187,6 +197,9 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
         "`pg_dump | psql` into a fresh server (no replication afterwards: see notes)"
     };
     out.push((Method::Logical, Row::new("logical dump", logical, false)));
+    if !opts.only.is_empty() {
+        out.retain(|(_, r)| r.reference || opts.only.iter().any(|o| r.method.contains(o.as_str())));
+    }
     out
 }
 
@@ -214,7 +227,7 @@ async fn trove_guest(
     let a = run_child(
         &env.exe,
         &AgentRequest::Snapshot {
-            master: HandleSpec::of(&master.server)?,
+            master: Box::new(HandleSpec::of(&master.server)?),
             store: store.clone(),
             name: format!("bench-{server_id}"),
             replica_id: format!("bench{server_id}"),
@@ -223,7 +236,10 @@ async fn trove_guest(
     )
     .await?;
     let stored = dir_bytes(&root, &[]);
-    let doc = a.doc.clone().ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
+    let doc = a
+        .doc
+        .clone()
+        .ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
     let b = run_child(
         &env.exe,
         &AgentRequest::Attach {
@@ -244,7 +260,11 @@ async fn trove_guest(
         );
         // The replica's walsender may linger a moment after it stopped.
         for attempt in 0..50 {
-            match master.strategy.cleanup_source_on_replica_detach(&gone).await {
+            match master
+                .strategy
+                .cleanup_source_on_replica_detach(&gone)
+                .await
+            {
                 Ok(()) => break,
                 Err(e) if attempt == 49 => {
                     eprintln!("bench: cleanup of {} on the master failed: {e}", grant.user)
@@ -284,14 +304,26 @@ async fn start_master(kind: DatastoreKind) -> Result<TestServer> {
     })
 }
 
-async fn run_datastore(env: &Env, opts: &BenchOptions, kind: DatastoreKind) -> Result<DatastoreReport> {
-    log(&format!("{kind}: starting the master and loading {} MiB", opts.target_bytes >> 20));
+async fn run_datastore(
+    env: &Env,
+    opts: &BenchOptions,
+    kind: DatastoreKind,
+) -> Result<DatastoreReport> {
+    log(&format!(
+        "{kind}: starting the master and loading {} MiB",
+        opts.target_bytes >> 20
+    ));
     let server = start_master(kind).await?;
     let (loaded, version, data_bytes, pgid) = match &server {
         TestServer::Mariadb(m) => {
             let loaded = dataset::load_mariadb(m, opts.target_bytes, &log).await?;
             let v = m.query_one("SELECT VERSION()").await?.unwrap_or_default();
-            (loaded, format!("MariaDB {v}"), dir_bytes(&m.data_dir(), &[]), mariadb::pgid(m)?)
+            (
+                loaded,
+                format!("MariaDB {v}"),
+                dir_bytes(&m.data_dir(), &[]),
+                mariadb::pgid(m)?,
+            )
         }
         TestServer::Postgres(p) => {
             let loaded = dataset::load_postgres(p, opts.target_bytes, &log).await?;
@@ -313,7 +345,9 @@ async fn run_datastore(env: &Env, opts: &BenchOptions, kind: DatastoreKind) -> R
     let store: std::sync::Arc<dyn SnapshotStore> =
         std::sync::Arc::new(LocalSnapshotStore::new(env.scratch.join("master-store"))?);
     let strategy = server.strategy(store)?;
-    strategy.enable_as_master(&EnableMasterOptions::new()).await?;
+    strategy
+        .enable_as_master(&EnableMasterOptions::new())
+        .await?;
     // enable_as_master may have restarted the server.
     let pgid = match &server {
         TestServer::Mariadb(m) => mariadb::pgid(m).unwrap_or(pgid),
@@ -335,12 +369,14 @@ async fn run_datastore(env: &Env, opts: &BenchOptions, kind: DatastoreKind) -> R
     for rep in 0..opts.reps {
         for (method, row) in rows.iter_mut() {
             server_id += 1;
-            let sample = run_method(env, &master, *method, server_id).await.map_err(|e| {
-                Error::invalid(
-                    "benchmark",
-                    format!("{kind} {} (repetition {}): {e}", row.method, rep + 1),
-                )
-            })?;
+            let sample = run_method(env, &master, *method, server_id)
+                .await
+                .map_err(|e| {
+                    Error::invalid(
+                        "benchmark",
+                        format!("{kind} {} (repetition {}): {e}", row.method, rep + 1),
+                    )
+                })?;
             log(&format!(
                 "{kind} rep {}/{} {}: {:.2} s wall, {:.1} s CPU{}",
                 rep + 1,
@@ -350,7 +386,10 @@ async fn run_datastore(env: &Env, opts: &BenchOptions, kind: DatastoreKind) -> R
                 sample.cost.cpu,
                 sample
                     .agent_peak_rss_kib
-                    .map_or_else(String::new, |k| format!(", agent peak RSS {:.1} MiB", k as f64 / 1024.0))
+                    .map_or_else(String::new, |k| format!(
+                        ", agent peak RSS {:.1} MiB",
+                        k as f64 / 1024.0
+                    ))
             ));
             row.samples.push(sample);
         }
@@ -391,7 +430,12 @@ async fn run_datastore(env: &Env, opts: &BenchOptions, kind: DatastoreKind) -> R
     })
 }
 
-async fn run_method(env: &Env, master: &MasterSide, method: Method, server_id: u32) -> Result<Sample> {
+async fn run_method(
+    env: &Env,
+    master: &MasterSide,
+    method: Method,
+    server_id: u32,
+) -> Result<Sample> {
     match (&master.server, method) {
         (_, Method::TroveGuest { parallel, zstd }) => {
             trove_guest(env, master, server_id, parallel, zstd).await
@@ -403,7 +447,9 @@ async fn run_method(env: &Env, master: &MasterSide, method: Method, server_id: u
                 repl_password: master.repl_password.clone(),
             };
             match other {
-                Method::Raw { parallel } => mariadb::physical(env, &side, server_id, parallel, false).await,
+                Method::Raw { parallel } => {
+                    mariadb::physical(env, &side, server_id, parallel, false).await
+                }
                 Method::TroveStyle => mariadb::physical(env, &side, server_id, None, true).await,
                 _ => mariadb::logical(env, &side, server_id).await,
             }
@@ -435,7 +481,12 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
     let scratch = tempfile::Builder::new()
         .prefix("tgb-")
         .tempdir_in(&opts.scratch)
-        .map_err(|e| Error::io(format!("create a scratch directory in {}", opts.scratch.display()), e))?;
+        .map_err(|e| {
+            Error::io(
+                format!("create a scratch directory in {}", opts.scratch.display()),
+                e,
+            )
+        })?;
     let env = Env {
         scratch: scratch.path().to_path_buf(),
         exe: opts.exe.clone(),
@@ -491,13 +542,27 @@ mod tests {
         for kind in [DatastoreKind::Mariadb, DatastoreKind::Postgresql] {
             let rows = methods(kind, &opts);
             assert_eq!(rows.iter().filter(|(_, r)| r.reference).count(), 1);
-            for name in ["raw tools", "trove-guest", "Trove-style gzip pipeline", "logical dump"] {
+            for name in [
+                "raw tools",
+                "trove-guest",
+                "Trove-style gzip pipeline",
+                "logical dump",
+            ] {
                 assert!(rows.iter().any(|(_, r)| r.method == name), "{kind} {name}");
             }
         }
-        assert!(methods(DatastoreKind::Mariadb, &opts)
-            .iter()
-            .any(|(_, r)| r.method == "trove-guest --parallel=2"));
+        assert!(
+            methods(DatastoreKind::Mariadb, &opts)
+                .iter()
+                .any(|(_, r)| r.method == "trove-guest --parallel=2")
+        );
+        let mut only = opts.clone();
+        only.only = vec!["zstd".into()];
+        let names: Vec<String> = methods(DatastoreKind::Postgresql, &only)
+            .into_iter()
+            .map(|(_, r)| r.method)
+            .collect();
+        assert_eq!(names, ["raw tools", "trove-guest + zstd store"]);
     }
 
     #[test]

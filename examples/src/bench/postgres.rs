@@ -59,7 +59,8 @@ fn basebackup(master: &PostgresServer, replica: &PostgresServer) -> Result<ToolC
 /// Makes the replica's data directory empty, owned by the server account, 0700.
 fn empty_data_dir(replica: &PostgresServer) -> Result<()> {
     let data = replica.data_dir();
-    std::fs::remove_dir_all(&data).map_err(|e| Error::io(format!("remove {}", data.display()), e))?;
+    std::fs::remove_dir_all(&data)
+        .map_err(|e| Error::io(format!("remove {}", data.display()), e))?;
     std::fs::create_dir(&data).map_err(|e| Error::io(format!("create {}", data.display()), e))?;
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io(format!("chmod {}", data.display()), e))?;
@@ -120,7 +121,12 @@ async fn wait_streaming(replica: &PostgresServer, lsn: &str) -> Result<()> {
 /// Physical provisioning by hand: `pg_basebackup -X stream` into the target directory (`gzip`
 /// false) or the Trove-style `pg_basebackup -Ft | gzip > file`, `gunzip | tar -x` (true); then
 /// start as a standby and wait until it streams.
-pub(super) async fn physical(env: &Env, master: &Master<'_>, server_id: u32, gzip: bool) -> Result<Sample> {
+pub(super) async fn physical(
+    env: &Env,
+    master: &Master<'_>,
+    server_id: u32,
+    gzip: bool,
+) -> Result<Sample> {
     let replica = PostgresServer::start(PostgresOptions::new().with_server_id(server_id)).await?;
     replica.stop().await?;
     empty_data_dir(&replica)?;
@@ -163,7 +169,10 @@ pub(super) async fn physical(env: &Env, master: &Master<'_>, server_id: u32, gzi
             .await?;
         meter.phase("pg_basebackup -X stream");
     }
-    let lsn = master.server.query_one("SELECT pg_current_wal_lsn()").await?;
+    let lsn = master
+        .server
+        .query_one("SELECT pg_current_wal_lsn()")
+        .await?;
     make_standby(&replica, master.server)?;
     replica.service().start().await?;
     meter.phase("start");
@@ -190,7 +199,14 @@ pub(super) async fn logical(master: &Master<'_>, server_id: u32) -> Result<Sampl
         .arg(master.server.socket_dir())
         .arg("-p")
         .arg(master.server.port().to_string())
-        .args(["-U", "postgres", "-d", "postgres", "--no-owner", "--no-privileges"])
+        .args([
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "--no-owner",
+            "--no-privileges",
+        ])
         .stdout_piped()
         .spawn()?;
     let load = ToolCommand::new(bin(&replica, "psql"))
@@ -198,7 +214,16 @@ pub(super) async fn logical(master: &Master<'_>, server_id: u32) -> Result<Sampl
         .arg(replica.socket_dir())
         .arg("-p")
         .arg(replica.port().to_string())
-        .args(["-U", "postgres", "-d", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
         .stdin_piped()
         .spawn()?;
     let (bytes, _) = pipeline(dump, load, 0).await?;

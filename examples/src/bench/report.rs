@@ -146,7 +146,9 @@ impl DatastoreReport {
         let mut out = String::new();
         let reference = self.reference_wall();
         let mb = self.data_dir_bytes as f64 / 1e6;
-        out.push_str("| method | wall s | × raw | MB/s | CPU s | agent peak RSS MiB | copy MB | reps |\n");
+        out.push_str(
+            "| method | wall s | × raw | MB/s | CPU s | agent peak RSS MiB | copy MB | reps |\n",
+        );
         out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in &self.rows {
             let wall = r.wall();
@@ -217,7 +219,11 @@ impl Report {
     pub fn markdown(&self) -> String {
         let m = &self.machine;
         let mut out = String::new();
-        let _ = writeln!(out, "Run: `{}` at {} UTC.\n", self.command, self.started_utc);
+        let _ = writeln!(
+            out,
+            "Run: `{}` at {} UTC.\n",
+            self.command, self.started_utc
+        );
         let _ = writeln!(
             out,
             "Machine: {} cores ({}), {} MiB memory ({} MiB available at start), disk {:.0} MB/s \
@@ -277,11 +283,19 @@ mod tests {
         let mut tg = Row::new("trove-guest", "", false);
         for w in [10.0, 11.0, 9.0] {
             raw.samples.push(Sample {
-                cost: Cost { wall: w, cpu: 1.0, phases: vec![("a".into(), w)] },
+                cost: Cost {
+                    wall: w,
+                    cpu: 1.0,
+                    phases: vec![("a".into(), w)],
+                },
                 ..Sample::default()
             });
             tg.samples.push(Sample {
-                cost: Cost { wall: 2.0 * w, cpu: 2.0, phases: vec![] },
+                cost: Cost {
+                    wall: 2.0 * w,
+                    cpu: 2.0,
+                    phases: vec![],
+                },
                 agent_peak_rss_kib: Some(20 * 1024),
                 stored_bytes: Some(1_000_000),
             });
@@ -297,7 +311,10 @@ mod tests {
         };
         let t = d.table();
         assert!(t.contains("| raw tools | 10.00 | 1.00× | 100 |"), "{t}");
-        assert!(t.contains("| trove-guest | 20.00 | 2.00× | 50 | 2.0 | 20.0 | 1 | 3 |"), "{t}");
+        assert!(
+            t.contains("| trove-guest | 20.00 | 2.00× | 50 | 2.0 | 20.0 | 1 | 3 |"),
+            "{t}"
+        );
         assert!(d.phase_table().contains("a 10.00"));
     }
 }

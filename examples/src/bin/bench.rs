@@ -27,7 +27,9 @@ enum Datastore {
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
-#[command(about = "Replica provisioning benchmark: raw tools vs trove-guest vs Trove-style vs logical")]
+#[command(
+    about = "Replica provisioning benchmark: raw tools vs trove-guest vs Trove-style vs logical"
+)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
@@ -49,6 +51,9 @@ struct Args {
     /// Leave out the zstd-compressed snapshot store row.
     #[arg(long)]
     no_zstd: bool,
+    /// Run only rows whose name contains this text (repeatable); the raw-tools row always runs.
+    #[arg(long)]
+    only: Vec<String>,
     /// Write the Markdown report (machine, table, phases, notes) to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -82,7 +87,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
         "gb" => 1_000_000_000,
         other => return Err(format!("unknown size unit {other:?}")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[tokio::main]
@@ -136,6 +142,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     opts.reps = args.reps.max(1);
     opts.parallel = (args.parallel > 0).then_some(args.parallel);
     opts.zstd = !args.no_zstd;
+    opts.only = args.only;
     if let Some(s) = args.scratch {
         opts.scratch = s;
     }

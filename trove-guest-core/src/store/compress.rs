@@ -92,10 +92,14 @@ impl ZstdSnapshotStore {
             .await
             .map_err(|e| Error::from_read(format!("read snapshot pointer {href}"), e))?;
         if bytes.len() as u64 > POINTER_LIMIT {
-            return Err(Error::integrity(href, "not a zstd snapshot pointer (too large)"));
+            return Err(Error::integrity(
+                href,
+                "not a zstd snapshot pointer (too large)",
+            ));
         }
-        let p: Pointer = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::integrity(href, format!("unreadable zstd snapshot pointer: {e}")))?;
+        let p: Pointer = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::integrity(href, format!("unreadable zstd snapshot pointer: {e}"))
+        })?;
         if p.format != FORMAT {
             return Err(Error::integrity(
                 href,

@@ -1,5 +1,5 @@
-//! The guest agent's configuration file (TOML) and how it becomes a [`DatastoreHandle`], a
-//! snapshot store and a strategy.
+//! The guest agent's configuration file (TOML, or JSON with the same keys) and how it becomes a
+//! [`DatastoreHandle`], a snapshot store and a strategy.
 //!
 //! ```toml
 //! instance_id = "dfbbd9ca-b5e1-4028-adb7-f78643e17998"
@@ -198,12 +198,41 @@ impl AgentConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] naming the problem (TOML's message carries line and column).
+    /// [`Error::InvalidInput`] naming the problem (TOML's message carries line and column), or
+    /// for a `listen` address that is not loopback.
     pub fn parse(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::invalid("agent configuration", e.to_string()))
+        let config: AgentConfig = toml::from_str(text)
+            .map_err(|e| Error::invalid("agent configuration", e.to_string()))?;
+        if !config.listen.ip().is_loopback() {
+            return Err(Error::invalid(
+                "agent configuration",
+                format!(
+                    "listen = \"{}\": this agent has no authentication and serves loopback \
+                     addresses only (127.0.0.1, ::1); put an authenticating proxy in front of it",
+                    config.listen
+                ),
+            ));
+        }
+        Ok(config)
     }
 
-    /// Reads and parses a configuration file.
+    /// Parses a configuration from JSON text (the same keys as the TOML form).
+    ///
+    /// # Errors
+    ///
+    /// As [`AgentConfig::parse`].
+    pub fn parse_json(text: &str) -> Result<Self> {
+        let value: toml::Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid("agent configuration", e.to_string()))?;
+        Self::parse(&toml::to_string(&value).map_err(|e| {
+            Error::invalid(
+                "agent configuration",
+                format!("not expressible as TOML: {e}"),
+            )
+        })?)
+    }
+
+    /// Reads and parses a configuration file: JSON when its name ends in `.json`, else TOML.
     ///
     /// # Errors
     ///
@@ -211,7 +240,12 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        Self::parse(&text).map_err(|e| match e {
+        let parsed = if path.extension().is_some_and(|e| e == "json") {
+            Self::parse_json(&text)
+        } else {
+            Self::parse(&text)
+        };
+        parsed.map_err(|e| match e {
             Error::InvalidInput { what, reason } => {
                 Error::invalid(format!("{what} {}", path.display()), reason)
             }
@@ -392,6 +426,31 @@ url = "file:///tmp"
     fn unknown_datastore_type_is_rejected_with_its_name() {
         let e = AgentConfig::parse(&EXAMPLE.replace("\"mariadb\"", "\"oracle\"")).unwrap_err();
         assert!(e.to_string().contains("oracle"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_example_file_parses() {
+        let c = AgentConfig::parse(include_str!("../config/guest-agent.toml")).unwrap();
+        assert_eq!(c.datastore.kind, DatastoreKind::Mariadb);
+        assert!(matches!(c.service, ServiceSection::Systemd { .. }));
+    }
+
+    #[test]
+    fn json_form_parses_like_toml() {
+        let json = r#"{"instance_id": "i-1", "listen": "127.0.0.1:1",
+            "datastore": {"type": "postgresql", "data_dir": "/d", "config_dir": "/c",
+                          "admin": {"port": 5432, "user": "postgres"}},
+            "service": {"kind": "systemd", "unit": "postgresql.service"},
+            "snapshot_store": {"url": "file:///tmp"}}"#;
+        let c = AgentConfig::parse_json(json).unwrap();
+        assert_eq!(c.datastore.kind, DatastoreKind::Postgresql);
+        assert!(AgentConfig::parse_json("{").is_err());
+    }
+
+    #[test]
+    fn non_loopback_listen_address_is_refused() {
+        let e = AgentConfig::parse(&EXAMPLE.replace("127.0.0.1:8780", "0.0.0.0:8780")).unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
     }
 
     #[test]

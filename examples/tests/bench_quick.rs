@@ -13,7 +13,11 @@ const COMMON_ROWS: [&str; 5] = [
 ];
 
 /// Rows only MariaDB has (the backup tool's `--parallel`).
-const MARIADB_ROWS: [&str; 2] = ["| raw tools --parallel=2 |", "| trove-guest --parallel=2 |"];
+const MARIADB_ROWS: [&str; 3] = [
+    "| raw tools --parallel=2 |",
+    "| trove-guest --parallel=2 |",
+    "| trove-guest --parallel=2 + zstd store |",
+];
 
 fn section<'a>(out: &'a str, heading: &str) -> &'a str {
     let start = out

@@ -132,3 +132,22 @@ fn interrupted_demo_exits_130_and_cleans_up() {
     assert_eq!(status.code(), Some(130), "{stdout}");
     assert_nothing_left(&stdout, pid, 3);
 }
+
+#[test]
+fn missing_backup_tool_names_the_debian_package_and_exits_2() {
+    let out = Command::new(DEMO)
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("run replication_demo");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mariabackup  (Debian package mariadb-backup)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("apt-get install -y mariadb-backup"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing was started");
+}

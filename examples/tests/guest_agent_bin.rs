@@ -3,10 +3,11 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use trove_guest_core::Role;
 use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
+use trove_guest_core::{DatastoreKind, Role};
 use trove_guest_examples::api::SnapshotCall;
 use trove_guest_examples::client::AgentClient;
+use trove_guest_examples::sample::SampleDb;
 use trove_guest_examples::testbed::{left_behind, processes_mentioning};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_guest_agent");
@@ -25,6 +26,14 @@ async fn guest_agent_from_a_config_file_takes_a_snapshot_and_stops_its_server() 
     let server = MariaDbServer::start(MariaDbOptions::new(1))
         .await
         .expect("start MariaDB (apt-get install mariadb-server)");
+    // mariadbd defers SIGTERM while it is still starting up: stop it only once it answers.
+    let db = SampleDb::connect(DatastoreKind::Mariadb, &server.handle().admin)
+        .await
+        .expect("connect");
+    db.server_version()
+        .await
+        .expect("the server answers queries");
+    db.close().await;
     server
         .stop()
         .await

@@ -91,7 +91,7 @@ impl Db {
     }
 
     /// Connects, retrying while the server starts up (or is not running yet), for at most
-    /// `timeout`.
+    /// `timeout`. A refused login (wrong password, no hba entry) fails at once.
     pub(crate) async fn connect_retry(
         handle: &DatastoreHandle,
         timeout: Duration,
@@ -109,7 +109,7 @@ impl Db {
                     }
                     Err(_) => {}
                 },
-                Err(e) if started.elapsed() >= timeout => return Err(e),
+                Err(e) if e.is_auth() || started.elapsed() >= timeout => return Err(e),
                 Err(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

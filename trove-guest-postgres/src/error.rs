@@ -6,7 +6,7 @@ use trove_guest_core::Error;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PgError {
     /// Connecting to the local server failed.
-    #[error("connect to PostgreSQL ({target}): {source}")]
+    #[error("connect to PostgreSQL ({target}): {}", detail(.source))]
     Connect {
         target: String,
         #[source]
@@ -14,7 +14,7 @@ pub(crate) enum PgError {
     },
     /// A statement failed. `action` names what was being done, never the statement text (which
     /// may carry a credential verifier).
-    #[error("{action}: {source}")]
+    #[error("{action}: {}", detail(.source))]
     Sql {
         action: &'static str,
         #[source]
@@ -26,6 +26,28 @@ pub(crate) enum PgError {
         action: &'static str,
         detail: String,
     },
+}
+
+/// The server's own words for a client error (`FATAL: password authentication failed for user
+/// "x"`), or the client's description; tokio-postgres alone prints just "db error".
+fn detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+impl PgError {
+    /// Whether the server refused the login (SQLSTATE class 28: wrong password, no hba entry):
+    /// retrying cannot help.
+    pub(crate) fn is_auth(&self) -> bool {
+        match self {
+            PgError::Connect { source, .. } | PgError::Sql { source, .. } => {
+                source.code().is_some_and(|c| c.code().starts_with("28"))
+            }
+            PgError::Unexpected { .. } => false,
+        }
+    }
 }
 
 impl From<PgError> for Error {

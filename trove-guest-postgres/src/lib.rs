@@ -1,6 +1,6 @@
 //! # trove-guest-postgres
 //!
-//! PostgreSQL streaming replication for trove-guest (PostgreSQL 13+; tested on 15):
+//! PostgreSQL streaming replication for trove-guest (PostgreSQL 12 and later):
 //!
 //! * **snapshots** are `pg_basebackup` tar streams (fast checkpoint, WAL fetched into the
 //!   stream) written straight into the [`SnapshotStore`](trove_guest_core::SnapshotStore); a
@@ -25,7 +25,10 @@
 //! Replication logins are per snapshot (`trove_repl_<replica id>`, REPLICATION and LOGIN only,
 //! never superuser; the password is sent to the server only as a SCRAM-SHA-256 verifier) and
 //! belong to the NOLOGIN group `trove_replication`, which the `pg_hba` block names and which
-//! holds the four function grants `pg_rewind` needs.
+//! holds the four function grants `pg_rewind` needs. A new snapshot for the same replica id
+//! gives its login a new password; a standby already streaming as that login gets the new one in
+//! its passfile as soon as an attach from that snapshot has proven it on the master, so it keeps
+//! streaming even if that attach then fails.
 //!
 //! Slots: a snapshot creates `trove_slot_<replica id>` before the backup starts. A replica
 //! attaching from it copies that slot into its own, `trove_slot_<replica id>_<server id>`
@@ -41,6 +44,32 @@
 //! replica knows it will never reach its former master's later positions; on a standby, the
 //! replayed LSN.
 //!
+//! Restores never cost a replica its data: a snapshot is verified (size and SHA-256) while it
+//! is extracted into a staging directory, so a damaged one is refused before the server is
+//! touched; a restored data directory that then fails to start (or refuses the handle's
+//! administrator login) is swapped out again, and the previous data directory and standby
+//! files are put back and the server started on them. A standby's roles are its primary's,
+//! the administrator's password included: a replica's handle must carry the primary's
+//! administrator credentials (or use local peer or trust authentication). The administrator
+//! password reaches `pg_basebackup` only through a 0600 passfile.
+//!
+//! ## PostgreSQL versions
+//!
+//! Everything that differs between major versions is chosen in one place, by the server's
+//! `server_version_num`: the WAL kept for `pg_rewind` (`wal_keep_segments` on 12,
+//! `wal_keep_size` from 13), the WAL receiver's flushed position (`received_lsn` on 12,
+//! `flushed_lsn` from 13), `pg_basebackup --no-manifest` (13+) and whether the standby
+//! connection settings are reloadable (13+). Servers before 12 are refused.
+//!
+//! Only PostgreSQL 15 is installed where this crate is tested, so:
+//!
+//! * **ran live (PostgreSQL 15)**: every operation above, through the 13-and-later choices
+//!   (`wal_keep_size`, `flushed_lsn`, `--no-manifest`, reloaded standby settings);
+//! * **covered by snapshot tests only**: the PostgreSQL 12 choices (`wal_keep_segments` from
+//!   the WAL segment size, `received_lsn`, no `--no-manifest`, no reload of standby settings
+//!   on detach), and the settings, SQL and command lines of 13, 14 and 16, which are pinned
+//!   per version (`src/snapshots/`) but were never run against those servers.
+//!
 //! ```no_run
 //! # async fn demo(handle: trove_guest_core::DatastoreHandle) -> trove_guest_core::Result<()> {
 //! use std::sync::Arc;
@@ -54,8 +83,10 @@
 //! ```
 
 mod client;
+mod commands;
 mod conf;
 mod error;
+mod flavor;
 mod master;
 mod names;
 mod replica;
@@ -64,6 +95,8 @@ mod sql;
 mod status;
 mod strategy;
 mod timeline;
+#[cfg(test)]
+mod version_snapshots;
 
 pub use strategy::{PostgresStrategy, PostgresStrategyOptions, RejoinOptions, StandbySource};
 

@@ -1,6 +1,8 @@
 //! Master-side calls: enable, snapshot, grants for standbys, cleanup and demote.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use trove_guest_core::error::IoResultExt;
@@ -10,25 +12,19 @@ use trove_guest_core::strategy::Role;
 use trove_guest_core::wire::{Dataset, ReplicationGrant};
 use trove_guest_core::{
     DatastoreKind, DemoteOptions, DetachedReplica, EnableMasterOptions, Error, Lsn, Result, Secret,
-    SecretFile, SnapshotDocument, SnapshotRequest, ToolCommand, TransportSecret,
+    SecretFile, SnapshotDocument, SnapshotRequest, TransportSecret,
 };
 
 use crate::client::Db;
+use crate::commands;
 use crate::conf::{self, MASTER_FILE};
+use crate::flavor::Flavor;
 use crate::names::{self, GROUP_ROLE, SLOT_PREFIX};
 use crate::sql;
 use crate::strategy::{
-    PostgresStrategy, StandbySource, in_recovery, reload_and_settle, server_version, unexpected,
+    PostgresStrategy, PostgresStrategyOptions, StandbySource, flavor, in_recovery,
+    reload_and_settle, server_version, unexpected,
 };
-
-/// The settings the master override file may set.
-const MASTER_SETTINGS: [&str; 5] = [
-    "wal_level",
-    "max_wal_senders",
-    "max_replication_slots",
-    "wal_log_hints",
-    "wal_keep_size",
-];
 
 /// What pg_basebackup reported about the WAL range of a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +60,43 @@ pub(crate) fn parse_backup_range(stderr: &str) -> Option<BackupRange> {
     })
 }
 
+/// The master override file's settings, given the values set outside it (`elsewhere`: name to
+/// current value): never lowering a value set elsewhere, never turning `logical` into
+/// `replica`; WAL kept for `pg_rewind` in the version's own setting.
+pub(crate) fn master_settings(
+    flavor: Flavor,
+    opts: &PostgresStrategyOptions,
+    elsewhere: &HashMap<String, String>,
+    segment_bytes: u64,
+) -> Result<Vec<(&'static str, String)>> {
+    let num = |name: &str| -> u32 {
+        elsewhere
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut out = Vec::new();
+    if elsewhere.get("wal_level").map(String::as_str) != Some("logical") {
+        out.push(("wal_level", conf::conf_quote("replica")?));
+    }
+    out.push((
+        "max_wal_senders",
+        num("max_wal_senders").max(opts.max_wal_senders).to_string(),
+    ));
+    out.push((
+        "max_replication_slots",
+        num("max_replication_slots")
+            .max(opts.max_replication_slots)
+            .to_string(),
+    ));
+    out.push(("wal_log_hints", "on".to_owned()));
+    out.push((
+        flavor.wal_keep_setting(),
+        flavor.wal_keep_value(opts.wal_keep_size_mb, segment_bytes),
+    ));
+    Ok(out)
+}
+
 impl PostgresStrategy {
     async fn refuse_standby(&self, db: &Db) -> Result<()> {
         if in_recovery(db).await? {
@@ -75,54 +108,40 @@ impl PostgresStrategy {
         Ok(())
     }
 
-    /// The override file's settings, given the server's current values (never lowering a
-    /// value set elsewhere, never turning `logical` into `replica`).
-    async fn master_settings(&self, db: &Db) -> Result<Vec<(&'static str, String)>> {
+    /// The override file's settings for this server (see [`master_settings`]).
+    async fn master_settings_for(
+        &self,
+        db: &Db,
+        flavor: Flavor,
+    ) -> Result<Vec<(&'static str, String)>> {
         let ours = self.config_file(MASTER_FILE);
-        let names: Vec<String> = MASTER_SETTINGS.iter().map(|s| (*s).to_owned()).collect();
+        let names: Vec<String> = flavor
+            .master_settings()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         let rows = db
             .query("read replication settings", sql::SETTINGS, &[&names])
             .await?;
-        let mut current = std::collections::HashMap::new();
+        let mut elsewhere = HashMap::new();
         for r in rows {
             let name: String = r.get(0);
             let value: String = r.get(1);
             let source: String = r.get(3);
-            let from_us = std::path::Path::new(&source).file_name() == ours.file_name();
-            current.insert(name, (value, from_us));
+            if Path::new(&source).file_name() != ours.file_name() {
+                elsewhere.insert(name, value);
+            }
         }
-        let num = |name: &str| -> u32 {
-            current
-                .get(name)
-                .filter(|(_, from_us)| !from_us)
-                .and_then(|(v, _)| v.parse().ok())
-                .unwrap_or(0)
-        };
-        let mut out = Vec::new();
-        let logical_elsewhere = current
-            .get("wal_level")
-            .is_some_and(|(v, from_us)| v == "logical" && !from_us);
-        if !logical_elsewhere {
-            out.push(("wal_level", conf::conf_quote("replica")?));
-        }
-        out.push((
-            "max_wal_senders",
-            num("max_wal_senders")
-                .max(self.opts.max_wal_senders)
-                .to_string(),
-        ));
-        out.push((
-            "max_replication_slots",
-            num("max_replication_slots")
-                .max(self.opts.max_replication_slots)
-                .to_string(),
-        ));
-        out.push(("wal_log_hints", "on".to_owned()));
-        out.push((
-            "wal_keep_size",
-            conf::conf_quote(&format!("{}MB", self.opts.wal_keep_size_mb))?,
-        ));
-        Ok(out)
+        let segment_bytes: i64 = db
+            .one("read the WAL segment size", sql::WAL_SEGMENT_BYTES, &[])
+            .await?
+            .get(0);
+        master_settings(
+            flavor,
+            &self.opts,
+            &elsewhere,
+            u64::try_from(segment_bytes).unwrap_or(16 << 20),
+        )
     }
 
     pub(crate) async fn hba_path(&self, db: &Db) -> Result<std::path::PathBuf> {
@@ -168,7 +187,8 @@ impl PostgresStrategy {
     pub(crate) async fn enable_master_locked(&self, opts: &EnableMasterOptions) -> Result<()> {
         let db = self.db().await?;
         self.refuse_standby(&db).await?;
-        let settings = self.master_settings(&db).await?;
+        let flavor = flavor(&db).await?;
+        let settings = self.master_settings_for(&db, flavor).await?;
         let file = self.config_file(MASTER_FILE);
         conf::write_atomic(
             &file,
@@ -305,7 +325,7 @@ impl PostgresStrategy {
         trove_guest_core::store::validate_snapshot_name(&name)?;
         // The slot first: from now on the WAL this replica needs cannot be recycled.
         let (role, slot, password) = self.make_grant(&db, &key).await?;
-        let (major, version) = server_version(&db).await?;
+        let (version, version_text) = server_version(&db).await?;
 
         progress.phase(Phase::Backup, "pg_basebackup into the snapshot store");
         let admin = &self.handle.admin;
@@ -318,45 +338,23 @@ impl PostgresStrategy {
                 None,
             )?)
         };
-        let host = match &admin.socket {
-            Some(dir) => dir.to_string_lossy().into_owned(),
-            None => admin.host.clone(),
-        };
-        let mut conninfo = format!(
-            "host={} port={} user={} application_name={}",
-            conf::conninfo_quote(&host)?,
-            admin.port,
-            conf::conninfo_quote(&admin.user)?,
-            conf::conninfo_quote("trove-guest-basebackup")?
-        );
-        if let Some(pf) = &passfile {
-            conninfo.push_str(&format!(
-                " passfile={}",
-                conf::conninfo_quote(&pf.path().to_string_lossy())?
-            ));
-        }
-        let mut tool = ToolCommand::new(self.handle.program("pg_basebackup"))
-            .arg("-d")
-            .arg(&conninfo)
-            .args([
-                "-D",
-                "-",
-                "--format=tar",
-                "--wal-method=fetch",
-                "--checkpoint=fast",
-                "--no-manifest",
-                "--verbose",
-                "--label",
-            ])
-            .arg(format!("trove-guest {slot}"))
-            .stdout_piped()
-            .spawn()
-            .map_err(|e| match e {
-                Error::NotFound { what } => Error::NotFound {
-                    what: format!("{what} (install the postgresql-client package)"),
-                },
-                other => other,
-            })?;
+        let conninfo = commands::admin_conninfo(admin, passfile.as_ref().map(|p| p.path()))?;
+        let mut tool = commands::basebackup(
+            self.handle.program("pg_basebackup"),
+            &conninfo,
+            &format!("trove-guest {slot}"),
+            version.flavor(),
+        )
+        .spawn()
+        .map_err(|e| match e {
+            Error::NotFound { what } => Error::NotFound {
+                what: format!(
+                    "{what} (install the postgresql-client-{} package)",
+                    version.major()
+                ),
+            },
+            other => other,
+        })?;
         let mut out = tool.take_stdout().expect("stdout is piped");
         let pending = self.store.put(&name, &mut out, progress).await?;
         drop(out);
@@ -393,14 +391,14 @@ impl PostgresStrategy {
             master: self.handle.advertise.clone(),
             dataset: Dataset {
                 datastore: DatastoreKind::Postgresql,
-                datastore_version: format!("postgresql-{major}"),
+                datastore_version: format!("postgresql-{}", version.major()),
                 dataset_size: SnapshotDocument::gib_rounded_up(
                     (data_size.max(0) as u64).max(stored.size),
                 ),
                 snapshot_href: stored.href,
                 size_bytes: Some(stored.size),
                 sha256: Some(stored.sha256),
-                server_version: Some(version),
+                server_version: Some(version_text),
                 format: Some("tar".into()),
                 compression: None,
             },
@@ -528,6 +526,7 @@ impl PostgresStrategy {
     pub(crate) async fn demote_locked(&self, opts: &DemoteOptions) -> Result<()> {
         let db = self.db().await?;
         self.refuse_standby(&db).await?;
+        let flavor = flavor(&db).await?;
         let members: Vec<String> = db
             .query("list replication users", sql::GROUP_MEMBERS, &[&GROUP_ROLE])
             .await?
@@ -573,7 +572,7 @@ impl PostgresStrategy {
             .await?;
         let file = self.config_file(MASTER_FILE);
         conf::remove_if_exists(&file)?;
-        let pending = reload_and_settle(&db, &MASTER_SETTINGS, &file, false).await?;
+        let pending = reload_and_settle(&db, &flavor.master_settings(), &file, false).await?;
         let db = if pending.is_empty() {
             db
         } else {

@@ -9,17 +9,46 @@ use trove_guest_core::progress::Phase;
 use trove_guest_core::wire::MasterAddress;
 use trove_guest_core::{
     AttachOutcome, AttachRequest, DatastoreKind, DetachOptions, DetachedReplica, Error, Lsn,
-    ReplicationPosition, Result, Secret, SnapshotDocument, ToolCommand,
+    ReplicationPosition, Result, Secret, SnapshotDocument,
 };
 
 use crate::client::Db;
+use crate::commands;
 use crate::conf::{self, PASSFILE, STANDBY_FILE, STANDBY_STATE};
 use crate::names;
-use crate::restore::{self, PREVIOUS_PREFIX};
+use crate::restore::{self, PREVIOUS_PREFIX, SavedFiles};
 use crate::sql;
 use crate::strategy::{
-    PostgresStrategy, RejoinOptions, StandbySource, in_recovery, server_version, unexpected,
+    PostgresStrategy, RejoinOptions, StandbySource, flavor, in_recovery, server_version, unexpected,
 };
+
+/// The files a standby's configuration consists of (in the config directory).
+const STANDBY_FILES: [&str; 3] = [STANDBY_FILE, PASSFILE, STANDBY_STATE];
+
+/// A slot an attach made on the master, with the login that may drop it.
+struct SlotOnMaster<'a> {
+    doc: &'a SnapshotDocument,
+    user: &'a str,
+    password: &'a Secret,
+    slot: &'a str,
+}
+
+/// `e` with `note` appended to its message (same kind).
+fn with_note(e: Error, note: &str) -> Error {
+    match e {
+        Error::Service { message } => Error::Service {
+            message: format!("{message}; {note}"),
+        },
+        Error::Datastore { message, source } => Error::Datastore {
+            message: format!("{message}; {note}"),
+            source,
+        },
+        other => {
+            tracing::warn!("{note}");
+            other
+        }
+    }
+}
 
 /// What a standby records about its primary (no secret), for detach.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,7 +144,7 @@ impl PostgresStrategy {
     /// Removes the standby files; returns whether any existed.
     fn remove_standby_config(&self) -> Result<bool> {
         let mut any = false;
-        for f in [STANDBY_FILE, PASSFILE, STANDBY_STATE] {
+        for f in STANDBY_FILES {
             any |= conf::remove_if_exists(&self.config_file(f))?;
         }
         Ok(any)
@@ -134,9 +163,10 @@ impl PostgresStrategy {
     /// position.
     async fn wait_streaming(&self, db: &Db, target: Lsn, timeout: Duration) -> Result<Lsn> {
         let started = Instant::now();
+        let receiver_sql = flavor(db).await?.wal_receiver_sql();
         loop {
             let status: Option<String> = db
-                .opt("read the WAL receiver", sql::WAL_RECEIVER, &[])
+                .opt("read the WAL receiver", receiver_sql, &[])
                 .await?
                 .and_then(|r| r.get(0));
             let replay: Option<String> = db
@@ -205,7 +235,8 @@ impl PostgresStrategy {
         }
         doc.validate()?;
         let db = self.db().await?;
-        let (major, _) = server_version(&db).await?;
+        let (version, _) = server_version(&db).await?;
+        let major = version.major();
         self.check_compatible(doc, major)?;
         drop(db);
         let wal = doc
@@ -243,12 +274,104 @@ impl PostgresStrategy {
         );
         self.claim_slot(doc, &grant.user, &password, &snapshot_slot, &own_slot)
             .await?;
+        // Streaming through that slot already (attached from an earlier snapshot), this
+        // server's current data directory needs it whatever happens; otherwise only the
+        // restored one will, and a failed attach drops it again.
+        let current = self.standby_state();
+        let slot_in_use = current.as_ref().and_then(|s| s.slot.as_deref()) == Some(&own_slot);
+        let claimed = (!slot_in_use).then_some(SlotOnMaster {
+            doc,
+            user: &grant.user,
+            password: &password,
+            slot: &own_slot,
+        });
+        // Taking the snapshot gave its login a new password; if this server already streams as
+        // that login, its passfile must follow, whatever happens to this attach.
+        if current.is_some_and(|s| s.user == grant.user && s.master == doc.master) {
+            if let Err(e) = self.write_passfile(&grant.user, &password) {
+                self.drop_claimed_slot(claimed).await;
+                return Err(e);
+            }
+        }
 
         let work = self.handle.work_dir.clone();
-        restore::remove_stale(&work);
+        let data = self.handle.data_dir.clone();
+        let (staging, bytes, saved) = match self.prepare_restore(doc, major, progress).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.drop_claimed_slot(claimed).await;
+                return Err(e);
+            }
+        };
+        let own_auto = std::fs::read_to_string(data.join(AUTO_CONF))
+            .unwrap_or_else(|_| AUTO_CONF_HEADER.to_owned());
+        let previous = restore::unique(&work, PREVIOUS_PREFIX);
+        if let Err(e) = restore::swap_in(&data, &staging, &previous) {
+            let _ = std::fs::remove_dir_all(&staging);
+            let _ = self.handle.service.start().await;
+            self.drop_claimed_slot(claimed).await;
+            return Err(e);
+        }
+        let configured = (|| -> Result<()> {
+            // The instance's own settings, not the master's.
+            self.write_data_file(&data, AUTO_CONF, &own_auto)?;
+            self.write_data_file(&data, "standby.signal", "")?;
+            self.write_standby_config(&doc.master, &grant.user, &password, Some(&own_slot))
+        })();
+        let started = match configured {
+            Ok(()) => match self.handle.service.start().await {
+                Ok(()) => self.connect_restored().await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let db = match started {
+            Ok(db) => db,
+            Err(e) => {
+                return Err(
+                    match self.roll_back(&data, &previous, &saved, claimed).await {
+                        Ok(()) => with_note(
+                            e,
+                            "the previous data directory was put back and the server started again",
+                        ),
+                        Err(rb) => Error::Service {
+                            message: format!(
+                                "the restored data directory did not start ({e}), and putting the \
+                             previous one back failed: {rb}"
+                            ),
+                        },
+                    },
+                );
+            }
+        };
+        let prev = previous.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(prev)).await;
+
+        progress.phase(Phase::CatchUp, format!("replay past {target}"));
+        let replay = self.wait_streaming(&db, target, req.timeout).await?;
+        // Streaming from its own slot: the snapshot's slot has done its job and would pin WAL.
+        self.release_snapshot_slot(doc, &grant.user, &password, &snapshot_slot)
+            .await;
+        progress.phase(Phase::Done, "standby streaming");
+        Ok(AttachOutcome::new(
+            bytes,
+            Some(ReplicationPosition::PostgresqlLsn(replay)),
+        ))
+    }
+
+    /// Verifies and extracts the snapshot into a staging directory, checks it, saves the
+    /// standby files and stops the server. On failure the staging directory is gone and the
+    /// server untouched (or, if stopping failed, as the service left it).
+    async fn prepare_restore(
+        &self,
+        doc: &SnapshotDocument,
+        major: u32,
+        progress: &trove_guest_core::progress::Progress,
+    ) -> Result<(std::path::PathBuf, u64, SavedFiles)> {
+        restore::remove_stale(&self.handle.work_dir);
         progress.phase(Phase::Restore, "verify and extract the snapshot");
         let (staging, bytes) = self.extract_verified(doc, progress).await?;
-        let check = (|| -> Result<()> {
+        let checked = (|| -> Result<SavedFiles> {
             let v = std::fs::read_to_string(staging.join("PG_VERSION"))
                 .context(|| "read PG_VERSION of the snapshot".to_owned())?;
             if v.trim() != major.to_string() {
@@ -274,72 +397,43 @@ impl PostgresStrategy {
             ] {
                 conf::remove_if_exists(&staging.join(f))?;
             }
-            Ok(())
+            SavedFiles::read(&self.handle.config_dir, STANDBY_FILES)
         })();
-        if let Err(e) = check {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-
-        progress.phase(
-            Phase::Start,
-            "swap the data directory and start the standby",
-        );
-        let data = self.handle.data_dir.clone();
-        let own_auto = std::fs::read_to_string(data.join(AUTO_CONF))
-            .unwrap_or_else(|_| AUTO_CONF_HEADER.to_owned());
-        if let Err(e) = self.handle.service.stop().await {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-        let previous = restore::unique(&work, PREVIOUS_PREFIX);
-        if let Err(e) = std::fs::rename(&data, &previous) {
-            let _ = std::fs::remove_dir_all(&staging);
-            let _ = self.handle.service.start().await;
-            return Err(Error::io(format!("move {} aside", data.display()), e));
-        }
-        if let Err(e) = std::fs::rename(&staging, &data) {
-            let _ = std::fs::rename(&previous, &data);
-            let _ = std::fs::remove_dir_all(&staging);
-            let _ = self.handle.service.start().await;
-            return Err(Error::io(
-                format!("move the restored data into {}", data.display()),
-                e,
-            ));
-        }
-        let configured = (|| -> Result<()> {
-            // The instance's own settings, not the master's.
-            self.write_data_file(&data, AUTO_CONF, &own_auto)?;
-            self.write_data_file(&data, "standby.signal", "")?;
-            self.write_standby_config(&doc.master, &grant.user, &password, Some(&own_slot))
-        })();
-        let started = match configured {
-            Ok(()) => match self.handle.service.start().await {
-                Ok(()) => self.db_wait().await,
-                Err(e) => Err(e),
-            },
+        let stopped = match checked {
+            Ok(saved) => {
+                progress.phase(
+                    Phase::Start,
+                    "swap the data directory and start the standby",
+                );
+                self.handle.service.stop().await.map(|()| saved)
+            }
             Err(e) => Err(e),
         };
-        let db = match started {
-            Ok(db) => db,
+        match stopped {
+            Ok(saved) => Ok((staging, bytes, saved)),
             Err(e) => {
-                self.roll_back(&data, &previous).await;
-                return Err(e);
+                let _ = std::fs::remove_dir_all(&staging);
+                Err(e)
             }
-        };
-        let prev = previous.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(prev)).await;
+        }
+    }
 
-        progress.phase(Phase::CatchUp, format!("replay past {target}"));
-        let replay = self.wait_streaming(&db, target, req.timeout).await?;
-        // Streaming from its own slot: the snapshot's slot has done its job and would pin WAL.
-        self.release_snapshot_slot(doc, &grant.user, &password, &snapshot_slot)
-            .await;
-        progress.phase(Phase::Done, "standby streaming");
-        Ok(AttachOutcome::new(
-            bytes,
-            Some(ReplicationPosition::PostgresqlLsn(replay)),
-        ))
+    /// Drops the slot a failed attach claimed on the master (best effort: a leftover slot only
+    /// pins WAL until cleanup or the next attach).
+    async fn drop_claimed_slot(&self, claimed: Option<SlotOnMaster<'_>>) {
+        let Some(s) = claimed else {
+            return;
+        };
+        let dropped = async {
+            let master =
+                Db::connect_master(&s.doc.master.host, s.doc.master.port, s.user, s.password)
+                    .await?;
+            self.drop_own_slot(&master, s.slot).await
+        }
+        .await;
+        if let Err(e) = dropped {
+            tracing::warn!(error = %e, slot = s.slot, "could not drop this replica's slot");
+        }
     }
 
     async fn claim_slot(
@@ -376,7 +470,7 @@ impl PostgresStrategy {
                 // A slot of an earlier attach that has moved past this snapshot's start: it
                 // would not keep the WAL this restore needs. Replace it with a fresh copy.
                 (Some(own), Some(snap)) if own > snap => {
-                    self.replace_own_slot(&master, own_slot).await?;
+                    self.drop_own_slot(&master, own_slot).await?;
                 }
                 // An earlier, interrupted attempt of this attach: keep it.
                 _ => return Ok(()),
@@ -402,7 +496,7 @@ impl PostgresStrategy {
 
     /// Drops this replica's own slot on the master, ending the WAL sender this server (still
     /// running on its previous data) streams from.
-    async fn replace_own_slot(&self, master: &Db, own_slot: &str) -> Result<()> {
+    async fn drop_own_slot(&self, master: &Db, own_slot: &str) -> Result<()> {
         for _ in 0..100 {
             master
                 .one(
@@ -461,18 +555,49 @@ impl PostgresStrategy {
         }
     }
 
-    /// Puts the previous data directory back and starts the server on it.
-    async fn roll_back(&self, data: &Path, previous: &Path) {
-        tracing::warn!("restored standby did not start; putting the previous data directory back");
-        let _ = self.handle.service.stop().await;
+    /// After a restored data directory failed to start (or to let the administrator in): stops
+    /// the server, puts the previous data directory and standby files back, drops the slot
+    /// this attach made on the master when nothing else uses it, starts the server and waits
+    /// until it answers.
+    async fn roll_back(
+        &self,
+        data: &Path,
+        previous: &Path,
+        saved: &SavedFiles,
+        claimed: Option<SlotOnMaster<'_>>,
+    ) -> Result<()> {
+        tracing::warn!(
+            "restored data directory did not start; putting the previous data directory back"
+        );
+        // A server that exited during start is not running: stop is then a no-op.
+        self.handle.service.stop().await?;
         let failed = restore::unique(&self.handle.work_dir, restore::STAGING_PREFIX);
-        let _ = std::fs::rename(data, &failed);
-        let _ = std::fs::rename(previous, data);
-        let _ = self.remove_standby_config();
-        let _ = std::fs::remove_dir_all(&failed);
-        if let Err(e) = self.handle.service.start().await {
-            tracing::error!(error = %e, "the previous data directory did not start either");
-        }
+        restore::put_back(data, previous, &failed)?;
+        saved.restore(self.file_owner())?;
+        self.drop_claimed_slot(claimed).await;
+        self.handle.service.start().await?;
+        self.db_wait().await.map(drop)
+    }
+
+    async fn connect_restored(&self) -> Result<Db> {
+        Db::connect_retry(&self.handle, self.opts.start_timeout)
+            .await
+            .map_err(|e| {
+                if e.is_auth() {
+                    Error::Datastore {
+                        message: format!(
+                            "the restored data directory refused this handle's administrator \
+                             login ({e}): a standby's roles, the administrator's password \
+                             included, are its primary's, so the handle must carry the primary's \
+                             administrator credentials (or use local peer or trust \
+                             authentication)"
+                        ),
+                        source: None,
+                    }
+                } else {
+                    e.into()
+                }
+            })
     }
 
     pub(crate) async fn detach_locked(&self, opts: &DetachOptions) -> Result<DetachedReplica> {
@@ -482,8 +607,12 @@ impl PostgresStrategy {
             Some(s) => (Some(s.user), s.slot, Some(s.master)),
             None => (None, None, None),
         };
+        // On PostgreSQL 12 the standby connection settings change only at a restart: a reload
+        // would merely flag them pending; a primary ignores them, and they are gone at the
+        // next start.
+        let reload = flavor(&db).await?.standby_settings_reloadable();
         if !in_recovery(&db).await? {
-            if self.remove_standby_config()? {
+            if self.remove_standby_config()? && reload {
                 db.one("reload configuration", sql::RELOAD, &[]).await?;
             }
             return Ok(DetachedReplica::new(user, slot, master, false));
@@ -501,7 +630,9 @@ impl PostgresStrategy {
         db.batch("checkpoint after promotion", sql::CHECKPOINT)
             .await?;
         self.remove_standby_config()?;
-        db.one("reload configuration", sql::RELOAD, &[]).await?;
+        if reload {
+            db.one("reload configuration", sql::RELOAD, &[]).await?;
+        }
         Ok(DetachedReplica::new(user, slot, master, true))
     }
 
@@ -555,20 +686,26 @@ impl PostgresStrategy {
 
         // pg_rewind needs a cleanly stopped target.
         self.handle.service.stop().await?;
-        let spawned = ToolCommand::new(self.handle.program("pg_rewind"))
-            .arg(format!("--target-pgdata={}", data.display()))
-            .arg(format!("--source-server={source_server}"))
-            .current_dir(&self.handle.work_dir)
-            .run_as(self.tool_user())
-            .spawn();
+        let spawned = commands::rewind(
+            self.handle.program("pg_rewind"),
+            &data,
+            &source_server,
+            &self.handle.work_dir,
+            self.tool_user(),
+        )
+        .spawn();
         let mut tool = match spawned {
             Ok(t) => t,
             Err(e) => {
                 let _ = self.handle.service.start().await;
                 return Err(match e {
-                    Error::NotFound { what } => Error::NotFound {
-                        what: format!("{what} (install the postgresql-15 package)"),
-                    },
+                    Error::NotFound { what } => {
+                        let major = std::fs::read_to_string(data.join("PG_VERSION"))
+                            .map_or_else(|_| "<major>".to_owned(), |v| v.trim().to_owned());
+                        Error::NotFound {
+                            what: format!("{what} (install the postgresql-{major} package)"),
+                        }
+                    }
                     other => other,
                 });
             }

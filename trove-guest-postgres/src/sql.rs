@@ -231,9 +231,17 @@ pub(crate) const REPLAY_POSITION: &str =
     "SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text";
 
 /// The WAL receiver of a standby: `(status, received_tli, flushed_lsn, sender_host,
-/// sender_port, slot_name)`.
+/// sender_port, slot_name)` (PostgreSQL 13 and later).
 pub(crate) const WAL_RECEIVER: &str = "SELECT status, received_tli, flushed_lsn::text, \
      sender_host, sender_port, slot_name FROM pg_stat_wal_receiver";
+
+/// [`WAL_RECEIVER`] on PostgreSQL 12, where the flushed position is named `received_lsn`.
+pub(crate) const WAL_RECEIVER_12: &str = "SELECT status, received_tli, received_lsn::text, \
+     sender_host, sender_port, slot_name FROM pg_stat_wal_receiver";
+
+/// The WAL segment size in bytes (`wal_keep_segments` counts segments).
+pub(crate) const WAL_SEGMENT_BYTES: &str =
+    "SELECT pg_size_bytes(current_setting('wal_segment_size'))::int8";
 
 /// Whether replay is paused, and seconds since the last replayed transaction.
 pub(crate) const REPLAY_STATE: &str = "SELECT pg_is_wal_replay_paused(), \

@@ -10,7 +10,7 @@ use trove_guest_core::{Error, Lsn, ReplicationPosition, ReplicationStatus, Resul
 use crate::client::Db;
 use crate::conf::{self, MASTER_FILE, READ_ONLY_FILE};
 use crate::sql;
-use crate::strategy::{PostgresStrategy, in_recovery, reload_and_settle, setting};
+use crate::strategy::{PostgresStrategy, flavor, in_recovery, reload_and_settle, setting};
 use crate::timeline;
 
 /// Where a server is in WAL terms.
@@ -157,10 +157,8 @@ impl PostgresStrategy {
                 st.role = Some(Role::Replica);
                 st.read_only = Some(true);
                 st.executed = replayed.map(ReplicationPosition::PostgresqlLsn);
-                if let Some(r) = db
-                    .opt("read the WAL receiver", sql::WAL_RECEIVER, &[])
-                    .await?
-                {
+                let receiver_sql = flavor(&db).await?.wal_receiver_sql();
+                if let Some(r) = db.opt("read the WAL receiver", receiver_sql, &[]).await? {
                     let status: Option<String> = r.get(0);
                     let flushed = parse_lsn(r.get(2))?;
                     let host: Option<String> = r.get(3);

@@ -15,6 +15,7 @@ use trove_guest_core::{
 
 use crate::client::Db;
 use crate::error::PgError;
+use crate::flavor::{Flavor, ServerVersion};
 use crate::sql;
 
 /// Options of a [`PostgresStrategy`].
@@ -26,7 +27,8 @@ pub struct PostgresStrategyOptions {
     /// Lower bound for `max_replication_slots` on a master (default 10).
     pub max_replication_slots: u32,
     /// `wal_keep_size` on a master in MiB (default 1024): the WAL `pg_rewind` needs to bring
-    /// a former primary back (slots do not keep it).
+    /// a former primary back (slots do not keep it). On PostgreSQL 12 it becomes
+    /// `wal_keep_segments`, rounded up to whole WAL segments.
     pub wal_keep_size_mb: u64,
     /// hba address fields replicas may connect from (default `["all"]`; every entry requires
     /// scram-sha-256 and membership in the replication group).
@@ -198,13 +200,22 @@ pub(crate) async fn in_recovery(db: &Db) -> Result<bool> {
         .get(0))
 }
 
-/// `(major version, full version string)`.
-pub(crate) async fn server_version(db: &Db) -> Result<(u32, String)> {
+/// `(version, full version string)`.
+///
+/// # Errors
+///
+/// [`Error::Unsupported`] before PostgreSQL 12; [`Error::Datastore`].
+pub(crate) async fn server_version(db: &Db) -> Result<(ServerVersion, String)> {
     let row = db
         .one("read server version", sql::SERVER_VERSION, &[])
         .await?;
     let num: i32 = row.get(0);
-    Ok(((num / 10000) as u32, row.get(1)))
+    Ok((ServerVersion::from_num(i64::from(num))?, row.get(1)))
+}
+
+/// What the connected server's version does differently.
+pub(crate) async fn flavor(db: &Db) -> Result<Flavor> {
+    Ok(server_version(db).await?.0.flavor())
 }
 
 pub(crate) async fn setting(db: &Db, name: &str) -> Result<String> {

@@ -11,7 +11,7 @@ use trove_guest_core::{
     AttachRequest, DetachOptions, EnableMasterOptions, ErrorKind, LocalSnapshotStore,
     ReplicationStrategy, ReplicationStrategyExt, SnapshotRequest,
 };
-use trove_guest_postgres::RejoinOptions;
+use trove_guest_postgres::{RejoinOptions, objects};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -96,6 +96,19 @@ async fn former_primary_rejoins_the_promoted_standby_by_rewind_and_receives_new_
         old.query_one("SHOW port").await.unwrap(),
         old.port().to_string()
     );
+    // The replication password went to pg_rewind and the standby through the passfile only.
+    let pw = source.replication.password.as_ref().unwrap().0.expose();
+    let auto_conf = std::fs::read_to_string(old.data_dir().join("postgresql.auto.conf")).unwrap();
+    assert!(
+        !auto_conf.contains(pw),
+        "postgresql.auto.conf holds the password"
+    );
+    assert!(!old.log_text().contains(pw) && !new.log_text().contains(pw));
+    let handle = old.handle();
+    for name in [objects::STANDBY_FILE, "trove-replication-standby.json"] {
+        let text = std::fs::read_to_string(handle.config_dir.join(name)).unwrap();
+        assert!(!text.contains(pw), "{name} holds the password");
+    }
     let slot_active = new
         .query_one(
             "SELECT active FROM pg_replication_slots WHERE slot_name = 'trove_slot_former_primary'",

@@ -14,7 +14,7 @@ use trove_guest_core::{
     AttachRequest, DetachOptions, EnableMasterOptions, LocalSnapshotStore, ReplicationStrategy,
     ReplicationStrategyExt, SnapshotRequest,
 };
-use trove_guest_postgres::objects;
+use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions, objects};
 
 /// Collects everything logged (at debug level) while the test runs.
 #[derive(Clone, Default)]
@@ -265,4 +265,185 @@ async fn standby_passfile_is_private_to_the_server_account() {
     let standby = std::fs::read_to_string(handle.config_dir.join(objects::STANDBY_FILE)).unwrap();
     assert!(standby.contains("passfile="), "{standby}");
     assert!(!standby.contains("password"), "{standby}");
+}
+
+/// A `pg_basebackup` stand-in that records its command line, its environment and the mode of
+/// the passfile its connection string names, then runs the real one.
+fn recording_basebackup(dir: &std::path::Path) -> std::path::PathBuf {
+    let real = std::path::Path::new(trove_guest_core::testkit::postgres::DEFAULT_BIN_DIR)
+        .join("pg_basebackup");
+    let script = format!(
+        r#"#!/bin/sh
+rec="$(dirname "$0")/record.txt"
+{{
+  echo "argv: $*"
+  echo "env:"
+  env
+  for a in "$@"; do
+    case "$a" in
+      *passfile=*)
+        pf=$(printf '%s' "$a" | sed -n "s/.*passfile='\([^']*\)'.*/\1/p")
+        echo "passfile: $pf"
+        stat -c 'passfile mode %a' "$pf";;
+    esac
+  done
+}} >> "$rec"
+exec {} "$@"
+"#,
+        real.display()
+    );
+    let path = dir.join("pg_basebackup");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir.join("record.txt")
+}
+
+#[tokio::test]
+async fn admin_password_lives_only_in_a_0600_passfile_through_snapshot_and_attach() {
+    let captured = capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    // A standby's roles are its primary's: both sides share the administrator's password.
+    let admin_pw = format!("Adm1n{}:pw\\x", Secret::random(20).expose());
+    let opts = PostgresOptions::new()
+        .with_admin_password(Secret::new(admin_pw.clone()))
+        .with_setting("log_statement", "'all'");
+    let (m, r) = tokio::join!(
+        PostgresServer::start(opts.clone()),
+        PostgresServer::start(opts.clone().with_server_id(2))
+    );
+    let (m, r) = (m.unwrap(), r.unwrap());
+    let refused = tokio_postgres::connect(&m.conninfo(), tokio_postgres::NoTls).await;
+    assert!(
+        refused.is_err(),
+        "the test server really requires the password"
+    );
+    common::create_schema(&m).await.unwrap();
+    common::insert_rows(&m, 0..50).await.unwrap();
+
+    let wrap = tempfile::Builder::new()
+        .prefix("tg-pgwrap-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let record = recording_basebackup(wrap.path());
+    let mut handle = m.handle();
+    handle.bin_dir = Some(wrap.path().to_path_buf());
+    let sm = Arc::new(PostgresStrategy::new(
+        handle,
+        store.clone(),
+        PostgresStrategyOptions::new().with_wal_keep_size_mb(128),
+    ));
+    sm.enable_as_master(&EnableMasterOptions::new())
+        .await
+        .unwrap();
+    let doc = sm
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("adminpw"))
+        .await
+        .expect("pg_basebackup authenticates with the passfile");
+    let sr = common::strategy(&r, store.clone());
+    sr.attach_replication_slave(
+        &doc,
+        &AttachRequest::new().with_timeout(Duration::from_secs(60)),
+    )
+    .await
+    .expect("attach connects with the administrator's password");
+    common::insert_rows(&m, 50..80).await.unwrap();
+    sr.catch_up_with(&*sm, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        common::fingerprint(&r).await.unwrap(),
+        common::fingerprint(&m).await.unwrap()
+    );
+
+    // pg_basebackup got the password from a 0600 passfile only, which is gone afterwards.
+    let rec = std::fs::read_to_string(&record).expect("the wrapper ran");
+    assert!(rec.contains("passfile mode 600"), "{rec}");
+    let passfile = rec
+        .lines()
+        .find_map(|l| l.strip_prefix("passfile: "))
+        .expect("a passfile was named");
+    assert!(
+        !std::path::Path::new(passfile).exists(),
+        "the passfile is removed"
+    );
+    assert!(
+        !rec.contains(&admin_pw),
+        "no password on pg_basebackup's command line or in its environment"
+    );
+
+    // A replica whose administrator password differs cannot run on the primary's roles: the
+    // attach fails clearly, and its own data directory is put back and serves again.
+    let other_pw = format!("0ther{}", Secret::random(20).expose());
+    let r2 = PostgresServer::start(
+        PostgresOptions::new()
+            .with_admin_password(Secret::new(other_pw.clone()))
+            .with_setting("log_statement", "'all'")
+            .with_server_id(3),
+    )
+    .await
+    .unwrap();
+    common::create_schema(&r2).await.unwrap();
+    common::insert_rows(&r2, 0..7).await.unwrap();
+    let own_before = common::fingerprint(&r2).await.unwrap();
+    let doc2 = sm
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("mismatch"))
+        .await
+        .unwrap();
+    let err = common::strategy(&r2, store.clone())
+        .attach_replication_slave(
+            &doc2,
+            &AttachRequest::new().with_timeout(Duration::from_secs(60)),
+        )
+        .await
+        .expect_err("the primary's roles refuse this replica's administrator password");
+    let err_text = format!("{err} {err:?}");
+    eprintln!("attach refused as expected: {err}");
+    assert!(err_text.contains("primary's"), "{err_text}");
+    assert!(
+        err_text.contains("previous data directory was put back"),
+        "{err_text}"
+    );
+    assert_eq!(
+        common::fingerprint(&r2).await.unwrap(),
+        own_before,
+        "the replica serves its own data again"
+    );
+    assert_eq!(
+        r2.query_one("SELECT pg_is_in_recovery()").await.unwrap(),
+        "f"
+    );
+    assert!(
+        !r2.handle().config_dir.join(objects::STANDBY_FILE).exists(),
+        "no standby configuration left"
+    );
+    let slots = m
+        .query("SELECT slot_name FROM pg_replication_slots ORDER BY 1")
+        .await
+        .unwrap();
+    assert!(
+        !slots.contains(&vec![Some("trove_slot_mismatch_3".to_owned())]),
+        "the failed attach's slot is dropped: {slots:?}"
+    );
+
+    // Where the administrator's passwords must not be.
+    let logs = captured.text();
+    for pw in [admin_pw.as_str(), other_pw.as_str()] {
+        for server in [&m, &r, &r2] {
+            let auto_conf =
+                std::fs::read_to_string(server.data_dir().join("postgresql.auto.conf")).unwrap();
+            assert!(!auto_conf.contains(pw), "postgresql.auto.conf holds it");
+            assert!(!server.log_text().contains(pw), "a server log holds it");
+            for f in files_under(&server.handle().config_dir) {
+                let text = std::fs::read_to_string(&f).unwrap_or_default();
+                assert!(!text.contains(pw), "{} holds it", f.display());
+            }
+        }
+        assert!(!logs.contains(pw), "our logs hold it");
+        assert!(!err_text.contains(pw), "the error holds it");
+    }
+    assert!(
+        m.log_text().contains("pg_create_physical_replication_slot"),
+        "statements were being logged"
+    );
 }

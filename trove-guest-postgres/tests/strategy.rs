@@ -10,8 +10,8 @@ use trove_guest_core::strategy::Role;
 use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::wire::DatastoreKind;
 use trove_guest_core::{
-    AttachRequest, EnableMasterOptions, ErrorKind, LocalSnapshotStore, ReplicationStrategy,
-    SnapshotRequest,
+    AttachRequest, EnableMasterOptions, ErrorKind, LocalSnapshotStore, ReplicationPosition,
+    ReplicationStrategy, SnapshotRequest,
 };
 use trove_guest_postgres::objects;
 
@@ -208,6 +208,13 @@ async fn a_standby_keeps_its_own_settings_not_the_masters() {
     let st = sr.replication_status().await.unwrap();
     assert_eq!(st.role, Some(Role::Replica));
     assert_eq!(st.master.as_ref().map(|a| a.port), Some(m.port()));
+    // pg_stat_wal_receiver's flushed position (flushed_lsn on 13+) and replay give the lag.
+    assert_eq!(st.receiver_running, Some(true));
+    assert!(
+        matches!(st.received, Some(ReplicationPosition::PostgresqlLsn(l)) if l.0 > 0),
+        "{st:?}"
+    );
+    assert!(st.lag_bytes.is_some(), "{st:?}");
 }
 
 #[tokio::test]

@@ -291,3 +291,47 @@ async fn core_timeout_maps_to_504() {
     }
     drop(f.agent);
 }
+
+#[tokio::test]
+async fn accept_ndjson_header_streams_and_events_endpoint_sees_the_progress() {
+    let f = fixture(true).await;
+    let http = reqwest::Client::new();
+    // Subscribe to the agent-wide event stream first.
+    let mut events = http
+        .get(format!("{}{}", f.agent.url(), api::EVENTS))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let resp = http
+        .post(format!("{}{}", f.agent.url(), api::SNAPSHOT))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "application/x-ndjson"
+    );
+    let text = resp.text().await.unwrap();
+    let lines: Vec<api::StreamLine> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(matches!(lines.first(), Some(api::StreamLine::Progress(_))));
+    assert!(matches!(lines.last(), Some(api::StreamLine::Result(_))));
+
+    let mut buf = Vec::new();
+    while !buf.ends_with(b"\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+            .await
+            .expect("an event line arrives")
+            .unwrap()
+            .expect("stream open");
+        buf.extend_from_slice(&chunk);
+    }
+    let first = buf.split(|b| *b == b'\n').next().unwrap();
+    let line: api::EventLine = serde_json::from_slice(first).unwrap();
+    assert_eq!(line.operation, "get_replication_snapshot");
+    assert_eq!(line.event.phase, Phase::Backup);
+}

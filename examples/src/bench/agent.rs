@@ -319,7 +319,7 @@ pub async fn child_main() -> Result<()> {
             server_id,
         } => {
             let store = store.open()?;
-            let server = TestServer::start(kind, server_id).await?;
+            let server = super::start_server(kind, server_id, false).await?;
             let strategy = server.strategy(store)?;
             let (progress, log) = phase_recorder();
             let req = AttachRequest::new().with_progress(progress);

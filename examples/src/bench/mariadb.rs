@@ -3,13 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
+use trove_guest_core::testkit::MariaDbServer;
 use trove_guest_core::{Error, Result, Secret, ToolCommand};
 
-use super::Env;
 use super::pipe::pipeline;
 use super::report::Sample;
 use super::usage::Meter;
+use super::{Env, mariadb_options};
 
 /// Name of the replication account the hand-run rows use.
 const REPL_USER: &str = "bench_repl";
@@ -185,7 +185,7 @@ pub(super) async fn physical(
     parallel: Option<u32>,
     gzip: bool,
 ) -> Result<Sample> {
-    let replica = MariaDbServer::start(MariaDbOptions::new(server_id)).await?;
+    let replica = MariaDbServer::start(mariadb_options(server_id)).await?;
     replica.stop().await?;
     let staging = replica.dir().join("work").join("staging");
     let scratch = replica.dir().join("tmp").join("backup-scratch");
@@ -243,7 +243,7 @@ pub(super) async fn physical(
 /// dump's binlog coordinates.
 pub(super) async fn logical(env: &Env, master: &Master<'_>, server_id: u32) -> Result<Sample> {
     let _ = env;
-    let replica = MariaDbServer::start(MariaDbOptions::new(server_id)).await?;
+    let replica = MariaDbServer::start(mariadb_options(server_id)).await?;
     let replica_pgid = pgid(&replica)?;
     let mut meter = Meter::start(&[master.pgid, replica_pgid]);
     let dump = ToolCommand::new("mariadb-dump")

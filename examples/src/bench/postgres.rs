@@ -4,14 +4,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use trove_guest_core::testkit::PostgresServer;
 use trove_guest_core::testkit::postgres::DEFAULT_BIN_DIR;
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{Error, OsUser, Result, ServiceControl, ToolCommand};
 
-use super::Env;
 use super::pipe::pipeline;
 use super::report::Sample;
 use super::usage::Meter;
+use super::{Env, postgres_options};
 
 /// The master of the hand-run rows.
 pub(super) struct Master<'a> {
@@ -51,7 +51,7 @@ fn basebackup(master: &PostgresServer, replica: &PostgresServer) -> Result<ToolC
         .arg(master.socket_dir())
         .arg("-p")
         .arg(master.port().to_string())
-        .args(["-U", "postgres", "--checkpoint=fast", "--no-sync"])
+        .args(["-U", "postgres", "--checkpoint=fast"])
         .current_dir(replica.instance_dir())
         .run_as(Some(os_user(replica)?)))
 }
@@ -127,7 +127,7 @@ pub(super) async fn physical(
     server_id: u32,
     gzip: bool,
 ) -> Result<Sample> {
-    let replica = PostgresServer::start(PostgresOptions::new().with_server_id(server_id)).await?;
+    let replica = PostgresServer::start(postgres_options(server_id)).await?;
     replica.stop().await?;
     empty_data_dir(&replica)?;
     let file = env.scratch.join(format!("trove-style-{server_id}.tar.gz"));
@@ -191,7 +191,7 @@ pub(super) async fn physical(
 /// `pg_dump | psql` into a fresh server (PostgreSQL cannot stream physical WAL to a logically
 /// loaded copy; see the report's notes).
 pub(super) async fn logical(master: &Master<'_>, server_id: u32) -> Result<Sample> {
-    let replica = PostgresServer::start(PostgresOptions::new().with_server_id(server_id)).await?;
+    let replica = PostgresServer::start(postgres_options(server_id)).await?;
     let replica_pgid = pgid(&replica).await?;
     let mut meter = Meter::start(&[master.pgid, replica_pgid]);
     let dump = ToolCommand::new(bin(&replica, "pg_dump"))

@@ -409,6 +409,10 @@ impl MariaDbServer {
                         handle,
                         password: Secret::new(""),
                     };
+                    // The socket accepts connections before the server has finished starting,
+                    // and mariadbd defers SIGTERM until it has: wait for a real answer, so a
+                    // server handed out can always be stopped at once.
+                    server.wait_answering(opts.start_timeout).await?;
                     if let Some(pw) = &opts.root_password {
                         server.set_root_password(pw.clone()).await?;
                     }
@@ -428,6 +432,27 @@ impl MariaDbServer {
         Err(last_err.unwrap_or_else(|| Error::Service {
             message: "no free port".into(),
         }))
+    }
+
+    async fn wait_answering(&self, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            match self.conn().await {
+                Ok(mut c) => {
+                    let answered = c.query_drop("SELECT 1").await.is_ok();
+                    let _ = c.disconnect().await;
+                    if answered {
+                        return Ok(());
+                    }
+                }
+                Err(e) if started.elapsed() > timeout => return Err(e),
+                Err(_) => {}
+            }
+            if started.elapsed() > timeout {
+                return Err(Error::timeout("the test server to answer a query", timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn set_root_password(&mut self, pw: Secret) -> Result<()> {

@@ -11,12 +11,18 @@
 //! ```text
 //! data/             the data directory (owned by the postgres account, 0700)
 //! postgresql.conf   main configuration (config_file), includes conf.d last
-//! pg_hba.conf       hba_file: local trust, TCP scram-sha-256
+//! pg_hba.conf       hba_file: local trust (or scram-sha-256 with an admin password), TCP
+//!                   scram-sha-256
 //! pg_ident.conf     ident_file (empty)
 //! conf.d/           DatastoreHandle::config_dir (strategy override files)
 //! log/              server log files (logging_collector)
 //! s/                the Unix socket directory
 //! ```
+//!
+//! With [`PostgresOptions::with_admin_password`] the administrator has a SCRAM-SHA-256 password
+//! and every connection, local ones included, must give it. The password is set before the
+//! server first starts, as a verifier computed here and fed to single-user mode on stdin: it is
+//! never on a command line, in the environment, in a log or in `postgresql.auto.conf`.
 //!
 //! PostgreSQL refuses to run as root: when this process is root, `initdb` and `postgres` run as
 //! the `postgres` OS account; otherwise as the current user.
@@ -41,7 +47,8 @@ use crate::service::{LocalProcess, Readiness, ServiceControl};
 /// Where Debian's PostgreSQL 15 programs live.
 pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 
-/// The superuser the test clusters are initialised with (no password; local trust).
+/// The superuser the test clusters are initialised with (no password and local trust, unless
+/// [`PostgresOptions::with_admin_password`]).
 pub const ADMIN_USER: &str = "postgres";
 
 /// How a test server's data directory is made.
@@ -68,6 +75,8 @@ pub struct PostgresOptions {
     pub settings: Vec<(String, String)>,
     /// Template copy or fresh `initdb`.
     pub init: ClusterInit,
+    /// The administrator's password; `None` (the default) for local trust.
+    pub admin_password: Option<Secret>,
 }
 
 impl Default for PostgresOptions {
@@ -77,6 +86,7 @@ impl Default for PostgresOptions {
             bin_dir: PathBuf::from(DEFAULT_BIN_DIR),
             settings: Vec::new(),
             init: ClusterInit::Template,
+            admin_password: None,
         }
     }
 }
@@ -105,6 +115,12 @@ impl PostgresOptions {
     /// Sets [`PostgresOptions::init`].
     pub fn with_init(mut self, init: ClusterInit) -> Self {
         self.init = init;
+        self
+    }
+    /// Gives the administrator a SCRAM-SHA-256 password and requires it for every connection
+    /// (local ones too); the [`DatastoreHandle`] carries it.
+    pub fn with_admin_password(mut self, password: Secret) -> Self {
+        self.admin_password = Some(password);
         self
     }
 }
@@ -290,6 +306,41 @@ local all all trust\n\
 local replication all trust\n\
 host all all 127.0.0.1/32 scram-sha-256\n";
 
+const HBA_PASSWORD: &str = "# trove-guest testkit: passwords everywhere\n\
+local all all scram-sha-256\n\
+local replication all scram-sha-256\n\
+host all all 127.0.0.1/32 scram-sha-256\n";
+
+/// Sets the administrator's password in a stopped cluster: single-user mode reads an `ALTER
+/// ROLE` carrying a SCRAM-SHA-256 verifier from stdin (no network, no command-line secret).
+async fn set_admin_password(
+    postgres: &Path,
+    data: &Path,
+    password: &Secret,
+    user: OsUser,
+    cwd: &Path,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+    let mut tool = ToolCommand::new(postgres)
+        .args(["--single", "-D"])
+        .arg(data)
+        .args(["-c", "log_statement=none", "-c", "logging_collector=off"])
+        .arg(ADMIN_USER)
+        .current_dir(cwd)
+        .run_as(Some(user))
+        .stdin_piped()
+        .spawn()?;
+    let mut stdin = tool.take_stdin().expect("stdin is piped");
+    let statement = format!("ALTER ROLE {ADMIN_USER} PASSWORD '{verifier}';\n");
+    stdin
+        .write_all(statement.as_bytes())
+        .await
+        .context(|| "write to postgres --single".to_owned())?;
+    drop(stdin);
+    tool.wait().await
+}
+
 fn is_port_conflict(t: &str) -> bool {
     t.contains("Address already in use") || t.contains("could not create any TCP/IP sockets")
 }
@@ -328,7 +379,14 @@ impl PostgresServer {
         mkdir(&path.join("conf.d"), 0o755, owner)?;
         mkdir(&path.join("s"), 0o755, owner)?;
         mkdir(&path.join("log"), 0o700, owner)?;
-        write_file(&path.join("pg_hba.conf"), HBA, 0o640, owner)?;
+        let hba = match &opts.admin_password {
+            Some(pw) => {
+                set_admin_password(&postgres, &data, pw, user, &path).await?;
+                HBA_PASSWORD
+            }
+            None => HBA,
+        };
+        write_file(&path.join("pg_hba.conf"), hba, 0o640, owner)?;
         write_file(&path.join("pg_ident.conf"), "", 0o640, owner)?;
         let conf = path.join("postgresql.conf");
 
@@ -362,7 +420,11 @@ impl PostgresServer {
             }
         };
 
-        let admin = AdminConnection::new("127.0.0.1", port, ADMIN_USER, Secret::new(""))
+        let password = opts
+            .admin_password
+            .clone()
+            .unwrap_or_else(|| Secret::new(""));
+        let admin = AdminConnection::new("127.0.0.1", port, ADMIN_USER, password)
             .with_socket(path.join("s"));
         let handle = DatastoreHandle::new(
             admin,
@@ -450,7 +512,8 @@ impl PostgresServer {
         &self.service
     }
 
-    /// A libpq connection string for the administrator over the socket directory.
+    /// A libpq connection string for the administrator over the socket directory. It holds no
+    /// password: with [`PostgresOptions::with_admin_password`], use [`PostgresServer::query`].
     pub fn conninfo(&self) -> String {
         format!(
             "host={} port={} user={ADMIN_USER} dbname=postgres",
@@ -466,6 +529,9 @@ impl PostgresServer {
             .user(ADMIN_USER)
             .dbname(dbname)
             .connect_timeout(Duration::from_secs(10));
+        if !self.handle.admin.password.is_empty() {
+            cfg.password(self.handle.admin.password.expose());
+        }
         let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
             Error::datastore(format!("connect to PostgreSQL on port {}", self.port), e)
         })?;

@@ -31,6 +31,7 @@ pub(crate) fn rate(n: u64, d: Duration) -> String {
 /// A progress bar for one long call, fed with the agent's progress events.
 pub(crate) struct CallBar {
     bar: ProgressBar,
+    multi: MultiProgress,
 }
 
 impl CallBar {
@@ -38,26 +39,32 @@ impl CallBar {
         let bar = multi.add(ProgressBar::new_spinner());
         bar.set_style(
             ProgressStyle::with_template(
-                "   {spinner} {prefix:<22} {msg:<28} {bytes:>10} {bytes_per_sec:>12} {elapsed}",
+                "   {spinner} {prefix:<22} {msg:<40} {bytes:>10} {bytes_per_sec:>12} {elapsed}",
             )
             .expect("valid template"),
         );
         bar.set_prefix(label.to_owned());
         bar.enable_steady_tick(Duration::from_millis(100));
-        CallBar { bar }
+        CallBar {
+            bar,
+            multi: multi.clone(),
+        }
     }
 
     pub(crate) fn event(&self, e: &ProgressEvent) {
         if !e.message.is_empty() {
-            self.bar
-                .set_message(format!("{}: {}", phase_name(e.phase), e.message));
+            let mut msg = format!("{}: {}", phase_name(e.phase), e.message);
+            if msg.chars().count() > 40 {
+                msg = msg.chars().take(39).collect::<String>() + "…";
+            }
+            self.bar.set_message(msg);
         }
         if e.done > 0 || e.total.is_some() {
             if let Some(t) = e.total {
                 if t >= e.done {
                     self.bar.set_style(
                         ProgressStyle::with_template(
-                            "   {spinner} {prefix:<22} {msg:<28} [{bar:24}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
+                            "   {spinner} {prefix:<22} {msg:<40} [{bar:24}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
                         )
                         .expect("valid template")
                         .progress_chars("=> "),
@@ -70,8 +77,14 @@ impl CallBar {
     }
 
     pub(crate) fn finish(&self, summary: &str) {
+        let line = format!("   ✓ {:<22} {summary}", self.bar.prefix());
         self.bar.finish_and_clear();
-        println!("   ✓ {:<22} {summary}", self.bar.prefix());
+        // Above the other bars still running on a terminal; plainly when bars are hidden.
+        if self.multi.is_hidden() {
+            println!("{line}");
+        } else {
+            let _ = self.multi.println(line);
+        }
     }
 
     pub(crate) fn fail(&self) {

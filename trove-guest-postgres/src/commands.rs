@@ -1,0 +1,64 @@
+//! The command lines of the PostgreSQL tools this crate runs (`pg_basebackup`, `pg_rewind`).
+//! Passwords never appear in them: connection strings name a 0600 passfile instead.
+
+use std::path::{Path, PathBuf};
+
+use trove_guest_core::{AdminConnection, OsUser, Result, ToolCommand};
+
+use crate::conf;
+use crate::flavor::Flavor;
+
+/// The connection string `pg_basebackup` uses to reach the local server as the administrator
+/// (over the socket directory when the handle has one). The password, if any, is in `passfile`.
+pub(crate) fn admin_conninfo(admin: &AdminConnection, passfile: Option<&Path>) -> Result<String> {
+    let host = match &admin.socket {
+        Some(dir) => dir.to_string_lossy().into_owned(),
+        None => admin.host.clone(),
+    };
+    let mut s = format!(
+        "host={} port={} user={} application_name={}",
+        conf::conninfo_quote(&host)?,
+        admin.port,
+        conf::conninfo_quote(&admin.user)?,
+        conf::conninfo_quote("trove-guest-basebackup")?
+    );
+    if let Some(pf) = passfile {
+        s.push_str(&format!(
+            " passfile={}",
+            conf::conninfo_quote(&pf.to_string_lossy())?
+        ));
+    }
+    Ok(s)
+}
+
+/// `pg_basebackup` writing a tar stream of the whole cluster to stdout.
+pub(crate) fn basebackup(
+    program: PathBuf,
+    conninfo: &str,
+    label: &str,
+    flavor: Flavor,
+) -> ToolCommand {
+    ToolCommand::new(program)
+        .arg("-d")
+        .arg(conninfo)
+        .args(flavor.basebackup_options())
+        .arg("--label")
+        .arg(label)
+        .stdout_piped()
+}
+
+/// `pg_rewind` of the (cleanly stopped) data directory `data` onto `source_server`, run as the
+/// data directory's owner.
+pub(crate) fn rewind(
+    program: PathBuf,
+    data: &Path,
+    source_server: &str,
+    cwd: &Path,
+    user: Option<OsUser>,
+) -> ToolCommand {
+    ToolCommand::new(program)
+        .arg(format!("--target-pgdata={}", data.display()))
+        .arg(format!("--source-server={source_server}"))
+        .current_dir(cwd)
+        .run_as(user)
+}

@@ -57,7 +57,9 @@ impl FromStr for BinlogFile {
         }
         match s.rsplit_once('.') {
             Some((base, ext))
-                if !base.is_empty() && !ext.is_empty() && ext.bytes().all(|b| b.is_ascii_digit()) =>
+                if !base.is_empty()
+                    && !ext.is_empty()
+                    && ext.bytes().all(|b| b.is_ascii_digit()) =>
             {
                 Ok(BinlogFile(s.to_owned()))
             }
@@ -152,7 +154,9 @@ impl FromStr for MariaDbGtidList {
             }
             let gtid = MariaDbGtid {
                 domain: d.parse().map_err(|_| bad("has a domain out of range"))?,
-                server: sv.parse().map_err(|_| bad("has a server id out of range"))?,
+                server: sv
+                    .parse()
+                    .map_err(|_| bad("has a server id out of range"))?,
                 sequence: q.parse().map_err(|_| bad("has a sequence out of range"))?,
             };
             if by_domain.insert(gtid.domain, gtid).is_some() {
@@ -290,7 +294,9 @@ impl FromStr for MysqlGtidSet {
                 if a == 0 || a > b {
                     return Err(bad("has an empty or zero-based interval"));
                 }
-                sets.entry((uuid.clone(), tag.clone())).or_default().push((a, b));
+                sets.entry((uuid.clone(), tag.clone()))
+                    .or_default()
+                    .push((a, b));
                 any = true;
             }
             if !any {
@@ -350,7 +356,9 @@ impl FromStr for Lsn {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         let bad = |reason: &str| Error::invalid("PostgreSQL LSN", format!("{s:?}: {reason}"));
-        let (hi, lo) = s.split_once('/').ok_or_else(|| bad("expected HI/LO in hex"))?;
+        let (hi, lo) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected HI/LO in hex"))?;
         let hex = |t: &str| -> Result<u64> {
             if t.is_empty() || t.len() > 8 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad("each half must be 1 to 8 hex digits"));
@@ -422,7 +430,15 @@ mod tests {
     #[test]
     fn binlog_file_rejects_paths_and_quotes() {
         assert!("mariadb-bin.000002".parse::<BinlogFile>().is_ok());
-        for bad in ["", "../etc/passwd.1", "bin'log.1", "binlog", "binlog.", ".000001", "a b.1"] {
+        for bad in [
+            "",
+            "../etc/passwd.1",
+            "bin'log.1",
+            "binlog",
+            "binlog.",
+            ".000001",
+            "a b.1",
+        ] {
             assert!(bad.parse::<BinlogFile>().is_err(), "{bad:?} accepted");
         }
     }
@@ -435,16 +451,25 @@ mod tests {
         assert!(a.contains(&b));
         assert!(!b.contains(&a));
         assert!("".parse::<MariaDbGtidList>().unwrap().is_empty());
-        for bad in ["0-1", "0-1-x", "0-1-2-3", "0-1-2,0-1-3", "a-b-c", "-1-1-1", "0-1-2;DROP"] {
+        for bad in [
+            "0-1",
+            "0-1-x",
+            "0-1-2-3",
+            "0-1-2,0-1-3",
+            "a-b-c",
+            "-1-1-1",
+            "0-1-2;DROP",
+        ] {
             assert!(bad.parse::<MariaDbGtidList>().is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn mysql_gtid_set_normalises_and_finds_errant_transactions() {
-        let s: MysqlGtidSet = "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5:7,\n 3e11fa47-71ca-11e1-9e33-c80aa9429562:6"
-            .parse()
-            .unwrap();
+        let s: MysqlGtidSet =
+            "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5:7,\n 3e11fa47-71ca-11e1-9e33-c80aa9429562:6"
+                .parse()
+                .unwrap();
         assert_eq!(s.to_string(), "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-7");
         let replica: MysqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-9".parse().unwrap();
         assert!(!s.contains(&replica));
@@ -454,7 +479,12 @@ mod tests {
         );
         assert!(replica.contains(&s));
         assert!(s.difference(&replica).is_empty());
-        for bad in ["zz:1-5", "3e11fa47-71ca-11e1-9e33-c80aa9429562", "3e11fa47-71ca-11e1-9e33-c80aa9429562:5-1", "3e11fa47-71ca-11e1-9e33-c80aa9429562:0"] {
+        for bad in [
+            "zz:1-5",
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562",
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:5-1",
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:0",
+        ] {
             assert!(bad.parse::<MysqlGtidSet>().is_err(), "{bad:?} accepted");
         }
     }

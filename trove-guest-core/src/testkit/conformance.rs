@@ -155,7 +155,10 @@ where
     let (store_dir, store) = temp_store();
     let master = Arc::new(backend.start_server(1).await.expect("start master"));
     backend.create_schema(&master).await.expect("create schema");
-    backend.insert_rows(&master, 0..500).await.expect("rows before the snapshot");
+    backend
+        .insert_rows(&master, 0..500)
+        .await
+        .expect("rows before the snapshot");
     let ms = backend.strategy(&master, store.clone());
     ms.enable_as_master(&EnableMasterOptions::new())
         .await
@@ -166,7 +169,10 @@ where
         .await
         .expect("get_replication_snapshot under writes");
     let next_id = writer.finish().await;
-    assert!(next_id > 500, "the writer wrote nothing during the snapshot");
+    assert!(
+        next_id > 500,
+        "the writer wrote nothing during the snapshot"
+    );
     snapshot.validate().expect("snapshot document validates");
     Pair {
         master,
@@ -190,8 +196,14 @@ async fn assert_converged<B: ConformanceBackend>(
         .catch_up_with(master_strategy, CATCH_UP)
         .await
         .expect("replica catches up with the master");
-    let m = backend.fingerprint(master).await.expect("master fingerprint");
-    let r = backend.fingerprint(replica).await.expect("replica fingerprint");
+    let m = backend
+        .fingerprint(master)
+        .await
+        .expect("master fingerprint");
+    let r = backend
+        .fingerprint(replica)
+        .await
+        .expect("replica fingerprint");
     assert!(m.0.len() >= 2, "the schema has at least two tables");
     for (table, t) in &m.0 {
         assert_eq!(
@@ -299,7 +311,10 @@ where
         .detach_replication_slave(&DetachOptions::new())
         .await
         .expect("detach");
-    assert!(detached.was_replicating, "first detach reports it was replicating");
+    assert!(
+        detached.was_replicating,
+        "first detach reports it was replicating"
+    );
     let before = backend
         .replica_traces(&pair.master, &detached)
         .await
@@ -312,7 +327,10 @@ where
         .detach_replication_slave(&DetachOptions::new())
         .await
         .expect("second detach is safe");
-    assert!(!again.was_replicating, "second detach reports nothing to do");
+    assert!(
+        !again.was_replicating,
+        "second detach reports nothing to do"
+    );
 
     // The former replica takes writes and no longer receives the master's.
     let fp_before = backend.fingerprint(&replica).await.expect("fingerprint");
@@ -345,7 +363,10 @@ where
         .replica_traces(&pair.master, &detached)
         .await
         .expect("traces after cleanup");
-    assert!(traces.is_empty(), "master still references the replica: {traces:?}");
+    assert!(
+        traces.is_empty(),
+        "master still references the replica: {traces:?}"
+    );
 }
 
 /// Demote returns a master to its pre-replication state; twice is safe.
@@ -372,9 +393,19 @@ where
         .replication_leftovers(&pair.master)
         .await
         .expect("leftovers after demote");
-    assert!(left.is_empty(), "replication state left after demote: {left:?}");
-    let fp = backend.fingerprint(&pair.master).await.expect("fingerprint");
-    assert_eq!(fp.0.values().next().map(|t| t.rows), Some(pair.next_id), "no data lost");
+    assert!(
+        left.is_empty(),
+        "replication state left after demote: {left:?}"
+    );
+    let fp = backend
+        .fingerprint(&pair.master)
+        .await
+        .expect("fingerprint");
+    assert_eq!(
+        fp.0.values().next().map(|t| t.rows),
+        Some(pair.next_id),
+        "no data lost"
+    );
 }
 
 /// How a stored snapshot is damaged.
@@ -409,7 +440,10 @@ where
     std::fs::write(path, &bytes).expect("damage the snapshot");
 
     let replica = backend.start_server(2).await.expect("start replica");
-    backend.create_schema(&replica).await.expect("replica schema");
+    backend
+        .create_schema(&replica)
+        .await
+        .expect("replica schema");
     backend
         .insert_rows(&replica, 0..7)
         .await
@@ -445,9 +479,18 @@ where
         .await
         .expect("attach");
     let n = pair.next_id;
-    backend.insert_rows(&pair.master, n..n + 10).await.expect("write");
-    let txn = pair.master_strategy.get_latest_txn_id().await.expect("latest txn");
-    rs.wait_for_txn(&txn, CATCH_UP).await.expect("replica reaches the master's txn");
+    backend
+        .insert_rows(&pair.master, n..n + 10)
+        .await
+        .expect("write");
+    let txn = pair
+        .master_strategy
+        .get_latest_txn_id()
+        .await
+        .expect("latest txn");
+    rs.wait_for_txn(&txn, CATCH_UP)
+        .await
+        .expect("replica reaches the master's txn");
 
     rs.detach_replication_slave(&DetachOptions::new())
         .await
@@ -456,7 +499,11 @@ where
         .insert_rows(&pair.master, n + 10..n + 20)
         .await
         .expect("write after detach");
-    let unreachable = pair.master_strategy.get_latest_txn_id().await.expect("latest txn");
+    let unreachable = pair
+        .master_strategy
+        .get_latest_txn_id()
+        .await
+        .expect("latest txn");
     let started = std::time::Instant::now();
     let err = rs
         .wait_for_txn(&unreachable, Duration::from_secs(2))

@@ -4,10 +4,11 @@
 use std::process::Command;
 
 /// Rows every datastore's table must hold.
-const COMMON_ROWS: [&str; 5] = [
+const COMMON_ROWS: [&str; 6] = [
     "| raw tools |",
     "| trove-guest |",
     "| trove-guest + zstd store |",
+    "| trove-guest, download then extract |",
     "| Trove-style gzip pipeline |",
     "| logical dump |",
 ];

@@ -34,6 +34,9 @@ pub struct StoreSpec {
     pub root: PathBuf,
     /// Wrap the store in [`ZstdSnapshotStore`] with this many worker threads (`None`: plain).
     pub zstd_workers: Option<u32>,
+    /// Restore from a complete local download instead of streaming
+    /// ([`super::download_first::DownloadFirst`]).
+    pub download_first: bool,
 }
 
 impl StoreSpec {
@@ -43,7 +46,14 @@ impl StoreSpec {
     ///
     /// [`Error::Io`] when the directory cannot be created.
     pub fn open(&self) -> Result<Arc<dyn SnapshotStore>> {
-        let local: Arc<dyn SnapshotStore> = Arc::new(LocalSnapshotStore::new(&self.root)?);
+        let local = Arc::new(LocalSnapshotStore::new(&self.root)?);
+        if self.download_first {
+            let dir = self.root.with_extension("downloads");
+            return Ok(Arc::new(super::download_first::DownloadFirst::new(
+                local, dir,
+            )?));
+        }
+        let local: Arc<dyn SnapshotStore> = local;
         Ok(match self.zstd_workers {
             Some(w) => Arc::new(ZstdSnapshotStore::new(local).with_workers(w)),
             None => local,

@@ -10,12 +10,15 @@
 //! * **trove-guest**: `get_replication_snapshot` into a local snapshot store, then
 //!   `attach_replication_slave` until the replica applied the snapshot position, each call in its
 //!   own agent process (see [`agent`]) so its peak memory is its own;
-//! * improvements on it: `--parallel` for the backup tool and zstd compression in the store
-//!   ([`trove_guest_core::store::ZstdSnapshotStore`]);
+//! * improvements on it: `--parallel` for the backup tool, zstd compression in the store
+//!   ([`trove_guest_core::store::ZstdSnapshotStore`]), and both together;
 //! * a **Trove-style pipeline**: backup through single-threaded `gzip` into a file, then
 //!   `gunzip | extract`, prepare, start;
 //! * **logical**: `mariadb-dump --single-transaction --master-data=2 | mariadb` then
 //!   replication from the dump's coordinates (`pg_dump | psql`).
+//!
+//! Repetitions rotate the order of the rows, and the master's files are read into the page cache
+//! once before the first row, so no row pays for a cold cache or always runs first.
 //!
 //! Each sample records wall time, CPU seconds (this process, the tools it ran, and the server
 //! processes involved: see [`usage::Meter`]), per-phase times and, for trove-guest, the agents'
@@ -23,6 +26,7 @@
 
 pub mod agent;
 pub mod dataset;
+pub mod download_first;
 pub mod machine;
 mod mariadb;
 pub mod pipe;
@@ -61,6 +65,8 @@ pub struct BenchOptions {
     pub parallel: Option<u32>,
     /// Also run trove-guest with the zstd-compressing store.
     pub zstd: bool,
+    /// Also run trove-guest restoring from a complete download (no overlap).
+    pub download_first: bool,
     /// Scratch directory (snapshot stores, pipeline files); must be on the servers' filesystem
     /// for the numbers to mean what they say.
     pub scratch: PathBuf,
@@ -88,6 +94,7 @@ impl BenchOptions {
             reps: 3,
             parallel: Some(2),
             zstd: true,
+            download_first: true,
             scratch: std::env::temp_dir(),
             exe: std::env::current_exe().map_err(|e| Error::io("find this program", e))?,
             disk_test_bytes: 1 << 30,
@@ -107,8 +114,14 @@ pub(crate) struct Env {
 /// One way of provisioning a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
-    Raw { parallel: Option<u32> },
-    TroveGuest { parallel: Option<u32>, zstd: bool },
+    Raw {
+        parallel: Option<u32>,
+    },
+    TroveGuest {
+        parallel: Option<u32>,
+        zstd: bool,
+        download_first: bool,
+    },
     TroveStyle,
     Logical,
 }
@@ -142,6 +155,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
         Method::TroveGuest {
             parallel: None,
             zstd: false,
+            download_first: false,
         },
         Row::new(
             "trove-guest",
@@ -156,6 +170,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             Method::TroveGuest {
                 parallel: Some(n),
                 zstd: false,
+                download_first: false,
             },
             Row::new(
                 format!("trove-guest --parallel={n}"),
@@ -169,6 +184,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             Method::TroveGuest {
                 parallel: None,
                 zstd: true,
+                download_first: false,
             },
             Row::new(
                 "trove-guest + zstd store",
@@ -183,10 +199,27 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             Method::TroveGuest {
                 parallel: Some(n),
                 zstd: true,
+                download_first: false,
             },
             Row::new(
                 format!("trove-guest --parallel={n} + zstd store"),
                 "both of the above",
+                false,
+            ),
+        ));
+    }
+    if opts.download_first {
+        out.push((
+            Method::TroveGuest {
+                parallel: None,
+                zstd: false,
+                download_first: true,
+            },
+            Row::new(
+                "trove-guest, download then extract",
+                "as trove-guest, but the replica's store first copies the whole snapshot to a \
+                 local file and only then lets the restore read it (no overlap of download and \
+                 extraction): the difference to trove-guest is what the streaming restore saves",
                 false,
             ),
         ));
@@ -230,11 +263,13 @@ async fn trove_guest(
     server_id: u32,
     parallel: Option<u32>,
     zstd: bool,
+    download_first: bool,
 ) -> Result<Sample> {
     let root = env.scratch.join(format!("store-{server_id}"));
     let store = StoreSpec {
         root: root.clone(),
         zstd_workers: zstd.then_some(1),
+        download_first: false,
     };
     let before = group_ticks(master.pgid);
     let a = run_child(
@@ -257,7 +292,10 @@ async fn trove_guest(
         &env.exe,
         &AgentRequest::Attach {
             kind: master.server.kind(),
-            store,
+            store: StoreSpec {
+                download_first,
+                ..store
+            },
             doc: doc.clone(),
             server_id,
         },
@@ -287,6 +325,7 @@ async fn trove_guest(
         }
     }
     let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(root.with_extension("downloads"));
     let mut phases = a.cost.phases.clone();
     phases.extend(b.cost.phases.iter().cloned());
     Ok(Sample {
@@ -490,9 +529,14 @@ async fn run_method(
     server_id: u32,
 ) -> Result<Sample> {
     match (&master.server, method) {
-        (_, Method::TroveGuest { parallel, zstd }) => {
-            trove_guest(env, master, server_id, parallel, zstd).await
-        }
+        (
+            _,
+            Method::TroveGuest {
+                parallel,
+                zstd,
+                download_first,
+            },
+        ) => trove_guest(env, master, server_id, parallel, zstd, download_first).await,
         (TestServer::Mariadb(m), other) => {
             let side = mariadb::Master {
                 server: m,

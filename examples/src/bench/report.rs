@@ -194,7 +194,11 @@ impl DatastoreReport {
     pub fn overlap_bounds(&self) -> String {
         let mut out = String::new();
         let reference = self.reference_wall();
-        for r in &self.rows {
+        for r in self
+            .rows
+            .iter()
+            .filter(|r| !r.method.contains("download then extract"))
+        {
             let phases = r.phases();
             let get = |name: &str| phases.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
             if let (Some(w), Some(b), Some(x)) =

@@ -48,9 +48,12 @@ struct Args {
     /// Backup tool parallelism for the extra `--parallel` rows (MariaDB); 0 leaves them out.
     #[arg(long, default_value_t = 2)]
     parallel: u32,
-    /// Leave out the zstd-compressed snapshot store row.
+    /// Leave out the zstd-compressed snapshot store rows.
     #[arg(long)]
     no_zstd: bool,
+    /// Leave out the "download then extract" row.
+    #[arg(long)]
+    no_download_first: bool,
     /// Run only rows whose name contains this text (repeatable); the raw-tools row always runs.
     #[arg(long)]
     only: Vec<String>,
@@ -142,6 +145,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     opts.reps = args.reps.max(1);
     opts.parallel = (args.parallel > 0).then_some(args.parallel);
     opts.zstd = !args.no_zstd;
+    opts.download_first = !args.no_download_first;
     opts.only = args.only;
     if let Some(s) = args.scratch {
         opts.scratch = s;

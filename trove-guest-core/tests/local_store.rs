@@ -2,6 +2,8 @@
 //! verification and flat memory, damage refused as `Integrity`, nothing visible before commit,
 //! and hrefs outside the store refused.
 
+mod common;
+
 use std::io::{Seek, SeekFrom, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -194,10 +196,7 @@ async fn big_snapshot_round_trips_with_flat_memory_and_damage_is_refused() {
 
     store.delete(&stored.href).await.unwrap();
     assert!(entries(dir.path()).is_empty());
-    assert_eq!(
-        store.stat(&stored.href).await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    common::assert_not_found(&store, &stored.href).await;
 }
 
 #[tokio::test]
@@ -205,24 +204,10 @@ async fn snapshot_is_invisible_until_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalSnapshotStore::new(dir.path()).unwrap();
     let mut src = Generated::new(3 * MIB);
-    let pending = store
-        .put("later", &mut src, &Progress::none())
-        .await
-        .unwrap();
+    let pending = common::put_pending(&store, "later", &mut src).await;
     let href = pending.snapshot().href.clone();
     assert_eq!(href, store.href_for("later"));
-    assert_eq!(
-        store.stat(&href).await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
-    assert_eq!(
-        store
-            .get(&href, &Expected::default())
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::NotFound
-    );
+    common::assert_invisible(&store, &href).await;
     let names = entries(dir.path());
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].starts_with(".partial-"), "{names:?}");
@@ -236,17 +221,11 @@ async fn dropped_pending_upload_is_cleaned_up() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalSnapshotStore::new(dir.path()).unwrap();
     let mut src = Generated::new(2 * MIB);
-    let pending = store
-        .put("dropped", &mut src, &Progress::none())
-        .await
-        .unwrap();
+    let pending = common::put_pending(&store, "dropped", &mut src).await;
     let href = pending.snapshot().href.clone();
     drop(pending);
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
-    assert_eq!(
-        store.stat(&href).await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    common::assert_not_found(&store, &href).await;
 }
 
 #[tokio::test]
@@ -363,20 +342,7 @@ async fn bad_names_and_foreign_hrefs_are_refused() {
             ErrorKind::InvalidInput,
             "{href:?}"
         );
-        assert_eq!(
-            store.stat(href).await.unwrap_err().kind(),
-            ErrorKind::InvalidInput,
-            "{href:?}"
-        );
-        assert_eq!(
-            store
-                .get(href, &Expected::default())
-                .await
-                .unwrap_err()
-                .kind(),
-            ErrorKind::InvalidInput,
-            "{href:?}"
-        );
+        common::assert_lookups_fail(&store, href, ErrorKind::InvalidInput).await;
         assert_eq!(
             store.delete(href).await.unwrap_err().kind(),
             ErrorKind::InvalidInput,

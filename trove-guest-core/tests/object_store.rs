@@ -1,6 +1,8 @@
 //! `ObjectSnapshotStore` against object_store's in-memory store.
 #![cfg(feature = "object-store")]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +11,6 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use trove_guest_core::store::{Expected, ObjectSnapshotStore, SnapshotStore};
 use trove_guest_core::{Error, ErrorKind, Progress};
 
@@ -40,18 +41,26 @@ async fn keys(mem: &InMemory) -> Vec<String> {
     k
 }
 
-async fn read_all(
+/// Replaces the data object of the snapshot `name` at `href` with `data` (its manifest stays),
+/// then reads it back: the read fails with an integrity error, which is returned.
+async fn replace_data_then_read(
+    mem: &InMemory,
     store: &ObjectSnapshotStore,
+    name: &str,
     href: &str,
-    expected: &Expected,
-) -> Result<Vec<u8>, Error> {
-    let mut r = store.get(href, expected).await?;
-    let mut out = Vec::new();
-    r.read_to_end(&mut out)
+    data: Vec<u8>,
+) -> Error {
+    mem.put(
+        &ObjectPath::from(format!("trove/snapshots/{name}.snap")),
+        PutPayload::from(data),
+    )
+    .await
+    .unwrap();
+    let err = common::read_all(store, href, &Expected::default())
         .await
-        .map_err(|e| Error::from_read("read snapshot", e))?;
-    assert!(r.verified());
-    Ok(out)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "got {err}");
+    err
 }
 
 async fn put_commit(store: &ObjectSnapshotStore, name: &str, data: &[u8]) -> String {
@@ -80,7 +89,9 @@ async fn round_trip_streams_multipart_and_verifies_hash() {
         size: Some(stored.size),
         sha256: Some(stored.sha256.clone()),
     };
-    let back = read_all(&store, &stored.href, &expected).await.unwrap();
+    let back = common::read_all(&store, &stored.href, &expected)
+        .await
+        .unwrap();
     assert!(back == data, "read back differs");
     assert_eq!(
         keys(&mem).await,
@@ -93,10 +104,7 @@ async fn round_trip_streams_multipart_and_verifies_hash() {
 
     store.delete(&stored.href).await.unwrap();
     assert!(keys(&mem).await.is_empty());
-    assert_eq!(
-        store.stat(&stored.href).await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    common::assert_not_found(&store, &stored.href).await;
     store
         .delete(&stored.href)
         .await
@@ -108,12 +116,14 @@ async fn small_snapshot_round_trips() {
     let (_mem, store) = store();
     let href = put_commit(&store, "tiny", b"hello").await;
     assert_eq!(
-        read_all(&store, &href, &Expected::default()).await.unwrap(),
+        common::read_all(&store, &href, &Expected::default())
+            .await
+            .unwrap(),
         b"hello"
     );
     let empty = put_commit(&store, "empty", b"").await;
     assert!(
-        read_all(&store, &empty, &Expected::default())
+        common::read_all(&store, &empty, &Expected::default())
             .await
             .unwrap()
             .is_empty()
@@ -126,16 +136,7 @@ async fn flipped_byte_is_refused_with_integrity_error() {
     let mut data = pattern(3 * 1024 * 1024);
     let href = put_commit(&store, "flip", &data).await;
     data[1_234_567] ^= 0x01;
-    mem.put(
-        &ObjectPath::from("trove/snapshots/flip.snap"),
-        PutPayload::from(data),
-    )
-    .await
-    .unwrap();
-    let err = read_all(&store, &href, &Expected::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Integrity, "got {err}");
+    let err = replace_data_then_read(&mem, &store, "flip", &href, data).await;
     assert!(err.to_string().contains("SHA-256"), "{err}");
 }
 
@@ -144,16 +145,14 @@ async fn truncated_object_is_refused_with_integrity_error() {
     let (mem, store) = store();
     let data = pattern(3 * 1024 * 1024);
     let href = put_commit(&store, "trunc", &data).await;
-    mem.put(
-        &ObjectPath::from("trove/snapshots/trunc.snap"),
-        PutPayload::from(data[..data.len() - 1].to_vec()),
+    replace_data_then_read(
+        &mem,
+        &store,
+        "trunc",
+        &href,
+        data[..data.len() - 1].to_vec(),
     )
-    .await
-    .unwrap();
-    let err = read_all(&store, &href, &Expected::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Integrity, "got {err}");
+    .await;
 }
 
 #[tokio::test]
@@ -181,23 +180,9 @@ async fn upload_is_invisible_until_commit() {
     let (mem, store) = store();
     let data = pattern(100_000);
     let mut src = &data[..];
-    let pending = store
-        .put("later", &mut src, &Progress::none())
-        .await
-        .unwrap();
+    let pending = common::put_pending(&store, "later", &mut src).await;
     let href = pending.snapshot().href.clone();
-    assert_eq!(
-        store.stat(&href).await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
-    assert_eq!(
-        store
-            .get(&href, &Expected::default())
-            .await
-            .unwrap_err()
-            .kind(),
-        ErrorKind::NotFound
-    );
+    common::assert_invisible(&store, &href).await;
     let k = keys(&mem).await;
     assert_eq!(k.len(), 1, "{k:?}");
     assert!(k[0].starts_with("trove/snapshots/.partial-later-"), "{k:?}");
@@ -214,16 +199,10 @@ async fn dropped_pending_upload_leaves_nothing_behind() {
     let (mem, store) = store();
     let data = pattern(9 * 1024 * 1024);
     let mut src = &data[..];
-    let pending = store
-        .put("dropped", &mut src, &Progress::none())
-        .await
-        .unwrap();
+    let pending = common::put_pending(&store, "dropped", &mut src).await;
     let href = pending.snapshot().href.clone();
     drop(pending);
-    assert_eq!(
-        store.stat(&href).await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    common::assert_not_found(&store, &href).await;
     // The temporary object is removed by a background task; give it a bounded chance to run.
     for _ in 0..200 {
         if keys(&mem).await.is_empty() {
@@ -247,7 +226,9 @@ async fn committing_over_an_existing_snapshot_is_refused() {
     let err = pending.commit().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert_eq!(
-        read_all(&store, &href, &Expected::default()).await.unwrap(),
+        common::read_all(&store, &href, &Expected::default())
+            .await
+            .unwrap(),
         b"first"
     );
 }
@@ -338,7 +319,9 @@ async fn base_urls_and_prefixes_are_validated() {
     let href = put_commit(&root, "at-root", b"x").await;
     assert_eq!(href, "memory:///at-root.snap");
     assert_eq!(
-        read_all(&root, &href, &Expected::default()).await.unwrap(),
+        common::read_all(&root, &href, &Expected::default())
+            .await
+            .unwrap(),
         b"x"
     );
 }
@@ -353,18 +336,17 @@ async fn works_over_a_file_system_object_store_too() {
         .unwrap();
     let data = pattern(9 * 1024 * 1024 + 3);
     let mut src = &data[..];
-    let pending = store
-        .put("fs-1", &mut src, &Progress::none())
-        .await
-        .unwrap();
+    let pending = common::put_pending(&store, "fs-1", &mut src).await;
     let href = pending.snapshot().href.clone();
-    assert_eq!(
-        store.stat(&href).await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    common::assert_not_found(&store, &href).await;
     pending.commit().await.unwrap();
     assert_eq!(href, "file:///snapshots/fs-1.snap");
-    assert!(read_all(&store, &href, &Expected::default()).await.unwrap() == data);
+    assert!(
+        common::read_all(&store, &href, &Expected::default())
+            .await
+            .unwrap()
+            == data
+    );
     let mut names: Vec<String> = std::fs::read_dir(dir.path().join("snaps"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -376,7 +358,7 @@ async fn works_over_a_file_system_object_store_too() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[5] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
-    let err = read_all(&store, &href, &Expected::default())
+    let err = common::read_all(&store, &href, &Expected::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");

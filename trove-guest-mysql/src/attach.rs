@@ -488,6 +488,14 @@ impl MysqlStrategy {
             &relay_base,
             Some((&advertise.host, advertise.port)),
         )?;
+        // The replica override of an earlier attach belongs to the current datadir: put it back
+        // with that datadir if this attach fails.
+        let previous_replica_file =
+            match std::fs::read_to_string(self.handle.config_dir.join(REPLICA_FILE)) {
+                Ok(t) => Some(t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io(format!("read {REPLICA_FILE}"), e)),
+            };
         self.handle.service.stop().await?;
         std::fs::rename(data, &old).context(|| format!("move {} aside", data.display()))?;
         if let Err(e) = std::fs::rename(staging, data) {
@@ -498,13 +506,41 @@ impl MysqlStrategy {
                 e,
             ));
         }
+        // Any failure from here on (a config write as much as a failed start) puts the old
+        // datadir and its configuration back and starts the server again.
+        if let Err(e) = self.start_restored(&text, admin_init).await {
+            tracing::error!(error = %e, "restored server did not start; putting the old datadir back");
+            let _ = self.handle.service.stop().await;
+            let _ = remove_override(&self.handle.config_dir, INIT_FILE);
+            let failed = self.handle.work_dir.join(".tg-failed-restore");
+            let _ = remove_dir_if_exists(&failed);
+            std::fs::rename(data, &failed).context(|| format!("move {} aside", data.display()))?;
+            std::fs::rename(&old, data).context(|| format!("put {} back", data.display()))?;
+            match &previous_replica_file {
+                Some(t) => write_override(&self.handle.config_dir, REPLICA_FILE, t)?,
+                None => {
+                    remove_override(&self.handle.config_dir, REPLICA_FILE)?;
+                }
+            }
+            self.handle.service.start().await?;
+            let _ = remove_dir_if_exists(&failed);
+            return Err(e);
+        }
+        let _ = tokio::task::spawn_blocking(move || remove_dir_if_exists(&old)).await;
+        Ok(())
+    }
+
+    /// The part of the swap after the restored datadir is in place: its configuration, a start
+    /// and a real admin login. The caller rolls back on any error.
+    async fn start_restored(&self, replica_text: &str, admin_init: &Secret) -> Result<()> {
+        let data = &self.handle.data_dir;
         // The backup's own metadata files have served their purpose.
         remove_backup_metadata(data);
         // Relay logs of an earlier replication would not match the restored data.
         if let Some(d) = &self.opts.relay_log_dir {
             clear_relay_logs(d);
         }
-        write_override(&self.handle.config_dir, REPLICA_FILE, &text)?;
+        write_override(&self.handle.config_dir, REPLICA_FILE, replica_text)?;
         let init_sql = SecretFile::new("admin-init.sql", admin_init.expose(), self.handle.os_user)?;
         write_override(
             &self.handle.config_dir,
@@ -519,20 +555,7 @@ impl MysqlStrategy {
         };
         remove_override(&self.handle.config_dir, INIT_FILE)?;
         drop(init_sql);
-        if let Err(e) = started {
-            tracing::error!(error = %e, "restored server did not start; putting the old datadir back");
-            let _ = self.handle.service.stop().await;
-            let failed = self.handle.work_dir.join(".tg-failed-restore");
-            let _ = remove_dir_if_exists(&failed);
-            std::fs::rename(data, &failed).context(|| format!("move {} aside", data.display()))?;
-            std::fs::rename(&old, data).context(|| format!("put {} back", data.display()))?;
-            let _ = remove_override(&self.handle.config_dir, REPLICA_FILE);
-            self.handle.service.start().await?;
-            let _ = remove_dir_if_exists(&failed);
-            return Err(e);
-        }
-        let _ = tokio::task::spawn_blocking(move || remove_dir_if_exists(&old)).await;
-        Ok(())
+        started
     }
 
     async fn wait_for_login(&self, timeout: Duration) -> Result<()> {

@@ -1,10 +1,10 @@
 //! `detach_replication_slave` (replica) and `cleanup_source_on_replica_detach` (master).
 
-use trove_guest_core::wire::MasterAddress;
 use trove_guest_core::{DetachOptions, DetachedReplica, Error, Result};
 
 use crate::config::{REPLICA_FILE, remove_override};
 use crate::sql::{Account, validate_user};
+use crate::status::master_address;
 use crate::strategy::MysqlStrategy;
 
 impl MysqlStrategy {
@@ -22,14 +22,7 @@ impl MysqlStrategy {
             Some(r) => (
                 r.non_empty(&["Master_User", "Source_User"])
                     .map(str::to_owned),
-                r.non_empty(&["Master_Host", "Source_Host"])
-                    .map(|h| MasterAddress {
-                        host: h.to_owned(),
-                        port: r
-                            .get(&["Master_Port", "Source_Port"])
-                            .and_then(|p| p.parse().ok())
-                            .unwrap_or(3306),
-                    }),
+                master_address(r),
             ),
             None => (None, None),
         };

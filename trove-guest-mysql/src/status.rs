@@ -6,7 +6,7 @@ use trove_guest_core::position::{BinlogCoordinates, MariaDbGtidList, MysqlGtidSe
 use trove_guest_core::wire::MasterAddress;
 use trove_guest_core::{Error, ReplicationPosition, ReplicationStatus, Result, Role};
 
-use crate::client::Session;
+use crate::client::{Row, Session};
 use crate::flavor::FlavorKind;
 use crate::sql::{GtidStart, Sql};
 use crate::strategy::{MysqlStrategy, tick};
@@ -16,6 +16,36 @@ const CLIENT_MARGIN: Duration = Duration::from_secs(5);
 
 fn timeout_err(txn: &ReplicationPosition, timeout: Duration) -> Error {
     Error::timeout(format!("this server to apply {txn}"), timeout)
+}
+
+/// The master a replica status row names (MySQL 8.0.22+ calls the columns `Source_*`).
+pub(crate) fn master_address(r: &Row) -> Option<MasterAddress> {
+    r.non_empty(&["Master_Host", "Source_Host"])
+        .map(|h| MasterAddress {
+            host: h.to_owned(),
+            port: r
+                .get(&["Master_Port", "Source_Port"])
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(3306),
+        })
+}
+
+/// Whether binary log coordinates `mine` are at or past `target`. Files of one base name are
+/// ordered by their numeric extension (`binlog.999999` < `binlog.1000000`), not as text.
+fn binlog_reached(mine: &BinlogCoordinates, target: &BinlogCoordinates) -> bool {
+    let split = |f: &str| -> Option<(String, u64)> {
+        let (base, ext) = f.rsplit_once('.')?;
+        Some((base.to_owned(), ext.parse().ok()?))
+    };
+    match (
+        split(mine.log_file.as_str()),
+        split(target.log_file.as_str()),
+    ) {
+        (Some((mb, mn)), Some((tb, tn))) if mb == tb => {
+            (mn, mine.log_position) >= (tn, target.log_position)
+        }
+        _ => (&mine.log_file, mine.log_position) >= (&target.log_file, target.log_position),
+    }
 }
 
 impl MysqlStrategy {
@@ -130,15 +160,18 @@ impl MysqlStrategy {
         timeout: Duration,
         deadline: tokio::time::Instant,
     ) -> Result<()> {
-        // On the master itself: compare with its own binary log.
+        // On the master itself: compare with its own binary log until it gets there.
         if self.replica_row(s, sql).await?.is_none() {
-            if let Some(mine) = self.binlog_coordinates(s, sql).await? {
-                if (&mine.log_file, mine.log_position) >= (&c.log_file, c.log_position) {
-                    return Ok(());
+            loop {
+                if let Some(mine) = self.binlog_coordinates(s, sql).await? {
+                    if binlog_reached(&mine, c) {
+                        return Ok(());
+                    }
+                }
+                if !tick(deadline, self.opts.poll_interval).await {
+                    return Err(timeout_err(txn, timeout));
                 }
             }
-            tokio::time::sleep_until(deadline).await;
-            return Err(timeout_err(txn, timeout));
         }
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -177,15 +210,7 @@ impl MysqlStrategy {
         match row {
             Some(r) => {
                 st.role = Some(Role::Replica);
-                st.master = r
-                    .non_empty(&["Master_Host", "Source_Host"])
-                    .map(|h| MasterAddress {
-                        host: h.to_owned(),
-                        port: r
-                            .get(&["Master_Port", "Source_Port"])
-                            .and_then(|p| p.parse().ok())
-                            .unwrap_or(3306),
-                    });
+                st.master = master_address(&r);
                 st.receiver_running =
                     Some(r.get(&["Slave_IO_Running", "Replica_IO_Running"]) == Some("Yes"));
                 st.applier_running =
@@ -217,5 +242,27 @@ impl MysqlStrategy {
             }
         }
         Ok(st)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(file: &str, pos: u64) -> BinlogCoordinates {
+        BinlogCoordinates {
+            log_file: file.parse().unwrap(),
+            log_position: pos,
+        }
+    }
+
+    #[test]
+    fn binlog_files_compare_by_number_not_as_text() {
+        assert!(binlog_reached(&at("b.000002", 4), &at("b.000001", 900)));
+        assert!(binlog_reached(&at("b.000001", 900), &at("b.000001", 900)));
+        assert!(!binlog_reached(&at("b.000001", 899), &at("b.000001", 900)));
+        // Past the sixth digit the extension grows: text order would say not reached.
+        assert!(binlog_reached(&at("b.1000000", 4), &at("b.999999", 900)));
+        assert!(!binlog_reached(&at("b.999999", 900), &at("b.1000000", 4)));
     }
 }

@@ -3,32 +3,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{MariaDb, strategy_for};
+use common::{MariaDb, master_with_rows, store, strategy_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
-    AttachRequest, DatastoreKind, LocalSnapshotStore, ReplicationStrategy, ReplicationStrategyExt,
-    SnapshotRequest, SnapshotStore,
+    AttachRequest, DatastoreKind, ReplicationStrategy, ReplicationStrategyExt, SnapshotRequest,
 };
-
-fn store() -> (tempfile::TempDir, Arc<dyn SnapshotStore>) {
-    let dir = tempfile::Builder::new()
-        .prefix("tg-store-")
-        .tempdir()
-        .unwrap();
-    let store = LocalSnapshotStore::new(dir.path()).unwrap();
-    (dir, Arc::new(store))
-}
-
-async fn master_with_rows(opts: MariaDbOptions) -> MariaDbServer {
-    let master = MariaDbServer::start(opts).await.expect("start master");
-    MariaDb.create_schema(&master).await.unwrap();
-    MariaDb.insert_rows(&master, 0..200).await.unwrap();
-    master
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_refuses_snapshots_of_another_datastore_or_series_and_keeps_the_data() {
@@ -251,4 +233,15 @@ async fn pt_table_checksum_agrees_the_replica_matches_and_catches_one_changed_ro
         matches!(err, trove_guest_core::Error::ToolFailed { .. }),
         "{err}"
     );
+    // Any failure (a lost replica, a connection error) is a ToolFailed; the DIFFS bit (16) of
+    // pt-table-checksum's exit status is what says the changed row was found.
+    let trove_guest_core::Error::ToolFailed { status, .. } = &err else {
+        unreachable!()
+    };
+    let code: u32 = status
+        .rsplit(' ')
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("an exit code in {status:?}"));
+    assert_eq!(code & 16, 16, "pt-table-checksum found a difference: {err}");
 }

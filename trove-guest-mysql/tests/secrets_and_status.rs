@@ -7,29 +7,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{MariaDb, strategy_for};
+use common::{MariaDb, master_with_rows, store, strategy_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
-    AttachRequest, DetachOptions, ErrorKind, LocalSnapshotStore, ReplicationStrategy,
-    ReplicationStrategyExt, Role, Secret, SnapshotRequest, SnapshotStore, TransportSecret,
+    AttachRequest, DetachOptions, ErrorKind, ReplicationStrategy, ReplicationStrategyExt, Role,
+    Secret, SnapshotRequest, TransportSecret,
 };
-
-fn store() -> (tempfile::TempDir, Arc<dyn SnapshotStore>) {
-    let dir = tempfile::Builder::new()
-        .prefix("tg-store-")
-        .tempdir()
-        .unwrap();
-    let store = LocalSnapshotStore::new(dir.path()).unwrap();
-    (dir, Arc::new(store))
-}
-
-async fn master_with_rows(opts: MariaDbOptions) -> MariaDbServer {
-    let master = MariaDbServer::start(opts).await.expect("start master");
-    MariaDb.create_schema(&master).await.unwrap();
-    MariaDb.insert_rows(&master, 0..200).await.unwrap();
-    master
-}
 
 /// A `tracing` writer collecting everything into memory.
 #[derive(Clone, Default)]

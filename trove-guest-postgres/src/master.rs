@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use tokio_postgres::types::ToSql;
 use trove_guest_core::error::IoResultExt;
 use trove_guest_core::position::WalPosition;
 use trove_guest_core::progress::Phase;
@@ -95,6 +96,26 @@ pub(crate) fn master_settings(
         flavor.wal_keep_value(opts.wal_keep_size_mb, segment_bytes),
     ));
     Ok(out)
+}
+
+/// Whether the role `role` exists.
+async fn role_exists(db: &Db, action: &'static str, role: &str) -> Result<bool> {
+    Ok(db.one(action, sql::ROLE_EXISTS, &[&role]).await?.get(0))
+}
+
+/// The first column of every row `query` returns, as text.
+async fn texts(
+    db: &Db,
+    action: &'static str,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<String>> {
+    Ok(db
+        .query(action, query, params)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 impl PostgresStrategy {
@@ -198,15 +219,7 @@ impl PostgresStrategy {
         )?;
 
         // The group every replication login joins: hba entries and rewind grants name it.
-        let exists: bool = db
-            .one(
-                "look up the replication group",
-                sql::ROLE_EXISTS,
-                &[&GROUP_ROLE],
-            )
-            .await?
-            .get(0);
-        if !exists {
+        if !role_exists(&db, "look up the replication group", GROUP_ROLE).await? {
             db.batch(
                 "create the replication group",
                 &sql::create_group_role(GROUP_ROLE)?,
@@ -269,11 +282,7 @@ impl PostgresStrategy {
         let slot = names::slot_name(key);
         let password = Secret::random(32);
         let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
-        let exists: bool = db
-            .one("look up the replication user", sql::ROLE_EXISTS, &[&role])
-            .await?
-            .get(0);
-        if exists {
+        if role_exists(db, "look up the replication user", &role).await? {
             db.batch(
                 "set the replication user's password",
                 &sql::set_role_password(&role, &verifier)?,
@@ -323,57 +332,96 @@ impl PostgresStrategy {
             ),
         };
         trove_guest_core::store::validate_snapshot_name(&name)?;
-        // The slot first: from now on the WAL this replica needs cannot be recycled.
-        let (role, slot, password) = self.make_grant(&db, &key).await?;
-        let (version, version_text) = server_version(&db).await?;
-
-        progress.phase(Phase::Backup, "pg_basebackup into the snapshot store");
-        let admin = &self.handle.admin;
-        let passfile = if admin.password.is_empty() {
-            None
-        } else {
-            Some(SecretFile::new(
-                "pgpass",
-                &conf::passfile_line(&admin.user, &admin.password)?,
-                None,
-            )?)
-        };
-        let conninfo = commands::admin_conninfo(admin, passfile.as_ref().map(|p| p.path()))?;
-        let mut tool = commands::basebackup(
-            self.handle.program("pg_basebackup"),
-            &conninfo,
-            &format!("trove-guest {slot}"),
-            version.flavor(),
-        )
-        .spawn()
-        .map_err(|e| match e {
-            Error::NotFound { what } => Error::NotFound {
-                what: format!(
-                    "{what} (install the postgresql-client-{} package)",
-                    version.major()
-                ),
-            },
-            other => other,
-        })?;
-        let mut out = tool.take_stdout().expect("stdout is piped");
-        let pending = self.store.put(&name, &mut out, progress).await?;
-        drop(out);
-        let status = tool.wait_status().await?;
-        let stderr = tool.stderr_tail().await;
-        if !status.success() {
-            return Err(Error::ToolFailed {
-                tool: "pg_basebackup".into(),
-                status: status.to_string(),
-                stderr_tail: stderr,
-            });
-        }
-        let range = parse_backup_range(&stderr).ok_or_else(|| {
-            unexpected(
-                "read the backup's WAL range",
-                format!("no start point in pg_basebackup output: {stderr}"),
+        // What this call creates, a failed snapshot removes again: a slot left behind would pin
+        // WAL on the primary for good (a random replica id is never asked for again).
+        let (role_name, slot_name) = (names::role_name(&key), names::slot_name(&key));
+        let role_existed: bool = db
+            .one(
+                "look up the replication user",
+                sql::ROLE_EXISTS,
+                &[&role_name],
             )
-        })?;
-        let stored = pending.commit().await?;
+            .await?
+            .get(0);
+        let slot_existed: bool = db
+            .one(
+                "look up the replication slot",
+                sql::SLOT_EXISTS,
+                &[&slot_name],
+            )
+            .await?
+            .get(0);
+        let made = async {
+            // The slot first: from now on the WAL this replica needs cannot be recycled.
+            let (role, slot, password) = self.make_grant(&db, &key).await?;
+            let (version, version_text) = server_version(&db).await?;
+
+            progress.phase(Phase::Backup, "pg_basebackup into the snapshot store");
+            let admin = &self.handle.admin;
+            let passfile = if admin.password.is_empty() {
+                None
+            } else {
+                Some(SecretFile::new(
+                    "pgpass",
+                    &conf::passfile_line(&admin.user, &admin.password)?,
+                    None,
+                )?)
+            };
+            let conninfo = commands::admin_conninfo(admin, passfile.as_ref().map(|p| p.path()))?;
+            let mut tool = commands::basebackup(
+                self.handle.program("pg_basebackup"),
+                &conninfo,
+                &format!("trove-guest {slot}"),
+                version.flavor(),
+            )
+            .spawn()
+            .map_err(|e| match e {
+                Error::NotFound { what } => Error::NotFound {
+                    what: format!(
+                        "{what} (install the postgresql-client-{} package)",
+                        version.major()
+                    ),
+                },
+                other => other,
+            })?;
+            let mut out = tool.take_stdout().expect("stdout is piped");
+            let pending = self.store.put(&name, &mut out, progress).await?;
+            drop(out);
+            let status = tool.wait_status().await?;
+            let stderr = tool.stderr_tail().await;
+            if !status.success() {
+                return Err(Error::ToolFailed {
+                    tool: "pg_basebackup".into(),
+                    status: status.to_string(),
+                    stderr_tail: stderr,
+                });
+            }
+            let range = parse_backup_range(&stderr).ok_or_else(|| {
+                unexpected(
+                    "read the backup's WAL range",
+                    format!("no start point in pg_basebackup output: {stderr}"),
+                )
+            })?;
+            let stored = pending.commit().await?;
+            Ok::<_, Error>((role, slot, password, version, version_text, range, stored))
+        }
+        .await;
+        let (role, slot, password, version, version_text, range, stored) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                if !slot_existed {
+                    if let Err(d) = self.drop_slot(&db, &slot_name).await {
+                        tracing::warn!(error = %d, slot = %slot_name, "could not drop the slot of a failed snapshot");
+                    }
+                }
+                if !role_existed {
+                    if let Err(d) = self.drop_login(&db, &role_name).await {
+                        tracing::warn!(error = %d, role = %role_name, "could not drop the login of a failed snapshot");
+                    }
+                }
+                return Err(e);
+            }
+        };
         let data_size: i64 = db
             .one("read the data size", sql::DATA_SIZE, &[])
             .await?
@@ -498,9 +546,12 @@ impl PostgresStrategy {
         let own = replica.slot_name.as_deref().unwrap_or("");
         if let Some(slot) = &replica.slot_name {
             self.drop_slot(&db, slot).await?;
-            // The snapshot's slot it was copied from, if no replica released it.
-            if let Some(snapshot_slot) = names::snapshot_slot_of(slot) {
-                self.drop_slot(&db, snapshot_slot).await?;
+            // The snapshot's slot it was copied from, if no replica released it (judged by the
+            // login: the slot name alone could name another replica's slot).
+            if let Some(snapshot_slot) =
+                names::snapshot_slot_for_cleanup(replica.replication_user.as_deref(), slot)
+            {
+                self.drop_slot(&db, &snapshot_slot).await?;
             }
         }
         if let Some(role) = &replica.replication_user {
@@ -527,37 +578,27 @@ impl PostgresStrategy {
         let db = self.db().await?;
         self.refuse_standby(&db).await?;
         let flavor = flavor(&db).await?;
-        let members: Vec<String> = db
-            .query("list replication users", sql::GROUP_MEMBERS, &[&GROUP_ROLE])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let members = texts(
+            &db,
+            "list replication users",
+            sql::GROUP_MEMBERS,
+            &[&GROUP_ROLE],
+        )
+        .await?;
         for role in members.iter().filter(|r| names::check_role(r).is_ok()) {
             self.drop_login(&db, role).await?;
         }
-        let slots: Vec<String> = db
-            .query(
-                "list replication slots",
-                sql::SLOTS_WITH_PREFIX,
-                &[&SLOT_PREFIX],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let slots = texts(
+            &db,
+            "list replication slots",
+            sql::SLOTS_WITH_PREFIX,
+            &[&SLOT_PREFIX],
+        )
+        .await?;
         for slot in slots.iter().filter(|s| names::check_slot(s).is_ok()) {
             self.drop_slot(&db, slot).await?;
         }
-        let group: bool = db
-            .one(
-                "look up the replication group",
-                sql::ROLE_EXISTS,
-                &[&GROUP_ROLE],
-            )
-            .await?
-            .get(0);
-        if group {
+        if role_exists(&db, "look up the replication group", GROUP_ROLE).await? {
             for f in sql::REWIND_FUNCTIONS {
                 db.batch(
                     "revoke a rewind function",

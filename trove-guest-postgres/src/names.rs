@@ -73,6 +73,23 @@ pub(crate) fn snapshot_slot_of(replica_slot: &str) -> Option<&str> {
         .then_some(base)
 }
 
+/// The snapshot slot to drop along with `replica_slot` at cleanup, judged by the login it was
+/// made for: only when `replica_slot` is `trove_slot_<key>_<server id>` for the login
+/// `trove_repl_<key>`. From the slot name alone the split is ambiguous (`trove_slot_node_2` is
+/// the own slot of replica `node` on server 2 *and* the slot of a replica `node_2`), and
+/// guessing wrong would drop another replica's slot.
+pub(crate) fn snapshot_slot_for_cleanup(role: Option<&str>, replica_slot: &str) -> Option<String> {
+    let key = role?.strip_prefix(ROLE_PREFIX).filter(|k| !k.is_empty())?;
+    let base = slot_name(key);
+    let id = replica_slot
+        .strip_prefix(base.as_str())?
+        .strip_prefix('_')?;
+    (!id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && snapshot_slot_of(replica_slot) == Some(base.as_str()))
+    .then_some(base)
+}
+
 fn ours(what: &str, name: &str, prefix: &str) -> Result<()> {
     let ok = name.len() <= 63
         && name.starts_with(prefix)
@@ -131,6 +148,26 @@ mod tests {
         assert_eq!(snapshot_slot_of(&own), Some(slot_name(&key).as_str()));
         assert_eq!(snapshot_slot_of("trove_slot_r_1_2"), Some("trove_slot_r_1"));
         assert_eq!(snapshot_slot_of("trove_slot_abc"), None);
+    }
+
+    #[test]
+    fn cleanup_drops_the_snapshot_slot_of_the_replicas_own_login_only() {
+        // Replica `node` on server 2: its own slot is a copy of the snapshot slot `trove_slot_node`.
+        assert_eq!(
+            snapshot_slot_for_cleanup(Some("trove_repl_node"), "trove_slot_node_2").as_deref(),
+            Some("trove_slot_node")
+        );
+        // Replica `node_2` streaming through `trove_slot_node_2` (a rejoined standby): the slot
+        // `trove_slot_node` belongs to replica `node`, not to it.
+        assert_eq!(
+            snapshot_slot_for_cleanup(Some("trove_repl_node_2"), "trove_slot_node_2"),
+            None
+        );
+        assert_eq!(snapshot_slot_for_cleanup(None, "trove_slot_node_2"), None);
+        assert_eq!(
+            snapshot_slot_for_cleanup(Some("trove_repl_other"), "trove_slot_node_2"),
+            None
+        );
     }
 
     #[test]

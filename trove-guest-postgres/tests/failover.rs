@@ -2,14 +2,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trove_guest_core::strategy::Role;
 use trove_guest_core::testkit::{ClusterInit, PostgresOptions, PostgresServer};
 use trove_guest_core::{
-    AttachRequest, DetachOptions, EnableMasterOptions, ErrorKind, LocalSnapshotStore,
-    ReplicationStrategy, ReplicationStrategyExt, SnapshotRequest,
+    AttachRequest, DetachOptions, EnableMasterOptions, ErrorKind, ReplicationStrategy,
+    ReplicationStrategyExt,
 };
 use trove_guest_postgres::{RejoinOptions, objects};
 
@@ -18,8 +17,7 @@ const WAIT: Duration = Duration::from_secs(60);
 #[tokio::test]
 async fn former_primary_rejoins_the_promoted_standby_by_rewind_and_receives_new_writes() {
     common::init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let (_dir, store) = common::local_store();
     // A system identifier of its own, so nothing from another test can be mixed in.
     let old = PostgresServer::start(PostgresOptions::new().with_init(ClusterInit::Fresh))
         .await
@@ -27,14 +25,7 @@ async fn former_primary_rejoins_the_promoted_standby_by_rewind_and_receives_new_
     common::create_schema(&old).await.unwrap();
     common::insert_rows(&old, 0..200).await.unwrap();
     let s_old = common::strategy(&old, store.clone());
-    s_old
-        .enable_as_master(&EnableMasterOptions::new())
-        .await
-        .unwrap();
-    let doc = s_old
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("successor"))
-        .await
-        .unwrap();
+    let doc = common::master_snapshot(&s_old, "successor").await;
     let new = PostgresServer::start(PostgresOptions::new().with_server_id(2))
         .await
         .unwrap();
@@ -124,8 +115,7 @@ async fn former_primary_rejoins_the_promoted_standby_by_rewind_and_receives_new_
 #[tokio::test]
 async fn rejoin_without_a_common_history_asks_for_a_fresh_snapshot() {
     common::init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let (_dir, store) = common::local_store();
     // Two unrelated clusters: pg_rewind cannot rewind one onto the other.
     let a = PostgresServer::start(PostgresOptions::new().with_init(ClusterInit::Fresh))
         .await

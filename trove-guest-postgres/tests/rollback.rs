@@ -10,8 +10,8 @@ use std::time::Duration;
 use trove_guest_core::progress::Progress;
 use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
-    AttachRequest, EnableMasterOptions, ErrorKind, LocalSnapshotStore, ReplicationStrategy,
-    ReplicationStrategyExt, SnapshotDocument, SnapshotRequest, SnapshotStore,
+    AttachRequest, ErrorKind, LocalSnapshotStore, ReplicationStrategy, ReplicationStrategyExt,
+    SnapshotDocument, SnapshotRequest, SnapshotStore,
 };
 use trove_guest_postgres::{PostgresStrategy, objects};
 
@@ -29,8 +29,7 @@ struct Standby {
 /// A master with rows and a standby attached to it, streaming (replica id `keep`).
 async fn streaming_standby() -> Standby {
     common::init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let (dir, store) = common::local_store();
     let (m, r) = tokio::join!(
         PostgresServer::start(PostgresOptions::new()),
         PostgresServer::start(PostgresOptions::new().with_server_id(2))
@@ -39,13 +38,7 @@ async fn streaming_standby() -> Standby {
     common::create_schema(&m).await.unwrap();
     common::insert_rows(&m, 0..100).await.unwrap();
     let sm = common::strategy(&m, store.clone());
-    sm.enable_as_master(&EnableMasterOptions::new())
-        .await
-        .unwrap();
-    let doc = sm
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("keep"))
-        .await
-        .unwrap();
+    let doc = common::master_snapshot(&sm, "keep").await;
     let sr = common::strategy(&r, store.clone());
     sr.attach_replication_slave(&doc, &AttachRequest::new().with_timeout(WAIT))
         .await
@@ -219,8 +212,7 @@ async fn a_restored_data_directory_that_does_not_start_is_rolled_back_and_the_st
 #[tokio::test]
 async fn a_refused_attach_leaves_no_slot_pinning_wal_on_the_master_and_can_be_retried() {
     common::init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let (_dir, store) = common::local_store();
     let (m, r) = tokio::join!(
         PostgresServer::start(PostgresOptions::new()),
         PostgresServer::start(PostgresOptions::new().with_server_id(5))
@@ -229,13 +221,7 @@ async fn a_refused_attach_leaves_no_slot_pinning_wal_on_the_master_and_can_be_re
     common::create_schema(&m).await.unwrap();
     common::insert_rows(&m, 0..40).await.unwrap();
     let sm = common::strategy(&m, store.clone());
-    sm.enable_as_master(&EnableMasterOptions::new())
-        .await
-        .unwrap();
-    let doc = sm
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("retry"))
-        .await
-        .unwrap();
+    let doc = common::master_snapshot(&sm, "retry").await;
     let path = snapshot_path(&doc);
     let good = std::fs::read(&path).unwrap();
     std::fs::write(&path, &good[..good.len() / 2]).unwrap();
@@ -260,10 +246,6 @@ async fn a_refused_attach_leaves_no_slot_pinning_wal_on_the_master_and_can_be_re
     sr.attach_replication_slave(&doc, &AttachRequest::new().with_timeout(WAIT))
         .await
         .expect("the retried attach succeeds");
-    sr.catch_up_with(&*sm, WAIT).await.unwrap();
-    assert_eq!(
-        common::fingerprint(&r).await.unwrap(),
-        common::fingerprint(&m).await.unwrap()
-    );
+    common::assert_caught_up(&sr, &sm, &r, &m).await;
     assert_eq!(leftovers(&r), Vec::<String>::new());
 }

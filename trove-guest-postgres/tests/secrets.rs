@@ -11,8 +11,8 @@ use std::time::Duration;
 use trove_guest_core::secret::{Secret, TransportSecret};
 use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
-    AttachRequest, DetachOptions, EnableMasterOptions, LocalSnapshotStore, ReplicationStrategy,
-    ReplicationStrategyExt, SnapshotRequest,
+    AttachRequest, DetachOptions, EnableMasterOptions, ReplicationStrategy, ReplicationStrategyExt,
+    SnapshotRequest,
 };
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions, objects};
 
@@ -87,21 +87,14 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn replication_password_never_leaks_and_the_login_is_not_a_superuser() {
     let captured = capture_logs();
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let (_dir, store) = common::local_store();
     // Log every statement the servers run, to prove none carries the password.
     let logged = PostgresOptions::new().with_setting("log_statement", "'all'");
     let m = PostgresServer::start(logged.clone()).await.unwrap();
     common::create_schema(&m).await.unwrap();
     common::insert_rows(&m, 0..50).await.unwrap();
     let sm = common::strategy(&m, store.clone());
-    sm.enable_as_master(&EnableMasterOptions::new())
-        .await
-        .unwrap();
-    let doc = sm
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("leakcheck"))
-        .await
-        .unwrap();
+    let doc = common::master_snapshot(&sm, "leakcheck").await;
     let grant = doc.replication.clone().unwrap();
     let password = grant.password.clone().unwrap().0.expose().to_owned();
     assert_eq!(password.len(), 32);
@@ -235,17 +228,10 @@ async fn replication_password_never_leaks_and_the_login_is_not_a_superuser() {
 #[tokio::test]
 async fn standby_passfile_is_private_to_the_server_account() {
     let _ = capture_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let (_dir, store) = common::local_store();
     let m = PostgresServer::start(PostgresOptions::new()).await.unwrap();
     let sm = common::strategy(&m, store.clone());
-    sm.enable_as_master(&EnableMasterOptions::new())
-        .await
-        .unwrap();
-    let doc = sm
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("pf"))
-        .await
-        .unwrap();
+    let doc = common::master_snapshot(&sm, "pf").await;
     let r = PostgresServer::start(PostgresOptions::new().with_server_id(2))
         .await
         .unwrap();
@@ -301,8 +287,7 @@ exec {} "$@"
 #[tokio::test]
 async fn admin_password_lives_only_in_a_0600_passfile_through_snapshot_and_attach() {
     let captured = capture_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let (_dir, store) = common::local_store();
     // A standby's roles are its primary's: both sides share the administrator's password.
     let admin_pw = format!("Adm1n{}:pw\\x", Secret::random(20).expose());
     let opts = PostgresOptions::new()
@@ -348,13 +333,7 @@ async fn admin_password_lives_only_in_a_0600_passfile_through_snapshot_and_attac
     .await
     .expect("attach connects with the administrator's password");
     common::insert_rows(&m, 50..80).await.unwrap();
-    sr.catch_up_with(&*sm, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(
-        common::fingerprint(&r).await.unwrap(),
-        common::fingerprint(&m).await.unwrap()
-    );
+    common::assert_caught_up(&sr, &sm, &r, &m).await;
 
     // pg_basebackup got the password from a 0600 passfile only, which is gone afterwards.
     let rec = std::fs::read_to_string(&record).expect("the wrapper ran");

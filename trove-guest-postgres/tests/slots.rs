@@ -5,27 +5,17 @@ mod common;
 use std::time::Duration;
 
 use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
-use trove_guest_core::{
-    AttachRequest, EnableMasterOptions, LocalSnapshotStore, ReplicationStrategy,
-    ReplicationStrategyExt, SnapshotRequest,
-};
+use trove_guest_core::{AttachRequest, ReplicationStrategy, ReplicationStrategyExt};
 
 #[tokio::test]
 async fn each_standby_streams_through_its_own_slot_and_the_snapshot_slot_is_released() {
     common::init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let (_dir, store) = common::local_store();
     let m = PostgresServer::start(PostgresOptions::new()).await.unwrap();
     common::create_schema(&m).await.unwrap();
     common::insert_rows(&m, 0..100).await.unwrap();
     let sm = common::strategy(&m, store.clone());
-    sm.enable_as_master(&EnableMasterOptions::new())
-        .await
-        .unwrap();
-    let doc = sm
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("pair"))
-        .await
-        .unwrap();
+    let doc = common::master_snapshot(&sm, "pair").await;
     let snapshot_slot = doc.replication.as_ref().unwrap().slot_name.clone().unwrap();
     assert_eq!(snapshot_slot, "trove_slot_pair");
 

@@ -3,28 +3,21 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trove_guest_core::strategy::Role;
 use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::wire::DatastoreKind;
 use trove_guest_core::{
-    AttachRequest, EnableMasterOptions, ErrorKind, LocalSnapshotStore, ReplicationPosition,
-    ReplicationStrategy, SnapshotRequest,
+    AttachRequest, EnableMasterOptions, ErrorKind, ReplicationPosition, ReplicationStrategy,
+    SnapshotRequest,
 };
 use trove_guest_postgres::objects;
-
-fn store() -> (tempfile::TempDir, Arc<LocalSnapshotStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
-    (dir, store)
-}
 
 #[tokio::test]
 async fn enable_as_master_restarts_only_for_settings_that_need_it_and_is_idempotent() {
     common::init_tracing();
-    let (_d, store) = store();
+    let (_d, store) = common::local_store();
     let m = PostgresServer::start(PostgresOptions::new()).await.unwrap();
     let sm = common::strategy(&m, store);
     let pid0 = m.service().pid().await;
@@ -61,7 +54,7 @@ async fn enable_as_master_restarts_only_for_settings_that_need_it_and_is_idempot
 
 #[tokio::test]
 async fn read_only_refuses_writes_ends_writing_sessions_and_can_be_undone() {
-    let (_d, store) = store();
+    let (_d, store) = common::local_store();
     let m = PostgresServer::start(PostgresOptions::new()).await.unwrap();
     common::create_schema(&m).await.unwrap();
     let sm = common::strategy(&m, store);
@@ -106,16 +99,10 @@ async fn read_only_refuses_writes_ends_writing_sessions_and_can_be_undone() {
 
 #[tokio::test]
 async fn snapshots_of_another_datastore_or_major_version_are_refused_untouched() {
-    let (_d, store) = store();
+    let (_d, store) = common::local_store();
     let m = PostgresServer::start(PostgresOptions::new()).await.unwrap();
     let sm = common::strategy(&m, store.clone());
-    sm.enable_as_master(&EnableMasterOptions::new())
-        .await
-        .unwrap();
-    let doc = sm
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("compat"))
-        .await
-        .unwrap();
+    let doc = common::master_snapshot(&sm, "compat").await;
     assert_eq!(doc.dataset.datastore_version, "postgresql-15");
     let r = PostgresServer::start(PostgresOptions::new().with_server_id(2))
         .await
@@ -159,7 +146,7 @@ async fn snapshots_of_another_datastore_or_major_version_are_refused_untouched()
 
 #[tokio::test]
 async fn a_standby_keeps_its_own_settings_not_the_masters() {
-    let (_d, store) = store();
+    let (_d, store) = common::local_store();
     let m = PostgresServer::start(PostgresOptions::new()).await.unwrap();
     m.query("ALTER SYSTEM SET work_mem = '5MB'").await.unwrap();
     let sm = common::strategy(&m, store.clone());
@@ -220,16 +207,12 @@ async fn a_standby_keeps_its_own_settings_not_the_masters() {
 #[tokio::test]
 async fn a_standby_attached_again_from_a_newer_snapshot_streams_through_one_slot() {
     common::init_tracing();
-    let (_d, store) = store();
+    let (_d, store) = common::local_store();
     let m = PostgresServer::start(PostgresOptions::new()).await.unwrap();
     common::create_schema(&m).await.unwrap();
     common::insert_rows(&m, 0..100).await.unwrap();
     let sm = common::strategy(&m, store.clone());
-    sm.enable_as_master(&EnableMasterOptions::new())
-        .await
-        .unwrap();
-    let req = SnapshotRequest::new().with_replica_id("again");
-    let first = sm.get_replication_snapshot(&req).await.unwrap();
+    let first = common::master_snapshot(&sm, "again").await;
     let r = PostgresServer::start(PostgresOptions::new().with_server_id(2))
         .await
         .unwrap();
@@ -237,18 +220,12 @@ async fn a_standby_attached_again_from_a_newer_snapshot_streams_through_one_slot
     let attach = AttachRequest::new().with_timeout(Duration::from_secs(60));
     sr.attach_replication_slave(&first, &attach).await.unwrap();
     common::insert_rows(&m, 100..200).await.unwrap();
+    let req = SnapshotRequest::new().with_replica_id("again");
     let second = sm.get_replication_snapshot(&req).await.unwrap();
     common::insert_rows(&m, 200..250).await.unwrap();
     sr.attach_replication_slave(&second, &attach).await.unwrap();
     common::insert_rows(&m, 250..300).await.unwrap();
-    use trove_guest_core::ReplicationStrategyExt;
-    sr.catch_up_with(&*sm, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(
-        common::fingerprint(&r).await.unwrap(),
-        common::fingerprint(&m).await.unwrap()
-    );
+    common::assert_caught_up(&sr, &sm, &r, &m).await;
     let slots = m
         .query("SELECT slot_name || ':' || active FROM pg_replication_slots ORDER BY 1")
         .await

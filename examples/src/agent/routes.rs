@@ -1,5 +1,6 @@
 //! The agent's routes: parse and check the request, then call the strategy.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +12,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use trove_guest_core::wire::InstanceAction;
 use trove_guest_core::{
     AttachRequest, DatastoreKind, DemoteOptions, DetachOptions, DetachedReplica,
-    EnableMasterOptions, SnapshotDocument, SnapshotRequest,
+    EnableMasterOptions, Progress, ReplicationPosition, ReplicationStatus, SharedStrategy,
+    SnapshotDocument, SnapshotRequest,
 };
 
 use super::AgentState;
@@ -86,27 +89,42 @@ fn done() -> serde_json::Value {
     json!({})
 }
 
-async fn status(State(s): St) -> Response {
-    match s.strategy.replication_status().await {
-        Ok(st) => Json(st).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
-    }
+/// Runs the replication change `name` under the agent's slot (see [`run_change`]), handing `f`
+/// the strategy and the change's progress.
+async fn change<T, F, Fut>(s: &AgentState, name: &'static str, stream: bool, f: F) -> Response
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(SharedStrategy, Progress) -> Fut + Send + 'static,
+    Fut: Future<Output = trove_guest_core::Result<T>> + Send + 'static,
+{
+    let strategy = s.strategy.clone();
+    run_change(&s.slot, &s.events, name, stream, move |progress| {
+        f(strategy, progress)
+    })
+    .await
+}
+
+/// Runs a change that has no result of its own: it answers `{}` and never streams.
+async fn change_answering_done<F, Fut>(s: &AgentState, name: &'static str, f: F) -> Response
+where
+    F: FnOnce(SharedStrategy) -> Fut + Send + 'static,
+    Fut: Future<Output = trove_guest_core::Result<()>> + Send + 'static,
+{
+    change(s, name, false, move |strategy, _| async move {
+        f(strategy).await?;
+        Ok(done())
+    })
+    .await
+}
+
+async fn status(State(s): St) -> Result<Json<ReplicationStatus>, ApiError> {
+    Ok(Json(s.strategy.replication_status().await?))
 }
 
 async fn enable_master(State(s): St) -> Response {
-    let strategy = s.strategy.clone();
-    run_change(
-        &s.slot,
-        &s.events,
-        "enable_as_master",
-        false,
-        move |_| async move {
-            strategy
-                .enable_as_master(&EnableMasterOptions::new())
-                .await?;
-            Ok(done())
-        },
-    )
+    change_answering_done(&s, "enable_as_master", |strategy| async move {
+        strategy.enable_as_master(&EnableMasterOptions::new()).await
+    })
     .await
 }
 
@@ -124,14 +142,12 @@ async fn snapshot(
             empty_is_default: true,
         },
     )?;
-    let strategy = s.strategy.clone();
     let stream = wants_stream(q.stream, &headers);
-    Ok(run_change(
-        &s.slot,
-        &s.events,
+    Ok(change(
+        &s,
         "get_replication_snapshot",
         stream,
-        move |progress| async move {
+        move |strategy, progress| async move {
             let mut req = SnapshotRequest::new().with_progress(progress);
             if let Some(id) = call.replica_id {
                 req = req.with_replica_id(id);
@@ -211,14 +227,12 @@ async fn attach(
         },
     )?;
     check_snapshot(&s, &doc)?;
-    let strategy = s.strategy.clone();
     let stream = wants_stream(q.stream, &headers);
-    Ok(run_change(
-        &s.slot,
-        &s.events,
+    Ok(change(
+        &s,
         "attach_replication_slave",
         stream,
-        move |progress| async move {
+        move |strategy, progress| async move {
             let mut req = AttachRequest::new().with_progress(progress);
             if let Some(p) = q.positioning {
                 req = req.with_positioning(p);
@@ -243,6 +257,17 @@ fn detach_options(call: &api::DetachCall) -> DetachOptions {
     opts
 }
 
+/// The detach change (from its own route or the instance action).
+async fn run_detach(s: &AgentState, opts: DetachOptions) -> Response {
+    change(
+        s,
+        "detach_replication_slave",
+        false,
+        move |strategy, _| async move { strategy.detach_replication_slave(&opts).await },
+    )
+    .await
+}
+
 async fn detach(State(s): St, body: Bytes) -> Result<Response, ApiError> {
     let call: api::DetachCall = parse(
         &body,
@@ -251,19 +276,7 @@ async fn detach(State(s): St, body: Bytes) -> Result<Response, ApiError> {
             empty_is_default: true,
         },
     )?;
-    let strategy = s.strategy.clone();
-    Ok(run_change(
-        &s.slot,
-        &s.events,
-        "detach_replication_slave",
-        false,
-        move |_| async move {
-            strategy
-                .detach_replication_slave(&detach_options(&call))
-                .await
-        },
-    )
-    .await)
+    Ok(run_detach(&s, detach_options(&call)).await)
 }
 
 async fn cleanup(State(s): St, body: Bytes) -> Result<Response, ApiError> {
@@ -274,16 +287,10 @@ async fn cleanup(State(s): St, body: Bytes) -> Result<Response, ApiError> {
             empty_is_default: false,
         },
     )?;
-    let strategy = s.strategy.clone();
-    Ok(run_change(
-        &s.slot,
-        &s.events,
+    Ok(change_answering_done(
+        &s,
         "cleanup_source_on_replica_detach",
-        false,
-        move |_| async move {
-            strategy.cleanup_source_on_replica_detach(&replica).await?;
-            Ok(done())
-        },
+        move |strategy| async move { strategy.cleanup_source_on_replica_detach(&replica).await },
     )
     .await)
 }
@@ -300,16 +307,10 @@ async fn demote(State(s): St, body: Bytes) -> Result<Response, ApiError> {
     if let Some(p) = call.purge_logs {
         opts.purge_logs = p;
     }
-    let strategy = s.strategy.clone();
-    Ok(run_change(
-        &s.slot,
-        &s.events,
+    Ok(change_answering_done(
+        &s,
         "demote_replication_master",
-        false,
-        move |_| async move {
-            strategy.demote_replication_master(&opts).await?;
-            Ok(done())
-        },
+        move |strategy| async move { strategy.demote_replication_master(&opts).await },
     )
     .await)
 }
@@ -322,25 +323,15 @@ async fn read_only(State(s): St, body: Bytes) -> Result<Response, ApiError> {
             empty_is_default: false,
         },
     )?;
-    let strategy = s.strategy.clone();
-    Ok(run_change(
-        &s.slot,
-        &s.events,
-        "make_read_only",
-        false,
-        move |_| async move {
-            strategy.make_read_only(call.read_only).await?;
-            Ok(done())
-        },
-    )
-    .await)
+    let answer = change_answering_done(&s, "make_read_only", move |strategy| async move {
+        strategy.make_read_only(call.read_only).await
+    })
+    .await;
+    Ok(answer)
 }
 
-async fn latest_txn(State(s): St) -> Response {
-    match s.strategy.get_latest_txn_id().await {
-        Ok(p) => Json(p).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
-    }
+async fn latest_txn(State(s): St) -> Result<Json<ReplicationPosition>, ApiError> {
+    Ok(Json(s.strategy.get_latest_txn_id().await?))
 }
 
 /// The longest wait a caller may ask for.
@@ -356,7 +347,10 @@ async fn wait_for_txn(State(s): St, body: Bytes) -> Result<Response, ApiError> {
     )?;
     let timeout = match call.timeout_secs {
         None => Duration::from_secs(30),
-        Some(t) if t.is_finite() && t >= 0.0 => Duration::from_secs_f64(t).min(MAX_WAIT),
+        // `try_`: a finite but huge value overflows a Duration (`from_secs_f64` would panic).
+        Some(t) if t.is_finite() && t >= 0.0 => Duration::try_from_secs_f64(t)
+            .unwrap_or(MAX_WAIT)
+            .min(MAX_WAIT),
         Some(t) => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -415,21 +409,7 @@ async fn action(State(s): St, Path(id): Path<String>, body: Bytes) -> Result<Res
         },
     )?;
     match action {
-        InstanceAction::DetachReplication(_) => {
-            let strategy = s.strategy.clone();
-            Ok(run_change(
-                &s.slot,
-                &s.events,
-                "detach_replication_slave",
-                false,
-                move |_| async move {
-                    strategy
-                        .detach_replication_slave(&DetachOptions::new())
-                        .await
-                },
-            )
-            .await)
-        }
+        InstanceAction::DetachReplication(_) => Ok(run_detach(&s, DetachOptions::new()).await),
         other => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             kinds::UNKNOWN_ACTION,

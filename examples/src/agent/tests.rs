@@ -335,3 +335,21 @@ async fn accept_ndjson_header_streams_and_events_endpoint_sees_the_progress() {
     assert_eq!(line.operation, "get_replication_snapshot");
     assert_eq!(line.event.phase, Phase::Backup);
 }
+
+#[tokio::test]
+async fn wait_for_txn_with_a_huge_timeout_is_capped_not_a_dropped_connection() {
+    let f = fixture(true).await;
+    let txn =
+        serde_json::to_value(ReplicationPosition::MariadbGtid("0-1-7".parse().unwrap())).unwrap();
+    for secs in [1e30, f64::MAX] {
+        let body = serde_json::json!({ "txn": txn, "timeout_secs": secs });
+        let (status, body) = f
+            .client
+            .post_raw(api::WAIT_FOR_TXN, body.to_string())
+            .await
+            .expect("the agent answers (a panicking handler drops the connection)");
+        // The fake strategy times out: the wait was bounded by the agent's cap.
+        assert_eq!(status, 504, "{body}");
+        assert_eq!(body["error"]["kind"], kinds::TIMEOUT);
+    }
+}

@@ -2,15 +2,15 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
+use super::stream::UploadChunks;
 use super::{
     CHUNK_SIZE, Expected, PendingUpload, SnapshotRead, SnapshotStore, StoredSnapshot,
     VerifyingReader, check_expected, validate_snapshot_name,
 };
 use crate::error::{Error, IoResultExt, Result};
-use crate::progress::{Phase, Progress};
-use crate::store::HashingReader;
+use crate::progress::Progress;
 
 const DATA_SUFFIX: &str = ".snap";
 
@@ -252,35 +252,14 @@ impl SnapshotStore for LocalSnapshotStore {
                 .context(|| format!("fsync {}", temp_for_writer.display()))
         });
 
-        let mut reader = HashingReader::new(data);
-        let mut last_report = 0u64;
+        let mut chunks = UploadChunks::new(data, name, progress);
         let read_result: Result<()> = async {
-            loop {
-                let mut buf = vec![0u8; CHUNK_SIZE];
-                let mut filled = 0;
-                // Fill the chunk as far as the source allows (pipes deliver 64 KiB at a time).
-                while filled < CHUNK_SIZE {
-                    let n = reader.read(&mut buf[filled..]).await.map_err(|e| {
-                        Error::from_read(format!("read snapshot data for {name}"), e)
-                    })?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                if filled == 0 {
-                    return Ok(());
-                }
-                buf.truncate(filled);
-                if tx.send(buf).await.is_err() {
+            while let Some(chunk) = chunks.next().await? {
+                if tx.send(chunk).await.is_err() {
                     return Ok(()); // writer failed; its error is reported below
                 }
-                let count = reader.count();
-                if count - last_report >= 16 * CHUNK_SIZE as u64 {
-                    progress.bytes(Phase::Backup, count, None);
-                    last_report = count;
-                }
             }
+            Ok(())
         }
         .await;
         drop(tx);
@@ -290,8 +269,7 @@ impl SnapshotStore for LocalSnapshotStore {
         })?;
         read_result?;
         write_result?;
-        let (size, sha256) = reader.finish();
-        progress.bytes(Phase::Backup, size, Some(size));
+        let (size, sha256) = chunks.finish();
         guard.0 = None;
         Ok(Box::new(LocalPending {
             temp: Some(temp),

@@ -14,6 +14,7 @@ mod compress;
 mod local;
 #[cfg(feature = "object-store")]
 mod object;
+mod stream;
 mod verify;
 
 use std::fmt;

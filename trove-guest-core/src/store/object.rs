@@ -8,15 +8,16 @@ use futures::TryStreamExt as _;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWriteExt as _};
 use tokio_util::io::StreamReader;
 
+use super::stream::UploadChunks;
 use super::{
-    CHUNK_SIZE, Expected, HashingReader, PendingUpload, SnapshotRead, SnapshotStore,
-    StoredSnapshot, VerifyingReader, check_expected, validate_snapshot_name,
+    Expected, PendingUpload, SnapshotRead, SnapshotStore, StoredSnapshot, VerifyingReader,
+    check_expected, validate_snapshot_name,
 };
 use crate::error::{Error, Result};
-use crate::progress::{Phase, Progress};
+use crate::progress::Progress;
 
 const DATA_SUFFIX: &str = ".snap";
 const MANIFEST_SUFFIX: &str = ".snap.manifest.json";
@@ -324,35 +325,15 @@ impl SnapshotStore for ObjectSnapshotStore {
         let mut writer =
             BufWriter::with_capacity(Arc::clone(&self.store), temp_key.clone(), PART_SIZE)
                 .with_max_concurrency(PART_CONCURRENCY);
-        let mut reader = HashingReader::new(data);
-        let mut last_report = 0u64;
+        let mut chunks = UploadChunks::new(data, name, progress);
         let streamed: Result<()> = async {
-            loop {
-                let mut buf = vec![0u8; CHUNK_SIZE];
-                let mut filled = 0;
-                while filled < CHUNK_SIZE {
-                    let n = reader.read(&mut buf[filled..]).await.map_err(|e| {
-                        Error::from_read(format!("read snapshot data for {name}"), e)
-                    })?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                if filled == 0 {
-                    return Ok(());
-                }
-                buf.truncate(filled);
+            while let Some(chunk) = chunks.next().await? {
                 writer
-                    .put(Bytes::from(buf))
+                    .put(Bytes::from(chunk))
                     .await
                     .map_err(|e| store_error(format!("upload {temp_key}"), e))?;
-                let count = reader.count();
-                if count - last_report >= 16 * CHUNK_SIZE as u64 {
-                    progress.bytes(Phase::Backup, count, None);
-                    last_report = count;
-                }
             }
+            Ok(())
         }
         .await;
         if let Err(e) = streamed {
@@ -370,8 +351,7 @@ impl SnapshotStore for ObjectSnapshotStore {
             message: format!("complete upload {temp_key}"),
             source: Some(Box::new(e)),
         })?;
-        let (size, sha256) = reader.finish();
-        progress.bytes(Phase::Backup, size, Some(size));
+        let (size, sha256) = chunks.finish();
         Ok(Box::new(ObjectPending {
             temp,
             data: self.data_key(name),

@@ -36,6 +36,13 @@ impl From<IntegrityFailure> for Error {
     }
 }
 
+/// The read error a verifying reader fails with: kind `InvalidData`, carrying the failure.
+impl From<IntegrityFailure> for std::io::Error {
+    fn from(f: IntegrityFailure) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, f)
+    }
+}
+
 /// Wraps a reader and hashes everything read through it.
 #[derive(Debug)]
 pub struct HashingReader<R> {
@@ -135,13 +142,11 @@ impl<R> VerifyingReader<R> {
     }
 
     fn fail(&self, reason: String) -> std::io::Error {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            IntegrityFailure {
-                href: self.href.clone(),
-                reason,
-            },
-        )
+        IntegrityFailure {
+            href: self.href.clone(),
+            reason,
+        }
+        .into()
     }
 }
 

@@ -19,7 +19,8 @@ use crate::error::{ErrorKind, Result};
 use crate::store::{LocalSnapshotStore, SnapshotStore};
 use crate::strategy::{
     AttachRequest, Capabilities, DemoteOptions, DetachOptions, DetachedReplica,
-    EnableMasterOptions, Positioning, ReplicationStrategy, ReplicationStrategyExt, SnapshotRequest,
+    EnableMasterOptions, Positioning, ReplicationStrategy, ReplicationStrategyExt, Role,
+    SnapshotRequest,
 };
 use crate::wire::SnapshotDocument;
 
@@ -331,6 +332,22 @@ where
         !again.was_replicating,
         "second detach reports nothing to do"
     );
+    // What the server says, not only that no new row showed up within a short wait (which a
+    // slow but still running replication would pass too).
+    let status = rs
+        .replication_status()
+        .await
+        .expect("status of the detached replica");
+    assert_ne!(
+        status.role,
+        Some(Role::Replica),
+        "the detached server no longer reports itself a replica: {status:?}"
+    );
+    assert_ne!(
+        status.receiver_running,
+        Some(true),
+        "the detached server receives nothing from the master: {status:?}"
+    );
 
     // The former replica takes writes and no longer receives the master's.
     let fp_before = backend.fingerprint(&replica).await.expect("fingerprint");
@@ -406,6 +423,9 @@ where
         Some(pair.next_id),
         "no data lost"
     );
+    for (table, t) in &fp.0 {
+        assert_eq!(t.rows, pair.next_id, "no data lost in table {table}");
+    }
 }
 
 /// How a stored snapshot is damaged.

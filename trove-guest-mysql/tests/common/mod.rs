@@ -8,7 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use trove_guest_core::testkit::conformance::{ConformanceBackend, Fingerprint, TableFingerprint};
 use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
-use trove_guest_core::{Capabilities, DetachedReplica, ReplicationStrategy, Result, SnapshotStore};
+use trove_guest_core::{
+    Capabilities, DetachedReplica, LocalSnapshotStore, ReplicationStrategy, Result, SnapshotStore,
+};
 use trove_guest_mysql::config::ALL_FILES;
 use trove_guest_mysql::sql::{escape_like, quote_string};
 use trove_guest_mysql::{MysqlOptions, MysqlStrategy};
@@ -32,6 +34,24 @@ pub fn strategy_for(server: &MariaDbServer, store: Arc<dyn SnapshotStore>) -> Ar
         store,
         options_for(server),
     ))
+}
+
+/// A snapshot store in a fresh temporary directory (removed when the `TempDir` is dropped).
+pub fn store() -> (tempfile::TempDir, Arc<dyn SnapshotStore>) {
+    let dir = tempfile::Builder::new()
+        .prefix("tg-store-")
+        .tempdir()
+        .unwrap();
+    let store = LocalSnapshotStore::new(dir.path()).unwrap();
+    (dir, Arc::new(store))
+}
+
+/// A started server with the conformance schema and rows `0..200`.
+pub async fn master_with_rows(opts: MariaDbOptions) -> MariaDbServer {
+    let master = MariaDbServer::start(opts).await.expect("start master");
+    MariaDb.create_schema(&master).await.unwrap();
+    MariaDb.insert_rows(&master, 0..200).await.unwrap();
+    master
 }
 
 fn row_values(range: Range<u64>, f: impl Fn(u64) -> String) -> String {

@@ -3,12 +3,16 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use trove_guest_core::strategy::Capabilities;
 use trove_guest_core::testkit::conformance::{ConformanceBackend, Fingerprint, TableFingerprint};
 use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
-use trove_guest_core::{DetachedReplica, ReplicationStrategy, Result, SnapshotStore};
+use trove_guest_core::{
+    DetachedReplica, EnableMasterOptions, LocalSnapshotStore, ReplicationStrategy,
+    ReplicationStrategyExt, Result, SnapshotDocument, SnapshotRequest, SnapshotStore,
+};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions, objects};
 
 pub const TABLES: [&str; 2] = ["accounts", "events"];
@@ -30,6 +34,43 @@ pub fn strategy(server: &PostgresServer, store: Arc<dyn SnapshotStore>) -> Arc<P
         store,
         PostgresStrategyOptions::new().with_wal_keep_size_mb(128),
     ))
+}
+
+/// A snapshot store in a fresh temporary directory (removed when the `TempDir` is dropped).
+pub fn local_store() -> (tempfile::TempDir, Arc<LocalSnapshotStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    (dir, store)
+}
+
+/// Makes `master` a replication master and takes a snapshot for the replica `replica_id`.
+pub async fn master_snapshot(master: &PostgresStrategy, replica_id: &str) -> SnapshotDocument {
+    master
+        .enable_as_master(&EnableMasterOptions::new())
+        .await
+        .unwrap();
+    master
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id(replica_id))
+        .await
+        .unwrap()
+}
+
+/// Waits (up to a minute) until `replica` has applied everything `master` has, then checks that
+/// their data is equal.
+pub async fn assert_caught_up(
+    replica: &PostgresStrategy,
+    master: &PostgresStrategy,
+    replica_server: &PostgresServer,
+    master_server: &PostgresServer,
+) {
+    replica
+        .catch_up_with(master, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        fingerprint(replica_server).await.unwrap(),
+        fingerprint(master_server).await.unwrap()
+    );
 }
 
 pub async fn create_schema(server: &PostgresServer) -> Result<()> {

@@ -496,6 +496,14 @@ impl RunningTool {
     ///
     /// Cancel safe: dropping the tool kills it.
     pub async fn terminate(&mut self, signal: Signal, grace: Duration) -> Result<ExitStatus> {
+        if self.finished {
+            // Already reaped: its process group id may belong to someone else by now.
+            return self
+                .child
+                .wait()
+                .await
+                .context(|| format!("wait for {}", self.name));
+        }
         if let Some(pgid) = self.pgid {
             let _ = killpg(pgid, signal);
         }
@@ -520,7 +528,14 @@ impl RunningTool {
 
     /// Whether the tool has exited (without blocking).
     pub fn has_exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+        let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+        if exited && !self.finished {
+            // The leader is reaped now: clear its group once, while the id is still ours, and
+            // never signal that id again (it may be reused).
+            self.kill_group();
+            self.finished = true;
+        }
+        exited
     }
 
     fn kill_group(&self) {

@@ -12,7 +12,8 @@
 //! 4. stop the server, rename the datadir aside, rename the staging directory in, write the
 //!    replica override, start (on a failed start the old datadir is put back and started);
 //! 5. seed the GTID state, `CHANGE MASTER TO`, `START SLAVE`, and wait (bounded) until both
-//!    threads run and the snapshot position is applied.
+//!    threads run and the snapshot position is applied. The old datadir is removed only then:
+//!    when this step fails it is put back (with its replica override) and started.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -273,14 +274,51 @@ impl MysqlStrategy {
             "swapping the datadir and starting as a replica",
         );
         let server_id = req.server_id.unwrap_or(self.handle.server_id);
-        self.swap_in(&staging, server_id, &admin_init).await?;
+        let previous_replica_file = self.swap_in(&staging, server_id, &admin_init).await?;
 
-        // 5. Replicate.
+        // 5. Replicate. The previous datadir is kept until this succeeded: on any failure
+        // here it is put back and started, like after a failed start.
+        match self
+            .replicate(doc, req, &start, &grant.user, &password)
+            .await
+        {
+            Ok(applied) => {
+                let old = self.old_data_dir();
+                let _ = tokio::task::spawn_blocking(move || remove_dir_if_exists(&old)).await;
+                progress.phase(Phase::Done, "replicating");
+                Ok(AttachOutcome::new(restored_bytes, applied))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the restored server does not replicate; putting the old datadir back");
+                match self.put_old_back(previous_replica_file.as_deref()).await {
+                    Ok(()) => Err(e),
+                    Err(rb) => Err(Error::Service {
+                        message: format!(
+                            "the restored server does not replicate ({e}), and putting the \
+                             previous datadir back failed: {rb}"
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Step 5: position the restored server on its master, start replication and wait.
+    async fn replicate(
+        &self,
+        doc: &SnapshotDocument,
+        req: &AttachRequest,
+        start: &Start,
+        user: &str,
+        password: &Secret,
+    ) -> Result<Option<trove_guest_core::ReplicationPosition>> {
+        let progress = &req.progress;
+        let sql = self.sql().await?;
         progress.phase(Phase::CatchUp, "starting replication");
         let mut s = self.session().await?;
         let _ = s.exec(&sql.stop_replica()).await;
         s.exec(&sql.reset_replica_all()).await?;
-        let start_at = match &start {
+        let start_at = match start {
             Start::MariaGtid(g) => {
                 s.exec_all(&sql.seed_gtid(GtidStart::MariaDb(g))?).await?;
                 StartAt::Gtid
@@ -294,18 +332,16 @@ impl MysqlStrategy {
         s.exec(&sql.change_master(&ChangeMaster {
             host: &doc.master.host,
             port: doc.master.port,
-            user: &grant.user,
-            password: &password,
+            user,
+            password,
             start: start_at,
             connect_retry: self.opts.connect_retry,
         })?)
         .await?;
         s.exec(&sql.start_replica()).await?;
         s.close().await;
-        self.wait_replicating(&start, req.timeout).await?;
-        let applied = self.latest_txn_impl().await.ok();
-        progress.phase(Phase::Done, "replicating");
-        Ok(AttachOutcome::new(restored_bytes, applied))
+        self.wait_replicating(start, req.timeout).await?;
+        Ok(self.latest_txn_impl().await.ok())
     }
 
     /// Steps 2 and 3: extraction (verified) and prepare, all inside `staging`.
@@ -395,6 +431,32 @@ impl MysqlStrategy {
             ));
         }
 
+        // So must its GTID position: a replica seeded with a later one would silently skip
+        // the transactions in between (an earlier one would apply some twice).
+        let gtid_mismatch = match (&bp.gtid_list, &bp.gtid_set) {
+            (Some(doc_gtid), _) if flavor.kind == FlavorKind::MariaDb => {
+                let taken = info.mariadb_gtid().map_err(|e| {
+                    Error::integrity(href.clone(), format!("binlog info GTID: {e}"))
+                })?;
+                (!(taken.contains(doc_gtid) && doc_gtid.contains(&taken)))
+                    .then(|| (taken.to_string(), doc_gtid.to_string()))
+            }
+            (_, Some(doc_gtid)) if flavor.kind == FlavorKind::Mysql => {
+                let taken = info.mysql_gtid().map_err(|e| {
+                    Error::integrity(href.clone(), format!("binlog info GTID: {e}"))
+                })?;
+                (!(taken.contains(doc_gtid) && doc_gtid.contains(&taken)))
+                    .then(|| (taken.to_string(), doc_gtid.to_string()))
+            }
+            _ => None,
+        };
+        if let Some((taken, said)) = gtid_mismatch {
+            return Err(Error::integrity(
+                href.clone(),
+                format!("the snapshot was taken at GTID {taken:?}, the document says {said:?}"),
+            ));
+        }
+
         progress.phase(Phase::Apply, format!("{} --prepare", flavor.backup_tool()));
         prepare_command(
             &self.backup_tool(flavor),
@@ -470,7 +532,14 @@ impl MysqlStrategy {
         sql.admin_init_file(&account, &create, &grants)
     }
 
-    async fn swap_in(&self, staging: &Path, server_id: u32, admin_init: &Secret) -> Result<()> {
+    /// Returns the replica override the previous datadir had (for [`Self::put_old_back`]); the
+    /// previous datadir stays aside until the caller removes it.
+    async fn swap_in(
+        &self,
+        staging: &Path,
+        server_id: u32,
+        admin_init: &Secret,
+    ) -> Result<Option<String>> {
         let data = &self.handle.data_dir;
         let old = self.old_data_dir();
         let relay_base = match &self.opts.relay_log_dir {
@@ -510,23 +579,37 @@ impl MysqlStrategy {
         // datadir and its configuration back and starts the server again.
         if let Err(e) = self.start_restored(&text, admin_init).await {
             tracing::error!(error = %e, "restored server did not start; putting the old datadir back");
-            let _ = self.handle.service.stop().await;
-            let _ = remove_override(&self.handle.config_dir, INIT_FILE);
-            let failed = self.handle.work_dir.join(".tg-failed-restore");
-            let _ = remove_dir_if_exists(&failed);
-            std::fs::rename(data, &failed).context(|| format!("move {} aside", data.display()))?;
-            std::fs::rename(&old, data).context(|| format!("put {} back", data.display()))?;
-            match &previous_replica_file {
-                Some(t) => write_override(&self.handle.config_dir, REPLICA_FILE, t)?,
-                None => {
-                    remove_override(&self.handle.config_dir, REPLICA_FILE)?;
-                }
-            }
-            self.handle.service.start().await?;
-            let _ = remove_dir_if_exists(&failed);
+            self.put_old_back(previous_replica_file.as_deref()).await?;
             return Err(e);
         }
-        let _ = tokio::task::spawn_blocking(move || remove_dir_if_exists(&old)).await;
+        Ok(previous_replica_file)
+    }
+
+    /// Undoes [`Self::swap_in`]: stops the server, moves the restored datadir away, puts the
+    /// previous one and its replica override (`previous_replica_file`; none: removed) back and
+    /// starts the server.
+    async fn put_old_back(&self, previous_replica_file: Option<&str>) -> Result<()> {
+        let data = &self.handle.data_dir;
+        let old = self.old_data_dir();
+        let _ = self.handle.service.stop().await;
+        let _ = remove_override(&self.handle.config_dir, INIT_FILE);
+        let failed = self.handle.work_dir.join(".tg-failed-restore");
+        let _ = remove_dir_if_exists(&failed);
+        std::fs::rename(data, &failed).context(|| format!("move {} aside", data.display()))?;
+        std::fs::rename(&old, data).context(|| format!("put {} back", data.display()))?;
+        match previous_replica_file {
+            Some(t) => write_override(&self.handle.config_dir, REPLICA_FILE, t)?,
+            None => {
+                remove_override(&self.handle.config_dir, REPLICA_FILE)?;
+            }
+        }
+        // Relay logs of the restored server do not belong to the previous datadir (a previous
+        // replica re-fetches through relay_log_recovery).
+        if let Some(d) = &self.opts.relay_log_dir {
+            clear_relay_logs(d);
+        }
+        self.handle.service.start().await?;
+        let _ = remove_dir_if_exists(&failed);
         Ok(())
     }
 

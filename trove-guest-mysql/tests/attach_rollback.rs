@@ -89,3 +89,52 @@ async fn a_failure_after_the_swap_puts_the_old_datadir_and_replica_config_back_r
         MariaDb.fingerprint(&replica).await.unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_server_that_cannot_replicate_gives_way_to_the_old_datadir() {
+    let store_dir = tempfile::Builder::new()
+        .prefix("tg-store-")
+        .tempdir()
+        .unwrap();
+    let store: Arc<dyn SnapshotStore> =
+        Arc::new(LocalSnapshotStore::new(store_dir.path()).unwrap());
+    let master = MariaDbServer::start(MariaDbOptions::new(1))
+        .await
+        .expect("start master");
+    MariaDb.create_schema(&master).await.unwrap();
+    MariaDb.insert_rows(&master, 0..200).await.unwrap();
+    let ms = strategy_for(&master, store.clone());
+    let doc = ms
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("unreachable"))
+        .await
+        .expect("snapshot");
+    // The document names a master nobody listens on: replication never starts.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut unreachable = doc.clone();
+    unreachable.master.port = nobody.local_addr().unwrap().port();
+    drop(nobody);
+
+    let replica = MariaDbServer::start(MariaDbOptions::new(2)).await.unwrap();
+    MariaDb.create_schema(&replica).await.unwrap();
+    MariaDb.insert_rows(&replica, 0..7).await.unwrap();
+    let before = MariaDb.fingerprint(&replica).await.unwrap();
+    let rs = strategy_for(&replica, store.clone());
+    rs.attach_replication_slave(
+        &unreachable,
+        &AttachRequest::new().with_timeout(Duration::from_secs(3)),
+    )
+    .await
+    .expect_err("the master cannot be reached");
+    assert_eq!(
+        MariaDb
+            .fingerprint(&replica)
+            .await
+            .expect("the server runs after the failed attach"),
+        before,
+        "the previous datadir is back"
+    );
+    assert!(
+        !replica.config_dir().join(REPLICA_FILE).exists(),
+        "no replica override is left for a server that had none"
+    );
+}

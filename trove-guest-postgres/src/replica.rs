@@ -9,7 +9,7 @@ use trove_guest_core::progress::Phase;
 use trove_guest_core::wire::MasterAddress;
 use trove_guest_core::{
     AttachOutcome, AttachRequest, DatastoreKind, DetachOptions, DetachedReplica, Error, Lsn,
-    ReplicationPosition, Result, Secret, SnapshotDocument,
+    Positioning, ReplicationPosition, Result, Secret, SnapshotDocument,
 };
 
 use crate::client::Db;
@@ -225,6 +225,15 @@ impl PostgresStrategy {
         req: &AttachRequest,
     ) -> Result<AttachOutcome> {
         let progress = &req.progress;
+        // A standby starts at the snapshot's LSN through its slot: `Gtid` (the default) stands
+        // for that; binlog file/offset positioning does not exist here and is refused, not
+        // ignored.
+        if req.positioning != Positioning::Gtid {
+            return Err(Error::unsupported(format!(
+                "positioning {:?}: a PostgreSQL standby starts at the snapshot's LSN",
+                req.positioning
+            )));
+        }
         if doc.dataset.datastore != DatastoreKind::Postgresql {
             return Err(Error::Incompatible {
                 reason: format!(
@@ -344,11 +353,31 @@ impl PostgresStrategy {
                 );
             }
         };
+        progress.phase(Phase::CatchUp, format!("replay past {target}"));
+        // The previous data directory is kept until the standby streams: if it does not, the
+        // previous one is put back, as after a failed start.
+        let replay = match self.wait_streaming(&db, target, req.timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                drop(db);
+                return Err(
+                    match self.roll_back(&data, &previous, &saved, claimed).await {
+                        Ok(()) => with_note(
+                            e,
+                            "the previous data directory was put back and the server started again",
+                        ),
+                        Err(rb) => Error::Service {
+                            message: format!(
+                                "the restored data directory does not stream ({e}), and putting \
+                                 the previous one back failed: {rb}"
+                            ),
+                        },
+                    },
+                );
+            }
+        };
         let prev = previous.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(prev)).await;
-
-        progress.phase(Phase::CatchUp, format!("replay past {target}"));
-        let replay = self.wait_streaming(&db, target, req.timeout).await?;
         // Streaming from its own slot: the snapshot's slot has done its job and would pin WAL.
         self.release_snapshot_slot(doc, &grant.user, &password, &snapshot_slot)
             .await;

@@ -13,6 +13,12 @@ async fn rows_written_before_during_and_after_the_snapshot_reach_the_standby() {
 }
 
 #[tokio::test]
+async fn binlog_file_positioning_is_refused_as_unsupported() {
+    conformance::snapshot_under_writes_converges(Arc::new(common::Pg), Positioning::BinlogFile)
+        .await;
+}
+
+#[tokio::test]
 async fn two_standbys_from_one_snapshot_both_converge() {
     conformance::two_replicas_from_one_snapshot(Arc::new(common::Pg)).await;
 }

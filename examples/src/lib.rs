@@ -54,3 +54,8 @@ pub mod sample;
 pub mod testbed;
 
 pub use agent::{AgentOptions, ApiError, GuestAgent, RunningAgent};
+
+/// The README's embedding example, compiled as a doc test so it cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -26,17 +26,20 @@
 //! never superuser; the password is sent to the server only as a SCRAM-SHA-256 verifier) and
 //! belong to the NOLOGIN group `trove_replication`, which the `pg_hba` block names and which
 //! holds the four function grants `pg_rewind` needs. A new snapshot for the same replica id
-//! gives its login a new password; a standby already streaming as that login gets the new one in
-//! its passfile as soon as an attach from that snapshot has proven it on the master, so it keeps
-//! streaming even if that attach then fails.
+//! gives its login a new password, once its backup is in the store (a retry that fails leaves
+//! the earlier document's password valid); a standby already streaming as that login gets the
+//! new one in its passfile as soon as an attach from that snapshot has proven it on the master,
+//! so it keeps streaming even if that attach then fails.
 //!
-//! Slots: a snapshot creates `trove_slot_<replica id>` before the backup starts. A replica
+//! Slots: a snapshot creates `trove_snap_<replica id>` before the backup starts (and
+//! `grant_standby` one a rejoining standby streams through). A replica
 //! attaching from it copies that slot into its own, `trove_slot_<replica id>_<server id>`
 //! (`pg_copy_physical_replication_slot`, as the replication login), streams through its own,
 //! and drops the snapshot's slot once it streams, so no slot keeps WAL nobody reads. Several
 //! replicas may attach from one snapshot as long as each copies the slot before the first one
 //! finishes; later ones get a clear error asking for a fresh snapshot. Server ids must be
-//! unique among one master's replicas.
+//! unique among one master's replicas. The two prefixes differ and a server id is digits after
+//! the last `_`, so no two replica ids and server ids ever share a slot name.
 //!
 //! Positions: [`get_latest_txn_id`](trove_guest_core::ReplicationStrategy::get_latest_txn_id)
 //! returns the LSN *with its timeline* on a primary
@@ -106,8 +109,10 @@ pub mod objects {
     pub const REPLICATION_GROUP: &str = crate::names::GROUP_ROLE;
     /// Prefix of per-replica replication logins.
     pub const ROLE_PREFIX: &str = crate::names::ROLE_PREFIX;
-    /// Prefix of per-replica physical replication slots.
+    /// Prefix of a replica's own physical replication slot (`trove_slot_<id>_<server id>`).
     pub const SLOT_PREFIX: &str = crate::names::SLOT_PREFIX;
+    /// Prefix of the slot a snapshot (or `grant_standby`) makes (`trove_snap_<id>`).
+    pub const SNAPSHOT_SLOT_PREFIX: &str = crate::names::SNAPSHOT_SLOT_PREFIX;
     /// The master's override file in the config directory.
     pub const MASTER_FILE: &str = crate::conf::MASTER_FILE;
     /// A standby's override file in the config directory.

@@ -20,7 +20,7 @@ use crate::client::Db;
 use crate::commands;
 use crate::conf::{self, MASTER_FILE};
 use crate::flavor::Flavor;
-use crate::names::{self, GROUP_ROLE, SLOT_PREFIX};
+use crate::names::{self, GROUP_ROLE};
 use crate::sql;
 use crate::strategy::{
     PostgresStrategy, PostgresStrategyOptions, StandbySource, flavor, in_recovery,
@@ -276,10 +276,24 @@ impl PostgresStrategy {
         Ok(())
     }
 
-    /// Creates (or re-keys) the replication login and slot of replica `key`.
-    async fn make_grant(&self, db: &Db, key: &str) -> Result<(String, String, Secret)> {
+    /// Creates the slot of replica `key` (`trove_snap_<key>`) unless it exists.
+    async fn ensure_slot(&self, db: &Db, key: &str) -> Result<String> {
+        let slot = names::snapshot_slot_name(key);
+        let slot_exists: bool = db
+            .one("look up the replication slot", sql::SLOT_EXISTS, &[&slot])
+            .await?
+            .get(0);
+        if !slot_exists {
+            db.one("create the replication slot", sql::CREATE_SLOT, &[&slot])
+                .await?;
+        }
+        Ok(slot)
+    }
+
+    /// Creates the replication login of replica `key`, or gives the existing one a new
+    /// password; returns its name and password.
+    async fn key_login(&self, db: &Db, key: &str) -> Result<(String, Secret)> {
         let role = names::role_name(key);
-        let slot = names::slot_name(key);
         let password = Secret::random(32);
         let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
         if role_exists(db, "look up the replication user", &role).await? {
@@ -300,15 +314,7 @@ impl PostgresStrategy {
             )
             .await?;
         }
-        let slot_exists: bool = db
-            .one("look up the replication slot", sql::SLOT_EXISTS, &[&slot])
-            .await?
-            .get(0);
-        if !slot_exists {
-            db.one("create the replication slot", sql::CREATE_SLOT, &[&slot])
-                .await?;
-        }
-        Ok((role, slot, password))
+        Ok((role, password))
     }
 
     pub(crate) async fn snapshot_locked(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
@@ -334,7 +340,7 @@ impl PostgresStrategy {
         trove_guest_core::store::validate_snapshot_name(&name)?;
         // What this call creates, a failed snapshot removes again: a slot left behind would pin
         // WAL on the primary for good (a random replica id is never asked for again).
-        let (role_name, slot_name) = (names::role_name(&key), names::slot_name(&key));
+        let (role_name, slot_name) = (names::role_name(&key), names::snapshot_slot_name(&key));
         let role_existed: bool = db
             .one(
                 "look up the replication user",
@@ -353,7 +359,7 @@ impl PostgresStrategy {
             .get(0);
         let made = async {
             // The slot first: from now on the WAL this replica needs cannot be recycled.
-            let (role, slot, password) = self.make_grant(&db, &key).await?;
+            let slot = self.ensure_slot(&db, &key).await?;
             let (version, version_text) = server_version(&db).await?;
 
             progress.phase(Phase::Backup, "pg_basebackup into the snapshot store");
@@ -402,7 +408,28 @@ impl PostgresStrategy {
                     format!("no start point in pg_basebackup output: {stderr}"),
                 )
             })?;
-            let stored = pending.commit().await?;
+            // Only now, with the backup taken, does the login get its (new) password, in a
+            // transaction committed only once the snapshot is in the store: a retry for the same
+            // replica id that fails leaves the password of the earlier document valid.
+            db.batch("begin the login's password change", sql::BEGIN)
+                .await?;
+            let keyed = async {
+                let (role, password) = self.key_login(&db, &key).await?;
+                let stored = pending.commit().await?;
+                Ok::<_, Error>((role, password, stored))
+            }
+            .await;
+            let (role, password, stored) = match keyed {
+                Ok(k) => k,
+                Err(e) => {
+                    if let Err(r) = db.batch("roll back the login's password change", sql::ROLLBACK).await {
+                        tracing::warn!(error = %r, "could not roll back the login's password change");
+                    }
+                    return Err(e);
+                }
+            };
+            db.batch("commit the login's password change", sql::COMMIT)
+                .await?;
             Ok::<_, Error>((role, slot, password, version, version_text, range, stored))
         }
         .await;
@@ -484,7 +511,8 @@ impl PostgresStrategy {
         let key = names::replica_key(replica_id)?;
         let db = self.db().await?;
         self.require_enabled(&db).await?;
-        let (user, slot, password) = self.make_grant(&db, &key).await?;
+        let slot = self.ensure_slot(&db, &key).await?;
+        let (user, password) = self.key_login(&db, &key).await?;
         Ok(StandbySource::new(
             self.handle.advertise.clone(),
             ReplicationGrant {
@@ -556,17 +584,24 @@ impl PostgresStrategy {
         }
         if let Some(role) = &replica.replication_user {
             // Replicas attached from one snapshot share its login: it goes with the last of
-            // their slots.
+            // the slots made for its replica id (`trove_snap_<key>`, `trove_slot_<key>_<n>`),
+            // matched by parsing each name, never by prefix (`trove_slot_node_` also starts
+            // `trove_slot_node_2_3`, a slot of replica `node_2`).
             let key = role.strip_prefix(names::ROLE_PREFIX).unwrap_or(role);
-            let prefix = format!("{}_", names::slot_name(key));
-            let others: i64 = db
-                .one(
-                    "count the login's other slots",
-                    sql::OTHER_SLOTS_WITH_PREFIX,
-                    &[&prefix, &own],
+            let mut others = 0;
+            for prefix in names::SLOT_PREFIXES {
+                let slots = texts(
+                    &db,
+                    "list replication slots",
+                    sql::SLOTS_WITH_PREFIX,
+                    &[&prefix],
                 )
-                .await?
-                .get(0);
+                .await?;
+                others += slots
+                    .iter()
+                    .filter(|s| s.as_str() != own && names::slot_key(s) == Some(key))
+                    .count();
+            }
             if others == 0 {
                 self.drop_login(&db, role).await?;
             }
@@ -588,15 +623,17 @@ impl PostgresStrategy {
         for role in members.iter().filter(|r| names::check_role(r).is_ok()) {
             self.drop_login(&db, role).await?;
         }
-        let slots = texts(
-            &db,
-            "list replication slots",
-            sql::SLOTS_WITH_PREFIX,
-            &[&SLOT_PREFIX],
-        )
-        .await?;
-        for slot in slots.iter().filter(|s| names::check_slot(s).is_ok()) {
-            self.drop_slot(&db, slot).await?;
+        for prefix in names::SLOT_PREFIXES {
+            let slots = texts(
+                &db,
+                "list replication slots",
+                sql::SLOTS_WITH_PREFIX,
+                &[&prefix],
+            )
+            .await?;
+            for slot in slots.iter().filter(|s| names::check_slot(s).is_ok()) {
+                self.drop_slot(&db, slot).await?;
+            }
         }
         if role_exists(&db, "look up the replication group", GROUP_ROLE).await? {
             for f in sql::REWIND_FUNCTIONS {

@@ -259,14 +259,15 @@ impl PostgresStrategy {
         let snapshot_slot = grant.slot_name.clone().ok_or_else(|| {
             Error::invalid("snapshot document", "replication.slot_name is missing")
         })?;
-        names::check_slot(&snapshot_slot)?;
+        names::check_snapshot_slot(&snapshot_slot)?;
+        let key = names::snapshot_slot_key(&snapshot_slot).unwrap_or_default();
         let password = grant
             .password
             .as_ref()
             .map(|p| p.0.clone())
             .ok_or_else(|| Error::unsupported("snapshot documents without replication.password"))?;
         let server_id = req.server_id.unwrap_or(self.handle.server_id);
-        let own_slot = names::replica_slot_name(&snapshot_slot, server_id);
+        let own_slot = names::replica_slot_name(key, server_id);
         names::check_slot(&own_slot)?;
         let target = doc
             .extra
@@ -796,13 +797,13 @@ mod tests {
             &master,
             "trove_repl_r1",
             &pw,
-            Some("trove_slot_r1"),
+            Some("trove_slot_r1_2"),
             Path::new("/etc/pg/p"),
         )
         .unwrap();
         let text = conf::render_settings("x", &s);
         assert!(!text.contains(pw.expose()));
         assert!(text.contains("passfile=''/etc/pg/p''"), "{text}");
-        assert!(text.contains("primary_slot_name = 'trove_slot_r1'"));
+        assert!(text.contains("primary_slot_name = 'trove_slot_r1_2'"));
     }
 }

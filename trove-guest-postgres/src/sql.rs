@@ -212,15 +212,20 @@ pub(crate) const TERMINATE_SLOT_SENDER: &str = "SELECT count(pg_terminate_backen
 pub(crate) const DROP_SLOT_IF_IDLE: &str = "SELECT count(pg_drop_replication_slot(slot_name))::int8 \
      FROM pg_replication_slots WHERE slot_name = $1 AND NOT active";
 
-/// How many slots start with `$1` other than `$2`.
-pub(crate) const OTHER_SLOTS_WITH_PREFIX: &str = "SELECT count(*)::int8 FROM pg_replication_slots \
-     WHERE starts_with(slot_name::text, $1) AND slot_name <> $2";
-
 /// Promotes a standby and waits up to `$1` seconds: returns whether it finished.
 pub(crate) const PROMOTE: &str = "SELECT pg_promote(true, $1)";
 
 /// Forces a checkpoint.
 pub(crate) const CHECKPOINT: &str = "CHECKPOINT";
+
+/// Opens a transaction (a snapshot's password change waits in it for the store's commit).
+pub(crate) const BEGIN: &str = "BEGIN";
+
+/// Commits the open transaction.
+pub(crate) const COMMIT: &str = "COMMIT";
+
+/// Rolls the open transaction back.
+pub(crate) const ROLLBACK: &str = "ROLLBACK";
 
 /// `(current WAL LSN, its WAL file name)` on a primary; the file name starts with the timeline.
 pub(crate) const CURRENT_WAL: &str =

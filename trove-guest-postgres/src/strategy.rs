@@ -301,6 +301,15 @@ impl ReplicationStrategy for PostgresStrategy {
         self.enable_master_locked(opts).await
     }
 
+    /// Takes a `pg_basebackup` snapshot into the store, with the slot `trove_snap_<replica id>`
+    /// (made before the backup) and the login `trove_repl_<replica id>`.
+    ///
+    /// Retried for the same replica id, the login gets a new password, but only once the backup
+    /// has succeeded: the password change runs in a transaction committed after the snapshot is
+    /// committed to the store, and rolled back otherwise. A retry that fails therefore leaves
+    /// the password of the earlier document (and of any standby streaming with it) valid; one
+    /// that succeeds invalidates it. A failed snapshot drops the slot and login only if it made
+    /// them.
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
         let _g = self.lock.lock().await;
         self.snapshot_locked(req).await

@@ -56,7 +56,7 @@ fn render(num: i64) -> String {
     let basebackup = commands::basebackup(
         Path::new(&bin).join("pg_basebackup"),
         &conninfo,
-        "trove-guest trove_slot_r1",
+        "trove-guest trove_snap_r1",
         f,
     );
     out.push_str(&format!("## pg_basebackup\n{}\n\n", basebackup.display()));

@@ -60,7 +60,7 @@ async fn a_restored_standby_that_cannot_stream_gives_way_to_the_previous_data_di
             .into_iter()
             .map(|r| r[0].clone().unwrap())
             .collect::<Vec<_>>(),
-        ["trove_slot_nostream"],
+        ["trove_snap_nostream"],
         "the slot this attach claimed is dropped again; the snapshot's stays"
     );
 }

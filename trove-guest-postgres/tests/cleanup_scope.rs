@@ -33,11 +33,11 @@ async fn cleanup_of_replica_node_2_leaves_the_slot_of_replica_node_alone() {
     let node_2 = sm.grant_standby("node-2").await.unwrap();
     assert_eq!(
         node.replication.slot_name.as_deref(),
-        Some("trove_slot_node")
+        Some("trove_snap_node")
     );
     assert_eq!(
         node_2.replication.slot_name.as_deref(),
-        Some("trove_slot_node_2")
+        Some("trove_snap_node_2")
     );
 
     // `node_2` detached: the master forgets it, and only it.
@@ -52,7 +52,7 @@ async fn cleanup_of_replica_node_2_leaves_the_slot_of_replica_node_alone() {
         .unwrap();
     assert_eq!(
         slots(&m).await,
-        ["trove_slot_node"],
+        ["trove_snap_node"],
         "replica node keeps its slot"
     );
     let roles = m

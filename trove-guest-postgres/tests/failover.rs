@@ -102,7 +102,7 @@ async fn former_primary_rejoins_the_promoted_standby_by_rewind_and_receives_new_
     }
     let slot_active = new
         .query_one(
-            "SELECT active FROM pg_replication_slots WHERE slot_name = 'trove_slot_former_primary'",
+            "SELECT active FROM pg_replication_slots WHERE slot_name = 'trove_snap_former_primary'",
         )
         .await
         .unwrap();

@@ -237,7 +237,7 @@ async fn a_refused_attach_leaves_no_slot_pinning_wal_on_the_master_and_can_be_re
         .unwrap();
     assert_eq!(
         slots,
-        vec![vec![Some("trove_slot_retry".to_owned())]],
+        vec![vec![Some("trove_snap_retry".to_owned())]],
         "only the snapshot's own slot: the replica's copy was dropped"
     );
 

@@ -17,7 +17,7 @@ async fn each_standby_streams_through_its_own_slot_and_the_snapshot_slot_is_rele
     let sm = common::strategy(&m, store.clone());
     let doc = common::master_snapshot(&sm, "pair").await;
     let snapshot_slot = doc.replication.as_ref().unwrap().slot_name.clone().unwrap();
-    assert_eq!(snapshot_slot, "trove_slot_pair");
+    assert_eq!(snapshot_slot, "trove_snap_pair");
 
     let (r1, r2) = tokio::join!(
         PostgresServer::start(PostgresOptions::new().with_server_id(2)),

@@ -1,7 +1,8 @@
 //! The testkit starts real PostgreSQL 15 servers that answer queries and vanish on drop.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use trove_guest_core::ServiceControl;
 use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 
 #[tokio::test]
@@ -64,4 +65,79 @@ async fn a_missing_postgres_binary_fails_with_the_package_name() {
     let msg = err.to_string();
     assert!(msg.contains("postgresql-15"), "{msg}");
     assert!(msg.contains("/nonexistent/pg/bin/postgres"), "{msg}");
+}
+
+/// Whether `pid` is a process that has not exited (a zombie has).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Dropping a server on a current-thread runtime while another task is in the middle of a
+/// service call (holding the service's lock, waiting for the postmaster to exit) must not wait
+/// for that task: it cannot run until the drop returns.
+#[test]
+fn dropping_a_server_while_a_task_holds_its_service_does_not_deadlock() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = PostgresServer::start(PostgresOptions::new())
+                .await
+                .expect("start a throwaway PostgreSQL 15");
+            let pid = server.service().pid().await.expect("running");
+            let dir = server.instance_dir().to_path_buf();
+            let service = server.handle().service;
+            let stopping = tokio::spawn(async move { service.stop().await });
+            // Let the stop take the service's lock and wait for the postmaster to exit.
+            let mut held = false;
+            for _ in 0..1000 {
+                tokio::task::yield_now().await;
+                let probe = tokio::time::timeout(Duration::ZERO, server.service().pid()).await;
+                if probe.is_err() {
+                    held = true;
+                    break;
+                }
+            }
+            assert!(held, "the stop never held the service's lock");
+            drop(server);
+            let _ = done_tx.send((pid, dir));
+            stopping
+                .await
+                .unwrap()
+                .expect("the stop finishes after the drop");
+        });
+    });
+    let (pid, dir) = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("dropping the server returned (no deadlock on the service's lock)");
+    assert!(!running(pid), "the postmaster was stopped");
+    assert!(!dir.exists(), "instance directory removed on drop");
+}
+
+/// A server started through `service()` directly (not the handle) is still stopped on drop.
+#[tokio::test]
+async fn a_server_restarted_through_service_is_stopped_on_drop() {
+    let server = PostgresServer::start(PostgresOptions::new())
+        .await
+        .expect("start a throwaway PostgreSQL 15");
+    server.handle().service.stop().await.expect("stop");
+    server
+        .service()
+        .start()
+        .await
+        .expect("start again directly");
+    server
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("ready");
+    let pid = server.service().pid().await.expect("running");
+    drop(server);
+    assert!(!running(pid), "the postmaster was stopped");
 }

@@ -32,9 +32,11 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::sync::OnceCell;
 
@@ -42,7 +44,7 @@ use crate::datastore::{AdminConnection, DatastoreHandle};
 use crate::error::{Error, IoResultExt, Result};
 use crate::runner::{OsUser, ToolCommand};
 use crate::secret::Secret;
-use crate::service::{LocalProcess, Readiness, ServiceControl};
+use crate::service::{LocalProcess, Readiness, ServiceControl, ServiceStatus};
 
 /// Where Debian's PostgreSQL 15 programs live.
 pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
@@ -130,7 +132,35 @@ pub struct PostgresServer {
     dir: Option<tempfile::TempDir>,
     port: u16,
     service: Arc<LocalProcess>,
+    control: Arc<TestService>,
     handle: DatastoreHandle,
+}
+
+/// The server's [`LocalProcess`] plus the pid of the running postmaster, kept up to date on
+/// start and stop, so `Drop` can stop the server without waiting for the process's lock (which
+/// another task may hold, on the very thread `Drop` runs on).
+#[derive(Debug)]
+struct TestService {
+    inner: Arc<LocalProcess>,
+    pid: AtomicU32,
+}
+
+#[async_trait]
+impl ServiceControl for TestService {
+    async fn start(&self) -> Result<()> {
+        self.inner.start().await?;
+        self.pid
+            .store(self.inner.pid().await.unwrap_or(0), Ordering::SeqCst);
+        Ok(())
+    }
+    async fn stop(&self) -> Result<()> {
+        self.inner.stop().await?;
+        self.pid.store(0, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn status(&self) -> Result<ServiceStatus> {
+        self.inner.status().await
+    }
 }
 
 impl fmt::Debug for PostgresServer {
@@ -391,7 +421,7 @@ impl PostgresServer {
         let conf = path.join("postgresql.conf");
 
         let mut attempt = 0;
-        let (port, service) = loop {
+        let (port, control) = loop {
             attempt += 1;
             let port = free_port()?;
             write_file(&conf, &main_config(&path, port, &opts), 0o644, owner)?;
@@ -405,8 +435,12 @@ impl PostgresServer {
             let socket = path.join("s").join(format!(".s.PGSQL.{port}"));
             let service =
                 LocalProcess::new(cmd, Readiness::Unix(socket)).with_stop_signal(Signal::SIGINT);
+            let service = Arc::new(TestService {
+                inner: Arc::new(service),
+                pid: AtomicU32::new(0),
+            });
             match service.start().await {
-                Ok(()) => break (port, Arc::new(service)),
+                Ok(()) => break (port, service),
                 Err(e) => {
                     let log = std::fs::read_to_string(path.join("log/postgresql.log"))
                         .unwrap_or_default();
@@ -430,7 +464,7 @@ impl PostgresServer {
             admin,
             &data,
             path.join("conf.d"),
-            service.clone() as Arc<dyn ServiceControl>,
+            control.clone() as Arc<dyn ServiceControl>,
         )
         .with_server_id(opts.server_id)
         .with_os_user(user)
@@ -439,7 +473,8 @@ impl PostgresServer {
         let server = PostgresServer {
             dir: Some(dir),
             port,
-            service,
+            service: control.inner.clone(),
+            control,
             handle,
         };
         server.wait_ready(Duration::from_secs(60)).await?;
@@ -507,7 +542,9 @@ impl PostgresServer {
         self.instance_dir().join("postgresql.conf")
     }
 
-    /// The service controlling the server process.
+    /// The service controlling the server process. Starting or stopping it through this (rather
+    /// than the handle's service) is fine: dropping the server still stops whatever postmaster
+    /// runs on its data directory.
     pub fn service(&self) -> &Arc<LocalProcess> {
         &self.service
     }
@@ -636,19 +673,49 @@ fn is_gone_or_zombie(pid: i32) -> bool {
     }
 }
 
+/// Whether `pid` is a live (not zombie) process whose command line names `data_dir`: a
+/// postmaster of this instance, not a recycled pid.
+fn is_postmaster_of(pid: u32, data_dir: &Path) -> bool {
+    if pid == 0 || is_gone_or_zombie(pid as i32) {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let want = data_dir.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|arg| arg == want)
+}
+
+/// The postmaster running on `data_dir`, from `postmaster.pid` (first line), if it is alive.
+fn postmaster_pid(data_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    is_postmaster_of(pid, data_dir).then_some(pid)
+}
+
 impl Drop for PostgresServer {
     fn drop(&mut self) {
-        // Fast shutdown of the postmaster's process group without needing a runtime: the
-        // LocalProcess keeps the child; we only signal and watch /proc.
-        let pid = futures::executor::block_on(self.service.pid());
+        // Fast shutdown of the postmaster without a runtime and without the LocalProcess lock
+        // (a task on this very thread may hold it, e.g. in the middle of a stop): the pid comes
+        // from the atomic kept on start/stop, or from `postmaster.pid` when the server was
+        // started through `service()` directly; either is checked against /proc first.
+        let data = self.handle.data_dir.clone();
+        let recorded = self.control.pid.load(Ordering::SeqCst);
+        let pid = if is_postmaster_of(recorded, &data) {
+            Some(recorded)
+        } else {
+            postmaster_pid(&data)
+        };
         if let Some(pid) = pid {
-            let pgid = Pid::from_raw(pid as i32);
-            let _ = killpg(pgid, Signal::SIGINT);
+            let target = Pid::from_raw(pid as i32);
+            let _ = kill(target, Signal::SIGINT);
             let deadline = Instant::now() + Duration::from_secs(15);
             while !is_gone_or_zombie(pid as i32) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let _ = killpg(pgid, Signal::SIGKILL);
+            // The postmaster leads its process group (LocalProcess spawns it so): whatever of
+            // it is left goes now.
+            let _ = killpg(target, Signal::SIGKILL);
         }
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir.path());

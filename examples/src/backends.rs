@@ -25,7 +25,11 @@ pub fn strategy(
             store,
             PostgresStrategyOptions::new(),
         )),
-        _ => Arc::new(MysqlStrategy::new(handle, store, mysql_options(mysql))),
+        _ => Arc::new(MysqlStrategy::new(
+            handle,
+            store,
+            mysql_options(mysql).with_expected_datastore(kind),
+        )),
     })
 }
 

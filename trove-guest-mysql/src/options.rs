@@ -3,10 +3,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use trove_guest_core::DatastoreKind;
+
 /// How the strategy lays out files and runs tools; every field has a default.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MysqlOptions {
+    /// What [`ReplicationStrategy::datastore`](trove_guest_core::ReplicationStrategy::datastore)
+    /// reports before the first call has detected the server's flavor (default
+    /// [`DatastoreKind::Mysql`]; agents configured for MariaDB set [`DatastoreKind::Mariadb`]).
+    /// Once detected, the server's real flavor wins.
+    pub expected_datastore: DatastoreKind,
     /// Directory for binary logs when `enable_as_master` turns them on. Default: none, the
     /// server's default place (relative `mysql-bin`, inside the datadir). Keeping them outside
     /// the datadir is better: a restore then never mixes binary logs of two histories.
@@ -40,6 +47,7 @@ pub struct MysqlOptions {
 impl Default for MysqlOptions {
     fn default() -> Self {
         MysqlOptions {
+            expected_datastore: DatastoreKind::Mysql,
             binlog_dir: None,
             binlog_basename: "mysql-bin".into(),
             relay_log_dir: None,
@@ -59,6 +67,11 @@ impl MysqlOptions {
     /// The defaults.
     pub fn new() -> Self {
         Self::default()
+    }
+    /// Sets [`MysqlOptions::expected_datastore`].
+    pub fn with_expected_datastore(mut self, kind: DatastoreKind) -> Self {
+        self.expected_datastore = kind;
+        self
     }
     /// Sets [`MysqlOptions::binlog_dir`].
     pub fn with_binlog_dir(mut self, dir: impl Into<PathBuf>) -> Self {

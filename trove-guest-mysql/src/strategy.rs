@@ -74,7 +74,7 @@ impl MysqlStrategy {
 
     /// Like [`MysqlStrategy::new`], and detects the server's flavor now, so that
     /// [`ReplicationStrategy::datastore`] is exact from the start (before detection it reports
-    /// [`DatastoreKind::Mysql`]).
+    /// [`MysqlOptions::expected_datastore`]).
     ///
     /// # Errors
     ///
@@ -187,7 +187,7 @@ impl ReplicationStrategy for MysqlStrategy {
     fn datastore(&self) -> DatastoreKind {
         self.flavor
             .get()
-            .map_or(DatastoreKind::Mysql, |f| f.datastore())
+            .map_or(self.opts.expected_datastore, |f| f.datastore())
     }
 
     fn capabilities(&self) -> Capabilities {

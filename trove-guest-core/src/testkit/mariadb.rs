@@ -21,18 +21,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use tokio::sync::OnceCell;
 
+use super::service::TestService;
 use crate::datastore::{AdminConnection, DatastoreHandle};
 use crate::error::{Error, IoResultExt, Result};
 use crate::runner::ToolCommand;
 use crate::secret::Secret;
-use crate::service::{LocalProcess, Readiness, ServiceControl, ServiceStatus};
+use crate::service::{LocalProcess, Readiness, ServiceControl};
 
 /// The server program.
 pub const MARIADBD: &str = "/usr/sbin/mariadbd";
@@ -109,32 +109,6 @@ pub struct MariaDbServer {
     service: Arc<TestService>,
     handle: DatastoreHandle,
     password: Secret,
-}
-
-/// [`LocalProcess`] plus the pid of the running server, so `Drop` can stop it without an
-/// async runtime.
-#[derive(Debug)]
-struct TestService {
-    inner: LocalProcess,
-    pid: AtomicU32,
-}
-
-#[async_trait]
-impl ServiceControl for TestService {
-    async fn start(&self) -> Result<()> {
-        self.inner.start().await?;
-        self.pid
-            .store(self.inner.pid().await.unwrap_or(0), Ordering::SeqCst);
-        Ok(())
-    }
-    async fn stop(&self) -> Result<()> {
-        self.inner.stop().await?;
-        self.pid.store(0, Ordering::SeqCst);
-        Ok(())
-    }
-    async fn status(&self) -> Result<ServiceStatus> {
-        self.inner.status().await
-    }
 }
 
 static TEMPLATE: OnceCell<PathBuf> = OnceCell::const_new();
@@ -386,10 +360,7 @@ impl MariaDbServer {
             }
             let process = LocalProcess::new(cmd, Readiness::Unix(socket.clone()))
                 .with_start_timeout(opts.start_timeout);
-            let service = Arc::new(TestService {
-                inner: process,
-                pid: AtomicU32::new(0),
-            });
+            let service = Arc::new(TestService::new(process));
             match service.start().await {
                 Ok(()) => {
                     let admin = AdminConnection::new("127.0.0.1", port, "root", Secret::new(""))

@@ -7,6 +7,7 @@
 pub mod conformance;
 pub mod mariadb;
 pub mod postgres;
+mod service;
 
 pub use mariadb::{MariaDbOptions, MariaDbServer};
 pub use postgres::{ClusterInit, PostgresOptions, PostgresServer};

@@ -32,19 +32,19 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::sync::OnceCell;
 
+use super::service::TestService;
 use crate::datastore::{AdminConnection, DatastoreHandle};
 use crate::error::{Error, IoResultExt, Result};
 use crate::runner::{OsUser, ToolCommand};
 use crate::secret::Secret;
-use crate::service::{LocalProcess, Readiness, ServiceControl, ServiceStatus};
+use crate::service::{LocalProcess, Readiness, ServiceControl};
 
 /// Where Debian's PostgreSQL 15 programs live.
 pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
@@ -134,33 +134,6 @@ pub struct PostgresServer {
     service: Arc<LocalProcess>,
     control: Arc<TestService>,
     handle: DatastoreHandle,
-}
-
-/// The server's [`LocalProcess`] plus the pid of the running postmaster, kept up to date on
-/// start and stop, so `Drop` can stop the server without waiting for the process's lock (which
-/// another task may hold, on the very thread `Drop` runs on).
-#[derive(Debug)]
-struct TestService {
-    inner: Arc<LocalProcess>,
-    pid: AtomicU32,
-}
-
-#[async_trait]
-impl ServiceControl for TestService {
-    async fn start(&self) -> Result<()> {
-        self.inner.start().await?;
-        self.pid
-            .store(self.inner.pid().await.unwrap_or(0), Ordering::SeqCst);
-        Ok(())
-    }
-    async fn stop(&self) -> Result<()> {
-        self.inner.stop().await?;
-        self.pid.store(0, Ordering::SeqCst);
-        Ok(())
-    }
-    async fn status(&self) -> Result<ServiceStatus> {
-        self.inner.status().await
-    }
 }
 
 impl fmt::Debug for PostgresServer {
@@ -435,10 +408,7 @@ impl PostgresServer {
             let socket = path.join("s").join(format!(".s.PGSQL.{port}"));
             let service =
                 LocalProcess::new(cmd, Readiness::Unix(socket)).with_stop_signal(Signal::SIGINT);
-            let service = Arc::new(TestService {
-                inner: Arc::new(service),
-                pid: AtomicU32::new(0),
-            });
+            let service = Arc::new(TestService::new(service));
             match service.start().await {
                 Ok(()) => break (port, service),
                 Err(e) => {

@@ -48,6 +48,7 @@ pub mod api;
 pub mod backends;
 pub mod bench;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod sample;

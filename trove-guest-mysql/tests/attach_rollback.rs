@@ -3,15 +3,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{MariaDb, strategy_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
-    AttachRequest, LocalSnapshotStore, ReplicationStrategy, ReplicationStrategyExt,
-    SnapshotRequest, SnapshotStore,
+    AttachRequest, ReplicationStrategy, ReplicationStrategyExt, SnapshotRequest,
 };
 use trove_guest_mysql::config::{INIT_FILE, REPLICA_FILE};
 
@@ -25,17 +23,8 @@ fn block_override(server: &MariaDbServer, name: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_after_the_swap_puts_the_old_datadir_and_replica_config_back_running() {
-    let store_dir = tempfile::Builder::new()
-        .prefix("tg-store-")
-        .tempdir()
-        .unwrap();
-    let store: Arc<dyn SnapshotStore> =
-        Arc::new(LocalSnapshotStore::new(store_dir.path()).unwrap());
-    let master = MariaDbServer::start(MariaDbOptions::new(1))
-        .await
-        .expect("start master");
-    MariaDb.create_schema(&master).await.unwrap();
-    MariaDb.insert_rows(&master, 0..200).await.unwrap();
+    let (_store_dir, store) = common::store();
+    let master = common::master_with_rows(MariaDbOptions::new(1)).await;
     let ms = strategy_for(&master, store.clone());
     let doc = ms
         .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("rollback"))
@@ -92,17 +81,8 @@ async fn a_failure_after_the_swap_puts_the_old_datadir_and_replica_config_back_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_server_that_cannot_replicate_gives_way_to_the_old_datadir() {
-    let store_dir = tempfile::Builder::new()
-        .prefix("tg-store-")
-        .tempdir()
-        .unwrap();
-    let store: Arc<dyn SnapshotStore> =
-        Arc::new(LocalSnapshotStore::new(store_dir.path()).unwrap());
-    let master = MariaDbServer::start(MariaDbOptions::new(1))
-        .await
-        .expect("start master");
-    MariaDb.create_schema(&master).await.unwrap();
-    MariaDb.insert_rows(&master, 0..200).await.unwrap();
+    let (_store_dir, store) = common::store();
+    let master = common::master_with_rows(MariaDbOptions::new(1)).await;
     let ms = strategy_for(&master, store.clone());
     let doc = ms
         .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("unreachable"))

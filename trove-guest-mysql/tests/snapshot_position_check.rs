@@ -4,25 +4,17 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::{MariaDb, strategy_for};
 use trove_guest_core::position::MariaDbGtidList;
 use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
-    AttachRequest, EnableMasterOptions, ErrorKind, LocalSnapshotStore, ReplicationStrategy,
-    SnapshotRequest, SnapshotStore,
+    AttachRequest, EnableMasterOptions, ErrorKind, ReplicationStrategy, SnapshotRequest,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_claiming_a_later_gtid_than_the_backup_is_refused_and_the_data_kept() {
-    let store_dir = tempfile::Builder::new()
-        .prefix("tg-store-")
-        .tempdir()
-        .unwrap();
-    let store: Arc<dyn SnapshotStore> =
-        Arc::new(LocalSnapshotStore::new(store_dir.path()).unwrap());
+    let (_store_dir, store) = common::store();
     let master = MariaDbServer::start(MariaDbOptions::new(1))
         .await
         .expect("start master");

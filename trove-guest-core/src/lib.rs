@@ -84,7 +84,7 @@ pub use store::ObjectSnapshotStore;
 pub use store::{LocalSnapshotStore, SnapshotStore};
 pub use strategy::{
     AttachOutcome, AttachRequest, Capabilities, DemoteOptions, DetachOptions, DetachedReplica,
-    EnableMasterOptions, Positioning, ReplicationStatus, ReplicationStrategy,
-    ReplicationStrategyExt, Role, SharedStrategy, SnapshotRequest,
+    EnableMasterOptions, Positioning, Provisioned, ReplicationStatus, ReplicationStrategy,
+    ReplicationStrategyExt, Role, SharedStrategy, SnapshotRequest, StageRequest, StagedSnapshot,
 };
 pub use wire::{DatastoreKind, SnapshotDocument};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::position::ReplicationPosition;
 use crate::progress::Progress;
+use crate::store::{Expected, FollowOptions};
 use crate::wire::{DatastoreKind, MasterAddress, SnapshotDocument};
 
 /// The replication role of a server.
@@ -47,6 +48,9 @@ pub struct Capabilities {
     pub slots: bool,
     /// A former master can rejoin as a replica by rewinding.
     pub rewind: bool,
+    /// [`ReplicationStrategy::stage_snapshot`] is implemented: a replica can restore a snapshot
+    /// while the master is still taking it.
+    pub staging: bool,
 }
 
 impl Capabilities {
@@ -72,6 +76,11 @@ impl Capabilities {
     /// Sets [`Capabilities::rewind`].
     pub fn with_rewind(mut self, v: bool) -> Self {
         self.rewind = v;
+        self
+    }
+    /// Sets [`Capabilities::staging`].
+    pub fn with_staging(mut self, v: bool) -> Self {
+        self.staging = v;
         self
     }
 }
@@ -203,6 +212,86 @@ impl AttachRequest {
     pub fn with_progress(mut self, progress: Progress) -> Self {
         self.progress = progress;
         self
+    }
+}
+
+/// A request for [`ReplicationStrategy::stage_snapshot`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StageRequest {
+    /// The snapshot to stage: complete, or still being uploaded.
+    pub href: String,
+    /// Size and SHA-256 the snapshot must have, when already known.
+    pub expected: Expected,
+    /// How to follow an upload in progress.
+    pub follow: FollowOptions,
+    /// Where progress goes.
+    pub progress: Progress,
+}
+
+impl StageRequest {
+    /// Stages the snapshot at `href`, following its upload with default options.
+    pub fn new(href: impl Into<String>) -> Self {
+        StageRequest {
+            href: href.into(),
+            expected: Expected::default(),
+            follow: FollowOptions::default(),
+            progress: Progress::none(),
+        }
+    }
+    /// Sets [`StageRequest::expected`].
+    pub fn with_expected(mut self, expected: Expected) -> Self {
+        self.expected = expected;
+        self
+    }
+    /// Sets [`StageRequest::follow`].
+    pub fn with_follow(mut self, follow: FollowOptions) -> Self {
+        self.follow = follow;
+        self
+    }
+    /// Sets [`StageRequest::progress`].
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+}
+
+/// A snapshot restored (verified, and prepared where the datastore needs it) next to the data
+/// directory, ready for [`ReplicationStrategy::attach_replication_slave`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StagedSnapshot {
+    /// The snapshot.
+    pub href: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its lowercase hex SHA-256, as verified against the store's manifest.
+    pub sha256: String,
+    /// True when an earlier call had already staged it (nothing was read this time).
+    pub reused: bool,
+}
+
+impl StagedSnapshot {
+    /// Builds the description of a staged snapshot.
+    pub fn new(href: impl Into<String>, size: u64, sha256: impl Into<String>, reused: bool) -> Self {
+        StagedSnapshot {
+            href: href.into(),
+            size,
+            sha256: sha256.into(),
+            reused,
+        }
+    }
+
+    /// Whether this staged copy is the snapshot `doc` describes: same href, and the same size
+    /// and SHA-256 wherever the document carries them.
+    pub fn matches(&self, doc: &SnapshotDocument) -> bool {
+        let d = &doc.dataset;
+        d.snapshot_href == self.href
+            && d.size_bytes.is_none_or(|s| s == self.size)
+            && d
+                .sha256
+                .as_deref()
+                .is_none_or(|h| h.eq_ignore_ascii_case(&self.sha256))
     }
 }
 
@@ -371,8 +460,50 @@ pub trait ReplicationStrategy: Send + Sync + fmt::Debug {
     /// made before the cancel remains; a repeated call with the same replica id reuses it.
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument>;
 
+    /// The href [`get_replication_snapshot`](Self::get_replication_snapshot) will give a
+    /// snapshot named `name` (see [`SnapshotRequest::snapshot_name`]), so that a replica can
+    /// [`stage_snapshot`](Self::stage_snapshot) it while it is being taken.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a bad name; [`Error::Unsupported`] (the default) when the
+    /// strategy cannot tell in advance.
+    fn snapshot_href(&self, name: &str) -> Result<String> {
+        let _ = name;
+        Err(Error::unsupported("snapshot hrefs known before the snapshot"))
+    }
+
+    /// Restores a snapshot into a staging area next to the data directory, without touching the
+    /// running server or its data: it reads the snapshot from the store, following its upload
+    /// if the master is still taking it ([`SnapshotStore::follow`](crate::SnapshotStore::follow)),
+    /// verifies it and prepares it. A later
+    /// [`attach_replication_slave`](Self::attach_replication_slave) with a document naming the
+    /// same href, size and SHA-256 uses the staged copy instead of reading the snapshot again;
+    /// any other document discards it. Staging is an optimisation only: attach never needs it.
+    ///
+    /// Staging the snapshot that is already staged returns at once (`reused: true`); staging
+    /// another one replaces it (one staged snapshot per server).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] (the default) for strategies without staging;
+    /// [`Error::InvalidInput`] for an href outside this agent's store; [`Error::NotFound`] when
+    /// the snapshot never appears; [`Error::Integrity`] for a corrupt, truncated or abandoned
+    /// snapshot (nothing stays staged); [`Error::ToolFailed`] when extraction or preparation
+    /// fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: a cancel kills the extraction and leaves a partial staging area
+    /// that is never used and is removed by the next stage or attach.
+    async fn stage_snapshot(&self, req: &StageRequest) -> Result<StagedSnapshot> {
+        let _ = req;
+        Err(Error::unsupported("staging a snapshot before attach"))
+    }
+
     /// Restores `snapshot` on this server and starts replicating from its position; returns when
-    /// replication runs and has applied the snapshot position.
+    /// replication runs and has applied the snapshot position. A snapshot staged earlier by
+    /// [`stage_snapshot`](Self::stage_snapshot) is used when it is the one `snapshot` names.
     ///
     /// # Errors
     ///
@@ -497,6 +628,85 @@ pub trait ReplicationStrategyExt: ReplicationStrategy {
         Ok(txn)
     }
 
+    /// Provisions this server as a replica of `master` in one flow: `master` takes the snapshot
+    /// while this server stages it (following the upload), then this server attaches. With
+    /// strategies and stores that support it, restoring overlaps taking the snapshot, so a
+    /// replica is ready in about the time of one pass over the data; otherwise the flow is the
+    /// plain snapshot then attach.
+    ///
+    /// `snapshot.snapshot_name` is generated when absent (the href must be known in advance).
+    /// A failed staging is logged and ignored (attach then reads the snapshot itself); a failed
+    /// snapshot cancels the staging.
+    ///
+    /// # Errors
+    ///
+    /// As [`ReplicationStrategy::get_replication_snapshot`] on the master and
+    /// [`ReplicationStrategy::attach_replication_slave`] here.
+    ///
+    /// # Cancel safety
+    ///
+    /// As those two calls: dropping the future kills the backup and the extraction; the old data
+    /// directory stays in place unless the attach had already swapped it.
+    async fn provision_from(
+        &self,
+        master: &dyn ReplicationStrategy,
+        snapshot: &SnapshotRequest,
+        attach: &AttachRequest,
+    ) -> Result<Provisioned> {
+        let mut snapshot = snapshot.clone();
+        let name = match &snapshot.snapshot_name {
+            Some(n) => n.clone(),
+            None => {
+                let n = format!(
+                    "provision-{}",
+                    crate::Secret::random(12).expose().to_ascii_lowercase()
+                );
+                snapshot.snapshot_name = Some(n.clone());
+                n
+            }
+        };
+        let href = match master.snapshot_href(&name) {
+            Ok(h) if self.capabilities().staging => Some(h),
+            Ok(_) | Err(Error::Unsupported { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(href) = href else {
+            let document = master.get_replication_snapshot(&snapshot).await?;
+            let outcome = self.attach_replication_slave(&document, attach).await?;
+            return Ok(Provisioned::new(document, outcome, None));
+        };
+        let stage_req = StageRequest::new(href).with_progress(attach.progress.clone());
+        let snap_fut = master.get_replication_snapshot(&snapshot);
+        let stage_fut = self.stage_snapshot(&stage_req);
+        tokio::pin!(snap_fut, stage_fut);
+        let mut staged = None;
+        let document = loop {
+            tokio::select! {
+                d = &mut snap_fut => break d,
+                s = &mut stage_fut, if staged.is_none() => staged = Some(s),
+            }
+        };
+        // A failed snapshot drops (cancels) the staging still following it.
+        let document = document?;
+        let staged = match staged {
+            Some(s) => s,
+            None => stage_fut.await,
+        };
+        let staged = match staged {
+            Ok(s) if s.matches(&document) => Some(s),
+            Ok(s) => {
+                tracing::warn!(staged = %s.href, "the staged snapshot is not the one taken; attach reads it again");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "staging failed; attach reads the snapshot itself");
+                None
+            }
+        };
+        let outcome = self.attach_replication_slave(&document, attach).await?;
+        Ok(Provisioned::new(document, outcome, staged))
+    }
+
     /// Fails with [`Error::WrongRole`] unless the server is in `expected` role.
     ///
     /// # Errors
@@ -521,6 +731,33 @@ pub trait ReplicationStrategyExt: ReplicationStrategy {
 }
 
 impl<T: ReplicationStrategy + ?Sized> ReplicationStrategyExt for T {}
+
+/// What [`ReplicationStrategyExt::provision_from`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Provisioned {
+    /// The master's snapshot document.
+    pub document: SnapshotDocument,
+    /// The attach's outcome.
+    pub outcome: AttachOutcome,
+    /// The snapshot staged while the master took it, when staging overlapped the snapshot.
+    pub staged: Option<StagedSnapshot>,
+}
+
+impl Provisioned {
+    /// Builds the result of a provisioning flow.
+    pub fn new(
+        document: SnapshotDocument,
+        outcome: AttachOutcome,
+        staged: Option<StagedSnapshot>,
+    ) -> Self {
+        Provisioned {
+            document,
+            outcome,
+            staged,
+        }
+    }
+}
 
 /// A shared strategy, as an agent holds it.
 pub type SharedStrategy = Arc<dyn ReplicationStrategy>;

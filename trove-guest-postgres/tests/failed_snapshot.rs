@@ -135,6 +135,10 @@ impl PendingUpload for FlakyPending {
 
 #[async_trait]
 impl SnapshotStore for FlakyStore {
+    fn snapshot_href(&self, name: &str) -> trove_guest_core::Result<String> {
+        self.inner.snapshot_href(name)
+    }
+
     fn owns(&self, href: &str) -> bool {
         self.inner.owns(href)
     }

@@ -37,6 +37,10 @@ impl DownloadFirst {
 
 #[async_trait]
 impl SnapshotStore for DownloadFirst {
+    fn snapshot_href(&self, name: &str) -> trove_guest_core::Result<String> {
+        self.local.snapshot_href(name)
+    }
+
     fn owns(&self, href: &str) -> bool {
         self.local.owns(href)
     }

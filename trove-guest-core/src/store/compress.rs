@@ -174,6 +174,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for DecodeErrors<R> {
 
 #[async_trait]
 impl SnapshotStore for ZstdSnapshotStore {
+    fn snapshot_href(&self, name: &str) -> Result<String> {
+        self.inner.snapshot_href(name)
+    }
+
     fn owns(&self, href: &str) -> bool {
         self.inner.owns(href)
     }

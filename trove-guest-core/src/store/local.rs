@@ -6,7 +6,7 @@ use tokio::io::AsyncRead;
 
 use super::stream::UploadChunks;
 use super::{
-    CHUNK_SIZE, Expected, PendingUpload, SnapshotRead, SnapshotStore, StoredSnapshot,
+    CHUNK_SIZE, Expected, FollowOptions, PendingUpload, SnapshotRead, SnapshotStore, StoredSnapshot,
     VerifyingReader, check_expected, validate_snapshot_name,
 };
 use crate::error::{Error, IoResultExt, Result};
@@ -18,7 +18,11 @@ const DATA_SUFFIX: &str = ".snap";
 ///
 /// Layout: `<root>/<name>.snap` (data) and `<root>/<name>.snap.manifest.json` (size and
 /// SHA-256, written last). Uploads stream into `<root>/.partial-<name>-<random>`, are fsynced,
-/// and renamed into place on commit; a snapshot without a manifest does not exist for readers.
+/// and linked into place on commit; a snapshot without a manifest does not exist for readers.
+///
+/// The uploading process holds an exclusive `flock` on its partial file until the commit or the
+/// abort, which lets [`follow`](SnapshotStore::follow) read an upload as it grows (on this
+/// host, or any file system with coherent `flock`) and tell a live upload from an abandoned one.
 #[derive(Debug, Clone)]
 pub struct LocalSnapshotStore {
     root: PathBuf,
@@ -79,13 +83,13 @@ impl LocalSnapshotStore {
         Ok(path.to_path_buf())
     }
 
-    fn manifest_path(data: &Path) -> PathBuf {
+    pub(super) fn manifest_path(data: &Path) -> PathBuf {
         let mut s = data.as_os_str().to_owned();
         s.push(".manifest.json");
         PathBuf::from(s)
     }
 
-    async fn read_manifest(&self, href: &str) -> Result<StoredSnapshot> {
+    pub(super) async fn read_manifest(&self, href: &str) -> Result<StoredSnapshot> {
         let data = self.path_for(href)?;
         let mpath = Self::manifest_path(&data);
         let bytes = match tokio::fs::read(&mpath).await {
@@ -112,9 +116,16 @@ fn fsync_dir(dir: &Path) -> Result<()> {
         .context(|| format!("fsync {}", dir.display()))
 }
 
+/// Prefix of upload files: `.partial-<name>-<PARTIAL_RANDOM random alphanumerics>`.
+pub(super) const PARTIAL_PREFIX: &str = ".partial-";
+/// Length of the random part of upload file names.
+pub(super) const PARTIAL_RANDOM: usize = 12;
+
 #[derive(Debug)]
 struct LocalPending {
     temp: Option<PathBuf>,
+    /// The open upload file: holding it holds the upload's exclusive lock.
+    lock: Option<std::fs::File>,
     data: PathBuf,
     root: PathBuf,
     snapshot: StoredSnapshot,
@@ -156,7 +167,7 @@ impl PendingUpload for LocalPending {
             }
             let mpath = LocalSnapshotStore::manifest_path(&data);
             let mtemp = root.join(format!(
-                ".partial-manifest-{}",
+                ".manifest-partial-{}",
                 crate::secret::Secret::random(12).expose()
             ));
             let json = serde_json::to_vec_pretty(&snapshot).expect("manifest serializes");
@@ -190,6 +201,8 @@ impl Drop for LocalPending {
         if let Some(temp) = self.temp.take() {
             let _ = std::fs::remove_file(temp);
         }
+        // Releases the upload lock: followers now see a commit (manifest) or an abort.
+        self.lock.take();
     }
 }
 
@@ -210,6 +223,11 @@ impl SnapshotStore for LocalSnapshotStore {
         self.path_for(href).is_ok()
     }
 
+    fn snapshot_href(&self, name: &str) -> Result<String> {
+        validate_snapshot_name(name)?;
+        Ok(self.href_for(name))
+    }
+
     async fn put(
         &self,
         name: &str,
@@ -226,8 +244,8 @@ impl SnapshotStore for LocalSnapshotStore {
             ));
         }
         let temp = self.root.join(format!(
-            ".partial-{name}-{}",
-            crate::secret::Secret::random(12).expose()
+            "{PARTIAL_PREFIX}{name}-{}",
+            crate::secret::Secret::random(PARTIAL_RANDOM).expose()
         ));
         let mut guard = TempGuard(Some(temp.clone()));
         let file = std::fs::OpenOptions::new()
@@ -236,12 +254,15 @@ impl SnapshotStore for LocalSnapshotStore {
             .mode(0o600)
             .open(&temp)
             .context(|| format!("create {}", temp.display()))?;
+        // Held until commit or abort; followers wait while it is held.
+        file.lock()
+            .context(|| format!("lock {}", temp.display()))?;
 
         // Writes happen on a blocking thread fed by a bounded channel: the async side reads and
         // hashes, the blocking side writes; at most 4 chunks are in flight.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let temp_for_writer = temp.clone();
-        let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+        let writer = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
             use std::io::Write as _;
             let mut file = file;
             while let Some(chunk) = rx.blocking_recv() {
@@ -249,7 +270,8 @@ impl SnapshotStore for LocalSnapshotStore {
                     .context(|| format!("write {}", temp_for_writer.display()))?;
             }
             file.sync_all()
-                .context(|| format!("fsync {}", temp_for_writer.display()))
+                .context(|| format!("fsync {}", temp_for_writer.display()))?;
+            Ok(file)
         });
 
         let mut chunks = UploadChunks::new(data, name, progress);
@@ -268,11 +290,12 @@ impl SnapshotStore for LocalSnapshotStore {
             source: None,
         })?;
         read_result?;
-        write_result?;
+        let lock = write_result?;
         let (size, sha256) = chunks.finish();
         guard.0 = None;
         Ok(Box::new(LocalPending {
             temp: Some(temp),
+            lock: Some(lock),
             data: final_path,
             root: self.root.clone(),
             snapshot: StoredSnapshot { href, size, sha256 },
@@ -299,6 +322,15 @@ impl SnapshotStore for LocalSnapshotStore {
         };
         let reader: SnapshotRead = Box::new(tokio::io::BufReader::with_capacity(CHUNK_SIZE, file));
         Ok(VerifyingReader::new(reader, href, m.size, m.sha256))
+    }
+
+    async fn follow(
+        &self,
+        href: &str,
+        expected: &Expected,
+        opts: &FollowOptions,
+    ) -> Result<SnapshotRead> {
+        super::tail::follow_local(self, href, expected, opts).await
     }
 
     async fn delete(&self, href: &str) -> Result<()> {

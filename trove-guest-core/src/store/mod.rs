@@ -11,10 +11,12 @@
 
 #[cfg(feature = "zstd")]
 mod compress;
+mod follow;
 mod local;
 #[cfg(feature = "object-store")]
 mod object;
 mod stream;
+mod tail;
 mod verify;
 
 use std::fmt;
@@ -28,6 +30,7 @@ use crate::progress::Progress;
 
 #[cfg(feature = "zstd")]
 pub use compress::ZstdSnapshotStore;
+pub use follow::FollowOptions;
 pub use local::LocalSnapshotStore;
 #[cfg(feature = "object-store")]
 pub use object::ObjectSnapshotStore;
@@ -84,6 +87,15 @@ pub trait SnapshotStore: Send + Sync + fmt::Debug {
     /// Whether `href` names an object of this store (hrefs elsewhere are refused by agents).
     fn owns(&self, href: &str) -> bool;
 
+    /// The href a snapshot named `name` gets once [`put`](Self::put) and
+    /// [`commit`](PendingUpload::commit) stored it: callers use it to hand a snapshot to a
+    /// replica before it is complete (see [`follow`](Self::follow)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a bad name.
+    fn snapshot_href(&self, name: &str) -> Result<String>;
+
     /// Streams `data` to its end into a hidden object named after `name` and returns the
     /// pending upload. `name` must match `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
     ///
@@ -126,6 +138,33 @@ pub trait SnapshotStore: Send + Sync + fmt::Debug {
     ///
     /// Cancel safe: read only.
     async fn get(&self, href: &str, expected: &Expected) -> Result<VerifyingReader<SnapshotRead>>;
+
+    /// Opens a snapshot that may still be uploading and reads it as it grows; the stream ends
+    /// only after the upload committed, and it is verified (size and SHA-256) against the
+    /// manifest published at commit and against `expected`, like [`get`](Self::get). An upload
+    /// that is abandoned, or stalls longer than [`FollowOptions::stall_timeout`], fails the read.
+    ///
+    /// Stores that cannot read an object before it is complete (the default implementation)
+    /// wait for the commit and then return [`get`](Self::get): correct, but without overlap.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when neither a complete snapshot nor an upload appears within
+    /// [`FollowOptions::start_timeout`]; otherwise as [`get`](Self::get). Failures found while
+    /// streaming (abandoned or stalled upload, mismatch) surface as read errors; map them with
+    /// [`Error::from_read`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    async fn follow(
+        &self,
+        href: &str,
+        expected: &Expected,
+        opts: &FollowOptions,
+    ) -> Result<SnapshotRead> {
+        follow::wait_then_get(self, href, expected, opts).await
+    }
 
     /// Deletes a snapshot (manifest first, so it disappears atomically). Deleting a missing
     /// snapshot succeeds.

@@ -306,6 +306,11 @@ impl PendingUpload for ObjectPending {
 
 #[async_trait]
 impl SnapshotStore for ObjectSnapshotStore {
+    fn snapshot_href(&self, name: &str) -> Result<String> {
+        validate_snapshot_name(name)?;
+        Ok(self.href_for(name))
+    }
+
     fn owns(&self, href: &str) -> bool {
         self.name_of(href).is_ok()
     }

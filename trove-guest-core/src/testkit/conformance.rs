@@ -20,7 +20,7 @@ use crate::store::{LocalSnapshotStore, SnapshotStore};
 use crate::strategy::{
     AttachRequest, Capabilities, DemoteOptions, DetachOptions, DetachedReplica,
     EnableMasterOptions, Positioning, ReplicationStrategy, ReplicationStrategyExt, Role,
-    SnapshotRequest,
+    SnapshotRequest, StageRequest,
 };
 use crate::wire::SnapshotDocument;
 
@@ -548,4 +548,178 @@ where
         started.elapsed() < Duration::from_secs(30),
         "the wait is bounded by its timeout"
     );
+}
+
+/// [`ReplicationStrategyExt::provision_from`] under writes: the replica stages the snapshot while
+/// the master takes it (when the backend has [`Capabilities::staging`]; otherwise the flow is
+/// snapshot then attach), and rows written before, during and after all reach it.
+pub async fn provision_overlaps_snapshot_and_restore<B>(backend: Arc<B>)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let caps = backend.capabilities();
+    let (_store_dir, store) = temp_store();
+    let master = Arc::new(backend.start_server(1).await.expect("start master"));
+    backend.create_schema(&master).await.expect("create schema");
+    backend
+        .insert_rows(&master, 0..500)
+        .await
+        .expect("rows before the snapshot");
+    let ms = backend.strategy(&master, store.clone());
+    ms.enable_as_master(&EnableMasterOptions::new())
+        .await
+        .expect("enable_as_master");
+    let replica = backend.start_server(2).await.expect("start replica");
+    let rs = backend.strategy(&replica, store.clone());
+    let writer = spawn_writer(backend.clone(), master.clone(), 500);
+    let provisioned = rs
+        .provision_from(
+            &*ms,
+            &SnapshotRequest::new().with_replica_id("conf-provision"),
+            &AttachRequest::new(),
+        )
+        .await
+        .expect("provision_from under writes");
+    let next = writer.finish().await;
+    assert!(next > 500, "the writer wrote nothing during provisioning");
+    match &provisioned.staged {
+        Some(staged) if caps.staging => {
+            assert!(
+                staged.matches(&provisioned.document),
+                "the staged copy is the snapshot taken: {staged:?}"
+            );
+            assert!(!staged.reused, "nothing was staged before: {staged:?}");
+        }
+        Some(staged) => panic!("a backend without staging reported a staged copy: {staged:?}"),
+        None if caps.staging => panic!("staging was expected to overlap the snapshot"),
+        None => {}
+    }
+    backend
+        .insert_rows(&master, next..next + 200)
+        .await
+        .expect("rows after provisioning");
+    assert_converged(&*backend, &master, &replica, &*rs, &*ms, next + 200).await;
+}
+
+/// A staged snapshot is used only by an attach whose document names it: staging twice reuses
+/// the staged copy, and an attach from a later snapshot of the same master restores that one
+/// (a replica built from the older copy at the newer position would miss the rows between).
+/// Skipped for backends without [`Capabilities::staging`], which must refuse staging with
+/// [`ErrorKind::Unsupported`].
+pub async fn staged_snapshot_serves_only_its_document<B>(backend: Arc<B>)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let caps = backend.capabilities();
+    let pair = master_with_snapshot(&backend, "conf-stage").await;
+    let replica = backend.start_server(2).await.expect("start replica");
+    let rs = backend.strategy(&replica, pair.store.clone());
+    let href = pair.snapshot.dataset.snapshot_href.clone();
+    if !caps.staging {
+        let err = rs
+            .stage_snapshot(&StageRequest::new(href))
+            .await
+            .expect_err("a backend without staging refuses it");
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "got {err}");
+        return;
+    }
+    let first = rs
+        .stage_snapshot(&StageRequest::new(href.clone()))
+        .await
+        .expect("stage the first snapshot");
+    assert!(first.matches(&pair.snapshot), "{first:?}");
+    assert!(!first.reused, "{first:?}");
+    let again = rs
+        .stage_snapshot(&StageRequest::new(href.clone()))
+        .await
+        .expect("stage it again");
+    assert!(again.reused, "staging the staged snapshot again reads nothing: {again:?}");
+
+    // Rows only a later snapshot holds, then that snapshot.
+    let n = pair.next_id;
+    backend
+        .insert_rows(&pair.master, n..n + 100)
+        .await
+        .expect("rows between the snapshots");
+    let later = pair
+        .master_strategy
+        .get_replication_snapshot(
+            &SnapshotRequest::new()
+                .with_replica_id("conf-stage")
+                .with_snapshot_name("conf-stage-later"),
+        )
+        .await
+        .expect("the later snapshot");
+    assert_ne!(later.dataset.snapshot_href, href);
+    assert!(!first.matches(&later), "the staged copy is not the later snapshot");
+    rs.attach_replication_slave(&later, &AttachRequest::new())
+        .await
+        .expect("attach from the later snapshot");
+    backend
+        .insert_rows(&pair.master, n + 100..n + 150)
+        .await
+        .expect("rows after attach");
+    assert_converged(
+        &*backend,
+        &pair.master,
+        &replica,
+        &*rs,
+        &*pair.master_strategy,
+        n + 150,
+    )
+    .await;
+}
+
+/// Staging a damaged snapshot fails with an integrity error and leaves the replica serving its
+/// own data; the attach that follows refuses the snapshot too. Skipped without
+/// [`Capabilities::staging`].
+pub async fn damaged_snapshot_is_never_staged<B>(backend: Arc<B>)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    if !backend.capabilities().staging {
+        return;
+    }
+    let pair = master_with_snapshot(&backend, "conf-stage-damage").await;
+    let href = pair.snapshot.dataset.snapshot_href.clone();
+    let path = href
+        .strip_prefix("file://")
+        .expect("the suite's store is local");
+    let mut bytes = std::fs::read(path).expect("read stored snapshot");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(path, &bytes).expect("damage the snapshot");
+
+    let replica = backend.start_server(2).await.expect("start replica");
+    backend
+        .create_schema(&replica)
+        .await
+        .expect("replica schema");
+    backend
+        .insert_rows(&replica, 0..7)
+        .await
+        .expect("replica's own data");
+    let before = backend.fingerprint(&replica).await.expect("fingerprint");
+    let rs = backend.strategy(&replica, pair.store.clone());
+    let err = rs
+        .stage_snapshot(&StageRequest::new(href))
+        .await
+        .expect_err("a damaged snapshot is never staged");
+    assert_eq!(err.kind(), ErrorKind::Integrity, "got {err}");
+    let err = rs
+        .attach_replication_slave(
+            &pair.snapshot,
+            &AttachRequest::new().with_timeout(Duration::from_secs(60)),
+        )
+        .await
+        .expect_err("and never attached");
+    assert_eq!(err.kind(), ErrorKind::Integrity, "got {err}");
+    let after = backend
+        .fingerprint(&replica)
+        .await
+        .expect("the replica still serves its previous data");
+    assert_eq!(before, after, "previous data directory intact");
 }

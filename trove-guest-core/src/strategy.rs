@@ -273,7 +273,12 @@ pub struct StagedSnapshot {
 
 impl StagedSnapshot {
     /// Builds the description of a staged snapshot.
-    pub fn new(href: impl Into<String>, size: u64, sha256: impl Into<String>, reused: bool) -> Self {
+    pub fn new(
+        href: impl Into<String>,
+        size: u64,
+        sha256: impl Into<String>,
+        reused: bool,
+    ) -> Self {
         StagedSnapshot {
             href: href.into(),
             size,
@@ -288,8 +293,7 @@ impl StagedSnapshot {
         let d = &doc.dataset;
         d.snapshot_href == self.href
             && d.size_bytes.is_none_or(|s| s == self.size)
-            && d
-                .sha256
+            && d.sha256
                 .as_deref()
                 .is_none_or(|h| h.eq_ignore_ascii_case(&self.sha256))
     }
@@ -470,7 +474,9 @@ pub trait ReplicationStrategy: Send + Sync + fmt::Debug {
     /// strategy cannot tell in advance.
     fn snapshot_href(&self, name: &str) -> Result<String> {
         let _ = name;
-        Err(Error::unsupported("snapshot hrefs known before the snapshot"))
+        Err(Error::unsupported(
+            "snapshot hrefs known before the snapshot",
+        ))
     }
 
     /// Restores a snapshot into a staging area next to the data directory, without touching the

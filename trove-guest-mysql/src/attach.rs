@@ -5,10 +5,14 @@
 //!
 //! 1. refuse another datastore or release series ([`Error::Incompatible`]), and a server
 //!    holding transactions the snapshot's master never had ([`Error::Diverged`]);
-//! 2. stream `store.get` (size and SHA-256 verified while reading) into `mbstream -x` in a
-//!    staging directory under `work_dir`; a verification failure aborts the extraction and
-//!    becomes [`Error::Integrity`];
-//! 3. cross-check the extracted binlog info file with the document; `--prepare`;
+//! 2. use the copy [`stage_snapshot`](trove_guest_core::ReplicationStrategy::stage_snapshot)
+//!    left in the staging directory under `work_dir` when its marker names the document's
+//!    snapshot and the store still holds exactly that snapshot; otherwise discard it (marker
+//!    first) and stream `store.get` (size and SHA-256 verified while reading) into
+//!    `mbstream -x` there, then `--prepare` ([`crate::restore`]); a verification failure aborts
+//!    the extraction and becomes [`Error::Integrity`];
+//! 3. cross-check the restored binlog info file with the document (both ways), then remove
+//!    the staging marker;
 //! 4. stop the server, rename the datadir aside, rename the staging directory in, write the
 //!    replica override, start (on a failed start the old datadir is put back and started);
 //! 5. seed the GTID state, `CHANGE MASTER TO`, `START SLAVE`, and wait (bounded) until both
@@ -18,7 +22,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trove_guest_core::error::IoResultExt;
 use trove_guest_core::position::{BinlogCoordinates, MariaDbGtidList, MysqlGtidSet};
 use trove_guest_core::store::Expected;
@@ -27,16 +30,16 @@ use trove_guest_core::{
     SnapshotDocument,
 };
 
-use crate::commands::{extract_command, prepare_command};
 use crate::config::{
     INIT_FILE, REPLICA_FILE, init_override, remove_override, replica_override, write_override,
 };
 use crate::flavor::FlavorKind;
+use crate::restore::{ReadFrom, check_binlog_info};
 use crate::sql::{
     Account, ChangeMaster, GtidStart, StartAt, validate_connect_host, validate_password,
 };
+use crate::staging::remove_dir_if_exists;
 use crate::strategy::{MysqlStrategy, tick};
-use crate::xbstream::{BINLOG_INFO_FILES, BinlogInfo};
 
 const STAGING: &str = ".tg-restore";
 const OLD_DATA: &str = ".tg-old-data";
@@ -107,14 +110,6 @@ pub fn errant_mysql_vs_snapshot(
         .parse()
 }
 
-fn remove_dir_if_exists(p: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("remove {}", p.display()), e)),
-    }
-}
-
 /// The start position requested, resolved against the document.
 enum Start {
     MariaGtid(MariaDbGtidList),
@@ -123,7 +118,7 @@ enum Start {
 }
 
 impl MysqlStrategy {
-    fn staging_dir(&self) -> PathBuf {
+    pub(crate) fn staging_dir(&self) -> PathBuf {
         self.handle.work_dir.join(STAGING)
     }
 
@@ -132,7 +127,7 @@ impl MysqlStrategy {
     }
 
     /// Puts back a datadir left aside by an interrupted swap.
-    fn recover_interrupted_swap(&self) -> Result<()> {
+    pub(crate) fn recover_interrupted_swap(&self) -> Result<()> {
         let old = self.old_data_dir();
         if !self.handle.data_dir.exists() && old.exists() {
             tracing::warn!("restoring the datadir left aside by an interrupted attach");
@@ -254,19 +249,51 @@ impl MysqlStrategy {
         // admin account is defined, to replay it on the first start of the restored data.
         let admin_init = self.capture_admin_account().await?;
 
-        // 2. Extract into staging, verifying as we read.
+        // 2. The snapshot in staging: the copy staged earlier when it is this document's
+        // snapshot, else extracted now (verified as it is read) and prepared.
         self.recover_interrupted_swap()?;
         let staging = self.staging_dir();
-        remove_dir_if_exists(&staging)?;
-        std::fs::create_dir_all(&staging).context(|| format!("create {}", staging.display()))?;
-        let result = self.restore_into(doc, &staging, flavor, req).await;
-        let restored_bytes = match result {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = remove_dir_if_exists(&staging);
-                return Err(e);
+        let restored_bytes = match self.staged_for(doc).await {
+            Some(staged) => {
+                tracing::info!(%href, bytes = staged.size, "using the staged copy of the snapshot");
+                progress.phase(Phase::Restore, format!("using the staged copy of {href}"));
+                staged.size
+            }
+            None => {
+                self.discard_staged()?;
+                std::fs::create_dir_all(&staging)
+                    .context(|| format!("create {}", staging.display()))?;
+                let expected = Expected {
+                    size: doc.dataset.size_bytes,
+                    sha256: doc.dataset.sha256.clone(),
+                };
+                match self
+                    .extract_and_prepare(
+                        href,
+                        ReadFrom::Complete(&expected),
+                        &staging,
+                        flavor,
+                        progress,
+                    )
+                    .await
+                {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = remove_dir_if_exists(&staging);
+                        return Err(e);
+                    }
+                }
             }
         };
+
+        // 3. The restored position must be the one the document carries, whichever way the
+        // snapshot got into staging. From here on the staging directory is no staged copy any
+        // more: it is swapped in, or discarded.
+        let checked = check_binlog_info(&staging, doc, flavor);
+        if let Err(e) = checked.and_then(|()| self.remove_staged_marker()) {
+            let _ = self.discard_staged();
+            return Err(e);
+        }
 
         // 4. Swap.
         progress.phase(
@@ -342,130 +369,6 @@ impl MysqlStrategy {
         s.close().await;
         self.wait_replicating(start, req.timeout).await?;
         Ok(self.latest_txn_impl().await.ok())
-    }
-
-    /// Steps 2 and 3: extraction (verified) and prepare, all inside `staging`.
-    async fn restore_into(
-        &self,
-        doc: &SnapshotDocument,
-        staging: &Path,
-        flavor: crate::flavor::Flavor,
-        req: &AttachRequest,
-    ) -> Result<u64> {
-        let progress = &req.progress;
-        let href = &doc.dataset.snapshot_href;
-        progress.phase(Phase::Restore, format!("extracting {href}"));
-        let expected = Expected {
-            size: doc.dataset.size_bytes,
-            sha256: doc.dataset.sha256.clone(),
-        };
-        let mut reader = self.store.get(href, &expected).await?;
-        let total = reader.expected_size();
-        let mut tool = extract_command(&self.stream_tool(flavor), staging).spawn()?;
-        let mut stdin = tool.take_stdin().expect("stdin is piped");
-        let mut buf = vec![0u8; trove_guest_core::store::CHUNK_SIZE];
-        let mut done = 0u64;
-        loop {
-            // A verification failure surfaces here, before EOF is reported: the tool is
-            // killed (dropped) and nothing is swapped in.
-            let n = reader
-                .read(&mut buf)
-                .await
-                .map_err(|e| Error::from_read(format!("read snapshot {href}"), e))?;
-            if n == 0 {
-                break;
-            }
-            if let Err(e) = stdin.write_all(&buf[..n]).await {
-                drop(stdin);
-                // The extractor stopped reading (mbstream checks chunk CRCs and quits on a
-                // damaged one). Read the rest through the verifier first: a snapshot that
-                // fails verification is an integrity error, whatever the extractor said.
-                loop {
-                    let n = reader
-                        .read(&mut buf)
-                        .await
-                        .map_err(|e| Error::from_read(format!("read snapshot {href}"), e))?;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                tool.wait().await?;
-                return Err(Error::io(format!("feed {}", flavor.stream_tool()), e));
-            }
-            done += n as u64;
-            progress.bytes(Phase::Restore, done, Some(total));
-        }
-        if !reader.verified() {
-            return Err(Error::integrity(
-                href.clone(),
-                "stream ended without verification",
-            ));
-        }
-        stdin
-            .shutdown()
-            .await
-            .map_err(|e| Error::io(format!("close {} input", flavor.stream_tool()), e))?;
-        drop(stdin);
-        tool.wait().await?;
-
-        // The extracted position must be the one the document carries.
-        let bp = doc.binlog_position.as_ref().expect("validated");
-        let info_path = BINLOG_INFO_FILES
-            .iter()
-            .map(|n| staging.join(n))
-            .find(|p| p.exists())
-            .ok_or_else(|| {
-                Error::integrity(href.clone(), "the snapshot holds no binlog info file")
-            })?;
-        let text = std::fs::read_to_string(&info_path)
-            .context(|| format!("read {}", info_path.display()))?;
-        let info = BinlogInfo::parse(&text)
-            .map_err(|e| Error::integrity(href.clone(), format!("binlog info: {e}")))?;
-        if info.log_file != bp.log_file || info.log_position != bp.log_position {
-            return Err(Error::integrity(
-                href.clone(),
-                format!(
-                    "the snapshot was taken at {}:{}, the document says {}:{}",
-                    info.log_file, info.log_position, bp.log_file, bp.log_position
-                ),
-            ));
-        }
-
-        // So must its GTID position: a replica seeded with a later one would silently skip
-        // the transactions in between (an earlier one would apply some twice).
-        let gtid_mismatch = match (&bp.gtid_list, &bp.gtid_set) {
-            (Some(doc_gtid), _) if flavor.kind == FlavorKind::MariaDb => {
-                let taken = info.mariadb_gtid().map_err(|e| {
-                    Error::integrity(href.clone(), format!("binlog info GTID: {e}"))
-                })?;
-                (!(taken.contains(doc_gtid) && doc_gtid.contains(&taken)))
-                    .then(|| (taken.to_string(), doc_gtid.to_string()))
-            }
-            (_, Some(doc_gtid)) if flavor.kind == FlavorKind::Mysql => {
-                let taken = info.mysql_gtid().map_err(|e| {
-                    Error::integrity(href.clone(), format!("binlog info GTID: {e}"))
-                })?;
-                (!(taken.contains(doc_gtid) && doc_gtid.contains(&taken)))
-                    .then(|| (taken.to_string(), doc_gtid.to_string()))
-            }
-            _ => None,
-        };
-        if let Some((taken, said)) = gtid_mismatch {
-            return Err(Error::integrity(
-                href.clone(),
-                format!("the snapshot was taken at GTID {taken:?}, the document says {said:?}"),
-            ));
-        }
-
-        progress.phase(Phase::Apply, format!("{} --prepare", flavor.backup_tool()));
-        prepare_command(
-            &self.backup_tool(flavor),
-            staging,
-            self.opts.prepare_memory.as_deref(),
-        )
-        .run()
-        .await?;
-        Ok(done)
     }
 
     /// Step 4: stop, swap, write the replica override, start; on a failed start put the old

@@ -47,14 +47,14 @@ pub fn backup_command(a: &BackupArgs<'_>) -> ToolCommand {
     cmd.stdout_piped()
 }
 
-/// `mbstream|xbstream -x -C DIR`, reading the stream from stdin (piped). The extractors read
-/// no option files.
-pub fn extract_command(tool: &Path, dir: &Path) -> ToolCommand {
-    ToolCommand::new(tool)
-        .arg("-x")
-        .arg("-C")
-        .arg(dir)
-        .stdin_piped()
+/// `mbstream|xbstream -x -C DIR [--parallel=N]`, reading the stream from stdin (piped). The
+/// extractors read no option files.
+pub fn extract_command(tool: &Path, dir: &Path, parallel: Option<u32>) -> ToolCommand {
+    let mut cmd = ToolCommand::new(tool).arg("-x").arg("-C").arg(dir);
+    if let Some(n) = parallel {
+        cmd = cmd.arg(format!("--parallel={n}"));
+    }
+    cmd.stdin_piped()
 }
 
 /// `mariabackup|xtrabackup --defaults-file=DIR/backup-my.cnf --prepare --target-dir=DIR`:

@@ -86,8 +86,10 @@ mod detach;
 mod error;
 pub mod flavor;
 mod options;
+mod restore;
 mod snapshot;
 pub mod sql;
+mod staging;
 mod status;
 mod strategy;
 pub mod xbstream;
@@ -96,6 +98,6 @@ pub use attach::{
     errant_mariadb, errant_mariadb_vs_snapshot, errant_mysql, errant_mysql_vs_snapshot,
 };
 pub use flavor::{Flavor, FlavorKind, Version};
-pub use options::MysqlOptions;
+pub use options::{MysqlOptions, default_parallel};
 pub use snapshot::replication_user;
 pub use strategy::MysqlStrategy;

@@ -33,6 +33,13 @@ pub struct MysqlOptions {
     /// The backup tool's `--log-copy-interval` in milliseconds (default 50: the tool's default
     /// of 1000 ms adds about 2 s to any backup taken during writes).
     pub log_copy_interval_ms: u32,
+    /// Threads of the backup tool (`--parallel`) when
+    /// [`SnapshotRequest::parallel`](trove_guest_core::SnapshotRequest::parallel) is absent.
+    /// Default: the available cores, at most 4 ([`default_parallel`]); 1 means one thread.
+    pub backup_parallel: u32,
+    /// Threads of the stream extractor (`mbstream`/`xbstream -x --parallel`) on restores and
+    /// staging. Default: as [`MysqlOptions::backup_parallel`]; 1 means one thread.
+    pub extract_parallel: u32,
     /// Memory for `--prepare` (`--use-memory`), the tool's default when absent.
     pub prepare_memory: Option<String>,
     /// Prefix of the replication accounts this strategy creates; demote drops every account
@@ -55,12 +62,22 @@ impl Default for MysqlOptions {
             backup_tool: None,
             stream_tool: None,
             log_copy_interval_ms: 50,
+            backup_parallel: default_parallel(),
+            extract_parallel: default_parallel(),
             prepare_memory: None,
             account_prefix: "trove_repl_".into(),
             connect_retry: 1,
             poll_interval: Duration::from_millis(100),
         }
     }
+}
+
+/// The default of [`MysqlOptions::backup_parallel`] and [`MysqlOptions::extract_parallel`]: the
+/// cores available to this process, at most 4 (1 when they cannot be counted).
+pub fn default_parallel() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .clamp(1, 4)
 }
 
 impl MysqlOptions {
@@ -96,6 +113,16 @@ impl MysqlOptions {
     /// Sets [`MysqlOptions::stream_tool`].
     pub fn with_stream_tool(mut self, path: impl Into<PathBuf>) -> Self {
         self.stream_tool = Some(path.into());
+        self
+    }
+    /// Sets [`MysqlOptions::backup_parallel`] (0 is taken as 1).
+    pub fn with_backup_parallel(mut self, threads: u32) -> Self {
+        self.backup_parallel = threads.max(1);
+        self
+    }
+    /// Sets [`MysqlOptions::extract_parallel`] (0 is taken as 1).
+    pub fn with_extract_parallel(mut self, threads: u32) -> Self {
+        self.extract_parallel = threads.max(1);
         self
     }
     /// Sets [`MysqlOptions::account_prefix`].

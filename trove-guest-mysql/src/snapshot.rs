@@ -177,7 +177,7 @@ impl MysqlStrategy {
             data_dir: &self.handle.data_dir,
             scratch_dir: scratch.path(),
             log_copy_interval_ms: self.opts.log_copy_interval_ms,
-            parallel: req.parallel,
+            parallel: Some(req.parallel.unwrap_or(self.opts.backup_parallel).max(1)),
         });
         let started = std::time::Instant::now();
         let mut tool = cmd.spawn().map_err(|e| match e {

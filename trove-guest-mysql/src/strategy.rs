@@ -10,7 +10,7 @@ use trove_guest_core::{
     AttachOutcome, AttachRequest, Capabilities, DatastoreHandle, DatastoreKind, DemoteOptions,
     DetachOptions, DetachedReplica, EnableMasterOptions, Error, ReplicationPosition,
     ReplicationStatus, ReplicationStrategy, Result, SnapshotDocument, SnapshotRequest,
-    SnapshotStore,
+    SnapshotStore, StageRequest, StagedSnapshot,
 };
 
 use crate::client::{Row, Session};
@@ -194,6 +194,7 @@ impl ReplicationStrategy for MysqlStrategy {
         Capabilities::none()
             .with_gtid_positioning(true)
             .with_file_positioning(true)
+            .with_staging(true)
     }
 
     async fn enable_as_master(&self, opts: &EnableMasterOptions) -> Result<()> {
@@ -204,6 +205,15 @@ impl ReplicationStrategy for MysqlStrategy {
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
         let _g = self.guard("get_replication_snapshot")?;
         self.snapshot_impl(req).await
+    }
+
+    fn snapshot_href(&self, name: &str) -> Result<String> {
+        self.store.snapshot_href(name)
+    }
+
+    async fn stage_snapshot(&self, req: &StageRequest) -> Result<StagedSnapshot> {
+        let _g = self.guard("stage_snapshot")?;
+        self.stage_impl(req).await
     }
 
     async fn attach_replication_slave(

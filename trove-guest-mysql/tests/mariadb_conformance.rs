@@ -47,3 +47,18 @@ async fn truncated_snapshot_is_refused() {
 async fn wait_for_txn_returns_when_reached_and_times_out_otherwise() {
     conformance::wait_for_txn_is_bounded(Arc::new(MariaDb)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_stages_the_snapshot_while_the_master_takes_it() {
+    conformance::provision_overlaps_snapshot_and_restore(Arc::new(MariaDb)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_snapshot_serves_only_the_document_naming_it() {
+    conformance::staged_snapshot_serves_only_its_document(Arc::new(MariaDb)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_is_never_staged() {
+    conformance::damaged_snapshot_is_never_staged(Arc::new(MariaDb)).await;
+}

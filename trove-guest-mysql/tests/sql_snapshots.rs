@@ -202,7 +202,18 @@ fn backup_tool_command_lines_are_pinned() {
         writeln!(
             out,
             "{}",
-            extract_command(Path::new(stream), Path::new("/var/lib/.tg-restore")).display()
+            extract_command(
+                Path::new(stream),
+                Path::new("/var/lib/.tg-restore"),
+                Some(2)
+            )
+            .display()
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "{}",
+            extract_command(Path::new(stream), Path::new("/var/lib/.tg-restore"), None).display()
         )
         .unwrap();
         let prepare = prepare_command(

@@ -95,6 +95,7 @@ mod names;
 mod replica;
 mod restore;
 mod sql;
+mod staged;
 mod status;
 mod strategy;
 mod timeline;

@@ -338,6 +338,8 @@ impl PostgresStrategy {
             ),
         };
         trove_guest_core::store::validate_snapshot_name(&name)?;
+        // Stored under exactly this name: a replica staging `snapshot_href(name)` follows it.
+        let announced_href = self.store.snapshot_href(&name)?;
         // What this call creates, a failed snapshot removes again: a slot left behind would pin
         // WAL on the primary for good (a random replica id is never asked for again).
         let (role_name, slot_name) = (names::role_name(&key), names::snapshot_slot_name(&key));
@@ -449,6 +451,14 @@ impl PostgresStrategy {
                 return Err(e);
             }
         };
+        if stored.href != announced_href {
+            tracing::warn!(
+                stored = %stored.href,
+                announced = %announced_href,
+                "the store put the snapshot elsewhere than snapshot_href said: staging replicas \
+                 follow the wrong href"
+            );
+        }
         let data_size: i64 = db
             .one("read the data size", sql::DATA_SIZE, &[])
             .await?

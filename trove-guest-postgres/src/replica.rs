@@ -389,7 +389,8 @@ impl PostgresStrategy {
         ))
     }
 
-    /// Verifies and extracts the snapshot into a staging directory, checks it, saves the
+    /// Takes the snapshot staged for `doc` (see [`PostgresStrategy::take_staged`]) or verifies
+    /// and extracts it into a staging directory, checks and prepares that directory, saves the
     /// standby files and stops the server. On failure the staging directory is gone and the
     /// server untouched (or, if stopping failed, as the service left it).
     async fn prepare_restore(
@@ -398,37 +399,21 @@ impl PostgresStrategy {
         major: u32,
         progress: &trove_guest_core::progress::Progress,
     ) -> Result<(std::path::PathBuf, u64, SavedFiles)> {
+        self.check_owned(&doc.dataset.snapshot_href)?;
         restore::remove_stale(&self.handle.work_dir);
-        progress.phase(Phase::Restore, "verify and extract the snapshot");
-        let (staging, bytes) = self.extract_verified(doc, progress).await?;
-        let checked = (|| -> Result<SavedFiles> {
-            let v = std::fs::read_to_string(staging.join("PG_VERSION"))
-                .context(|| "read PG_VERSION of the snapshot".to_owned())?;
-            if v.trim() != major.to_string() {
-                return Err(Error::Incompatible {
-                    reason: format!(
-                        "snapshot holds PostgreSQL {} data, server is {major}",
-                        v.trim()
-                    ),
-                });
+        let (staging, bytes) = match self.take_staged(doc).await? {
+            Some(taken) => {
+                progress.phase(Phase::Restore, "use the snapshot staged earlier");
+                taken
             }
-            if !staging.join("global/pg_control").is_file() {
-                return Err(Error::integrity(
-                    &doc.dataset.snapshot_href,
-                    "no global/pg_control in the snapshot",
-                ));
+            None => {
+                progress.phase(Phase::Restore, "verify and extract the snapshot");
+                self.extract_verified(doc, progress).await?
             }
-            for f in [
-                "postmaster.pid",
-                "postmaster.opts",
-                "standby.signal",
-                "recovery.signal",
-                "backup_manifest",
-            ] {
-                conf::remove_if_exists(&staging.join(f))?;
-            }
-            SavedFiles::read(&self.handle.config_dir, STANDBY_FILES)
-        })();
+        };
+        let checked = self
+            .prepare_dir(&staging, major, &doc.dataset.snapshot_href)
+            .and_then(|()| SavedFiles::read(&self.handle.config_dir, STANDBY_FILES));
         let stopped = match checked {
             Ok(saved) => {
                 progress.phase(
@@ -446,6 +431,38 @@ impl PostgresStrategy {
                 Err(e)
             }
         }
+    }
+
+    /// The preparation of a restored data directory that does not depend on the document:
+    /// checks that it holds `major`'s data and a control file, and removes the files a
+    /// restored standby must not carry over. Idempotent.
+    pub(crate) fn prepare_dir(&self, dir: &Path, major: u32, href: &str) -> Result<()> {
+        let v = std::fs::read_to_string(dir.join("PG_VERSION"))
+            .context(|| "read PG_VERSION of the snapshot".to_owned())?;
+        if v.trim() != major.to_string() {
+            return Err(Error::Incompatible {
+                reason: format!(
+                    "snapshot holds PostgreSQL {} data, server is {major}",
+                    v.trim()
+                ),
+            });
+        }
+        if !dir.join("global/pg_control").is_file() {
+            return Err(Error::integrity(
+                href,
+                "no global/pg_control in the snapshot",
+            ));
+        }
+        for f in [
+            "postmaster.pid",
+            "postmaster.opts",
+            "standby.signal",
+            "recovery.signal",
+            "backup_manifest",
+        ] {
+            conf::remove_if_exists(&dir.join(f))?;
+        }
+        Ok(())
     }
 
     /// Drops the slot a failed attach claimed on the master (best effort: a leftover slot only

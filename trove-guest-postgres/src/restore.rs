@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use trove_guest_core::error::IoResultExt;
 use trove_guest_core::progress::{Phase, Progress};
 use trove_guest_core::store::{CHUNK_SIZE, Expected};
@@ -156,21 +156,68 @@ impl SavedFiles {
 }
 
 impl PostgresStrategy {
-    /// Streams the snapshot through verification into `tar -x` in a new staging directory.
-    /// On any failure the staging directory is removed and nothing else is touched.
+    /// Fails with [`Error::InvalidInput`] unless `href` is in this strategy's store.
+    pub(crate) fn check_owned(&self, href: &str) -> Result<()> {
+        if self.store.owns(href) {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "snapshot href",
+                format!("{href:?} is not in this agent's snapshot store"),
+            ))
+        }
+    }
+
+    /// Creates a new, empty staging directory (0700, owned by the server's account) in the work
+    /// directory.
+    pub(crate) fn new_staging_dir(&self) -> Result<PathBuf> {
+        let staging = unique(&self.handle.work_dir, STAGING_PREFIX);
+        std::fs::create_dir(&staging).context(|| format!("create {}", staging.display()))?;
+        let made = (|| {
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))
+                .context(|| format!("chmod {}", staging.display()))?;
+            if let Some(owner) = self.file_owner() {
+                owner.chown(&staging)?;
+            }
+            Ok(())
+        })();
+        match made {
+            Ok(()) => Ok(staging),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                Err(e)
+            }
+        }
+    }
+
+    /// Streams the complete snapshot `doc` names through verification (size and SHA-256 of the
+    /// document and the store's manifest) into `tar -x` in a new staging directory. On any
+    /// failure the staging directory is removed and nothing else is touched.
     pub(crate) async fn extract_verified(
         &self,
         doc: &SnapshotDocument,
         progress: &Progress,
     ) -> Result<(PathBuf, u64)> {
-        let staging = unique(&self.handle.work_dir, STAGING_PREFIX);
-        std::fs::create_dir(&staging).context(|| format!("create {}", staging.display()))?;
-        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))
-            .context(|| format!("chmod {}", staging.display()))?;
-        if let Some(owner) = self.file_owner() {
-            owner.chown(&staging)?;
+        let href = &doc.dataset.snapshot_href;
+        self.check_owned(href)?;
+        let expected = Expected {
+            size: doc.dataset.size_bytes,
+            sha256: doc.dataset.sha256.clone(),
+        };
+        let mut reader = self.store.get(href, &expected).await?;
+        let total = reader.expected_size();
+        let staging = self.new_staging_dir()?;
+        let extracted = async {
+            let n = self
+                .extract_into(href, &mut reader, Some(total), &staging, progress)
+                .await?;
+            if !reader.verified() {
+                return Err(Error::integrity(href, "snapshot stream ended unverified"));
+            }
+            Ok(n)
         }
-        match self.extract_into(doc, &staging, progress).await {
+        .await;
+        match extracted {
             Ok(n) => Ok((staging, n)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staging);
@@ -179,25 +226,20 @@ impl PostgresStrategy {
         }
     }
 
-    async fn extract_into(
+    /// The one extraction loop: streams `reader` (the snapshot at `href`, `total` bytes when
+    /// known) into `tar -x` in `staging`, to the reader's end. The reader verifies what it
+    /// streams and fails its last read on a mismatch: a read error kills `tar` and becomes
+    /// [`Error::Integrity`] (or the store's error). `tar` stops at its end-of-archive marker,
+    /// so when it stops reading early the rest is still read to the verified end: a damaged
+    /// snapshot is then reported as such. Reports [`Phase::Restore`] byte progress.
+    pub(crate) async fn extract_into(
         &self,
-        doc: &SnapshotDocument,
+        href: &str,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+        total: Option<u64>,
         staging: &Path,
         progress: &Progress,
     ) -> Result<u64> {
-        let href = &doc.dataset.snapshot_href;
-        if !self.store.owns(href) {
-            return Err(Error::invalid(
-                "snapshot href",
-                format!("{href:?} is not in this agent's snapshot store"),
-            ));
-        }
-        let expected = Expected {
-            size: doc.dataset.size_bytes,
-            sha256: doc.dataset.sha256.clone(),
-        };
-        let mut reader = self.store.get(href, &expected).await?;
-        let total = reader.expected_size();
         let mut tool = ToolCommand::new(&self.opts.tar_program)
             .args(["-x", "-f", "-", "--no-same-owner", "-C"])
             .arg(staging)
@@ -225,7 +267,7 @@ impl PostgresStrategy {
                 // tar stopped reading. Finish verifying: a damaged snapshot is the real cause
                 // when the data does not match.
                 drop(stdin);
-                if let Err(e) = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await {
+                if let Err(e) = tokio::io::copy(reader, &mut tokio::io::sink()).await {
                     drop(tool);
                     return Err(Error::from_read(format!("read snapshot {href}"), e));
                 }
@@ -233,12 +275,9 @@ impl PostgresStrategy {
                 return Err(Error::io("write to tar", write_err));
             }
             done += n as u64;
-            progress.bytes(Phase::Restore, done, Some(total));
+            progress.bytes(Phase::Restore, done, total);
         }
         drop(stdin);
-        if !reader.verified() {
-            return Err(Error::integrity(href, "snapshot stream ended unverified"));
-        }
         tool.wait().await?;
         Ok(done)
     }

@@ -10,7 +10,7 @@ use trove_guest_core::{
     AttachOutcome, AttachRequest, Capabilities, DatastoreHandle, DatastoreKind, DemoteOptions,
     DetachOptions, DetachedReplica, EnableMasterOptions, Error, OsUser, ReplicationPosition,
     ReplicationStatus, ReplicationStrategy, Result, SnapshotDocument, SnapshotRequest,
-    SnapshotStore,
+    SnapshotStore, StageRequest, StagedSnapshot,
 };
 
 use crate::client::Db;
@@ -294,6 +294,7 @@ impl ReplicationStrategy for PostgresStrategy {
             .with_gtid_positioning(true)
             .with_slots(true)
             .with_rewind(true)
+            .with_staging(true)
     }
 
     async fn enable_as_master(&self, opts: &EnableMasterOptions) -> Result<()> {
@@ -313,6 +314,22 @@ impl ReplicationStrategy for PostgresStrategy {
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
         let _g = self.lock.lock().await;
         self.snapshot_locked(req).await
+    }
+
+    /// The store's href for `name`: snapshots are stored under exactly
+    /// [`SnapshotRequest::snapshot_name`] when it is set.
+    fn snapshot_href(&self, name: &str) -> Result<String> {
+        self.store.snapshot_href(name)
+    }
+
+    /// Follows, verifies and extracts the snapshot into `<work_dir>/.tg-pg-staged` (named by
+    /// the marker `<work_dir>/.tg-pg-staged.json` once complete), prepares it as attach does
+    /// (control file and version checked, files a standby must not carry over removed) and
+    /// syncs it to disk. Serialised with the other changing calls (it waits for a running
+    /// attach). The running server and its data directory are not touched.
+    async fn stage_snapshot(&self, req: &StageRequest) -> Result<StagedSnapshot> {
+        let _g = self.lock.lock().await;
+        self.stage_locked(req).await
     }
 
     async fn attach_replication_slave(

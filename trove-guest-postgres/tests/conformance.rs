@@ -47,3 +47,18 @@ async fn truncated_snapshot_is_refused_and_the_old_datadir_serves() {
 async fn wait_for_txn_returns_when_applied_and_times_out_after_detach() {
     conformance::wait_for_txn_is_bounded(Arc::new(common::Pg)).await;
 }
+
+#[tokio::test]
+async fn provision_stages_the_snapshot_while_the_master_takes_it_and_converges() {
+    conformance::provision_overlaps_snapshot_and_restore(Arc::new(common::Pg)).await;
+}
+
+#[tokio::test]
+async fn a_staged_snapshot_is_reused_and_an_attach_from_a_later_snapshot_discards_it() {
+    conformance::staged_snapshot_serves_only_its_document(Arc::new(common::Pg)).await;
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_is_never_staged_and_the_old_datadir_serves() {
+    conformance::damaged_snapshot_is_never_staged(Arc::new(common::Pg)).await;
+}

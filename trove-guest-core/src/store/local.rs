@@ -6,8 +6,8 @@ use tokio::io::AsyncRead;
 
 use super::stream::UploadChunks;
 use super::{
-    CHUNK_SIZE, Expected, FollowOptions, PendingUpload, SnapshotRead, SnapshotStore, StoredSnapshot,
-    VerifyingReader, check_expected, validate_snapshot_name,
+    CHUNK_SIZE, Expected, FollowOptions, PendingUpload, SnapshotRead, SnapshotStore,
+    StoredSnapshot, VerifyingReader, check_expected, validate_snapshot_name,
 };
 use crate::error::{Error, IoResultExt, Result};
 use crate::progress::Progress;
@@ -255,8 +255,7 @@ impl SnapshotStore for LocalSnapshotStore {
             .open(&temp)
             .context(|| format!("create {}", temp.display()))?;
         // Held until commit or abort; followers wait while it is held.
-        file.lock()
-            .context(|| format!("lock {}", temp.display()))?;
+        file.lock().context(|| format!("lock {}", temp.display()))?;
 
         // Writes happen on a blocking thread fed by a bounded channel: the async side reads and
         // hashes, the blocking side writes; at most 4 chunks are in flight.

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 
 use super::local::{LocalSnapshotStore, PARTIAL_PREFIX, PARTIAL_RANDOM};
 use super::{
-    CHUNK_SIZE, Expected, FollowOptions, IntegrityFailure, SnapshotRead, SnapshotStore, StoredSnapshot,
-    validate_snapshot_name,
+    CHUNK_SIZE, Expected, FollowOptions, IntegrityFailure, SnapshotRead, SnapshotStore,
+    StoredSnapshot, validate_snapshot_name,
 };
 use crate::error::{Error, Result};
 
@@ -152,7 +152,10 @@ impl Tail {
                         return Err(self.fail(format!("more than the expected {limit} bytes")));
                     }
                 }
-                if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                if tx
+                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                    .is_err()
+                {
                     return Ok(()); // the reader went away
                 }
                 last_growth = Instant::now();

@@ -635,7 +635,10 @@ where
         .stage_snapshot(&StageRequest::new(href.clone()))
         .await
         .expect("stage it again");
-    assert!(again.reused, "staging the staged snapshot again reads nothing: {again:?}");
+    assert!(
+        again.reused,
+        "staging the staged snapshot again reads nothing: {again:?}"
+    );
 
     // Rows only a later snapshot holds, then that snapshot.
     let n = pair.next_id;
@@ -653,7 +656,10 @@ where
         .await
         .expect("the later snapshot");
     assert_ne!(later.dataset.snapshot_href, href);
-    assert!(!first.matches(&later), "the staged copy is not the later snapshot");
+    assert!(
+        !first.matches(&later),
+        "the staged copy is not the later snapshot"
+    );
     rs.attach_replication_slave(&later, &AttachRequest::new())
         .await
         .expect("attach from the later snapshot");

@@ -66,6 +66,7 @@ impl ConformanceBackend for MariaDb {
         Capabilities::none()
             .with_gtid_positioning(true)
             .with_file_positioning(true)
+            .with_staging(true)
     }
 
     async fn start_server(&self, server_id: u32) -> Result<MariaDbServer> {

@@ -203,6 +203,7 @@ impl ConformanceBackend for Pg {
             .with_gtid_positioning(true)
             .with_slots(true)
             .with_rewind(true)
+            .with_staging(true)
     }
 
     async fn start_server(&self, server_id: u32) -> Result<PostgresServer> {

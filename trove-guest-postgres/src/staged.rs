@@ -1,0 +1,238 @@
+//! A snapshot staged ahead of an attach: followed while the master still takes it, verified,
+//! extracted and prepared next to the data directory, then named by a marker file.
+//!
+//! The staged data directory is `<work_dir>/.tg-pg-staged`; the marker `.tg-pg-staged.json`
+//! beside it is a serialized [`StagedSnapshot`] written (atomically, synced) only once the
+//! directory is complete, prepared and on disk, and removed before the directory is touched,
+//! so it never names a partial directory. A staging that is interrupted leaves a
+//! `.tg-pg-staging-*` directory, which the next stage or attach removes.
+
+use std::path::{Path, PathBuf};
+
+use trove_guest_core::error::IoResultExt;
+use trove_guest_core::progress::Phase;
+use trove_guest_core::store::Expected;
+use trove_guest_core::{Error, Result, SnapshotDocument, StageRequest, StagedSnapshot};
+
+use crate::conf;
+use crate::restore::{self, STAGING_PREFIX};
+use crate::strategy::PostgresStrategy;
+
+/// The staged data directory (under the work directory).
+pub(crate) const STAGED_DIR: &str = ".tg-pg-staged";
+/// The marker naming what [`STAGED_DIR`] holds (under the work directory).
+pub(crate) const STAGED_MARKER: &str = ".tg-pg-staged.json";
+
+/// Whether `staged` is what `expected` asks for, where it asks.
+fn agrees(staged: &StagedSnapshot, expected: &Expected) -> bool {
+    expected.size.is_none_or(|s| s == staged.size)
+        && expected
+            .sha256
+            .as_deref()
+            .is_none_or(|h| h.eq_ignore_ascii_case(&staged.sha256))
+}
+
+/// Flushes a directory's entries (renames, removals) to disk.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(|| format!("sync {}", dir.display()))
+}
+
+/// Flushes every file and directory under `root` (and `root`) to disk.
+fn sync_tree(root: &Path) -> std::io::Result<()> {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                dirs.push(e.path());
+            } else if t.is_file() {
+                std::fs::File::open(e.path())?.sync_all()?;
+            }
+        }
+        std::fs::File::open(&dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl PostgresStrategy {
+    fn staged_dir(&self) -> PathBuf {
+        self.handle.work_dir.join(STAGED_DIR)
+    }
+
+    fn staged_marker(&self) -> PathBuf {
+        self.handle.work_dir.join(STAGED_MARKER)
+    }
+
+    /// The marker's snapshot, when there is a readable marker.
+    fn read_marker(&self) -> Option<StagedSnapshot> {
+        let text = std::fs::read_to_string(self.staged_marker()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Removes the staged snapshot: the marker first (synced), so that it never names a
+    /// directory being removed, then the directory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the marker cannot be removed; a directory that cannot be removed is
+    /// only logged (no marker names it).
+    pub(crate) fn discard_staged(&self) -> Result<()> {
+        if conf::remove_if_exists(&self.staged_marker())? {
+            sync_dir(&self.handle.work_dir)?;
+        }
+        let dir = self.staged_dir();
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "could not remove a staged snapshot");
+            }
+        }
+        Ok(())
+    }
+
+    /// The staged snapshot when it is usable: a marker, its directory, and the store's manifest
+    /// still the one staged.
+    async fn usable_staged(&self) -> Option<StagedSnapshot> {
+        let staged = self.read_marker()?;
+        if !self.staged_dir().is_dir() {
+            return None;
+        }
+        let stored = self.store.stat(&staged.href).await.ok()?;
+        (stored.size == staged.size && stored.sha256.eq_ignore_ascii_case(&staged.sha256))
+            .then_some(staged)
+    }
+
+    /// For an attach from `doc`: when the staged snapshot is the one `doc` names, moves it to a
+    /// fresh staging directory (marker removed first) and returns that directory and the
+    /// snapshot's size; otherwise discards whatever is staged and returns `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the marker cannot be removed or the directory not moved.
+    pub(crate) async fn take_staged(
+        &self,
+        doc: &SnapshotDocument,
+    ) -> Result<Option<(PathBuf, u64)>> {
+        let staged = self.usable_staged().await.filter(|s| s.matches(doc));
+        let Some(staged) = staged else {
+            self.discard_staged()?;
+            return Ok(None);
+        };
+        // No await from here on: the marker never outlives the directory it names.
+        conf::remove_if_exists(&self.staged_marker())?;
+        let taken = restore::unique(&self.handle.work_dir, STAGING_PREFIX);
+        std::fs::rename(self.staged_dir(), &taken).context(|| {
+            format!(
+                "move the staged snapshot {} to {}",
+                self.staged_dir().display(),
+                taken.display()
+            )
+        })?;
+        tracing::info!(href = %staged.href, "attaching from the staged snapshot");
+        Ok(Some((taken, staged.size)))
+    }
+
+    /// [`ReplicationStrategy::stage_snapshot`](trove_guest_core::ReplicationStrategy), under the
+    /// strategy's lock.
+    pub(crate) async fn stage_locked(&self, req: &StageRequest) -> Result<StagedSnapshot> {
+        let href = req.href.as_str();
+        self.check_owned(href)?;
+        if let Some(staged) = self.usable_staged().await {
+            if staged.href == href && agrees(&staged, &req.expected) {
+                return Ok(StagedSnapshot::new(href, staged.size, staged.sha256, true));
+            }
+        }
+        self.discard_staged()?;
+        restore::remove_stale(&self.handle.work_dir);
+        // The running server's major version, without asking the server.
+        let major = std::fs::read_to_string(self.handle.data_dir.join("PG_VERSION"))
+            .context(|| "read PG_VERSION of the data directory".to_owned())?
+            .trim()
+            .parse::<u32>()
+            .map_err(|e| Error::invalid("PG_VERSION of the data directory", e.to_string()))?;
+        let progress = &req.progress;
+        progress.phase(
+            Phase::Restore,
+            "follow, verify and extract the snapshot into the staging area",
+        );
+        let mut reader = self.store.follow(href, &req.expected, &req.follow).await?;
+        let staging = self.new_staging_dir()?;
+        let staged = async {
+            let bytes = self
+                .extract_into(href, &mut *reader, None, &staging, progress)
+                .await?;
+            drop(reader);
+            self.prepare_dir(&staging, major, href)?;
+            let stored = self.store.stat(href).await?;
+            let staged = StagedSnapshot::new(href, stored.size, stored.sha256, false);
+            if bytes != staged.size || !agrees(&staged, &req.expected) {
+                return Err(Error::integrity(
+                    href,
+                    format!(
+                        "read {bytes} bytes, the store's manifest says {}",
+                        staged.size
+                    ),
+                ));
+            }
+            // On disk now, while the master may still be busy, rather than when the server
+            // starts on it (PostgreSQL syncs a restored data directory before recovery).
+            progress.phase(Phase::Restore, "sync the staged snapshot to disk");
+            let dir = staging.clone();
+            tokio::task::spawn_blocking(move || sync_tree(&dir))
+                .await
+                .map_err(|e| Error::io("sync the staged snapshot", std::io::Error::other(e)))?
+                .context(|| format!("sync {}", staging.display()))?;
+            Ok(staged)
+        }
+        .await;
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        // No await from here on: the directory is complete and synced before a marker names it.
+        let published = (|| {
+            std::fs::rename(&staging, self.staged_dir()).context(|| {
+                format!(
+                    "move {} to {}",
+                    staging.display(),
+                    self.staged_dir().display()
+                )
+            })?;
+            let json = serde_json::to_string_pretty(&staged)
+                .map_err(|e| Error::invalid("staged snapshot", e.to_string()))?;
+            conf::write_atomic(&self.staged_marker(), &json, 0o600, None)?;
+            sync_dir(&self.handle.work_dir)
+        })();
+        if let Err(e) = published {
+            let _ = std::fs::remove_dir_all(&staging);
+            let _ = self.discard_staged();
+            return Err(e);
+        }
+        Ok(staged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staged_snapshot_agrees_only_with_what_is_expected_of_it() {
+        let s = StagedSnapshot::new("file:///s/a.snap", 10, "ABCD", false);
+        assert!(agrees(&s, &Expected::default()));
+        let e = |size, sha: Option<&str>| Expected {
+            size,
+            sha256: sha.map(str::to_owned),
+        };
+        assert!(agrees(&s, &e(Some(10), Some("abcd"))));
+        assert!(!agrees(&s, &e(Some(11), None)));
+        assert!(!agrees(&s, &e(None, Some("abce"))));
+    }
+}

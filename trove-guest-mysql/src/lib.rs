@@ -29,7 +29,10 @@
 //!   `CHECKSUM TABLE` equal on every table, two replicas from one snapshot, detach (twice) and
 //!   cleanup on the master, demote (twice), a snapshot with one flipped byte and a truncated one
 //!   refused with an integrity error while the replica's previous datadir stays intact and
-//!   served, and bounded `wait_for_txn`. Beside it (`tests/mariadb_live.rs`,
+//!   served, bounded `wait_for_txn`, provisioning that stages the snapshot while the master
+//!   takes it, a staged snapshot used only by the document naming it, and a damaged snapshot
+//!   never staged. `tests/staging.rs` adds that attach really uses the staged copy (once), and
+//!   that a stage cancelled mid-extraction leaves the replica serving and is never used. Beside it (`tests/mariadb_live.rs`,
 //!   `tests/secrets_and_status.rs`): refusal of another datastore or release series, refusal of
 //!   a server with errant GTIDs, a repeated attach, `replication_status` on master, replica and
 //!   detached server, least-privilege host-restricted accounts, an admin password full of
@@ -71,6 +74,17 @@
 //!   restoring it refuses a server holding GTIDs its master lacks (asking the master with the
 //!   replication account, or comparing with the snapshot's position when the master cannot be
 //!   reached).
+//! * **Staging** (`stage_snapshot`) restores into the same staging directory attach uses,
+//!   following the upload while the master is still taking it (`SnapshotStore::follow`), and
+//!   prepares it there without touching the running server. A marker file
+//!   (`<work_dir>/.tg-staged.json`, a `StagedSnapshot`) is written durably only after
+//!   `--prepare` finished and removed before the directory is touched again, so attach uses a
+//!   staging directory only when the marker names the document's snapshot and the store still
+//!   holds exactly that snapshot; the binlog info cross-check runs on either path before the
+//!   swap. Extraction and prepare are one function for both (`restore.rs`).
+//! * **Parallelism**: the backup tool and the extractor run with
+//!   [`MysqlOptions::backup_parallel`] / [`MysqlOptions::extract_parallel`] threads (default
+//!   the available cores, at most 4) unless the snapshot request says otherwise.
 //! * **Admin account across a restore**: a physical restore brings the master's privilege
 //!   tables. Before restoring, attach records how this server's own admin account is defined
 //!   (`SHOW CREATE USER`, `SHOW GRANTS`) and replays it on the first start of the restored data

@@ -55,6 +55,7 @@ async fn start_timing() {
             .unwrap();
         }
         let rs = common::strategy(&r, store.clone());
+        std::process::Command::new("sync").status().unwrap();
         let mut stage_secs = 0.0;
         if stage {
             let t = Instant::now();

@@ -1,7 +1,8 @@
-//! The trove-guest rows run in child processes of the benchmark (`bench agent`), one for the
-//! master's agent (`get_replication_snapshot`) and one for the replica's
-//! (`attach_replication_slave`), so each agent's peak resident memory (`VmHWM`) is its own and
-//! not the benchmark's.
+//! The trove-guest rows run in child processes of the benchmark (`bench agent`), so each agent's
+//! peak resident memory (`VmHWM`) is its own and not the benchmark's: one for the master's agent
+//! (`get_replication_snapshot`) and one for the replica's (`attach_replication_slave`), or, for
+//! the overlapped rows, one running `ReplicationStrategyExt::provision_from` with both strategies
+//! (its peak memory is the two agents' together).
 //!
 //! The parent writes an [`AgentRequest`] as JSON to the child's stdin and reads an
 //! [`AgentReport`] from its stdout. The snapshot document (with the replication password in
@@ -18,8 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trove_guest_core::store::ZstdSnapshotStore;
 use trove_guest_core::{
     AdminConnection, AttachRequest, DatastoreHandle, DatastoreKind, Error, LocalSnapshotStore,
-    OsUser, Phase, Progress, Result, ServiceControl, ServiceStatus, SnapshotDocument,
-    SnapshotRequest, SnapshotStore, ToolCommand,
+    OsUser, Phase, Progress, ReplicationStrategyExt, Result, ServiceControl, ServiceStatus,
+    SnapshotDocument, SnapshotRequest, SnapshotStore, ToolCommand,
 };
 
 use super::usage::{Cost, Meter, peak_rss_kib};
@@ -200,6 +201,22 @@ pub enum AgentRequest {
         /// `--parallel` for the backup tool.
         parallel: Option<u32>,
     },
+    /// Start a fresh replica server, then `provision_from` the master: the snapshot and the
+    /// replica's staging run together, then the attach.
+    Provision {
+        /// The master.
+        master: Box<HandleSpec>,
+        /// The store.
+        store: StoreSpec,
+        /// Snapshot name.
+        name: String,
+        /// Replica id (names the replication account).
+        replica_id: String,
+        /// `--parallel` for the backup tool (`None`: the strategy's default).
+        parallel: Option<u32>,
+        /// The replica's server id.
+        server_id: u32,
+    },
     /// Start a fresh replica server, then `attach_replication_slave` on it.
     Attach {
         /// The datastore.
@@ -320,6 +337,70 @@ pub async fn child_main() -> Result<()> {
                 cost,
                 peak_rss_kib: peak_rss_kib().unwrap_or(0),
                 doc: Some(Box::new(doc)),
+            }
+        }
+        AgentRequest::Provision {
+            master,
+            store,
+            name,
+            replica_id,
+            parallel,
+            server_id,
+        } => {
+            let store = store.open()?;
+            let master_strategy = backends::strategy(
+                master.kind,
+                master.handle(),
+                store.clone(),
+                &master.mysql_section(),
+            )?;
+            let server = super::start_server(master.kind, server_id, false).await?;
+            let strategy = server.strategy(store)?;
+            let (snap_progress, snap_log) = phase_recorder();
+            let (progress, log) = phase_recorder();
+            let mut snap = SnapshotRequest::new()
+                .with_replica_id(replica_id)
+                .with_replica_host("127.0.0.1")
+                .with_snapshot_name(name)
+                .with_progress(snap_progress);
+            if let Some(n) = parallel {
+                snap = snap.with_parallel(n);
+            }
+            let req = AttachRequest::new().with_progress(progress);
+            let before: Vec<u32> = server_pgid(&server).await.into_iter().collect();
+            let meter = Meter::start(&before);
+            let started = Instant::now();
+            let provisioned = strategy
+                .provision_from(&*master_strategy, &snap, &req)
+                .await?;
+            let ended = Instant::now();
+            if provisioned.staged.is_none() {
+                return Err(Error::Service {
+                    message: "provision_from did not overlap the snapshot with staging".into(),
+                });
+            }
+            let after: Vec<u32> = server_pgid(&server).await.into_iter().collect();
+            let mut cost = meter.finish(&after);
+            let snap_log = snap_log.lock().expect("log").clone();
+            // The snapshot's phases end at its `Done` event; the replica's run to the end.
+            let snap_end = snap_log
+                .iter()
+                .find(|(p, _)| *p == Phase::Done)
+                .map_or(ended, |(_, t)| *t);
+            cost.phases = phases_of("snapshot ", started, &snap_log, snap_end);
+            cost.phases.extend(phases_of(
+                "replica ",
+                started,
+                &log.lock().expect("log"),
+                ended,
+            ));
+            let peak = peak_rss_kib().unwrap_or(0);
+            drop(strategy);
+            drop(server);
+            AgentReport {
+                cost,
+                peak_rss_kib: peak,
+                doc: Some(Box::new(provisioned.document)),
             }
         }
         AgentRequest::Attach {

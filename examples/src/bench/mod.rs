@@ -7,11 +7,13 @@
 //! * **raw tools**, the physical limit of the approach: `mariabackup --backup --stream=xbstream
 //!   | mbstream -x`, `mariabackup --prepare`, move into place, start, `CHANGE MASTER TO` by hand
 //!   (PostgreSQL: `pg_basebackup -X stream` into the target directory, start as standby);
-//! * **trove-guest**: `get_replication_snapshot` into a local snapshot store, then
-//!   `attach_replication_slave` until the replica applied the snapshot position, each call in its
-//!   own agent process (see [`agent`]) so its peak memory is its own;
-//! * improvements on it: `--parallel` for the backup tool, zstd compression in the store
-//!   ([`trove_guest_core::store::ZstdSnapshotStore`]), and both together;
+//! * **trove-guest**: `ReplicationStrategyExt::provision_from`, i.e. `get_replication_snapshot`
+//!   into a local snapshot store while the replica stages it (`stage_snapshot` following the
+//!   upload), then `attach_replication_slave` until the replica applied the snapshot position,
+//!   in an agent process of its own (see [`agent`]) so its peak memory is measured apart;
+//! * variants: single-threaded backup (`--parallel=1`), the two calls one after the other (no
+//!   overlap; each in its own agent process), zstd compression in the store
+//!   ([`trove_guest_core::store::ZstdSnapshotStore`]), and a restore from a complete download;
 //! * a **Trove-style pipeline**: backup through single-threaded `gzip` into a file, then
 //!   `gunzip | extract`, prepare, start;
 //! * **logical**: `mariadb-dump --single-transaction --master-data=2 | mariadb` then
@@ -40,7 +42,7 @@ use std::time::Duration;
 use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer, PostgresOptions, PostgresServer};
 use trove_guest_core::{
     DatastoreKind, DetachedReplica, EnableMasterOptions, Error, LocalSnapshotStore, Result, Secret,
-    SharedStrategy, SnapshotStore,
+    SharedStrategy, SnapshotDocument, SnapshotStore,
 };
 
 use agent::{AgentRequest, HandleSpec, StoreSpec, run_child};
@@ -121,6 +123,7 @@ enum Method {
         parallel: Option<u32>,
         zstd: bool,
         download_first: bool,
+        overlap: bool,
     },
     TroveStyle,
     Logical,
@@ -151,75 +154,70 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             ),
         ));
     }
+    let tg = |parallel, zstd, download_first, overlap| Method::TroveGuest {
+        parallel,
+        zstd,
+        download_first,
+        overlap,
+    };
+    let default_parallel = if maria {
+        "; backup and extraction with the strategy's default `--parallel` (the core count, at \
+         most 4)"
+    } else {
+        ""
+    };
     out.push((
-        Method::TroveGuest {
-            parallel: None,
-            zstd: false,
-            download_first: false,
-        },
+        tg(None, false, false, true),
         Row::new(
             "trove-guest",
-            "`get_replication_snapshot` into a local snapshot store (agent process 1), then \
-             `attach_replication_slave` on a fresh server until it applied the snapshot position \
-             (agent process 2); wall = the two calls",
+            format!(
+                "`provision_from`: `get_replication_snapshot` into a local snapshot store while \
+                 the fresh replica's `stage_snapshot` follows the upload and restores it, then \
+                 `attach_replication_slave` until the replica applied the snapshot position (one \
+                 agent process holding both strategies){default_parallel}"
+            ),
             false,
         ),
     ));
-    if let (true, Some(n)) = (maria, opts.parallel) {
+    if maria {
         out.push((
-            Method::TroveGuest {
-                parallel: Some(n),
-                zstd: false,
-                download_first: false,
-            },
+            tg(Some(1), false, false, true),
             Row::new(
-                format!("trove-guest --parallel={n}"),
-                format!("as trove-guest, `SnapshotRequest::with_parallel({n})`"),
+                "trove-guest --parallel=1",
+                "as trove-guest, single-threaded backup and extraction (like the raw-tools row)",
                 false,
             ),
         ));
     }
+    out.push((
+        tg(None, false, false, false),
+        Row::new(
+            "trove-guest, snapshot then attach",
+            "`get_replication_snapshot` (agent process 1), then `attach_replication_slave` on a \
+             fresh server (agent process 2), one after the other: no overlap",
+            false,
+        ),
+    ));
     if opts.zstd {
         out.push((
-            Method::TroveGuest {
-                parallel: None,
-                zstd: true,
-                download_first: false,
-            },
+            tg(None, true, false, false),
             Row::new(
                 "trove-guest + zstd store",
-                "as trove-guest, snapshot store wrapped in `ZstdSnapshotStore` (level 1, one \
-                 worker thread): compressed while streaming in, decompressed while streaming out",
-                false,
-            ),
-        ));
-    }
-    if let (true, Some(n), true) = (maria, opts.parallel, opts.zstd) {
-        out.push((
-            Method::TroveGuest {
-                parallel: Some(n),
-                zstd: true,
-                download_first: false,
-            },
-            Row::new(
-                format!("trove-guest --parallel={n} + zstd store"),
-                "both of the above",
+                "as snapshot then attach, with the store wrapped in `ZstdSnapshotStore` (level 1, \
+                 one worker thread): compressed while streaming in, decompressed while streaming \
+                 out",
                 false,
             ),
         ));
     }
     if opts.download_first {
         out.push((
-            Method::TroveGuest {
-                parallel: None,
-                zstd: false,
-                download_first: true,
-            },
+            tg(None, false, true, false),
             Row::new(
                 "trove-guest, download then extract",
-                "as trove-guest, but the replica's store first copies the whole snapshot to a \
-                 local file and only then lets the restore read it (no overlap of download and \
-                 extraction): the difference to trove-guest is what the streaming restore saves",
+                "as snapshot then attach, but the replica's store first copies the whole snapshot \
+                 to a local file and only then lets the restore read it: the difference is what \
+                 extracting while reading saves",
                 false,
             ),
         ));
@@ -257,14 +255,27 @@ struct MasterSide {
     repl_password: Secret,
 }
 
+/// How a trove-guest row runs.
+#[derive(Debug, Clone, Copy)]
+struct TroveGuestRun {
+    parallel: Option<u32>,
+    zstd: bool,
+    download_first: bool,
+    overlap: bool,
+}
+
 async fn trove_guest(
     env: &Env,
     master: &MasterSide,
     server_id: u32,
-    parallel: Option<u32>,
-    zstd: bool,
-    download_first: bool,
+    how: TroveGuestRun,
 ) -> Result<Sample> {
+    let TroveGuestRun {
+        parallel,
+        zstd,
+        download_first,
+        overlap,
+    } = how;
     let root = env.scratch.join(format!("store-{server_id}"));
     let store = StoreSpec {
         root: root.clone(),
@@ -272,6 +283,37 @@ async fn trove_guest(
         download_first: false,
     };
     let before = group_ticks(master.pgid);
+    if overlap {
+        let p = run_child(
+            &env.exe,
+            &AgentRequest::Provision {
+                master: Box::new(HandleSpec::of(&master.server)?),
+                store,
+                name: format!("bench-{server_id}"),
+                replica_id: format!("bench{server_id}"),
+                parallel,
+                server_id,
+            },
+        )
+        .await?;
+        let stored = dir_bytes(&root, &[]);
+        let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
+        let doc = p
+            .doc
+            .clone()
+            .ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
+        forget_replica(master, &doc).await;
+        let _ = std::fs::remove_dir_all(&root);
+        return Ok(Sample {
+            cost: Cost {
+                wall: p.cost.wall,
+                cpu: p.cost.cpu + master_cpu,
+                phases: p.cost.phases.clone(),
+            },
+            agent_peak_rss_kib: Some(p.peak_rss_kib),
+            stored_bytes: Some(stored),
+        });
+    }
     let a = run_child(
         &env.exe,
         &AgentRequest::Snapshot {
@@ -302,6 +344,24 @@ async fn trove_guest(
     )
     .await?;
     let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
+    forget_replica(master, &doc).await;
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(root.with_extension("downloads"));
+    let mut phases = a.cost.phases.clone();
+    phases.extend(b.cost.phases.iter().cloned());
+    Ok(Sample {
+        cost: Cost {
+            wall: a.cost.wall + b.cost.wall,
+            cpu: a.cost.cpu + b.cost.cpu + master_cpu,
+            phases,
+        },
+        agent_peak_rss_kib: Some(a.peak_rss_kib.max(b.peak_rss_kib)),
+        stored_bytes: Some(stored),
+    })
+}
+
+/// Drops the replication account (and slot) a row made on the master.
+async fn forget_replica(master: &MasterSide, doc: &SnapshotDocument) {
     if let Some(grant) = &doc.replication {
         let gone = DetachedReplica::new(
             Some(grant.user.clone()),
@@ -324,19 +384,6 @@ async fn trove_guest(
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
-    let _ = std::fs::remove_dir_all(root.with_extension("downloads"));
-    let mut phases = a.cost.phases.clone();
-    phases.extend(b.cost.phases.iter().cloned());
-    Ok(Sample {
-        cost: Cost {
-            wall: a.cost.wall + b.cost.wall,
-            cpu: a.cost.cpu + b.cost.cpu + master_cpu,
-            phases,
-        },
-        agent_peak_rss_kib: Some(a.peak_rss_kib.max(b.peak_rss_kib)),
-        stored_bytes: Some(stored),
-    })
 }
 
 fn log(line: &str) {
@@ -535,8 +582,17 @@ async fn run_method(
                 parallel,
                 zstd,
                 download_first,
+                overlap,
             },
-        ) => trove_guest(env, master, server_id, parallel, zstd, download_first).await,
+        ) => {
+            let how = TroveGuestRun {
+                parallel,
+                zstd,
+                download_first,
+                overlap,
+            };
+            trove_guest(env, master, server_id, how).await
+        }
         (TestServer::Mariadb(m), other) => {
             let side = mariadb::Master {
                 server: m,
@@ -632,11 +688,17 @@ mod tests {
                 assert!(rows.iter().any(|(_, r)| r.method == name), "{kind} {name}");
             }
         }
-        assert!(
-            methods(DatastoreKind::Mariadb, &opts)
-                .iter()
-                .any(|(_, r)| r.method == "trove-guest --parallel=2")
-        );
+        let maria: Vec<String> = methods(DatastoreKind::Mariadb, &opts)
+            .into_iter()
+            .map(|(_, r)| r.method)
+            .collect();
+        for name in [
+            "raw tools --parallel=2",
+            "trove-guest --parallel=1",
+            "trove-guest, snapshot then attach",
+        ] {
+            assert!(maria.iter().any(|m| m == name), "{name} in {maria:?}");
+        }
         let mut only = opts.clone();
         only.only = vec!["zstd".into()];
         let names: Vec<String> = methods(DatastoreKind::Postgresql, &only)

@@ -187,38 +187,6 @@ impl DatastoreReport {
         out
     }
 
-    /// For trove-guest rows: the wall time if the replica extracted the snapshot while the
-    /// master still streamed it (wall minus the shorter of `snapshot backup` and
-    /// `attach restore`), and its ratio to the raw-tools row. A bound computed from the
-    /// phases, not a measurement.
-    pub fn overlap_bounds(&self) -> String {
-        let mut out = String::new();
-        let reference = self.reference_wall();
-        for r in self
-            .rows
-            .iter()
-            .filter(|r| !r.method.contains("download then extract"))
-        {
-            let phases = r.phases();
-            let get = |name: &str| phases.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
-            if let (Some(w), Some(b), Some(x)) =
-                (r.wall(), get("snapshot backup"), get("attach restore"))
-            {
-                let bound = w - b.min(x);
-                let ratio = reference.map_or_else(
-                    || "—".to_owned(),
-                    |rf| format!("{:.2}×", bound / rf.max(1e-9)),
-                );
-                let _ = writeln!(
-                    out,
-                    "- {}: {:.2} s → {:.2} s ({ratio} raw)",
-                    r.method, w, bound
-                );
-            }
-        }
-        out
-    }
-
     /// What each row runs.
     pub fn method_list(&self) -> String {
         let mut out = String::new();
@@ -284,15 +252,6 @@ impl Report {
             out.push_str(&d.table());
             out.push_str("\nPer phase:\n\n");
             out.push_str(&d.phase_table());
-            let bounds = d.overlap_bounds();
-            if !bounds.is_empty() {
-                out.push_str(
-                    "\nIf the replica extracted the snapshot while the master streams it (not \
-                     implemented; wall minus the shorter of `snapshot backup` and `attach \
-                     restore`, a bound from the phases above):\n\n",
-                );
-                out.push_str(&bounds);
-            }
             out.push_str("\nMethods:\n\n");
             out.push_str(&d.method_list());
             if !d.notes.is_empty() {
@@ -361,9 +320,6 @@ mod tests {
             "{t}"
         );
         assert!(d.phase_table().contains("a 10.00"));
-        assert_eq!(
-            d.overlap_bounds(),
-            "- trove-guest: 20.00 s → 14.00 s (1.40× raw)\n"
-        );
+        assert!(d.phase_table().contains("snapshot backup 8.00 · attach restore 6.00"));
     }
 }

@@ -32,6 +32,9 @@ pub const STATUS: &str = "/v1/replication/status";
 pub const ENABLE_MASTER: &str = "/v1/replication/enable-master";
 /// `POST`: `get_replication_snapshot`.
 pub const SNAPSHOT: &str = "/v1/replication/snapshot";
+/// `POST`: `stage_snapshot`: restore a snapshot (following its upload if the master is still
+/// taking it) next to the data directory, for a later attach.
+pub const STAGE: &str = "/v1/replication/stage";
 /// `POST`: `attach_replication_slave`.
 pub const ATTACH: &str = "/v1/replication/attach";
 /// `POST`: `detach_replication_slave`.
@@ -72,6 +75,25 @@ pub struct SnapshotCall {
     /// Backup parallelism.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel: Option<u32>,
+}
+
+/// Body of [`STAGE`]: the snapshot by href or by name in the agent's store (exactly one), and
+/// what it must be when already known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageCall {
+    /// The snapshot's href.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_href: Option<String>,
+    /// The snapshot's name (as given to [`SNAPSHOT`]); the href is derived from the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_name: Option<String>,
+    /// Expected size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// Expected SHA-256 (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// Query of [`ATTACH`] (the body is the snapshot document itself).

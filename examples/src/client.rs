@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use trove_guest_core::wire::{DetachReplication, InstanceAction};
 use trove_guest_core::{
     AttachOutcome, DetachedReplica, ProgressEvent, ReplicationPosition, ReplicationStatus,
-    SnapshotDocument,
+    SnapshotDocument, StagedSnapshot,
 };
 
 use crate::api::{self, ErrorBody, ErrorDetail, StreamLine};
@@ -223,6 +223,31 @@ impl AgentClient {
         let resp = self
             .http
             .post(self.url(api::SNAPSHOT))
+            .query(&api::StreamQuery { stream: Some(true) })
+            .json(call)
+            .send()
+            .await?;
+        Self::streamed(resp, on_progress).await
+    }
+
+    /// `POST` [`api::STAGE`] with a progress stream: the replica restores the snapshot (following
+    /// its upload while the master still takes it) for a later [`Self::attach`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`]; kind `unsupported` for datastores without staging.
+    ///
+    /// # Cancel safety
+    ///
+    /// The staging runs to completion on the agent even if this future is dropped.
+    pub async fn stage(
+        &self,
+        call: &api::StageCall,
+        on_progress: &mut (dyn FnMut(ProgressEvent) + Send),
+    ) -> ClientResult<StagedSnapshot> {
+        let resp = self
+            .http
+            .post(self.url(api::STAGE))
             .query(&api::StreamQuery { stream: Some(true) })
             .json(call)
             .send()

@@ -3,21 +3,80 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{MariaDb, strategy_for};
 use tokio::io::AsyncWriteExt;
+use trove_guest_core::store::CHUNK_SIZE;
 use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
     AttachRequest, ErrorKind, Phase, Progress, ReplicationStrategy, ReplicationStrategyExt,
-    SnapshotRequest, StageRequest,
+    SnapshotRequest, SnapshotStore, StageRequest,
 };
 
 const CATCH_UP: Duration = Duration::from_secs(60);
 
 fn local_path(href: &str) -> &str {
     href.strip_prefix("file://").expect("a local store")
+}
+
+/// An upload of the first half of a stored snapshot's bytes that goes no further until it is
+/// abandoned (ended without a commit).
+struct PartialUpload {
+    half: usize,
+    release: tokio::sync::oneshot::Sender<()>,
+    feeder: tokio::task::JoinHandle<()>,
+    upload: tokio::task::JoinHandle<trove_guest_core::Result<()>>,
+}
+
+impl PartialUpload {
+    fn start(store: &Arc<dyn SnapshotStore>, name: &str, copy_of: &str) -> Self {
+        let bytes = std::fs::read(local_path(copy_of)).unwrap();
+        let half = bytes.len() / 2;
+        assert!(
+            half > 4 * CHUNK_SIZE,
+            "snapshot too small: {} bytes",
+            bytes.len()
+        );
+        let (mut feed, mut input) = tokio::io::duplex(1 << 20);
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let feeder = tokio::spawn(async move {
+            feed.write_all(&bytes[..half]).await.unwrap();
+            let _ = released.await;
+            // Dropping the input ends the upload; the pending upload is dropped uncommitted.
+        });
+        let store = store.clone();
+        let name = name.to_owned();
+        let upload = tokio::spawn(async move {
+            store
+                .put(&name, &mut input, &Progress::none())
+                .await
+                .map(drop)
+        });
+        PartialUpload {
+            half,
+            release,
+            feeder,
+            upload,
+        }
+    }
+
+    /// A byte count a follower reaches once it has read what was uploaded (the store writes
+    /// in chunks).
+    fn fed_at_least(&self) -> u64 {
+        (self.half - 2 * CHUNK_SIZE) as u64
+    }
+
+    async fn abandon(self) {
+        drop(self.release);
+        self.feeder.await.unwrap();
+        self.upload
+            .await
+            .unwrap()
+            .expect("the upload ends (and is never committed)");
+    }
 }
 
 /// A replica with its own schema and rows (so that "still serves its data" means something).
@@ -109,30 +168,11 @@ async fn a_cancelled_stage_is_never_used_and_the_replica_keeps_serving() {
         .expect("stage the document's snapshot");
 
     // Another snapshot, still uploading: the first half of the same bytes, then nothing.
-    let bytes = std::fs::read(local_path(&href)).unwrap();
-    let half = bytes.len() / 2;
-    assert!(
-        half > 4 * trove_guest_core::store::CHUNK_SIZE,
-        "snapshot too small"
-    );
-    let (mut feed, mut upload_input) = tokio::io::duplex(1 << 20);
-    let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let feeder = tokio::spawn(async move {
-        feed.write_all(&bytes[..half]).await.unwrap();
-        let _ = released.await;
-        // Dropping the input ends the upload without a commit.
-    });
-    let upload_store = store.clone();
-    let upload = tokio::spawn(async move {
-        upload_store
-            .put("cancelled-b", &mut upload_input, &Progress::none())
-            .await
-            .map(drop)
-    });
+    let upload = PartialUpload::start(&store, "cancelled-b", &href);
     let other = store.snapshot_href("cancelled-b").unwrap();
 
     let (progress, mut events) = Progress::channel();
-    let threshold = (half - 2 * trove_guest_core::store::CHUNK_SIZE) as u64;
+    let threshold = upload.fed_at_least();
     {
         let req = StageRequest::new(other).with_progress(progress);
         let stage = rs.stage_snapshot(&req);
@@ -158,12 +198,7 @@ async fn a_cancelled_stage_is_never_used_and_the_replica_keeps_serving() {
         before,
         "a stage never touches the running server's data"
     );
-    drop(release);
-    feeder.await.unwrap();
-    upload
-        .await
-        .unwrap()
-        .expect("the upload ends (and is never committed)");
+    upload.abandon().await;
 
     // The half-extracted staging directory is neither the document's snapshot nor used.
     let outcome = rs
@@ -177,5 +212,57 @@ async fn a_cancelled_stage_is_never_used_and_the_replica_keeps_serving() {
         MariaDb.fingerprint(&master).await.unwrap(),
         MariaDb.fingerprint(&replica).await.unwrap(),
         "the replica equals the master"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_abandoned_while_staging_is_never_staged() {
+    let (_store_dir, store) = common::store();
+    let master = common::master_with_rows(MariaDbOptions::new(1)).await;
+    let ms = strategy_for(&master, store.clone());
+    let doc = ms
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("abandoned"))
+        .await
+        .expect("snapshot");
+    let replica = replica_with_rows().await;
+    let before = MariaDb.fingerprint(&replica).await.unwrap();
+    let rs = strategy_for(&replica, store.clone());
+
+    let upload = PartialUpload::start(&store, "abandoned-b", &doc.dataset.snapshot_href);
+    let other = store.snapshot_href("abandoned-b").unwrap();
+    let (progress, mut events) = Progress::channel();
+    let threshold = upload.fed_at_least();
+    let req = StageRequest::new(other.clone()).with_progress(progress);
+    let stage = rs.stage_snapshot(&req);
+    tokio::pin!(stage);
+    loop {
+        tokio::select! {
+            r = &mut stage => panic!("staging an unfinished upload returned: {r:?}"),
+            ev = events.recv() => {
+                let ev = ev.expect("progress events");
+                if ev.phase == Phase::Restore && ev.done >= threshold {
+                    break;
+                }
+            }
+        }
+    }
+    upload.abandon().await;
+    let err = stage
+        .await
+        .expect_err("an abandoned upload is never staged");
+    assert!(err.to_string().contains("abandoned"), "got {err}");
+    assert_eq!(
+        MariaDb.fingerprint(&replica).await.unwrap(),
+        before,
+        "a failed stage never touches the running server's data"
+    );
+    rs.attach_replication_slave(&doc, &AttachRequest::new())
+        .await
+        .expect("attach after the failed stage");
+    MariaDb.insert_rows(&master, 200..230).await.unwrap();
+    rs.catch_up_with(&*ms, CATCH_UP).await.expect("catch up");
+    assert_eq!(
+        MariaDb.fingerprint(&master).await.unwrap(),
+        MariaDb.fingerprint(&replica).await.unwrap()
     );
 }

@@ -15,6 +15,7 @@ use trove_guest_core::{
 use crate::client::Db;
 use crate::commands;
 use crate::conf::{self, PASSFILE, STANDBY_FILE, STANDBY_STATE};
+use crate::flavor::ServerVersion;
 use crate::names;
 use crate::restore::{self, PREVIOUS_PREFIX, SavedFiles};
 use crate::sql;
@@ -69,6 +70,7 @@ pub(crate) fn standby_settings(
     password: &Secret,
     slot: Option<&str>,
     passfile: &Path,
+    version: ServerVersion,
 ) -> Result<Vec<(&'static str, String)>> {
     let app = slot.unwrap_or(user);
     let conninfo = conf::conninfo(
@@ -92,7 +94,23 @@ pub(crate) fn standby_settings(
     if let Some(slot) = slot {
         s.push(("primary_slot_name", conf::conf_quote(slot)?));
     }
+    if let Some(method) = version.recovery_init_sync_method() {
+        s.push(("recovery_init_sync_method", method.to_owned()));
+    }
     Ok(s)
+}
+
+/// The version of the data in `data_dir`, from its `PG_VERSION` (no server needed).
+pub(crate) fn data_dir_version(data_dir: &Path) -> Result<ServerVersion> {
+    let text = std::fs::read_to_string(data_dir.join("PG_VERSION"))
+        .context(|| format!("read PG_VERSION in {}", data_dir.display()))?;
+    let major = text.trim().parse::<u32>().map_err(|e| {
+        Error::invalid(
+            "PG_VERSION",
+            format!("{:?} in {}: {e}", text.trim(), data_dir.display()),
+        )
+    })?;
+    ServerVersion::from_major(major)
 }
 
 impl PostgresStrategy {
@@ -114,9 +132,10 @@ impl PostgresStrategy {
         user: &str,
         password: &Secret,
         slot: Option<&str>,
+        version: ServerVersion,
     ) -> Result<()> {
         let passfile = self.write_passfile(user, password)?;
-        let settings = standby_settings(master, user, password, slot, &passfile)?;
+        let settings = standby_settings(master, user, password, slot, &passfile, version)?;
         conf::write_atomic(
             &self.config_file(STANDBY_FILE),
             &conf::render_settings(
@@ -326,7 +345,13 @@ impl PostgresStrategy {
             // The instance's own settings, not the master's.
             self.write_data_file(&data, AUTO_CONF, &own_auto)?;
             self.write_data_file(&data, "standby.signal", "")?;
-            self.write_standby_config(&doc.master, &grant.user, &password, Some(&own_slot))
+            self.write_standby_config(
+                &doc.master,
+                &grant.user,
+                &password,
+                Some(&own_slot),
+                version,
+            )
         })();
         let started = match configured {
             Ok(()) => match self.handle.service.start().await {
@@ -720,6 +745,7 @@ impl PostgresStrategy {
             .map(|p| p.0.clone())
             .ok_or_else(|| Error::invalid("standby source", "replication.password is missing"))?;
         let data = self.handle.data_dir.clone();
+        let version = data_dir_version(&data)?;
         let own_auto = std::fs::read_to_string(data.join(AUTO_CONF))
             .unwrap_or_else(|_| AUTO_CONF_HEADER.to_owned());
         let passfile = self.write_passfile(&grant.user, &password)?;
@@ -770,6 +796,7 @@ impl PostgresStrategy {
             &grant.user,
             &password,
             grant.slot_name.as_deref(),
+            version,
         )?;
         self.handle.service.start().await?;
         if !rewound {
@@ -816,6 +843,7 @@ mod tests {
             &pw,
             Some("trove_slot_r1_2"),
             Path::new("/etc/pg/p"),
+            ServerVersion::from_major(15).unwrap(),
         )
         .unwrap();
         let text = conf::render_settings("x", &s);

@@ -15,6 +15,7 @@ use trove_guest_core::store::Expected;
 use trove_guest_core::{Error, Result, SnapshotDocument, StageRequest, StagedSnapshot};
 
 use crate::conf;
+use crate::replica::data_dir_version;
 use crate::restore::{self, STAGING_PREFIX};
 use crate::strategy::PostgresStrategy;
 
@@ -149,11 +150,7 @@ impl PostgresStrategy {
         self.discard_staged()?;
         restore::remove_stale(&self.handle.work_dir);
         // The running server's major version, without asking the server.
-        let major = std::fs::read_to_string(self.handle.data_dir.join("PG_VERSION"))
-            .context(|| "read PG_VERSION of the data directory".to_owned())?
-            .trim()
-            .parse::<u32>()
-            .map_err(|e| Error::invalid("PG_VERSION of the data directory", e.to_string()))?;
+        let major = data_dir_version(&self.handle.data_dir)?.major();
         let progress = &req.progress;
         progress.phase(
             Phase::Restore,

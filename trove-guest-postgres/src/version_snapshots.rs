@@ -90,6 +90,7 @@ fn render(num: i64) -> String {
         &pw,
         Some("trove_slot_r1_2"),
         passfile,
+        v,
     )
     .unwrap();
     out.push_str(&format!(

@@ -35,7 +35,7 @@ async fn start_timing() {
         .split(',')
         .map(|v| {
             let s: &'static str = Box::leak(v.to_owned().into_boxed_str());
-            (s, v.starts_with("stage"), v.ends_with("+syncfs"))
+            (s, v.starts_with("stage"), v.ends_with("+fsync"))
         })
         .collect();
     for (i, (label, stage, syncfs)) in variants.into_iter().enumerate() {
@@ -50,7 +50,7 @@ async fn start_timing() {
         if syncfs {
             std::fs::write(
                 r.handle().config_dir.join("zz-syncfs.conf"),
-                "recovery_init_sync_method = syncfs\n",
+                "recovery_init_sync_method = fsync\n",
             )
             .unwrap();
         }

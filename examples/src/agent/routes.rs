@@ -19,7 +19,7 @@ use trove_guest_core::wire::InstanceAction;
 use trove_guest_core::{
     AttachRequest, DatastoreKind, DemoteOptions, DetachOptions, DetachedReplica,
     EnableMasterOptions, Progress, ReplicationPosition, ReplicationStatus, SharedStrategy,
-    SnapshotDocument, SnapshotRequest,
+    SnapshotDocument, SnapshotRequest, StageRequest,
 };
 
 use super::AgentState;
@@ -35,6 +35,7 @@ pub(crate) fn router(state: Arc<AgentState>) -> Router {
         .route(api::STATUS, get(status))
         .route(api::ENABLE_MASTER, post(enable_master))
         .route(api::SNAPSHOT, post(snapshot))
+        .route(api::STAGE, post(stage))
         .route(api::ATTACH, post(attach))
         .route(api::DETACH, post(detach))
         .route(api::CLEANUP, post(cleanup))
@@ -244,6 +245,68 @@ async fn attach(
                 req = req.with_server_id(id);
             }
             strategy.attach_replication_slave(&doc, &req).await
+        },
+    )
+    .await)
+}
+
+async fn stage(
+    State(s): St,
+    q: Result<Query<api::StreamQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let call: api::StageCall = parse(
+        &body,
+        Expecting {
+            what: "a snapshot to stage",
+            empty_is_default: false,
+        },
+    )?;
+    let bad = |message: String, field: &'static str| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            kinds::INVALID_DOCUMENT,
+            message,
+        )
+        .with_field(field)
+    };
+    let href = match (&call.snapshot_href, &call.snapshot_name) {
+        (Some(h), None) => h.clone(),
+        (None, Some(n)) => s
+            .store
+            .snapshot_href(n)
+            .map_err(|e| bad(e.to_string(), "snapshot_name"))?,
+        _ => {
+            return Err(bad(
+                "give exactly one of snapshot_href and snapshot_name".into(),
+                "snapshot_href",
+            ));
+        }
+    };
+    if !s.store.owns(&href) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            kinds::HREF_OUTSIDE_STORE,
+            format!("snapshot href {href:?} is outside this agent's snapshot store"),
+        )
+        .with_field("snapshot_href"));
+    }
+    let expected = trove_guest_core::store::Expected {
+        size: call.size_bytes,
+        sha256: call.sha256.clone(),
+    };
+    let stream = wants_stream(q.stream, &headers);
+    Ok(change(
+        &s,
+        "stage_snapshot",
+        stream,
+        move |strategy, progress| async move {
+            let req = StageRequest::new(href)
+                .with_expected(expected)
+                .with_progress(progress);
+            strategy.stage_snapshot(&req).await
         },
     )
     .await)

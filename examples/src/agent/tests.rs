@@ -353,3 +353,40 @@ async fn wait_for_txn_with_a_huge_timeout_is_capped_not_a_dropped_connection() {
         assert_eq!(body["error"]["kind"], kinds::TIMEOUT);
     }
 }
+
+#[tokio::test]
+async fn stage_needs_exactly_one_of_href_and_name_inside_the_store() {
+    let f = fixture(true).await;
+    for body in [
+        "{}".to_owned(),
+        format!(
+            r#"{{"snapshot_href": "{}", "snapshot_name": "x"}}"#,
+            f.store.href_for("x")
+        ),
+    ] {
+        let (status, reply) = f.client.post_raw(api::STAGE, body.clone()).await.unwrap();
+        assert_eq!(status, 422, "{body}: {reply}");
+        assert_eq!(reply["error"]["kind"], kinds::INVALID_DOCUMENT, "{reply}");
+    }
+    let (status, reply) = f
+        .client
+        .post_raw(api::STAGE, r#"{"snapshot_href": "file:///etc/passwd.snap"}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(reply["error"]["kind"], kinds::HREF_OUTSIDE_STORE);
+    let (status, reply) = f
+        .client
+        .post_raw(api::STAGE, r#"{"snapshot_name": "../etc"}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{reply}");
+    assert_eq!(reply["error"]["field"], "snapshot_name");
+    // The fake strategy has no staging: a well-formed request reaches it and is refused.
+    let (status, reply) = f
+        .client
+        .post_raw(api::STAGE, r#"{"snapshot_name": "later"}"#)
+        .await
+        .unwrap();
+    assert_eq!(reply["error"]["kind"], "unsupported", "{status} {reply}");
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::MultiProgress;
 use trove_guest_core::wire::{DetachReplication, InstanceAction};
 use trove_guest_core::{DatastoreKind, LocalSnapshotStore, SnapshotStore};
-use trove_guest_examples::api::{AttachQuery, SnapshotCall};
+use trove_guest_examples::api::{AttachQuery, SnapshotCall, StageCall};
 use trove_guest_examples::control::{self, Member};
 use trove_guest_examples::sample::{SampleDb, TABLES};
 use trove_guest_examples::testbed::{Node, TestServer};
@@ -156,8 +156,11 @@ pub(crate) async fn run(args: &Args, env: &mut Env) -> DemoResult<String> {
         }
     }
 
-    // 4. Snapshot on the master.
-    ui::heading(4, "get_replication_snapshot on the master");
+    // 4. Snapshot on the master while the replicas stage it.
+    ui::heading(
+        4,
+        "get_replication_snapshot on the master, while the replica(s) stage it as it streams",
+    );
     master
         .client
         .enable_master()
@@ -165,28 +168,56 @@ pub(crate) async fn run(args: &Args, env: &mut Env) -> DemoResult<String> {
         .ctx("enable the master (binary logging / WAL senders)")?;
     let t = Instant::now();
     let multi = MultiProgress::new();
+    let snapshot_name = format!("{}-for-{}", master.name, replicas[0].name);
     let bar = CallBar::new(&multi, &format!("{} snapshot", master.name));
     let call = SnapshotCall {
         replica_id: Some(replicas[0].instance_id.clone()),
         replica_host: Some("127.0.0.1".into()),
-        snapshot_name: None,
+        snapshot_name: Some(snapshot_name.clone()),
         parallel: None,
     };
-    let doc = match master.client.snapshot(&call, &mut |e| bar.event(&e)).await {
-        Ok(d) => d,
-        Err(e) => {
-            bar.fail();
-            return Err(format!("snapshot on the master: {e}"));
+    let snapshot = async {
+        let out = master.client.snapshot(&call, &mut |e| bar.event(&e)).await;
+        match &out {
+            Ok(d) => {
+                let b = d.dataset.size_bytes.unwrap_or(0);
+                bar.finish(&format!(
+                    "{} in {} ({})",
+                    ui::bytes(b),
+                    ui::secs(t.elapsed()),
+                    ui::rate(b, t.elapsed())
+                ));
+            }
+            Err(_) => bar.fail(),
         }
+        out.map_err(|e| format!("snapshot on the master: {e}"))
     };
+    let stages = replicas.iter().map(|r| {
+        let bar = CallBar::new(&multi, &format!("{} stage", r.name));
+        let call = StageCall {
+            snapshot_name: Some(snapshot_name.clone()),
+            ..StageCall::default()
+        };
+        async move {
+            let out = r.client.stage(&call, &mut |e| bar.event(&e)).await;
+            match &out {
+                Ok(s) => bar.finish(&format!(
+                    "restored {} while it streamed, in {}",
+                    ui::bytes(s.size),
+                    ui::secs(t.elapsed())
+                )),
+                Err(_) => bar.fail(),
+            }
+            out.map_err(|e| format!("stage on {}: {e}", r.name))
+        }
+    });
+    let (doc, staged) = tokio::join!(snapshot, futures::future::join_all(stages));
+    let doc = doc?;
+    for s in staged {
+        s?;
+    }
     let snapshot_time = t.elapsed();
     let snap_bytes = doc.dataset.size_bytes.unwrap_or(0);
-    bar.finish(&format!(
-        "{} in {} ({})",
-        ui::bytes(snap_bytes),
-        ui::secs(snapshot_time),
-        ui::rate(snap_bytes, snapshot_time)
-    ));
     println!(
         "   the snapshot document (replication password redacted here; it travels to the replica):"
     );
@@ -198,7 +229,7 @@ pub(crate) async fn run(args: &Args, env: &mut Env) -> DemoResult<String> {
     // 5. Attach.
     ui::heading(
         5,
-        "attach_replication_slave on the replica(s), from that one snapshot",
+        "attach_replication_slave on the replica(s): the staged copy is the document's snapshot",
     );
     let t = Instant::now();
     let multi = MultiProgress::new();
@@ -213,10 +244,9 @@ pub(crate) async fn run(args: &Args, env: &mut Env) -> DemoResult<String> {
                 .await;
             match &out {
                 Ok(o) => bar.finish(&format!(
-                    "restored {} in {} ({}), replicating",
+                    "{} in place, replicating, in {}",
                     ui::bytes(o.restored_bytes),
                     ui::secs(started.elapsed()),
-                    ui::rate(o.restored_bytes, started.elapsed())
                 )),
                 Err(_) => bar.fail(),
             }
@@ -415,8 +445,8 @@ fn summary(
     format!(
         "summary ({kind}, {n} replica{s}):\n\
          \x20 data      {rows} rows per table, {data} on disk\n\
-         \x20 snapshot  {snap} in {st} ({sr})\n\
-         \x20 attach    {restored} restored in {at} ({ar}) for {n} replica{s}, all converged\n\
+         \x20 snapshot  {snap} in {st} ({sr}), staged on the replica(s) as it streamed\n\
+         \x20 attach    {restored} swapped in and replicating in {at} for {n} replica{s}, all converged\n\
          \x20 times     servers {start}, load {load}, detach+cleanup {dt}, demote {dm}, total {total}",
         kind = args.datastore,
         n = args.replicas,
@@ -428,7 +458,6 @@ fn summary(
         sr = ui::rate(snap, t.snapshot),
         restored = ui::bytes(restored),
         at = ui::secs(t.attach),
-        ar = ui::rate(restored, t.attach),
         start = ui::secs(t.start),
         load = ui::secs(t.load),
         dt = ui::secs(t.detach),

@@ -124,6 +124,8 @@ async fn abandoned_upload_fails_the_follower() {
         .await
         .expect_err("an abandoned upload never ends cleanly");
     assert!(err.to_string().contains("abandoned"), "{err}");
+    let err = Error::from_read("read", err);
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -193,15 +193,13 @@ impl Tail {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| self.fail(format!("unreadable manifest: {e}")))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the upload of {} was abandoned after {count} bytes ({} is gone \
-                         without a commit)",
-                        self.href,
-                        self.path.display()
-                    ),
-                ));
+                // Incomplete data: an integrity failure, so no consumer can take it for a
+                // snapshot.
+                return Err(self.fail(format!(
+                    "the upload was abandoned after {count} bytes ({} is gone without a \
+                     commit)",
+                    self.path.display()
+                )));
             }
             Err(e) => return Err(e),
         };

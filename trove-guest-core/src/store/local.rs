@@ -206,6 +206,77 @@ impl Drop for LocalPending {
     }
 }
 
+/// Bytes written between two background flushes of an upload.
+const FLUSH_EVERY: u64 = 64 << 20;
+
+/// Writes an upload back to disk while it streams: every [`FLUSH_EVERY`] bytes a helper thread
+/// `fdatasync`s the file (requests coalesce while one runs), so the fsync before the commit
+/// finds little left to do instead of the whole snapshot (the kernel would otherwise start
+/// writing back only at its dirty-page threshold). The writer never waits for it.
+struct Flusher {
+    tx: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    path: PathBuf,
+    flushed_at: std::cell::Cell<u64>,
+}
+
+impl Flusher {
+    fn start(file: &std::fs::File, path: &Path) -> Result<Self> {
+        let clone = file
+            .try_clone()
+            .context(|| format!("duplicate {}", path.display()))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("tg-store-flush".into())
+            .spawn(move || {
+                // An error must reach the committer: the shared file description's error state
+                // would not report it again to the final fsync.
+                while rx.recv().is_ok() {
+                    clone.sync_data()?;
+                }
+                Ok(())
+            })
+            .context(|| "spawn the store flusher thread".to_owned())?;
+        Ok(Flusher {
+            tx: Some(tx),
+            thread: Some(thread),
+            path: path.to_path_buf(),
+            flushed_at: std::cell::Cell::new(0),
+        })
+    }
+
+    fn wrote(&self, total: u64) {
+        if total - self.flushed_at.get() >= FLUSH_EVERY {
+            if let Some(tx) = &self.tx {
+                // Full: a flush is pending and will cover these bytes too.
+                let _ = tx.try_send(());
+            }
+            self.flushed_at.set(total);
+        }
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.tx.take();
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r.context(|| format!("fdatasync {}", self.path.display())),
+            Some(Err(_)) => Err(Error::Store {
+                message: "the store flusher thread panicked".into(),
+                source: None,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Removes a temp file unless disarmed (cancel safety of `put`).
 struct TempGuard(Option<PathBuf>);
 
@@ -264,10 +335,15 @@ impl SnapshotStore for LocalSnapshotStore {
         let writer = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
             use std::io::Write as _;
             let mut file = file;
+            let flusher = Flusher::start(&file, &temp_for_writer)?;
+            let mut written = 0u64;
             while let Some(chunk) = rx.blocking_recv() {
                 file.write_all(&chunk)
                     .context(|| format!("write {}", temp_for_writer.display()))?;
+                written += chunk.len() as u64;
+                flusher.wrote(written);
             }
+            flusher.finish()?;
             file.sync_all()
                 .context(|| format!("fsync {}", temp_for_writer.display()))?;
             Ok(file)

@@ -208,10 +208,10 @@ pub(crate) fn write_atomic(
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .context(|| format!("chmod {}", tmp.display()))?;
     // Only root can give files away; otherwise they stay ours (and the server runs as us).
-    if is_root() {
-        if let Some(o) = owner.or(previous_owner) {
-            o.chown(&tmp)?;
-        }
+    if is_root()
+        && let Some(o) = owner.or(previous_owner)
+    {
+        o.chown(&tmp)?;
     }
     std::fs::rename(&tmp, path).context(|| format!("rename into {}", path.display()))
 }

@@ -178,7 +178,12 @@ mod tests {
 
     #[test]
     fn standbys_sync_their_restored_data_directory_with_syncfs_from_14_on() {
-        for (major, method) in [(12, None), (13, None), (14, Some("syncfs")), (16, Some("syncfs"))] {
+        for (major, method) in [
+            (12, None),
+            (13, None),
+            (14, Some("syncfs")),
+            (16, Some("syncfs")),
+        ] {
             let v = ServerVersion::from_major(major).unwrap();
             assert_eq!(v.major(), major);
             assert_eq!(v.recovery_init_sync_method(), method, "{major}");

@@ -438,15 +438,11 @@ impl PostgresStrategy {
         let (role, slot, password, version, version_text, range, stored) = match made {
             Ok(m) => m,
             Err(e) => {
-                if !slot_existed {
-                    if let Err(d) = self.drop_slot(&db, &slot_name).await {
-                        tracing::warn!(error = %d, slot = %slot_name, "could not drop the slot of a failed snapshot");
-                    }
+                if !slot_existed && let Err(d) = self.drop_slot(&db, &slot_name).await {
+                    tracing::warn!(error = %d, slot = %slot_name, "could not drop the slot of a failed snapshot");
                 }
-                if !role_existed {
-                    if let Err(d) = self.drop_login(&db, &role_name).await {
-                        tracing::warn!(error = %d, role = %role_name, "could not drop the login of a failed snapshot");
-                    }
+                if !role_existed && let Err(d) = self.drop_login(&db, &role_name).await {
+                    tracing::warn!(error = %d, role = %role_name, "could not drop the login of a failed snapshot");
                 }
                 return Err(e);
             }

@@ -316,11 +316,11 @@ impl PostgresStrategy {
         });
         // Taking the snapshot gave its login a new password; if this server already streams as
         // that login, its passfile must follow, whatever happens to this attach.
-        if current.is_some_and(|s| s.user == grant.user && s.master == doc.master) {
-            if let Err(e) = self.write_passfile(&grant.user, &password) {
-                self.drop_claimed_slot(claimed).await;
-                return Err(e);
-            }
+        if current.is_some_and(|s| s.user == grant.user && s.master == doc.master)
+            && let Err(e) = self.write_passfile(&grant.user, &password)
+        {
+            self.drop_claimed_slot(claimed).await;
+            return Err(e);
         }
 
         let work = self.handle.work_dir.clone();

@@ -96,10 +96,10 @@ pub(crate) fn put_back(data: &Path, previous: &Path, failed: &Path) -> Result<()
             data.display()
         )
     })?;
-    if let Err(e) = std::fs::remove_dir_all(failed) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(error = %e, dir = %failed.display(), "could not remove a failed restore");
-        }
+    if let Err(e) = std::fs::remove_dir_all(failed)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, dir = %failed.display(), "could not remove a failed restore");
     }
     Ok(())
 }

@@ -142,10 +142,11 @@ impl PostgresStrategy {
     pub(crate) async fn stage_locked(&self, req: &StageRequest) -> Result<StagedSnapshot> {
         let href = req.href.as_str();
         self.check_owned(href)?;
-        if let Some(staged) = self.usable_staged().await {
-            if staged.href == href && agrees(&staged, &req.expected) {
-                return Ok(StagedSnapshot::new(href, staged.size, staged.sha256, true));
-            }
+        if let Some(staged) = self.usable_staged().await
+            && staged.href == href
+            && agrees(&staged, &req.expected)
+        {
+            return Ok(StagedSnapshot::new(href, staged.size, staged.sha256, true));
         }
         self.discard_staged()?;
         restore::remove_stale(&self.handle.work_dir);

@@ -263,10 +263,10 @@ impl AgentConfig {
         match &self.service {
             ServiceSection::Systemd { unit } => {
                 let mut u = SystemdUnit::new(unit.clone())?;
-                if let Some(sock) = &self.datastore.admin.socket {
-                    if self.datastore.kind != DatastoreKind::Postgresql {
-                        u = u.with_readiness(Readiness::Unix(sock.clone()));
-                    }
+                if let Some(sock) = &self.datastore.admin.socket
+                    && self.datastore.kind != DatastoreKind::Postgresql
+                {
+                    u = u.with_readiness(Readiness::Unix(sock.clone()));
                 }
                 Ok(Arc::new(u))
             }

@@ -280,10 +280,10 @@ impl ToolCommand {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        if let Some(user) = self.user {
-            if user != OsUser::current() {
-                cmd.uid(user.uid).gid(user.gid);
-            }
+        if let Some(user) = self.user
+            && user != OsUser::current()
+        {
+            cmd.uid(user.uid).gid(user.gid);
         }
         tracing::debug!(command = %self.display(), "spawning tool");
         let mut child = cmd.spawn().map_err(|e| {
@@ -377,10 +377,10 @@ async fn drain_tail(stderr: tokio::process::ChildStderr) -> String {
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
     if cut {
         // Drop the partial first line, unless the window holds a single line.
-        if let Some(i) = text.find('\n') {
-            if i + 1 < text.len() {
-                text.drain(..=i);
-            }
+        if let Some(i) = text.find('\n')
+            && i + 1 < text.len()
+        {
+            text.drain(..=i);
         }
     }
     text.truncate(text.trim_end().len());

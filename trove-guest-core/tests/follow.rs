@@ -79,8 +79,8 @@ async fn follower_reads_an_upload_before_it_commits_and_ends_verified() {
     let pending = upload.await.unwrap().unwrap();
     let rest_task = tokio::spawn(async move {
         let mut rest = Vec::new();
-        let r = follower.read_to_end(&mut rest).await.map(|_| rest);
-        r
+
+        follower.read_to_end(&mut rest).await.map(|_| rest)
     });
     // Not committed yet: the follower must not report the end.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use trove_guest_core::wire::SnapshotDocument;
 use trove_guest_core::{
     AttachOutcome, AttachRequest, Capabilities, DatastoreKind, DemoteOptions, DetachOptions,
-    DetachedReplica, EnableMasterOptions, Error, ErrorKind, ReplicationPosition,
-    ReplicationStatus, ReplicationStrategy, ReplicationStrategyExt, Result, SnapshotRequest,
-    StageRequest, StagedSnapshot,
+    DetachedReplica, EnableMasterOptions, Error, ErrorKind, ReplicationPosition, ReplicationStatus,
+    ReplicationStrategy, ReplicationStrategyExt, Result, SnapshotRequest, StageRequest,
+    StagedSnapshot,
 };
 
 fn document(href: &str) -> SnapshotDocument {
@@ -77,7 +77,10 @@ impl ReplicationStrategy for Scripted {
                 message: "backup failed".into(),
             });
         }
-        let name = req.snapshot_name.as_deref().expect("provision names the snapshot");
+        let name = req
+            .snapshot_name
+            .as_deref()
+            .expect("provision names the snapshot");
         Ok(document(&self.snapshot_href(name)?))
     }
     async fn stage_snapshot(&self, req: &StageRequest) -> Result<StagedSnapshot> {
@@ -166,7 +169,8 @@ async fn the_stage_starts_before_the_snapshot_ends() {
         .unwrap();
     assert!(p.staged.is_some());
     assert!(
-        both.stage_started_before_snapshot_ended.load(Ordering::SeqCst),
+        both.stage_started_before_snapshot_ended
+            .load(Ordering::SeqCst),
         "staging overlaps the snapshot"
     );
 }
@@ -191,7 +195,10 @@ async fn a_failed_snapshot_cancels_the_staging_and_attaches_nothing() {
     .expect("a failed snapshot ends the flow without waiting for the staging")
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
-    assert!(replica.stage_cancelled.load(Ordering::SeqCst), "staging was dropped");
+    assert!(
+        replica.stage_cancelled.load(Ordering::SeqCst),
+        "staging was dropped"
+    );
     assert_eq!(replica.attaches.load(Ordering::SeqCst), 0);
 }
 

@@ -57,10 +57,9 @@ async fn wait_for_group(marker: &str, members: usize) -> i32 {
         if let Some((_, pgrp, _)) = live_processes()
             .into_iter()
             .find(|(_, _, c)| c.contains(marker))
+            && group_members(pgrp).len() >= members
         {
-            if group_members(pgrp).len() >= members {
-                return pgrp;
-            }
+            return pgrp;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

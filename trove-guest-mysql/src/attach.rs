@@ -581,13 +581,13 @@ impl MysqlStrategy {
                 if let Some(e) = row.non_empty(&["Last_IO_Error"]) {
                     last_error = e.to_owned();
                 }
-                if let Some(e) = row.non_empty(&["Last_SQL_Error"]) {
-                    if !sqlt {
-                        return Err(Error::Datastore {
-                            message: format!("replication stopped: {e}"),
-                            source: None,
-                        });
-                    }
+                if let Some(e) = row.non_empty(&["Last_SQL_Error"])
+                    && !sqlt
+                {
+                    return Err(Error::Datastore {
+                        message: format!("replication stopped: {e}"),
+                        source: None,
+                    });
                 }
                 if io && sqlt {
                     break;

@@ -136,25 +136,23 @@ impl MysqlStrategy {
             ));
         }
         self.recover_interrupted_swap()?;
-        if let Some(staged) = self.read_staged() {
-            if staged.href == *href && agrees(&staged, &req.expected) {
-                match self.store.stat(href).await {
-                    Ok(s)
-                        if s.size == staged.size
-                            && s.sha256.eq_ignore_ascii_case(&staged.sha256) =>
-                    {
-                        tracing::info!(%href, "snapshot already staged");
-                        req.progress
-                            .phase(Phase::Done, format!("{href} is already staged"));
-                        return Ok(StagedSnapshot::new(
-                            staged.href,
-                            staged.size,
-                            staged.sha256,
-                            true,
-                        ));
-                    }
-                    _ => {}
+        if let Some(staged) = self.read_staged()
+            && staged.href == *href
+            && agrees(&staged, &req.expected)
+        {
+            match self.store.stat(href).await {
+                Ok(s) if s.size == staged.size && s.sha256.eq_ignore_ascii_case(&staged.sha256) => {
+                    tracing::info!(%href, "snapshot already staged");
+                    req.progress
+                        .phase(Phase::Done, format!("{href} is already staged"));
+                    return Ok(StagedSnapshot::new(
+                        staged.href,
+                        staged.size,
+                        staged.sha256,
+                        true,
+                    ));
                 }
+                _ => {}
             }
         }
         let flavor = self.flavor().await?;

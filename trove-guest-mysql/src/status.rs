@@ -163,10 +163,10 @@ impl MysqlStrategy {
         // On the master itself: compare with its own binary log until it gets there.
         if self.replica_row(s, sql).await?.is_none() {
             loop {
-                if let Some(mine) = self.binlog_coordinates(s, sql).await? {
-                    if binlog_reached(&mine, c) {
-                        return Ok(());
-                    }
+                if let Some(mine) = self.binlog_coordinates(s, sql).await?
+                    && binlog_reached(&mine, c)
+                {
+                    return Ok(());
                 }
                 if !tick(deadline, self.opts.poll_interval).await {
                     return Err(timeout_err(txn, timeout));

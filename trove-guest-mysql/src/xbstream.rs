@@ -60,13 +60,13 @@ impl<R> BinlogInfoTap<R> {
     /// [`Error::ToolFailed`]-free: [`Error::Datastore`] when the stream held no such file or
     /// could not be parsed.
     pub fn binlog_info(&self) -> Result<(&str, &str)> {
-        if let State::Broken(why) = &self.state {
-            if self.captured.is_none() {
-                return Err(Error::Datastore {
-                    message: format!("the backup stream could not be parsed: {why}"),
-                    source: None,
-                });
-            }
+        if let State::Broken(why) = &self.state
+            && self.captured.is_none()
+        {
+            return Err(Error::Datastore {
+                message: format!("the backup stream could not be parsed: {why}"),
+                source: None,
+            });
         }
         match &self.captured {
             Some((name, data)) => std::str::from_utf8(data)
@@ -90,10 +90,8 @@ impl<R> BinlogInfoTap<R> {
                 State::Broken(_) => return,
                 State::Payload { remaining, capture } => {
                     let n = (*remaining).min(data.len() as u64) as usize;
-                    if *capture {
-                        if let Some((_, buf)) = &mut self.captured {
-                            buf.extend_from_slice(&data[..n]);
-                        }
+                    if *capture && let Some((_, buf)) = &mut self.captured {
+                        buf.extend_from_slice(&data[..n]);
                     }
                     *remaining -= n as u64;
                     data = &data[n..];

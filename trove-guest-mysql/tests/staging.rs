@@ -251,7 +251,11 @@ async fn an_upload_abandoned_while_staging_is_never_staged() {
         .await
         .expect_err("an abandoned upload is never staged");
     assert!(err.to_string().contains("abandoned"), "got {err}");
-    assert_eq!(err.kind(), trove_guest_core::ErrorKind::Integrity, "got {err}");
+    assert_eq!(
+        err.kind(),
+        trove_guest_core::ErrorKind::Integrity,
+        "got {err}"
+    );
     assert_eq!(
         MariaDb.fingerprint(&replica).await.unwrap(),
         before,

@@ -370,7 +370,10 @@ async fn stage_needs_exactly_one_of_href_and_name_inside_the_store() {
     }
     let (status, reply) = f
         .client
-        .post_raw(api::STAGE, r#"{"snapshot_href": "file:///etc/passwd.snap"}"#)
+        .post_raw(
+            api::STAGE,
+            r#"{"snapshot_href": "file:///etc/passwd.snap"}"#,
+        )
         .await
         .unwrap();
     assert_eq!(status, 422);

@@ -99,14 +99,12 @@ async fn wait_streaming(replica: &PostgresServer, lsn: &str) -> Result<()> {
                  (SELECT status FROM pg_stat_wal_receiver)"
             ))
             .await;
-        if let Ok(rows) = row {
-            if let Some(r) = rows.first() {
-                if r.first().cloned().flatten().as_deref() == Some("t")
-                    && r.get(1).cloned().flatten().as_deref() == Some("streaming")
-                {
-                    return Ok(());
-                }
-            }
+        if let Ok(rows) = row
+            && let Some(r) = rows.first()
+            && r.first().cloned().flatten().as_deref() == Some("t")
+            && r.get(1).cloned().flatten().as_deref() == Some("streaming")
+        {
+            return Ok(());
         }
         if Instant::now() > deadline {
             return Err(Error::timeout(

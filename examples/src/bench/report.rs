@@ -320,6 +320,9 @@ mod tests {
             "{t}"
         );
         assert!(d.phase_table().contains("a 10.00"));
-        assert!(d.phase_table().contains("snapshot backup 8.00 · attach restore 6.00"));
+        assert!(
+            d.phase_table()
+                .contains("snapshot backup 8.00 · attach restore 6.00")
+        );
     }
 }

@@ -49,10 +49,10 @@ pub fn group_ticks(pgid: u32) -> u64 {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
             continue;
         };
-        if let Some((u, s, cu, cs, pgrp)) = stat_times(&stat) {
-            if pgrp == i64::from(pgid) {
-                total += u + s + cu + cs;
-            }
+        if let Some((u, s, cu, cs, pgrp)) = stat_times(&stat)
+            && pgrp == i64::from(pgid)
+        {
+            total += u + s + cu + cs;
         }
     }
     total

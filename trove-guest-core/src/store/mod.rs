@@ -202,21 +202,21 @@ pub fn validate_snapshot_name(name: &str) -> Result<()> {
 }
 
 fn check_expected(href: &str, stored: &StoredSnapshot, expected: &Expected) -> Result<()> {
-    if let Some(size) = expected.size {
-        if size != stored.size {
-            return Err(Error::integrity(
-                href,
-                format!("expected {size} bytes, store holds {}", stored.size),
-            ));
-        }
+    if let Some(size) = expected.size
+        && size != stored.size
+    {
+        return Err(Error::integrity(
+            href,
+            format!("expected {size} bytes, store holds {}", stored.size),
+        ));
     }
-    if let Some(h) = &expected.sha256 {
-        if !h.eq_ignore_ascii_case(&stored.sha256) {
-            return Err(Error::integrity(
-                href,
-                "expected SHA-256 differs from the store's manifest",
-            ));
-        }
+    if let Some(h) = &expected.sha256
+        && !h.eq_ignore_ascii_case(&stored.sha256)
+    {
+        return Err(Error::integrity(
+            href,
+            "expected SHA-256 differs from the store's manifest",
+        ));
     }
     Ok(())
 }

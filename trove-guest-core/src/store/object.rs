@@ -269,10 +269,10 @@ impl PendingUpload for ObjectPending {
             .await
             .map_err(|e| store_error(format!("copy {temp} to {}", self.data), e))?;
         self.temp.disarm();
-        if let Err(e) = store.delete(&temp).await {
-            if !is_not_found(&e) {
-                tracing::warn!(key = %temp, error = %e, "could not remove partial snapshot");
-            }
+        if let Err(e) = store.delete(&temp).await
+            && !is_not_found(&e)
+        {
+            tracing::warn!(key = %temp, error = %e, "could not remove partial snapshot");
         }
         let json = serde_json::to_vec_pretty(&self.snapshot).expect("manifest serializes");
         let payload = PutPayload::from(Bytes::from(json));

@@ -147,10 +147,10 @@ impl Tail {
             if n > 0 {
                 hasher.update(&buf[..n]);
                 count += n as u64;
-                if let Some(limit) = self.expected.size {
-                    if count > limit {
-                        return Err(self.fail(format!("more than the expected {limit} bytes")));
-                    }
+                if let Some(limit) = self.expected.size
+                    && count > limit
+                {
+                    return Err(self.fail(format!("more than the expected {limit} bytes")));
                 }
                 if tx
                     .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
@@ -213,15 +213,15 @@ impl Tail {
                 manifest.size, manifest.sha256
             )));
         }
-        if let Some(size) = self.expected.size {
-            if size != count {
-                return Err(self.fail(format!("expected {size} bytes, read {count}")));
-            }
+        if let Some(size) = self.expected.size
+            && size != count
+        {
+            return Err(self.fail(format!("expected {size} bytes, read {count}")));
         }
-        if let Some(h) = &self.expected.sha256 {
-            if !h.eq_ignore_ascii_case(&sha256) {
-                return Err(self.fail("expected SHA-256 differs from the data".into()));
-            }
+        if let Some(h) = &self.expected.sha256
+            && !h.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(self.fail("expected SHA-256 differs from the data".into()));
         }
         Ok(())
     }

@@ -170,13 +170,13 @@ impl SnapshotDocument {
                 "dataset.snapshot_href is empty",
             ));
         }
-        if let Some(h) = &self.dataset.sha256 {
-            if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                return Err(Error::invalid(
-                    "snapshot document",
-                    "dataset.sha256 is not 64 lowercase hex digits",
-                ));
-            }
+        if let Some(h) = &self.dataset.sha256
+            && (h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        {
+            return Err(Error::invalid(
+                "snapshot document",
+                "dataset.sha256 is not 64 lowercase hex digits",
+            ));
         }
         match self.dataset.datastore {
             DatastoreKind::Mysql | DatastoreKind::Mariadb if self.binlog_position.is_none() => Err(

@@ -60,17 +60,17 @@ impl CallBar {
             self.bar.set_message(msg);
         }
         if e.done > 0 || e.total.is_some() {
-            if let Some(t) = e.total {
-                if t >= e.done {
-                    self.bar.set_style(
+            if let Some(t) = e.total
+                && t >= e.done
+            {
+                self.bar.set_style(
                         ProgressStyle::with_template(
                             "   {spinner} {prefix:<22} {msg:<40} [{bar:24}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
                         )
                         .expect("valid template")
                         .progress_chars("=> "),
                     );
-                    self.bar.set_length(t);
-                }
+                self.bar.set_length(t);
             }
             self.bar.set_position(e.done);
         }

@@ -4,9 +4,10 @@
 use std::process::Command;
 
 /// Rows every datastore's table must hold.
-const COMMON_ROWS: [&str; 7] = [
+const COMMON_ROWS: [&str; 8] = [
     "| raw tools |",
     "| trove-guest |",
+    "| trove-guest, transient store |",
     "| trove-guest, snapshot then attach |",
     "| trove-guest + zstd store |",
     "| trove-guest, download then extract |",

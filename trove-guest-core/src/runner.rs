@@ -296,6 +296,14 @@ impl ToolCommand {
             }
         })?;
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+        // Snapshot data moves through these pipes: 1 MiB buffers instead of the default 64 KiB
+        // let the tool and the agent run ahead of each other with far fewer wake-ups.
+        if let Some(p) = &child.stdout {
+            widen_pipe(p);
+        }
+        if let Some(p) = &child.stdin {
+            widen_pipe(p);
+        }
         let stderr = child.stderr.take().expect("stderr is piped");
         let tail = tokio::spawn(drain_tail(stderr));
         Ok(RunningTool {
@@ -552,3 +560,16 @@ impl Drop for RunningTool {
         }
     }
 }
+
+/// Size asked for the pipes of [`ToolCommand::stdin_piped`] / [`ToolCommand::stdout_piped`]
+/// (Linux's default ceiling for unprivileged processes, `/proc/sys/fs/pipe-max-size`).
+const PIPE_SIZE: i32 = 1 << 20;
+
+/// Enlarges a pipe's buffer to [`PIPE_SIZE`]; a refusal (a lower system ceiling) keeps the
+/// default, which only costs speed.
+fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
+    if let Err(e) = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+        tracing::debug!(error = %e, "pipe buffer left at its default size");
+    }
+}
+

@@ -374,3 +374,34 @@ async fn bad_names_and_foreign_hrefs_are_refused() {
     }
     assert!(entries(&root).is_empty());
 }
+
+#[tokio::test]
+async fn page_cache_store_publishes_without_fsync_and_still_verifies_reads() {
+    use trove_guest_core::store::Durability;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalSnapshotStore::new(dir.path())
+        .unwrap()
+        .with_durability(Durability::PageCache);
+    let data: Vec<u8> = (0..3_000_000u32).map(|x| (x % 251) as u8).collect();
+    let stored = store
+        .put("transient", &mut data.as_slice(), &Progress::none())
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    let (n, _) = drain(store.get(&stored.href, &Expected::default()).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    // Damage (what a crash before write-back could leave) is still refused.
+    let path = store.path_for(&stored.href).unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.seek(SeekFrom::Start(1_000_000)).unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    drop(f);
+    let err = drain(store.get(&stored.href, &Expected::default()).await.unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+}

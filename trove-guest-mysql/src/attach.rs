@@ -39,7 +39,7 @@ use crate::sql::{
     Account, ChangeMaster, GtidStart, StartAt, validate_connect_host, validate_password,
 };
 use crate::staging::remove_dir_if_exists;
-use crate::strategy::{MysqlStrategy, tick};
+use crate::strategy::{Backoff, MysqlStrategy};
 
 const STAGING: &str = ".tg-restore";
 const OLD_DATA: &str = ".tg-old-data";
@@ -546,6 +546,7 @@ impl MysqlStrategy {
 
     async fn wait_for_login(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut poll = Backoff::new(self.opts.poll_interval);
         loop {
             match self.session().await {
                 Ok(s) => {
@@ -553,7 +554,7 @@ impl MysqlStrategy {
                     return Ok(());
                 }
                 Err(e) => {
-                    if !tick(deadline, self.opts.poll_interval).await {
+                    if !poll.tick(deadline).await {
                         return Err(Error::Service {
                             message: format!(
                                 "the restored server does not accept the admin login: {e}"
@@ -571,6 +572,7 @@ impl MysqlStrategy {
         let sql = self.sql().await?;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last_error = String::new();
+        let mut poll = Backoff::new(self.opts.poll_interval);
         loop {
             let mut s = self.session().await?;
             let row = self.replica_row(&mut s, &sql).await?;
@@ -593,7 +595,7 @@ impl MysqlStrategy {
                     break;
                 }
             }
-            if !tick(deadline, self.opts.poll_interval).await {
+            if !poll.tick(deadline).await {
                 return Err(Error::timeout(
                     format!("both replication threads to run (last error: {last_error:?})"),
                     timeout,

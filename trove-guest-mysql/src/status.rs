@@ -9,7 +9,7 @@ use trove_guest_core::{Error, ReplicationPosition, ReplicationStatus, Result, Ro
 use crate::client::{Row, Session};
 use crate::flavor::FlavorKind;
 use crate::sql::{GtidStart, Sql};
-use crate::strategy::{MysqlStrategy, tick};
+use crate::strategy::{Backoff, MysqlStrategy};
 
 /// Extra time the client allows a server-side wait before giving up on the connection.
 const CLIENT_MARGIN: Duration = Duration::from_secs(5);
@@ -160,6 +160,7 @@ impl MysqlStrategy {
         timeout: Duration,
         deadline: tokio::time::Instant,
     ) -> Result<()> {
+        let mut poll = Backoff::new(self.opts.poll_interval);
         // On the master itself: compare with its own binary log until it gets there.
         if self.replica_row(s, sql).await?.is_none() {
             loop {
@@ -168,7 +169,7 @@ impl MysqlStrategy {
                 {
                     return Ok(());
                 }
-                if !tick(deadline, self.opts.poll_interval).await {
+                if !poll.tick(deadline).await {
                     return Err(timeout_err(txn, timeout));
                 }
             }
@@ -184,7 +185,7 @@ impl MysqlStrategy {
                 Some(_) => return Err(timeout_err(txn, timeout)),
                 // NULL: replication not running (yet); poll until the deadline.
                 None => {
-                    if !tick(deadline, self.opts.poll_interval).await {
+                    if !poll.tick(deadline).await {
                         return Err(timeout_err(txn, timeout));
                     }
                 }

@@ -183,6 +183,8 @@ impl PostgresStrategy {
     async fn wait_streaming(&self, db: &Db, target: Lsn, timeout: Duration) -> Result<Lsn> {
         let started = Instant::now();
         let receiver_sql = flavor(db).await?.wal_receiver_sql();
+        // 5 ms doubling to 100 ms: a standby that streams at once is seen at once.
+        let mut pause = Duration::from_millis(5);
         loop {
             let status: Option<String> = db
                 .opt("read the WAL receiver", receiver_sql, &[])
@@ -206,7 +208,8 @@ impl PostgresStrategy {
                     timeout,
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 

@@ -58,6 +58,49 @@ fn sync_tree(root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes the staging area back to disk while the snapshot is still being extracted into it:
+/// a thread calls `syncfs` on its file system every [`Self::EVERY`] until dropped, so the
+/// final per-file sync (and PostgreSQL's own sync at startup) finds little left to write
+/// instead of the whole snapshot at once. Errors are ignored here: the final sync reports them.
+struct BackgroundSync {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundSync {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+    fn start(dir: &Path) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let dir = dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("tg-pg-stage-sync".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(Self::EVERY)
+                {
+                    if let Ok(d) = std::fs::File::open(&dir) {
+                        let _ = nix::unistd::syncfs(&d);
+                    }
+                }
+            })
+            .ok();
+        BackgroundSync {
+            stop: Some(tx),
+            thread,
+        }
+    }
+}
+
+impl Drop for BackgroundSync {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl PostgresStrategy {
     fn staged_dir(&self) -> PathBuf {
         self.handle.work_dir.join(STAGED_DIR)
@@ -160,9 +203,11 @@ impl PostgresStrategy {
         let mut reader = self.store.follow(href, &req.expected, &req.follow).await?;
         let staging = self.new_staging_dir()?;
         let staged = async {
+            let background = BackgroundSync::start(&staging);
             let bytes = self
                 .extract_into(href, &mut *reader, None, &staging, progress)
                 .await?;
+            drop(background);
             drop(reader);
             self.prepare_dir(&staging, major, href)?;
             let stored = self.store.stat(href).await?;

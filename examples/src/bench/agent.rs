@@ -16,7 +16,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use trove_guest_core::store::ZstdSnapshotStore;
+use trove_guest_core::store::{Durability, ZstdSnapshotStore};
 use trove_guest_core::{
     AdminConnection, AttachRequest, DatastoreHandle, DatastoreKind, Error, LocalSnapshotStore,
     OsUser, Phase, Progress, ReplicationStrategyExt, Result, ServiceControl, ServiceStatus,
@@ -38,6 +38,9 @@ pub struct StoreSpec {
     /// Restore from a complete local download instead of streaming
     /// ([`super::download_first::DownloadFirst`]).
     pub download_first: bool,
+    /// Leave the store's writes to the kernel ([`Durability::PageCache`]) instead of fsyncing.
+    #[serde(default)]
+    pub page_cache: bool,
 }
 
 impl StoreSpec {
@@ -47,7 +50,11 @@ impl StoreSpec {
     ///
     /// [`Error::Io`] when the directory cannot be created.
     pub fn open(&self) -> Result<Arc<dyn SnapshotStore>> {
-        let local = Arc::new(LocalSnapshotStore::new(&self.root)?);
+        let mut local = LocalSnapshotStore::new(&self.root)?;
+        if self.page_cache {
+            local = local.with_durability(Durability::PageCache);
+        }
+        let local = Arc::new(local);
         if self.download_first {
             let dir = self.root.with_extension("downloads");
             return Ok(Arc::new(super::download_first::DownloadFirst::new(

@@ -124,6 +124,7 @@ enum Method {
         zstd: bool,
         download_first: bool,
         overlap: bool,
+        durable: bool,
     },
     TroveStyle,
     Logical,
@@ -159,6 +160,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
         zstd,
         download_first,
         overlap,
+        durable: true,
     };
     let default_parallel = if maria {
         "; backup and extraction with the strategy's default `--parallel` (the core count, at \
@@ -189,6 +191,22 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             ),
         ));
     }
+    out.push((
+        Method::TroveGuest {
+            parallel: None,
+            zstd: false,
+            download_first: false,
+            overlap: true,
+            durable: false,
+        },
+        Row::new(
+            "trove-guest, transient store",
+            "as trove-guest, with the store's writes left to the kernel \
+             (`Durability::PageCache`: no fsync before the commit; reads still verify size and \
+             SHA-256): what keeping a durable snapshot costs",
+            false,
+        ),
+    ));
     out.push((
         tg(None, false, false, false),
         Row::new(
@@ -262,6 +280,7 @@ struct TroveGuestRun {
     zstd: bool,
     download_first: bool,
     overlap: bool,
+    durable: bool,
 }
 
 async fn trove_guest(
@@ -275,12 +294,14 @@ async fn trove_guest(
         zstd,
         download_first,
         overlap,
+        durable,
     } = how;
     let root = env.scratch.join(format!("store-{server_id}"));
     let store = StoreSpec {
         root: root.clone(),
         zstd_workers: zstd.then_some(1),
         download_first: false,
+        page_cache: !durable,
     };
     let before = group_ticks(master.pgid);
     if overlap {
@@ -583,6 +604,7 @@ async fn run_method(
                 zstd,
                 download_first,
                 overlap,
+                durable,
             },
         ) => {
             let how = TroveGuestRun {
@@ -590,6 +612,7 @@ async fn run_method(
                 zstd,
                 download_first,
                 overlap,
+                durable,
             };
             trove_guest(env, master, server_id, how).await
         }

@@ -26,6 +26,23 @@ const DATA_SUFFIX: &str = ".snap";
 #[derive(Debug, Clone)]
 pub struct LocalSnapshotStore {
     root: PathBuf,
+    durability: Durability,
+}
+
+/// Whether a [`LocalSnapshotStore`] makes snapshots durable before it publishes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Data, manifest and directory are fsynced before the commit returns (written back while
+    /// the snapshot streams, so little is left for the end). The default.
+    #[default]
+    Synced,
+    /// Left to the kernel's write-back: the commit does not wait for the disk. A crash soon
+    /// after can leave a published snapshot unreadable, never wrong: every read is verified
+    /// against the manifest's size and SHA-256 and refuses it with an integrity error. For
+    /// stores that serve as a transfer area (a snapshot taken to provision replicas right
+    /// away), where writing the snapshot to disk only competes with the restore.
+    PageCache,
 }
 
 impl LocalSnapshotStore {
@@ -40,7 +57,17 @@ impl LocalSnapshotStore {
         let root = root
             .canonicalize()
             .context(|| format!("resolve {}", root.display()))?;
-        Ok(LocalSnapshotStore { root })
+        Ok(LocalSnapshotStore {
+            root,
+            durability: Durability::default(),
+        })
+    }
+
+    /// Sets how durable snapshots are before they are published (default
+    /// [`Durability::Synced`]).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// The store's directory.
@@ -129,6 +156,7 @@ struct LocalPending {
     data: PathBuf,
     root: PathBuf,
     snapshot: StoredSnapshot,
+    synced: bool,
 }
 
 #[async_trait]
@@ -142,6 +170,7 @@ impl PendingUpload for LocalPending {
         let data = self.data.clone();
         let root = self.root.clone();
         let snapshot = self.snapshot.clone();
+        let synced = self.synced;
         tokio::task::spawn_blocking(move || -> Result<StoredSnapshot> {
             let taken = || {
                 let _ = std::fs::remove_file(&temp);
@@ -180,12 +209,14 @@ impl PendingUpload for LocalPending {
                     .open(&mtemp)
                     .context(|| format!("create {}", mtemp.display()))?;
                 f.write_all(&json)
-                    .and_then(|_| f.sync_all())
+                    .and_then(|_| if synced { f.sync_all() } else { Ok(()) })
                     .context(|| format!("write {}", mtemp.display()))?;
             }
             std::fs::rename(&mtemp, &mpath)
                 .context(|| format!("rename {} to {}", mtemp.display(), mpath.display()))?;
-            fsync_dir(&root)?;
+            if synced {
+                fsync_dir(&root)?;
+            }
             Ok(snapshot)
         })
         .await
@@ -332,20 +363,29 @@ impl SnapshotStore for LocalSnapshotStore {
         // hashes, the blocking side writes; at most 4 chunks are in flight.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let temp_for_writer = temp.clone();
+        let synced = self.durability == Durability::Synced;
         let writer = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
             use std::io::Write as _;
             let mut file = file;
-            let flusher = Flusher::start(&file, &temp_for_writer)?;
+            let flusher = if synced {
+                Some(Flusher::start(&file, &temp_for_writer)?)
+            } else {
+                None
+            };
             let mut written = 0u64;
             while let Some(chunk) = rx.blocking_recv() {
                 file.write_all(&chunk)
                     .context(|| format!("write {}", temp_for_writer.display()))?;
                 written += chunk.len() as u64;
-                flusher.wrote(written);
+                if let Some(f) = &flusher {
+                    f.wrote(written);
+                }
             }
-            flusher.finish()?;
-            file.sync_all()
-                .context(|| format!("fsync {}", temp_for_writer.display()))?;
+            if let Some(f) = flusher {
+                f.finish()?;
+                file.sync_all()
+                    .context(|| format!("fsync {}", temp_for_writer.display()))?;
+            }
             Ok(file)
         });
 
@@ -374,6 +414,7 @@ impl SnapshotStore for LocalSnapshotStore {
             data: final_path,
             root: self.root.clone(),
             snapshot: StoredSnapshot { href, size, sha256 },
+            synced,
         }))
     }
 

@@ -31,7 +31,7 @@ use crate::progress::Progress;
 #[cfg(feature = "zstd")]
 pub use compress::ZstdSnapshotStore;
 pub use follow::FollowOptions;
-pub use local::LocalSnapshotStore;
+pub use local::{Durability, LocalSnapshotStore};
 #[cfg(feature = "object-store")]
 pub use object::ObjectSnapshotStore;
 pub use verify::{HashingReader, IntegrityFailure, VerifyingReader};

@@ -63,6 +63,7 @@ pub mod progress;
 pub mod runner;
 pub mod secret;
 pub mod service;
+pub mod staging;
 pub mod store;
 pub mod strategy;
 #[cfg(feature = "testkit")]

@@ -572,4 +572,3 @@ fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
         tracing::debug!(error = %e, "pipe buffer left at its default size");
     }
 }
-

@@ -38,8 +38,8 @@ use crate::restore::{ReadFrom, check_binlog_info};
 use crate::sql::{
     Account, ChangeMaster, GtidStart, StartAt, validate_connect_host, validate_password,
 };
-use crate::staging::remove_dir_if_exists;
 use crate::strategy::{Backoff, MysqlStrategy};
+use trove_guest_core::staging::remove_dir_if_exists;
 
 const STAGING: &str = ".tg-restore";
 const OLD_DATA: &str = ".tg-old-data";

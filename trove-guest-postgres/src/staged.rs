@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 
 use trove_guest_core::error::IoResultExt;
 use trove_guest_core::progress::Phase;
-use trove_guest_core::store::Expected;
+use trove_guest_core::staging::StagingMarker;
 use trove_guest_core::{Error, Result, SnapshotDocument, StageRequest, StagedSnapshot};
 
-use crate::conf;
 use crate::replica::data_dir_version;
 use crate::restore::{self, STAGING_PREFIX};
 use crate::strategy::PostgresStrategy;
@@ -23,22 +22,6 @@ use crate::strategy::PostgresStrategy;
 pub(crate) const STAGED_DIR: &str = ".tg-pg-staged";
 /// The marker naming what [`STAGED_DIR`] holds (under the work directory).
 pub(crate) const STAGED_MARKER: &str = ".tg-pg-staged.json";
-
-/// Whether `staged` is what `expected` asks for, where it asks.
-fn agrees(staged: &StagedSnapshot, expected: &Expected) -> bool {
-    expected.size.is_none_or(|s| s == staged.size)
-        && expected
-            .sha256
-            .as_deref()
-            .is_none_or(|h| h.eq_ignore_ascii_case(&staged.sha256))
-}
-
-/// Flushes a directory's entries (renames, removals) to disk.
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .context(|| format!("sync {}", dir.display()))
-}
 
 /// Flushes every file and directory under `root` (and `root`) to disk.
 fn sync_tree(root: &Path) -> std::io::Result<()> {
@@ -106,14 +89,8 @@ impl PostgresStrategy {
         self.handle.work_dir.join(STAGED_DIR)
     }
 
-    fn staged_marker(&self) -> PathBuf {
-        self.handle.work_dir.join(STAGED_MARKER)
-    }
-
-    /// The marker's snapshot, when there is a readable marker.
-    fn read_marker(&self) -> Option<StagedSnapshot> {
-        let text = std::fs::read_to_string(self.staged_marker()).ok()?;
-        serde_json::from_str(&text).ok()
+    fn staged_marker(&self) -> StagingMarker {
+        StagingMarker::new(self.handle.work_dir.join(STAGED_MARKER))
     }
 
     /// Removes the staged snapshot: the marker first (synced), so that it never names a
@@ -124,9 +101,7 @@ impl PostgresStrategy {
     /// [`Error::Io`] when the marker cannot be removed; a directory that cannot be removed is
     /// only logged (no marker names it).
     pub(crate) fn discard_staged(&self) -> Result<()> {
-        if conf::remove_if_exists(&self.staged_marker())? {
-            sync_dir(&self.handle.work_dir)?;
-        }
+        self.staged_marker().remove()?;
         let dir = self.staged_dir();
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
@@ -141,13 +116,9 @@ impl PostgresStrategy {
     /// The staged snapshot when it is usable: a marker, its directory, and the store's manifest
     /// still the one staged.
     async fn usable_staged(&self) -> Option<StagedSnapshot> {
-        let staged = self.read_marker()?;
-        if !self.staged_dir().is_dir() {
-            return None;
-        }
-        let stored = self.store.stat(&staged.href).await.ok()?;
-        (stored.size == staged.size && stored.sha256.eq_ignore_ascii_case(&staged.sha256))
-            .then_some(staged)
+        self.staged_marker()
+            .usable(&self.staged_dir(), &*self.store)
+            .await
     }
 
     /// For an attach from `doc`: when the staged snapshot is the one `doc` names, moves it to a
@@ -167,7 +138,7 @@ impl PostgresStrategy {
             return Ok(None);
         };
         // No await from here on: the marker never outlives the directory it names.
-        conf::remove_if_exists(&self.staged_marker())?;
+        self.staged_marker().remove()?;
         let taken = restore::unique(&self.handle.work_dir, STAGING_PREFIX);
         std::fs::rename(self.staged_dir(), &taken).context(|| {
             format!(
@@ -187,7 +158,7 @@ impl PostgresStrategy {
         self.check_owned(href)?;
         if let Some(staged) = self.usable_staged().await
             && staged.href == href
-            && agrees(&staged, &req.expected)
+            && staged.agrees(&req.expected)
         {
             return Ok(StagedSnapshot::new(href, staged.size, staged.sha256, true));
         }
@@ -212,7 +183,7 @@ impl PostgresStrategy {
             self.prepare_dir(&staging, major, href)?;
             let stored = self.store.stat(href).await?;
             let staged = StagedSnapshot::new(href, stored.size, stored.sha256, false);
-            if bytes != staged.size || !agrees(&staged, &req.expected) {
+            if bytes != staged.size || !staged.agrees(&req.expected) {
                 return Err(Error::integrity(
                     href,
                     format!(
@@ -248,10 +219,7 @@ impl PostgresStrategy {
                     self.staged_dir().display()
                 )
             })?;
-            let json = serde_json::to_string_pretty(&staged)
-                .map_err(|e| Error::invalid("staged snapshot", e.to_string()))?;
-            conf::write_atomic(&self.staged_marker(), &json, 0o600, None)?;
-            sync_dir(&self.handle.work_dir)
+            self.staged_marker().write(&staged)
         })();
         if let Err(e) = published {
             let _ = std::fs::remove_dir_all(&staging);
@@ -259,23 +227,5 @@ impl PostgresStrategy {
             return Err(e);
         }
         Ok(staged)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_staged_snapshot_agrees_only_with_what_is_expected_of_it() {
-        let s = StagedSnapshot::new("file:///s/a.snap", 10, "ABCD", false);
-        assert!(agrees(&s, &Expected::default()));
-        let e = |size, sha: Option<&str>| Expected {
-            size,
-            sha256: sha.map(str::to_owned),
-        };
-        assert!(agrees(&s, &e(Some(10), Some("abcd"))));
-        assert!(!agrees(&s, &e(Some(11), None)));
-        assert!(!agrees(&s, &e(None, Some("abce"))));
     }
 }

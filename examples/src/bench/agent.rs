@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trove_guest_core::store::{Durability, ZstdSnapshotStore};
 use trove_guest_core::{
-    AdminConnection, AttachRequest, DatastoreHandle, DatastoreKind, Error, LocalSnapshotStore,
-    OsUser, Phase, Progress, ReplicationStrategyExt, Result, ServiceControl, ServiceStatus,
-    SnapshotDocument, SnapshotRequest, SnapshotStore, ToolCommand,
+    AdminConnection, AttachRequest, DatastoreHandle, DatastoreKind, DetachedReplica, Error,
+    LocalSnapshotStore, OsUser, Phase, Progress, ReplicationStrategyExt, Result, ServiceControl,
+    ServiceStatus, SnapshotDocument, SnapshotRequest, SnapshotStore, ToolCommand,
 };
 
 use super::usage::{Cost, Meter, peak_rss_kib};
@@ -247,6 +247,26 @@ pub struct AgentReport {
     pub peak_rss_kib: u64,
     /// The snapshot document (snapshot only).
     pub doc: Option<Box<SnapshotDocument>>,
+    /// What the replica's detach (after the measurement) says the master must forget.
+    #[serde(default)]
+    pub detached: Option<DetachedReplica>,
+}
+
+/// Detaches the measured replica (outside the timing) so the master can drop exactly what it
+/// made for it (account, snapshot and replica slots); `None` when the detach fails.
+async fn detach_for_cleanup(
+    strategy: &dyn trove_guest_core::ReplicationStrategy,
+) -> Option<DetachedReplica> {
+    match strategy
+        .detach_replication_slave(&trove_guest_core::DetachOptions::new())
+        .await
+    {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("bench agent: detach of the measured replica failed: {e}");
+            None
+        }
+    }
 }
 
 /// When each phase started.
@@ -344,6 +364,7 @@ pub async fn child_main() -> Result<()> {
                 cost,
                 peak_rss_kib: peak_rss_kib().unwrap_or(0),
                 doc: Some(Box::new(doc)),
+                detached: None,
             }
         }
         AgentRequest::Provision {
@@ -402,12 +423,14 @@ pub async fn child_main() -> Result<()> {
                 ended,
             ));
             let peak = peak_rss_kib().unwrap_or(0);
+            let detached = detach_for_cleanup(&*strategy).await;
             drop(strategy);
             drop(server);
             AgentReport {
                 cost,
                 peak_rss_kib: peak,
                 doc: Some(Box::new(provisioned.document)),
+                detached,
             }
         }
         AgentRequest::Attach {
@@ -430,12 +453,14 @@ pub async fn child_main() -> Result<()> {
             let mut cost = meter.finish(&after);
             cost.phases = phases_of("attach ", started, &log.lock().expect("log"), ended);
             let peak = peak_rss_kib().unwrap_or(0);
+            let detached = detach_for_cleanup(&*strategy).await;
             drop(strategy);
             drop(server);
             AgentReport {
                 cost,
                 peak_rss_kib: peak,
                 doc: None,
+                detached,
             }
         }
     };

@@ -323,7 +323,7 @@ async fn trove_guest(
             .doc
             .clone()
             .ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
-        forget_replica(master, &doc).await;
+        forget_replica(master, &doc, p.detached.as_ref()).await;
         let _ = std::fs::remove_dir_all(&root);
         return Ok(Sample {
             cost: Cost {
@@ -365,7 +365,7 @@ async fn trove_guest(
     )
     .await?;
     let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
-    forget_replica(master, &doc).await;
+    forget_replica(master, &doc, b.detached.as_ref()).await;
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(root.with_extension("downloads"));
     let mut phases = a.cost.phases.clone();
@@ -381,15 +381,22 @@ async fn trove_guest(
     })
 }
 
-/// Drops the replication account (and slot) a row made on the master.
-async fn forget_replica(master: &MasterSide, doc: &SnapshotDocument) {
+/// Drops the replication account and slots a row made on the master: what the replica's
+/// detach reported, else what the document names.
+async fn forget_replica(
+    master: &MasterSide,
+    doc: &SnapshotDocument,
+    detached: Option<&DetachedReplica>,
+) {
     if let Some(grant) = &doc.replication {
-        let gone = DetachedReplica::new(
-            Some(grant.user.clone()),
-            grant.slot_name.clone(),
-            Some(doc.master.clone()),
-            true,
-        );
+        let gone = detached.cloned().unwrap_or_else(|| {
+            DetachedReplica::new(
+                Some(grant.user.clone()),
+                grant.slot_name.clone(),
+                Some(doc.master.clone()),
+                true,
+            )
+        });
         // The replica's walsender may linger a moment after it stopped.
         for attempt in 0..50 {
             match master

@@ -146,9 +146,16 @@ struct Pair<B: ConformanceBackend> {
     store: Arc<dyn SnapshotStore>,
 }
 
-/// Master with 500 rows, a writer running during the snapshot; returns the snapshot taken
-/// under writes and the first id not yet written.
-async fn master_with_snapshot<B>(backend: &Arc<B>, replica_id: &str) -> Pair<B>
+/// A fresh master with the schema and 500 rows, enabled as master, snapshotting into a new
+/// temporary local store.
+struct FreshMaster<B: ConformanceBackend> {
+    store_dir: tempfile::TempDir,
+    store: Arc<dyn SnapshotStore>,
+    master: Arc<B::Server>,
+    strategy: Arc<dyn ReplicationStrategy>,
+}
+
+async fn fresh_master<B>(backend: &Arc<B>) -> FreshMaster<B>
 where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
@@ -160,10 +167,32 @@ where
         .insert_rows(&master, 0..500)
         .await
         .expect("rows before the snapshot");
-    let ms = backend.strategy(&master, store.clone());
-    ms.enable_as_master(&EnableMasterOptions::new())
+    let strategy = backend.strategy(&master, store.clone());
+    strategy
+        .enable_as_master(&EnableMasterOptions::new())
         .await
         .expect("enable_as_master");
+    FreshMaster {
+        store_dir,
+        store,
+        master,
+        strategy,
+    }
+}
+
+/// Master with 500 rows, a writer running during the snapshot; returns the snapshot taken
+/// under writes and the first id not yet written.
+async fn master_with_snapshot<B>(backend: &Arc<B>, replica_id: &str) -> Pair<B>
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let FreshMaster {
+        store_dir,
+        store,
+        master,
+        strategy: ms,
+    } = fresh_master(backend).await;
     let writer = spawn_writer(backend.clone(), master.clone(), 500);
     let snapshot = ms
         .get_replication_snapshot(&SnapshotRequest::new().with_replica_id(replica_id))
@@ -559,17 +588,12 @@ where
     B::Server: 'static,
 {
     let caps = backend.capabilities();
-    let (_store_dir, store) = temp_store();
-    let master = Arc::new(backend.start_server(1).await.expect("start master"));
-    backend.create_schema(&master).await.expect("create schema");
-    backend
-        .insert_rows(&master, 0..500)
-        .await
-        .expect("rows before the snapshot");
-    let ms = backend.strategy(&master, store.clone());
-    ms.enable_as_master(&EnableMasterOptions::new())
-        .await
-        .expect("enable_as_master");
+    let FreshMaster {
+        store_dir: _store_dir,
+        store,
+        master,
+        strategy: ms,
+    } = fresh_master(&backend).await;
     let replica = backend.start_server(2).await.expect("start replica");
     let rs = backend.strategy(&replica, store.clone());
     let writer = spawn_writer(backend.clone(), master.clone(), 500);

@@ -16,7 +16,7 @@ const COMMON_ROWS: [&str; 8] = [
 ];
 
 /// Rows only MariaDB has (the backup tool's `--parallel`).
-const MARIADB_ROWS: [&str; 2] = ["| raw tools --parallel=2 |", "| trove-guest --parallel=1 |"];
+const MARIADB_ROWS: [&str; 2] = ["| raw tools --parallel=2 |", "| trove-guest --parallel=2 |"];
 
 fn section<'a>(out: &'a str, heading: &str) -> &'a str {
     let start = out

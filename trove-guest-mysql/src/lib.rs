@@ -84,7 +84,7 @@
 //!   swap. Extraction and prepare are one function for both (`restore.rs`).
 //! * **Parallelism**: the backup tool and the extractor run with
 //!   [`MysqlOptions::backup_parallel`] / [`MysqlOptions::extract_parallel`] threads (default
-//!   the available cores, at most 4) unless the snapshot request says otherwise.
+//!   half the available cores, 1 to 4) unless the snapshot request says otherwise.
 //! * **Admin account across a restore**: a physical restore brings the master's privilege
 //!   tables. Before restoring, attach records how this server's own admin account is defined
 //!   (`SHOW CREATE USER`, `SHOW GRANTS`) and replays it on the first start of the restored data

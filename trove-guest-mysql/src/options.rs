@@ -35,7 +35,7 @@ pub struct MysqlOptions {
     pub log_copy_interval_ms: u32,
     /// Threads of the backup tool (`--parallel`) when
     /// [`SnapshotRequest::parallel`](trove_guest_core::SnapshotRequest::parallel) is absent.
-    /// Default: the available cores, at most 4 ([`default_parallel`]); 1 means one thread.
+    /// Default: half the available cores, 1 to 4 ([`default_parallel`]); 1 means one thread.
     pub backup_parallel: u32,
     /// Threads of the stream extractor (`mbstream`/`xbstream -x --parallel`) on restores and
     /// staging. Default: as [`MysqlOptions::backup_parallel`]; 1 means one thread.
@@ -72,12 +72,15 @@ impl Default for MysqlOptions {
     }
 }
 
-/// The default of [`MysqlOptions::backup_parallel`] and [`MysqlOptions::extract_parallel`]: the
-/// cores available to this process, at most 4 (1 when they cannot be counted).
+/// The default of [`MysqlOptions::backup_parallel`] and [`MysqlOptions::extract_parallel`]:
+/// half the cores available to this process, at least 1 and at most 4. The backup shares the
+/// master with its workload, and a replica that restores while the snapshot streams runs the
+/// extractor next to its own server; on the benchmark's 2 cores a second copy thread on each
+/// side made provisioning slower, not faster (see BENCHMARKS.md).
 pub fn default_parallel() -> u32 {
-    std::thread::available_parallelism()
-        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
-        .clamp(1, 4)
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
+    (cores / 2).clamp(1, 4)
 }
 
 impl MysqlOptions {

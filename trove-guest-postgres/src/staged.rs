@@ -42,9 +42,10 @@ fn sync_tree(root: &Path) -> std::io::Result<()> {
 }
 
 /// Writes the staging area back to disk while the snapshot is still being extracted into it:
-/// a thread calls `syncfs` on its file system every [`Self::EVERY`] until dropped, so the
-/// final per-file sync (and PostgreSQL's own sync at startup) finds little left to write
-/// instead of the whole snapshot at once. Errors are ignored here: the final sync reports them.
+/// every [`Self::EVERY`] a thread `fdatasync`s the files under it that grew since it last
+/// looked, until dropped, so the final per-file sync (and PostgreSQL's own sync at startup) finds
+/// little left to write instead of the whole snapshot at once. Only the staging area is synced,
+/// nothing else on the file system. Errors are ignored here: the final sync reports them.
 struct BackgroundSync {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -59,18 +60,42 @@ impl BackgroundSync {
         let thread = std::thread::Builder::new()
             .name("tg-pg-stage-sync".into())
             .spawn(move || {
+                let mut synced = std::collections::HashMap::<PathBuf, u64>::new();
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     rx.recv_timeout(Self::EVERY)
                 {
-                    if let Ok(d) = std::fs::File::open(&dir) {
-                        let _ = nix::unistd::syncfs(&d);
-                    }
+                    sync_grown_files(&dir, &mut synced);
                 }
             })
             .ok();
         BackgroundSync {
             stop: Some(tx),
             thread,
+        }
+    }
+}
+
+/// `fdatasync`s every file under `root` longer than `synced` says it was last time.
+fn sync_grown_files(root: &Path, synced: &mut std::collections::HashMap<PathBuf, u64>) {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                dirs.push(e.path());
+            } else if meta.is_file() {
+                let path = e.path();
+                let len = meta.len();
+                if synced.get(&path).is_none_or(|&l| l < len)
+                    && let Ok(f) = std::fs::File::open(&path)
+                    && f.sync_data().is_ok()
+                {
+                    synced.insert(path, len);
+                }
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use trove_guest_core::error::IoResultExt;
 use trove_guest_core::position::{BinlogCoordinates, MariaDbGtidList, MysqlGtidSet};
+use trove_guest_core::staging::remove_dir_if_exists;
 use trove_guest_core::store::Expected;
 use trove_guest_core::{
     AttachOutcome, AttachRequest, Error, Phase, Positioning, Result, Secret, SecretFile,
@@ -39,7 +40,6 @@ use crate::sql::{
     Account, ChangeMaster, GtidStart, StartAt, validate_connect_host, validate_password,
 };
 use crate::strategy::{Backoff, MysqlStrategy};
-use trove_guest_core::staging::remove_dir_if_exists;
 
 const STAGING: &str = ".tg-restore";
 const OLD_DATA: &str = ".tg-old-data";

@@ -112,25 +112,25 @@ impl ReplicationStrategy for Scripted {
         Ok(AttachOutcome::new(10, None))
     }
     async fn detach_replication_slave(&self, _: &DetachOptions) -> Result<DetachedReplica> {
-        unimplemented!("not used")
+        Err(Error::unsupported("not scripted"))
     }
     async fn cleanup_source_on_replica_detach(&self, _: &DetachedReplica) -> Result<()> {
-        unimplemented!("not used")
+        Err(Error::unsupported("not scripted"))
     }
     async fn demote_replication_master(&self, _: &DemoteOptions) -> Result<()> {
-        unimplemented!("not used")
+        Err(Error::unsupported("not scripted"))
     }
     async fn make_read_only(&self, _: bool) -> Result<()> {
-        unimplemented!("not used")
+        Err(Error::unsupported("not scripted"))
     }
     async fn get_latest_txn_id(&self) -> Result<ReplicationPosition> {
-        unimplemented!("not used")
+        Err(Error::unsupported("not scripted"))
     }
     async fn wait_for_txn(&self, _: &ReplicationPosition, _: Duration) -> Result<()> {
-        unimplemented!("not used")
+        Err(Error::unsupported("not scripted"))
     }
     async fn replication_status(&self) -> Result<ReplicationStatus> {
-        unimplemented!("not used")
+        Err(Error::unsupported("not scripted"))
     }
 }
 

@@ -480,16 +480,11 @@ pub enum Damage {
     Truncate,
 }
 
-/// A corrupt or truncated snapshot is refused with an integrity error and the replica's
-/// previous data is intact and served.
-pub async fn damaged_snapshot_is_refused<B>(backend: Arc<B>, damage: Damage)
-where
-    B: ConformanceBackend + 'static,
-    B::Server: 'static,
-{
-    let pair = master_with_snapshot(&backend, "conf-damage").await;
-    let href = &pair.snapshot.dataset.snapshot_href;
-    let path = href
+/// Damages the stored data of `snapshot` (the suite's store is local).
+fn damage_stored(snapshot: &SnapshotDocument, damage: Damage) {
+    let path = snapshot
+        .dataset
+        .snapshot_href
         .strip_prefix("file://")
         .expect("the suite's store is local");
     let mut bytes = std::fs::read(path).expect("read stored snapshot");
@@ -501,7 +496,14 @@ where
         Damage::Truncate => bytes.truncate(bytes.len() / 2),
     }
     std::fs::write(path, &bytes).expect("damage the snapshot");
+}
 
+/// A fresh server (id 2) with the schema and rows of its own, and its fingerprint.
+async fn replica_with_own_data<B>(backend: &Arc<B>) -> (B::Server, Fingerprint)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
     let replica = backend.start_server(2).await.expect("start replica");
     backend
         .create_schema(&replica)
@@ -512,6 +514,19 @@ where
         .await
         .expect("replica's own data");
     let before = backend.fingerprint(&replica).await.expect("fingerprint");
+    (replica, before)
+}
+
+/// A corrupt or truncated snapshot is refused with an integrity error and the replica's
+/// previous data is intact and served.
+pub async fn damaged_snapshot_is_refused<B>(backend: Arc<B>, damage: Damage)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let pair = master_with_snapshot(&backend, "conf-damage").await;
+    damage_stored(&pair.snapshot, damage);
+    let (replica, before) = replica_with_own_data(&backend).await;
     let rs = backend.strategy(&replica, pair.store.clone());
     let err = rs
         .attach_replication_slave(
@@ -715,24 +730,8 @@ where
     }
     let pair = master_with_snapshot(&backend, "conf-stage-damage").await;
     let href = pair.snapshot.dataset.snapshot_href.clone();
-    let path = href
-        .strip_prefix("file://")
-        .expect("the suite's store is local");
-    let mut bytes = std::fs::read(path).expect("read stored snapshot");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(path, &bytes).expect("damage the snapshot");
-
-    let replica = backend.start_server(2).await.expect("start replica");
-    backend
-        .create_schema(&replica)
-        .await
-        .expect("replica schema");
-    backend
-        .insert_rows(&replica, 0..7)
-        .await
-        .expect("replica's own data");
-    let before = backend.fingerprint(&replica).await.expect("fingerprint");
+    damage_stored(&pair.snapshot, Damage::FlipByte);
+    let (replica, before) = replica_with_own_data(&backend).await;
     let rs = backend.strategy(&replica, pair.store.clone());
     let err = rs
         .stage_snapshot(&StageRequest::new(href))

@@ -9,7 +9,8 @@
 //! | `pg_basebackup --no-manifest` | no such option (no manifests) | passed |
 //! | `primary_conninfo` / `primary_slot_name` | need a restart | reloadable |
 //!
-//! From 14 on, a standby's settings add `recovery_init_sync_method = syncfs`
+//! From 14 on, a standby's settings add `recovery_init_sync_method = syncfs` (`fsync` when its
+//! data directory was synced while staged)
 //! ([`ServerVersion::recovery_init_sync_method`]).
 //!
 //! Everything else this crate uses exists unchanged from 12 on (`standby.signal`,
@@ -60,13 +61,19 @@ impl ServerVersion {
         Self::from_num(i64::from(major) * 10000)
     }
 
-    /// `recovery_init_sync_method` for a standby: `syncfs` (14 and later, on Linux), so that a
-    /// restored data directory, which PostgreSQL syncs before recovery because of its
-    /// `backup_label`, is synced with one `syncfs` per file system instead of an `fsync` of
-    /// every file. Durable all the same (Linux reports write-back errors to `syncfs` since 5.8).
-    /// `None` where the setting or the method does not exist.
-    pub(crate) fn recovery_init_sync_method(self) -> Option<&'static str> {
-        (self.major() >= 14 && cfg!(target_os = "linux")).then_some("syncfs")
+    /// `recovery_init_sync_method` for a standby (14 and later, on Linux). PostgreSQL syncs a
+    /// restored data directory before recovery because of its `backup_label`. When the data is
+    /// not on disk yet (`data_synced` false) that is one `syncfs` per file system instead of an
+    /// `fsync` of every file, durable all the same (Linux reports write-back errors to `syncfs`
+    /// since 5.8). When staging already synced every file (`data_synced`), `fsync` finds only
+    /// clean files, where `syncfs` would also flush everything else dirty on the file system (a
+    /// transient snapshot store, say). `None` where the setting or the method does not exist.
+    pub(crate) fn recovery_init_sync_method(self, data_synced: bool) -> Option<&'static str> {
+        (self.major() >= 14 && cfg!(target_os = "linux")).then_some(if data_synced {
+            "fsync"
+        } else {
+            "syncfs"
+        })
     }
 
     /// What this version does differently.
@@ -186,7 +193,9 @@ mod tests {
         ] {
             let v = ServerVersion::from_major(major).unwrap();
             assert_eq!(v.major(), major);
-            assert_eq!(v.recovery_init_sync_method(), method, "{major}");
+            assert_eq!(v.recovery_init_sync_method(false), method, "{major}");
+            let synced = method.map(|_| "fsync");
+            assert_eq!(v.recovery_init_sync_method(true), synced, "{major}");
         }
         assert!(ServerVersion::from_major(11).is_err());
     }

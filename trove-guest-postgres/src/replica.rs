@@ -71,6 +71,7 @@ pub(crate) fn standby_settings(
     slot: Option<&str>,
     passfile: &Path,
     version: ServerVersion,
+    data_synced: bool,
 ) -> Result<Vec<(&'static str, String)>> {
     let app = slot.unwrap_or(user);
     let conninfo = conf::conninfo(
@@ -94,7 +95,7 @@ pub(crate) fn standby_settings(
     if let Some(slot) = slot {
         s.push(("primary_slot_name", conf::conf_quote(slot)?));
     }
-    if let Some(method) = version.recovery_init_sync_method() {
+    if let Some(method) = version.recovery_init_sync_method(data_synced) {
         s.push(("recovery_init_sync_method", method.to_owned()));
     }
     Ok(s)
@@ -125,7 +126,8 @@ impl PostgresStrategy {
         Ok(path)
     }
 
-    /// Writes the passfile, the standby override file and the state sidecar.
+    /// Writes the passfile, the standby override file and the state sidecar. `data_synced`:
+    /// every file of the data directory is on disk already (a staged snapshot).
     fn write_standby_config(
         &self,
         master: &MasterAddress,
@@ -133,9 +135,18 @@ impl PostgresStrategy {
         password: &Secret,
         slot: Option<&str>,
         version: ServerVersion,
+        data_synced: bool,
     ) -> Result<()> {
         let passfile = self.write_passfile(user, password)?;
-        let settings = standby_settings(master, user, password, slot, &passfile, version)?;
+        let settings = standby_settings(
+            master,
+            user,
+            password,
+            slot,
+            &passfile,
+            version,
+            data_synced,
+        )?;
         conf::write_atomic(
             &self.config_file(STANDBY_FILE),
             &conf::render_settings(
@@ -328,7 +339,8 @@ impl PostgresStrategy {
 
         let work = self.handle.work_dir.clone();
         let data = self.handle.data_dir.clone();
-        let (staging, bytes, saved) = match self.prepare_restore(doc, major, progress).await {
+        let (staging, bytes, saved, synced) = match self.prepare_restore(doc, major, progress).await
+        {
             Ok(p) => p,
             Err(e) => {
                 self.drop_claimed_slot(claimed).await;
@@ -354,6 +366,7 @@ impl PostgresStrategy {
                 &password,
                 Some(&own_slot),
                 version,
+                synced,
             )
         })();
         let started = match configured {
@@ -419,24 +432,26 @@ impl PostgresStrategy {
 
     /// Takes the snapshot staged for `doc` (see [`PostgresStrategy::take_staged`]) or verifies
     /// and extracts it into a staging directory, checks and prepares that directory, saves the
-    /// standby files and stops the server. On failure the staging directory is gone and the
-    /// server untouched (or, if stopping failed, as the service left it).
+    /// standby files and stops the server; the last value says whether the directory is synced
+    /// to disk already (staged). On failure the staging directory is gone and the server
+    /// untouched (or, if stopping failed, as the service left it).
     async fn prepare_restore(
         &self,
         doc: &SnapshotDocument,
         major: u32,
         progress: &trove_guest_core::progress::Progress,
-    ) -> Result<(std::path::PathBuf, u64, SavedFiles)> {
+    ) -> Result<(std::path::PathBuf, u64, SavedFiles, bool)> {
         self.check_owned(&doc.dataset.snapshot_href)?;
         restore::remove_stale(&self.handle.work_dir);
-        let (staging, bytes) = match self.take_staged(doc).await? {
-            Some(taken) => {
+        let (staging, bytes, synced) = match self.take_staged(doc).await? {
+            Some((dir, bytes)) => {
                 progress.phase(Phase::Restore, "use the snapshot staged earlier");
-                taken
+                (dir, bytes, true)
             }
             None => {
                 progress.phase(Phase::Restore, "verify and extract the snapshot");
-                self.extract_verified(doc, progress).await?
+                let (dir, bytes) = self.extract_verified(doc, progress).await?;
+                (dir, bytes, false)
             }
         };
         let checked = self
@@ -453,7 +468,7 @@ impl PostgresStrategy {
             Err(e) => Err(e),
         };
         match stopped {
-            Ok(saved) => Ok((staging, bytes, saved)),
+            Ok(saved) => Ok((staging, bytes, saved, synced)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staging);
                 Err(e)
@@ -800,6 +815,7 @@ impl PostgresStrategy {
             &password,
             grant.slot_name.as_deref(),
             version,
+            false,
         )?;
         self.handle.service.start().await?;
         if !rewound {
@@ -847,6 +863,7 @@ mod tests {
             Some("trove_slot_r1_2"),
             Path::new("/etc/pg/p"),
             ServerVersion::from_major(15).unwrap(),
+            false,
         )
         .unwrap();
         let text = conf::render_settings("x", &s);

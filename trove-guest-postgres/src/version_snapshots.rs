@@ -91,6 +91,7 @@ fn render(num: i64) -> String {
         Some("trove_slot_r1_2"),
         passfile,
         v,
+        false,
     )
     .unwrap();
     out.push_str(&format!(

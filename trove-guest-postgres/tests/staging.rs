@@ -164,6 +164,17 @@ async fn an_attach_uses_the_staged_snapshot_of_its_document_without_reading_it_a
         read_bytes |= e.phase == Phase::Restore && e.done > 0;
     }
     assert!(!read_bytes, "nothing was read from the store");
+    // Staging synced every file: the standby's start-up sync need not flush the file system.
+    let standby = std::fs::read_to_string(
+        r.handle()
+            .config_dir
+            .join(trove_guest_postgres::objects::STANDBY_FILE),
+    )
+    .expect("the standby's settings");
+    assert!(
+        standby.contains("recovery_init_sync_method = fsync"),
+        "{standby}"
+    );
     common::insert_rows(&m, 500..600).await.unwrap();
     common::assert_caught_up(&rs, &sm, &r, &m).await;
     assert_eq!(

@@ -144,7 +144,8 @@ async fn staging_runs_while_the_snapshot_is_taken_and_attach_follows() {
         staging: true,
         ..Scripted::default()
     };
-    // Share the master's "running" flag with the replica's view through the master itself.
+    // A generated snapshot name, the same href on both sides, and the staged copy handed to
+    // the attach (the overlap itself is pinned by the next test).
     let p = replica
         .provision_from(&master, &SnapshotRequest::new(), &AttachRequest::new())
         .await

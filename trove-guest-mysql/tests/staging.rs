@@ -13,7 +13,7 @@ use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
     AttachRequest, ErrorKind, Phase, Progress, ReplicationStrategy, ReplicationStrategyExt,
-    SnapshotRequest, SnapshotStore, StageRequest,
+    SnapshotDocument, SnapshotRequest, SnapshotStore, StageRequest,
 };
 
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -79,6 +79,29 @@ impl PartialUpload {
     }
 }
 
+/// A master with rows, its strategy, a snapshot taken with `req`, and the store holding it.
+struct Snapshotted {
+    _store_dir: tempfile::TempDir,
+    store: Arc<dyn SnapshotStore>,
+    master: MariaDbServer,
+    ms: Arc<dyn ReplicationStrategy>,
+    doc: SnapshotDocument,
+}
+
+async fn master_with_snapshot(req: SnapshotRequest) -> Snapshotted {
+    let (store_dir, store) = common::store();
+    let master = common::master_with_rows(MariaDbOptions::new(1)).await;
+    let ms = strategy_for(&master, store.clone());
+    let doc = ms.get_replication_snapshot(&req).await.expect("snapshot");
+    Snapshotted {
+        _store_dir: store_dir,
+        store,
+        master,
+        ms,
+        doc,
+    }
+}
+
 /// A replica with its own schema and rows (so that "still serves its data" means something).
 async fn replica_with_rows() -> MariaDbServer {
     let replica = MariaDbServer::start(MariaDbOptions::new(2)).await.unwrap();
@@ -89,13 +112,13 @@ async fn replica_with_rows() -> MariaDbServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_uses_the_staged_copy_once_without_reading_the_snapshot_again() {
-    let (_store_dir, store) = common::store();
-    let master = common::master_with_rows(MariaDbOptions::new(1)).await;
-    let ms = strategy_for(&master, store.clone());
-    let doc = ms
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("staged-once"))
-        .await
-        .expect("snapshot");
+    let Snapshotted {
+        _store_dir,
+        store,
+        master,
+        ms,
+        doc,
+    } = master_with_snapshot(SnapshotRequest::new().with_replica_id("staged-once")).await;
     let href = doc.dataset.snapshot_href.clone();
     let replica = MariaDbServer::start(MariaDbOptions::new(2)).await.unwrap();
     let rs = strategy_for(&replica, store.clone());
@@ -140,17 +163,18 @@ async fn attach_uses_the_staged_copy_once_without_reading_the_snapshot_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_stage_is_never_used_and_the_replica_keeps_serving() {
-    let (_store_dir, store) = common::store();
-    let master = common::master_with_rows(MariaDbOptions::new(1)).await;
-    let ms = strategy_for(&master, store.clone());
-    let doc = ms
-        .get_replication_snapshot(
-            &SnapshotRequest::new()
-                .with_replica_id("cancelled")
-                .with_snapshot_name("cancelled-a"),
-        )
-        .await
-        .expect("snapshot");
+    let Snapshotted {
+        _store_dir,
+        store,
+        master,
+        ms,
+        doc,
+    } = master_with_snapshot(
+        SnapshotRequest::new()
+            .with_replica_id("cancelled")
+            .with_snapshot_name("cancelled-a"),
+    )
+    .await;
     let href = doc.dataset.snapshot_href.clone();
     assert_eq!(
         ms.snapshot_href("cancelled-a").unwrap(),
@@ -217,13 +241,13 @@ async fn a_cancelled_stage_is_never_used_and_the_replica_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_abandoned_while_staging_is_never_staged() {
-    let (_store_dir, store) = common::store();
-    let master = common::master_with_rows(MariaDbOptions::new(1)).await;
-    let ms = strategy_for(&master, store.clone());
-    let doc = ms
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("abandoned"))
-        .await
-        .expect("snapshot");
+    let Snapshotted {
+        _store_dir,
+        store,
+        master,
+        ms,
+        doc,
+    } = master_with_snapshot(SnapshotRequest::new().with_replica_id("abandoned")).await;
     let replica = replica_with_rows().await;
     let before = MariaDb.fingerprint(&replica).await.unwrap();
     let rs = strategy_for(&replica, store.clone());

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use trove_guest_core::error::IoResultExt;
 use trove_guest_core::progress::Phase;
-use trove_guest_core::staging::StagingMarker;
+use trove_guest_core::staging::{StagingMarker, remove_dir_if_exists};
 use trove_guest_core::{Error, Result, SnapshotDocument, StageRequest, StagedSnapshot};
 
 use crate::replica::data_dir_version;
@@ -127,13 +127,8 @@ impl PostgresStrategy {
     /// only logged (no marker names it).
     pub(crate) fn discard_staged(&self) -> Result<()> {
         self.staged_marker().remove()?;
-        let dir = self.staged_dir();
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(error = %e, dir = %dir.display(), "could not remove a staged snapshot");
-            }
+        if let Err(e) = remove_dir_if_exists(&self.staged_dir()) {
+            tracing::warn!(error = %e, "could not remove a staged snapshot");
         }
         Ok(())
     }

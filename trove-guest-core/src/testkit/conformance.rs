@@ -718,18 +718,26 @@ where
 }
 
 /// Staging a damaged snapshot fails with an integrity error and leaves the replica serving its
-/// own data; the attach that follows refuses the snapshot too. Skipped without
-/// [`Capabilities::staging`].
+/// own data; the attach that follows refuses the snapshot too. Without
+/// [`Capabilities::staging`], staging must be refused with [`ErrorKind::Unsupported`].
 pub async fn damaged_snapshot_is_never_staged<B>(backend: Arc<B>)
 where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
 {
-    if !backend.capabilities().staging {
-        return;
-    }
     let pair = master_with_snapshot(&backend, "conf-stage-damage").await;
     let href = pair.snapshot.dataset.snapshot_href.clone();
+    if !backend.capabilities().staging {
+        // Not a silent pass: without the capability, staging is refused outright.
+        let replica = backend.start_server(2).await.expect("start replica");
+        let rs = backend.strategy(&replica, pair.store.clone());
+        let err = rs
+            .stage_snapshot(&StageRequest::new(href))
+            .await
+            .expect_err("a backend without staging refuses it");
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "got {err}");
+        return;
+    }
     damage_stored(&pair.snapshot, Damage::FlipByte);
     let (replica, before) = replica_with_own_data(&backend).await;
     let rs = backend.strategy(&replica, pair.store.clone());

@@ -58,6 +58,7 @@
 
 pub mod datastore;
 pub mod error;
+pub mod lifecycle;
 pub mod position;
 pub mod progress;
 pub mod runner;
@@ -72,6 +73,7 @@ pub mod wire;
 
 pub use datastore::{AdminConnection, DatastoreHandle};
 pub use error::{Error, ErrorKind, Result};
+pub use lifecycle::{RecoverOptions, RecoveryAction, RecoveryReport};
 pub use position::{
     BinlogCoordinates, BinlogFile, Lsn, MariaDbGtidList, MysqlGtidSet, ReplicationPosition,
     WalPosition,

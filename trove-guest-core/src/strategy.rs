@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::{RecoverOptions, RecoveryReport};
 use crate::position::ReplicationPosition;
 use crate::progress::Progress;
 use crate::store::{Expected, FollowOptions};
@@ -434,6 +435,31 @@ pub trait ReplicationStrategy: Send + Sync + fmt::Debug {
 
     /// What this strategy supports.
     fn capabilities(&self) -> Capabilities;
+
+    /// Finishes or undoes whatever an earlier process of this agent left half done, before the
+    /// strategy serves anything: an agent calls it once at startup (embedders must too).
+    ///
+    /// It reads the lifecycle journal and rolls an interrupted attach forward to the complete
+    /// replica or back to the previous data, whichever the journal proves safe; removes stale
+    /// overrides that would keep the server from starting; starts the server when it is not
+    /// running ([`RecoverOptions::ensure_running`]); sweeps staging, old-data, partial-upload
+    /// and secret leftovers; and on a master drops the slots and accounts made for snapshots
+    /// that never committed. Each action is logged and reported. Idempotent: a second call finds
+    /// nothing to do.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when a leftover cannot be moved or removed; [`Error::Service`] when the
+    /// server cannot be started; the journal is kept then, and a later call tries again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, but every step is journaled or idempotent: calling it again completes
+    /// the recovery.
+    async fn recover(&self, opts: &RecoverOptions) -> Result<RecoveryReport> {
+        let _ = opts;
+        Ok(RecoveryReport::new())
+    }
 
     /// Makes the server able to serve replicas: binary logging / WAL senders, row format,
     /// server id. Idempotent.

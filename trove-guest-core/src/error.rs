@@ -181,6 +181,32 @@ impl Error {
         }
     }
 
+    /// This error with `note` appended to its message, same kind; kinds without a free-text
+    /// message keep theirs and the note is logged instead.
+    pub fn with_note(self, note: &str) -> Self {
+        match self {
+            Error::Service { message } => Error::Service {
+                message: format!("{message}; {note}"),
+            },
+            Error::Datastore { message, source } => Error::Datastore {
+                message: format!("{message}; {note}"),
+                source,
+            },
+            Error::Integrity { href, reason } => Error::Integrity {
+                href,
+                reason: format!("{reason}; {note}"),
+            },
+            Error::Timeout { what, after } => Error::Timeout {
+                what: format!("{what} ({note})"),
+                after,
+            },
+            other => {
+                tracing::warn!(error = %other, "{note}");
+                other
+            }
+        }
+    }
+
     /// Shorthand for [`Error::Integrity`].
     pub fn integrity(href: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Integrity {

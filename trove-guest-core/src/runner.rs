@@ -102,6 +102,31 @@ impl SecretFile {
             .prefix("tg-secret-")
             .tempdir()
             .context(|| "create secret directory".to_owned())?;
+        Self::write_in(dir, name, contents, owner)
+    }
+
+    /// Like [`SecretFile::new`], with the private directory inside `parent` (a strategy's work
+    /// directory) and named `.tg-secret-*`: a file a killed process could not remove is then
+    /// found and removed by recovery instead of staying in the system's temporary directory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be created.
+    pub fn new_in(parent: &Path, name: &str, contents: &str, owner: Option<OsUser>) -> Result<Self> {
+        std::fs::create_dir_all(parent).context(|| format!("create {}", parent.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(".tg-secret-")
+            .tempdir_in(parent)
+            .context(|| format!("create a secret directory in {}", parent.display()))?;
+        Self::write_in(dir, name, contents, owner)
+    }
+
+    fn write_in(
+        dir: tempfile::TempDir,
+        name: &str,
+        contents: &str,
+        owner: Option<OsUser>,
+    ) -> Result<Self> {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .context(|| format!("chmod {}", dir.path().display()))?;
         let path = dir.path().join(name);

@@ -107,24 +107,7 @@ impl StagingMarker {
     /// [`Error::Io`].
     pub fn write(&self, staged: &StagedSnapshot) -> Result<()> {
         let json = serde_json::to_vec_pretty(staged).expect("a staged snapshot serializes");
-        let tmp = self.path.with_extension("json.tmp");
-        let written = (|| {
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(format!("write {}", tmp.display()), e));
-        }
-        std::fs::rename(&tmp, &self.path)
-            .context(|| format!("rename {} to {}", tmp.display(), self.path.display()))?;
-        sync_dir(self.dir())
+        write_durable(&self.path, &json)
     }
 
     /// Removes the marker durably; `false` when there was none.
@@ -142,6 +125,33 @@ impl StagingMarker {
             Err(e) => Err(Error::io(format!("remove {}", self.path.display()), e)),
         }
     }
+}
+
+/// Replaces the file at `path` (mode 0600) so that a crash leaves either the previous file (or
+/// none) or the whole new one: temporary file, fsync, rename, fsync of the directory.
+///
+/// # Errors
+///
+/// [`Error::Io`].
+pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let written = (|| {
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(format!("write {}", tmp.display()), e));
+    }
+    std::fs::rename(&tmp, path)
+        .context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Flushes a directory's entries (creations, renames, removals) to disk.

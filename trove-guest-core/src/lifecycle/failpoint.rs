@@ -1,7 +1,7 @@
 //! Test-only failpoints: a flow can be parked at a named step so a test can kill the process
 //! exactly there.
 //!
-//! With the `failpoints` feature, [`failpoint`] checks the environment variable
+//! With the `failpoints` feature, a failpoint checks the environment variable
 //! `TROVE_GUEST_FAILPOINTS` (comma-separated step names, read once). When the step is listed it
 //! creates the file `<TROVE_GUEST_FAILPOINT_DIR>/<step>` (so a test knows the flow is parked)
 //! and then waits forever. Without the feature it does nothing.
@@ -13,6 +13,14 @@
 ///
 /// Cancel safe.
 pub async fn failpoint(name: &str) {
+    if failpoint_armed(name) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Whether step `name` is armed (feature `failpoints`); when it is, the parked file is written
+/// and the caller must park. Always false without the feature.
+pub fn failpoint_armed(name: &str) -> bool {
     #[cfg(feature = "failpoints")]
     {
         use std::sync::OnceLock;
@@ -31,9 +39,13 @@ pub async fn failpoint(name: &str) {
             if let Some(dir) = std::env::var_os("TROVE_GUEST_FAILPOINT_DIR") {
                 let _ = std::fs::write(std::path::Path::new(&dir).join(name), b"parked\n");
             }
-            std::future::pending::<()>().await;
+            return true;
         }
+        false
     }
     #[cfg(not(feature = "failpoints"))]
-    let _ = name;
+    {
+        let _ = name;
+        false
+    }
 }

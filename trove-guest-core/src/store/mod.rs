@@ -177,6 +177,22 @@ pub trait SnapshotStore: Send + Sync + fmt::Debug {
     ///
     /// Cancel safe: a repeated call finishes the work.
     async fn delete(&self, href: &str) -> Result<()>;
+
+    /// Removes uploads that will never be committed (their uploader is gone) and data objects
+    /// without a manifest, older than `older_than`; returns what it removed. The default
+    /// removes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] / [`Error::Store`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a repeated call finishes the work.
+    async fn sweep_incomplete(&self, older_than: std::time::Duration) -> Result<Vec<String>> {
+        let _ = older_than;
+        Ok(Vec::new())
+    }
 }
 
 /// Checks a snapshot name.

@@ -112,7 +112,12 @@ impl SecretFile {
     /// # Errors
     ///
     /// [`Error::Io`] when the file cannot be created.
-    pub fn new_in(parent: &Path, name: &str, contents: &str, owner: Option<OsUser>) -> Result<Self> {
+    pub fn new_in(
+        parent: &Path,
+        name: &str,
+        contents: &str,
+        owner: Option<OsUser>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(parent).context(|| format!("create {}", parent.display()))?;
         let dir = tempfile::Builder::new()
             .prefix(".tg-secret-")

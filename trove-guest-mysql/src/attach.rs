@@ -1,48 +1,31 @@
-//! The replica side: `attach_replication_slave`.
+//! The replica side: `attach_replication_slave`'s checks and the MariaDB/MySQL parts of the
+//! restore lifecycle.
 //!
-//! Order of work, so that a failure before the swap leaves the previous datadir untouched and
-//! the server running:
-//!
-//! 1. refuse another datastore or release series ([`Error::Incompatible`]), and a server
-//!    holding transactions the snapshot's master never had ([`Error::Diverged`]);
-//! 2. use the copy [`stage_snapshot`](trove_guest_core::ReplicationStrategy::stage_snapshot)
-//!    left in the staging directory under `work_dir` when its marker names the document's
-//!    snapshot and the store still holds exactly that snapshot; otherwise discard it (marker
-//!    first) and stream `store.get` (size and SHA-256 verified while reading) into
-//!    `mbstream -x` there, then `--prepare` ([`crate::restore`]); a verification failure aborts
-//!    the extraction and becomes [`Error::Integrity`];
-//! 3. cross-check the restored binlog info file with the document (both ways), then remove
-//!    the staging marker;
-//! 4. stop the server, rename the datadir aside, rename the staging directory in, write the
-//!    replica override, start (on a failed start the old datadir is put back and started);
-//! 5. seed the GTID state, `CHANGE MASTER TO`, `START SLAVE`, and wait (bounded) until both
-//!    threads run and the snapshot position is applied. The old datadir is removed only then:
-//!    when this step fails it is put back (with its replica override) and started.
+//! Before anything changes: another datastore or release series is refused
+//! ([`Error::Incompatible`]), and so is a server holding transactions the snapshot's master
+//! never had ([`Error::Diverged`]); this server's admin account is captured. Then the core
+//! lifecycle ([`trove_guest_core::lifecycle::attach`]) restores, swaps, starts and replicates
+//! over the hooks in [`crate::hooks`]: `mbstream -x` and `--prepare` into staging, the binlog
+//! info file cross-checked with the document, the replica override, a first start that
+//! replays the admin account, and `CHANGE MASTER TO` / `START SLAVE` with a bounded wait.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use trove_guest_core::error::IoResultExt;
+use trove_guest_core::lifecycle;
 use trove_guest_core::position::{BinlogCoordinates, MariaDbGtidList, MysqlGtidSet};
-use trove_guest_core::staging::remove_dir_if_exists;
-use trove_guest_core::store::Expected;
 use trove_guest_core::{
-    AttachOutcome, AttachRequest, Error, Phase, Positioning, Result, Secret, SecretFile,
+    AttachOutcome, AttachRequest, Error, Phase, Positioning, Progress, Result, Secret, SecretFile,
     SnapshotDocument,
 };
 
-use crate::config::{
-    INIT_FILE, REPLICA_FILE, init_override, remove_override, replica_override, write_override,
-};
-use crate::flavor::FlavorKind;
-use crate::restore::{ReadFrom, check_binlog_info};
+use crate::config::{INIT_FILE, init_override, remove_override, replica_override, write_override};
+use crate::flavor::{Flavor, FlavorKind};
 use crate::sql::{
     Account, ChangeMaster, GtidStart, StartAt, validate_connect_host, validate_password,
 };
 use crate::strategy::{Backoff, MysqlStrategy};
-
-const STAGING: &str = ".tg-restore";
-const OLD_DATA: &str = ".tg-old-data";
 
 /// MariaDB: the GTIDs of `replica` that `master` (its current `gtid_binlog_pos`) does not
 /// cover; empty when the replica holds nothing the master lacks.
@@ -111,32 +94,29 @@ pub fn errant_mysql_vs_snapshot(
 }
 
 /// The start position requested, resolved against the document.
-enum Start {
+pub(crate) enum Start {
     MariaGtid(MariaDbGtidList),
     MysqlGtid(MysqlGtidSet),
     File(BinlogCoordinates),
 }
 
+/// What one attach carries from its checks into the restore lifecycle's hooks: the validated
+/// document, the start position, the replication credentials and this server's admin account.
+/// Opaque: built by `attach_replication_slave` only.
+pub struct AttachPlan {
+    pub(crate) doc: SnapshotDocument,
+    pub(crate) flavor: Flavor,
+    pub(crate) start: Start,
+    pub(crate) user: String,
+    pub(crate) password: Secret,
+    pub(crate) server_id: u32,
+    /// This server's admin account, replayed on the first start of the restored data.
+    pub(crate) admin_init: Secret,
+}
+
 impl MysqlStrategy {
-    pub(crate) fn staging_dir(&self) -> PathBuf {
-        self.handle.work_dir.join(STAGING)
-    }
-
-    fn old_data_dir(&self) -> PathBuf {
-        self.handle.work_dir.join(OLD_DATA)
-    }
-
-    /// Puts back a datadir left aside by an interrupted swap.
-    pub(crate) fn recover_interrupted_swap(&self) -> Result<()> {
-        let old = self.old_data_dir();
-        if !self.handle.data_dir.exists() && old.exists() {
-            tracing::warn!("restoring the datadir left aside by an interrupted attach");
-            std::fs::rename(&old, &self.handle.data_dir)
-                .context(|| format!("rename {} back", old.display()))?;
-        }
-        remove_dir_if_exists(&old)
-    }
-
+    /// The checks before anything changes; then the core lifecycle does the rest over this
+    /// crate's hooks.
     pub(crate) async fn attach_impl(
         &self,
         doc: &SnapshotDocument,
@@ -195,7 +175,7 @@ impl MysqlStrategy {
             }
         };
 
-        // 1. Errant transactions on this server.
+        // Errant transactions on this server.
         progress.phase(Phase::Prepare, "checking this server's GTID state");
         let mut s = self.session().await?;
         let vars = self.vars(&mut s, &sql).await?;
@@ -248,104 +228,31 @@ impl MysqlStrategy {
         // The restore brings the master's privilege tables: remember how this server's own
         // admin account is defined, to replay it on the first start of the restored data.
         let admin_init = self.capture_admin_account().await?;
-
-        // 2. The snapshot in staging: the copy staged earlier when it is this document's
-        // snapshot, else extracted now (verified as it is read) and prepared.
-        self.recover_interrupted_swap()?;
-        let staging = self.staging_dir();
-        let restored_bytes = match self.staged_for(doc).await {
-            Some(staged) => {
-                tracing::info!(%href, bytes = staged.size, "using the staged copy of the snapshot");
-                progress.phase(Phase::Restore, format!("using the staged copy of {href}"));
-                staged.size
-            }
-            None => {
-                self.discard_staged()?;
-                std::fs::create_dir_all(&staging)
-                    .context(|| format!("create {}", staging.display()))?;
-                let expected = Expected {
-                    size: doc.dataset.size_bytes,
-                    sha256: doc.dataset.sha256.clone(),
-                };
-                match self
-                    .extract_and_prepare(
-                        href,
-                        ReadFrom::Complete(&expected),
-                        &staging,
-                        flavor,
-                        progress,
-                    )
-                    .await
-                {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = remove_dir_if_exists(&staging);
-                        return Err(e);
-                    }
-                }
-            }
+        let plan = AttachPlan {
+            doc: doc.clone(),
+            flavor,
+            start,
+            user: grant.user.clone(),
+            password,
+            server_id: req.server_id.unwrap_or(self.handle.server_id),
+            admin_init,
         };
-
-        // 3. The restored position must be the one the document carries, whichever way the
-        // snapshot got into staging. From here on the staging directory is no staged copy any
-        // more: it is swapped in, or discarded.
-        let checked = check_binlog_info(&staging, doc, flavor);
-        if let Err(e) = checked.and_then(|()| self.remove_staged_marker()) {
-            let _ = self.discard_staged();
-            return Err(e);
-        }
-
-        // 4. Swap.
-        progress.phase(
-            Phase::Start,
-            "swapping the datadir and starting as a replica",
-        );
-        let server_id = req.server_id.unwrap_or(self.handle.server_id);
-        let previous_replica_file = self.swap_in(&staging, server_id, &admin_init).await?;
-
-        // 5. Replicate. The previous datadir is kept until this succeeded: on any failure
-        // here it is put back and started, like after a failed start.
-        match self
-            .replicate(doc, req, &start, &grant.user, &password)
-            .await
-        {
-            Ok(applied) => {
-                let old = self.old_data_dir();
-                let _ = tokio::task::spawn_blocking(move || remove_dir_if_exists(&old)).await;
-                progress.phase(Phase::Done, "replicating");
-                Ok(AttachOutcome::new(restored_bytes, applied))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the restored server does not replicate; putting the old datadir back");
-                match self.put_old_back(previous_replica_file.as_deref()).await {
-                    Ok(()) => Err(e),
-                    Err(rb) => Err(Error::Service {
-                        message: format!(
-                            "the restored server does not replicate ({e}), and putting the \
-                             previous datadir back failed: {rb}"
-                        ),
-                    }),
-                }
-            }
-        }
+        lifecycle::attach(self, &plan, doc, req).await
     }
 
-    /// Step 5: position the restored server on its master, start replication and wait.
-    async fn replicate(
+    /// Positions the restored server on its master, starts replication and waits.
+    pub(crate) async fn start_replication(
         &self,
-        doc: &SnapshotDocument,
-        req: &AttachRequest,
-        start: &Start,
-        user: &str,
-        password: &Secret,
+        plan: &AttachPlan,
+        timeout: Duration,
+        progress: &Progress,
     ) -> Result<Option<trove_guest_core::ReplicationPosition>> {
-        let progress = &req.progress;
         let sql = self.sql().await?;
         progress.phase(Phase::CatchUp, "starting replication");
         let mut s = self.session().await?;
         let _ = s.exec(&sql.stop_replica()).await;
         s.exec(&sql.reset_replica_all()).await?;
-        let start_at = match start {
+        let start_at = match &plan.start {
             Start::MariaGtid(g) => {
                 s.exec_all(&sql.seed_gtid(GtidStart::MariaDb(g))?).await?;
                 StartAt::Gtid
@@ -357,22 +264,20 @@ impl MysqlStrategy {
             Start::File(c) => StartAt::File(c),
         };
         s.exec(&sql.change_master(&ChangeMaster {
-            host: &doc.master.host,
-            port: doc.master.port,
-            user,
-            password,
+            host: &plan.doc.master.host,
+            port: plan.doc.master.port,
+            user: &plan.user,
+            password: &plan.password,
             start: start_at,
             connect_retry: self.opts.connect_retry,
         })?)
         .await?;
         s.exec(&sql.start_replica()).await?;
         s.close().await;
-        self.wait_replicating(start, req.timeout).await?;
+        self.wait_replicating(&plan.start, timeout).await?;
         Ok(self.latest_txn_impl().await.ok())
     }
 
-    /// Step 4: stop, swap, write the replica override, start; on a failed start put the old
-    /// datadir back.
     /// The master's current GTID position, asked with the replication account; `None` (and a
     /// warning) when it cannot be reached, so the check falls back to the snapshot's position.
     async fn master_gtid(
@@ -435,16 +340,8 @@ impl MysqlStrategy {
         sql.admin_init_file(&account, &create, &grants)
     }
 
-    /// Returns the replica override the previous datadir had (for [`Self::put_old_back`]); the
-    /// previous datadir stays aside until the caller removes it.
-    async fn swap_in(
-        &self,
-        staging: &Path,
-        server_id: u32,
-        admin_init: &Secret,
-    ) -> Result<Option<String>> {
-        let data = &self.handle.data_dir;
-        let old = self.old_data_dir();
+    /// The replica override for `plan`.
+    pub(crate) fn replica_text(&self, plan: &AttachPlan) -> Result<String> {
         let relay_base = match &self.opts.relay_log_dir {
             Some(d) => {
                 std::fs::create_dir_all(d).context(|| format!("create {}", d.display()))?;
@@ -452,82 +349,25 @@ impl MysqlStrategy {
             }
             None => PathBuf::from("relay-bin"),
         };
-        let flavor = self.flavor().await?;
         let advertise = &self.handle.advertise;
-        let text = replica_override(
-            flavor,
-            server_id,
+        replica_override(
+            plan.flavor,
+            plan.server_id,
             &relay_base,
             Some((&advertise.host, advertise.port)),
+        )
+    }
+
+    /// The first start of the restored data: the admin account is replayed through a one-start
+    /// `init_file` override (a 0600 file in the work directory, swept by recovery if this
+    /// process dies), and a real login is awaited before the override goes.
+    pub(crate) async fn start_restored(&self, plan: &AttachPlan) -> Result<()> {
+        let init_sql = SecretFile::new_in(
+            &self.handle.work_dir,
+            "admin-init.sql",
+            plan.admin_init.expose(),
+            self.handle.os_user,
         )?;
-        // The replica override of an earlier attach belongs to the current datadir: put it back
-        // with that datadir if this attach fails.
-        let previous_replica_file =
-            match std::fs::read_to_string(self.handle.config_dir.join(REPLICA_FILE)) {
-                Ok(t) => Some(t),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(Error::io(format!("read {REPLICA_FILE}"), e)),
-            };
-        self.handle.service.stop().await?;
-        std::fs::rename(data, &old).context(|| format!("move {} aside", data.display()))?;
-        if let Err(e) = std::fs::rename(staging, data) {
-            std::fs::rename(&old, data).context(|| format!("put {} back", data.display()))?;
-            let _ = self.handle.service.start().await;
-            return Err(Error::io(
-                format!("move the restored data to {}", data.display()),
-                e,
-            ));
-        }
-        // Any failure from here on (a config write as much as a failed start) puts the old
-        // datadir and its configuration back and starts the server again.
-        if let Err(e) = self.start_restored(&text, admin_init).await {
-            tracing::error!(error = %e, "restored server did not start; putting the old datadir back");
-            self.put_old_back(previous_replica_file.as_deref()).await?;
-            return Err(e);
-        }
-        Ok(previous_replica_file)
-    }
-
-    /// Undoes [`Self::swap_in`]: stops the server, moves the restored datadir away, puts the
-    /// previous one and its replica override (`previous_replica_file`; none: removed) back and
-    /// starts the server.
-    async fn put_old_back(&self, previous_replica_file: Option<&str>) -> Result<()> {
-        let data = &self.handle.data_dir;
-        let old = self.old_data_dir();
-        let _ = self.handle.service.stop().await;
-        let _ = remove_override(&self.handle.config_dir, INIT_FILE);
-        let failed = self.handle.work_dir.join(".tg-failed-restore");
-        let _ = remove_dir_if_exists(&failed);
-        std::fs::rename(data, &failed).context(|| format!("move {} aside", data.display()))?;
-        std::fs::rename(&old, data).context(|| format!("put {} back", data.display()))?;
-        match previous_replica_file {
-            Some(t) => write_override(&self.handle.config_dir, REPLICA_FILE, t)?,
-            None => {
-                remove_override(&self.handle.config_dir, REPLICA_FILE)?;
-            }
-        }
-        // Relay logs of the restored server do not belong to the previous datadir (a previous
-        // replica re-fetches through relay_log_recovery).
-        if let Some(d) = &self.opts.relay_log_dir {
-            clear_relay_logs(d);
-        }
-        self.handle.service.start().await?;
-        let _ = remove_dir_if_exists(&failed);
-        Ok(())
-    }
-
-    /// The part of the swap after the restored datadir is in place: its configuration, a start
-    /// and a real admin login. The caller rolls back on any error.
-    async fn start_restored(&self, replica_text: &str, admin_init: &Secret) -> Result<()> {
-        let data = &self.handle.data_dir;
-        // The backup's own metadata files have served their purpose.
-        remove_backup_metadata(data);
-        // Relay logs of an earlier replication would not match the restored data.
-        if let Some(d) = &self.opts.relay_log_dir {
-            clear_relay_logs(d);
-        }
-        write_override(&self.handle.config_dir, REPLICA_FILE, replica_text)?;
-        let init_sql = SecretFile::new("admin-init.sql", admin_init.expose(), self.handle.os_user)?;
         write_override(
             &self.handle.config_dir,
             INIT_FILE,
@@ -536,7 +376,7 @@ impl MysqlStrategy {
         // The socket accepts before the server has run its init file: wait for a real login
         // (which also proves the admin account was replayed) before removing the file.
         let started = match self.handle.service.start().await {
-            Ok(()) => self.wait_for_login(Duration::from_secs(120)).await,
+            Ok(()) => self.wait_for_login(self.opts.start_timeout).await,
             Err(e) => Err(e),
         };
         remove_override(&self.handle.config_dir, INIT_FILE)?;
@@ -545,32 +385,35 @@ impl MysqlStrategy {
     }
 
     async fn wait_for_login(&self, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = trove_guest_core::deadline(timeout);
         let mut poll = Backoff::new(self.opts.poll_interval);
         loop {
-            match self.session().await {
-                Ok(s) => {
+            let attempt = tokio::time::timeout(
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+                self.session(),
+            )
+            .await;
+            let e = match attempt {
+                Ok(Ok(s)) => {
                     s.close().await;
                     return Ok(());
                 }
-                Err(e) => {
-                    if !poll.tick(deadline).await {
-                        return Err(Error::Service {
-                            message: format!(
-                                "the restored server does not accept the admin login: {e}"
-                            ),
-                        });
-                    }
-                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "the login did not complete in time".to_owned(),
+            };
+            if !poll.tick(deadline).await {
+                return Err(Error::Service {
+                    message: format!("the restored server does not accept the admin login: {e}"),
+                });
             }
         }
     }
 
-    /// Step 5's wait: both threads running and the snapshot position applied, within
+    /// The replication wait: both threads running and the snapshot position applied, within
     /// `timeout`.
     async fn wait_replicating(&self, start: &Start, timeout: Duration) -> Result<()> {
         let sql = self.sql().await?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = trove_guest_core::deadline(timeout);
         let mut last_error = String::new();
         let mut poll = Backoff::new(self.opts.poll_interval);
         loop {
@@ -612,7 +455,7 @@ impl MysqlStrategy {
     }
 }
 
-fn remove_backup_metadata(data: &Path) {
+pub(crate) fn remove_backup_metadata(data: &Path) {
     if let Ok(entries) = std::fs::read_dir(data) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -626,7 +469,7 @@ fn remove_backup_metadata(data: &Path) {
     }
 }
 
-fn clear_relay_logs(dir: &Path) {
+pub(crate) fn clear_relay_logs(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let name = e.file_name();

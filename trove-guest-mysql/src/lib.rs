@@ -99,6 +99,7 @@ mod demote;
 mod detach;
 mod error;
 pub mod flavor;
+mod hooks;
 mod options;
 mod restore;
 mod snapshot;
@@ -109,7 +110,7 @@ mod strategy;
 pub mod xbstream;
 
 pub use attach::{
-    errant_mariadb, errant_mariadb_vs_snapshot, errant_mysql, errant_mysql_vs_snapshot,
+    AttachPlan, errant_mariadb, errant_mariadb_vs_snapshot, errant_mysql, errant_mysql_vs_snapshot,
 };
 pub use flavor::{Flavor, FlavorKind, Version};
 pub use options::{MysqlOptions, default_parallel};

@@ -49,6 +49,9 @@ pub struct MysqlOptions {
     pub connect_retry: u32,
     /// How often bounded waits poll the server (default 100 ms).
     pub poll_interval: Duration,
+    /// How long the first start of a restored data directory may take until the admin login
+    /// works (default 120 s).
+    pub start_timeout: Duration,
 }
 
 impl Default for MysqlOptions {
@@ -68,6 +71,7 @@ impl Default for MysqlOptions {
             account_prefix: "trove_repl_".into(),
             connect_retry: 1,
             poll_interval: Duration::from_millis(100),
+            start_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -131,6 +135,11 @@ impl MysqlOptions {
     /// Sets [`MysqlOptions::account_prefix`].
     pub fn with_account_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.account_prefix = prefix.into();
+        self
+    }
+    /// Sets [`MysqlOptions::start_timeout`].
+    pub fn with_start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
         self
     }
 }

@@ -1,17 +1,14 @@
-//! Restoring a snapshot into a directory: the one read loop shared by attach and staging.
+//! Restoring a snapshot into a directory: the extraction and `--prepare` steps the core
+//! lifecycle runs for attach and staging alike.
 //!
 //! The snapshot streams from the store into `mbstream`/`xbstream -x`; the store verifies size
 //! and SHA-256 as the bytes pass and fails the last read on a mismatch, before end of stream is
-//! reported, so a damaged snapshot never reaches `--prepare`. Attach reads a complete snapshot
-//! ([`SnapshotStore::get`](trove_guest_core::SnapshotStore::get)); staging follows one that may
-//! still be uploading ([`SnapshotStore::follow`](trove_guest_core::SnapshotStore::follow)), whose
-//! clean end is reported only after the upload committed and matched its manifest.
+//! reported, so a damaged snapshot never reaches `--prepare`.
 
 use std::path::Path;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use trove_guest_core::error::IoResultExt;
-use trove_guest_core::store::{Expected, FollowOptions, SnapshotRead, VerifyingReader};
 use trove_guest_core::{Error, Phase, Progress, Result, SnapshotDocument};
 
 use crate::commands::{extract_command, prepare_command};
@@ -19,71 +16,23 @@ use crate::flavor::{Flavor, FlavorKind};
 use crate::strategy::MysqlStrategy;
 use crate::xbstream::{BINLOG_INFO_FILES, BinlogInfo};
 
-/// How the snapshot is read.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum ReadFrom<'a> {
-    /// A complete snapshot, verified against its manifest and `Expected` (attach).
-    Complete(&'a Expected),
-    /// A snapshot that may still be uploading, followed until it is committed and verified
-    /// (staging).
-    Follow(&'a Expected, &'a FollowOptions),
-}
-
-/// An open snapshot stream and how its verification is known.
-enum Source {
-    Verifying(VerifyingReader<SnapshotRead>),
-    /// A followed stream reports a clean end only once verified.
-    Following(SnapshotRead),
-}
-
-impl Source {
-    fn reader(&mut self) -> &mut (dyn AsyncRead + Send + Unpin) {
-        match self {
-            Source::Verifying(r) => r,
-            Source::Following(r) => r,
-        }
-    }
-
-    fn total(&self) -> Option<u64> {
-        match self {
-            Source::Verifying(r) => Some(r.expected_size()),
-            Source::Following(_) => None,
-        }
-    }
-
-    fn verified(&self) -> bool {
-        match self {
-            Source::Verifying(r) => r.verified(),
-            Source::Following(_) => true,
-        }
-    }
-}
-
 impl MysqlStrategy {
-    /// Extracts the snapshot at `href` into `dir` (existing and empty) and prepares it there.
-    /// Returns the number of bytes read, all of them verified.
+    /// Streams the snapshot bytes of `reader` (the snapshot at `href`, `total` bytes when
+    /// known) into `mbstream`/`xbstream -x` in `dir` (existing and empty); returns the number
+    /// of bytes read, all of them verified by the reader.
     ///
     /// A verification failure kills the extractor and becomes [`Error::Integrity`]; when the
     /// extractor stops reading early (a damaged chunk), the rest of the snapshot is still read
     /// through the verifier, so an integrity failure wins over the extractor's complaint.
-    pub(crate) async fn extract_and_prepare(
+    pub(crate) async fn extract_stream(
         &self,
         href: &str,
-        from: ReadFrom<'_>,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+        total: Option<u64>,
         dir: &Path,
         flavor: Flavor,
         progress: &Progress,
     ) -> Result<u64> {
-        progress.phase(Phase::Restore, format!("extracting {href}"));
-        let mut source = match from {
-            ReadFrom::Complete(expected) => {
-                Source::Verifying(self.store.get(href, expected).await?)
-            }
-            ReadFrom::Follow(expected, opts) => {
-                Source::Following(self.store.follow(href, expected, opts).await?)
-            }
-        };
-        let total = source.total();
         let parallel = Some(self.opts.extract_parallel.max(1));
         let mut tool = extract_command(&self.stream_tool(flavor), dir, parallel).spawn()?;
         let mut stdin = tool.take_stdin().expect("stdin is piped");
@@ -93,7 +42,7 @@ impl MysqlStrategy {
         loop {
             // A verification failure surfaces here, before EOF is reported: the tool is
             // killed (dropped) and nothing is prepared.
-            let n = source.reader().read(&mut buf).await.map_err(read_error)?;
+            let n = reader.read(&mut buf).await.map_err(read_error)?;
             if n == 0 {
                 break;
             }
@@ -102,15 +51,12 @@ impl MysqlStrategy {
                 // The extractor stopped reading (mbstream checks chunk CRCs and quits on a
                 // damaged one). Read the rest through the verifier first: a snapshot that
                 // fails verification is an integrity error, whatever the extractor said.
-                while source.reader().read(&mut buf).await.map_err(read_error)? > 0 {}
+                while reader.read(&mut buf).await.map_err(read_error)? > 0 {}
                 tool.wait().await?;
                 return Err(Error::io(format!("feed {}", flavor.stream_tool()), e));
             }
             done += n as u64;
             progress.bytes(Phase::Restore, done, total);
-        }
-        if !source.verified() {
-            return Err(Error::integrity(href, "stream ended without verification"));
         }
         stdin
             .shutdown()
@@ -118,7 +64,16 @@ impl MysqlStrategy {
             .map_err(|e| Error::io(format!("close {} input", flavor.stream_tool()), e))?;
         drop(stdin);
         tool.wait().await?;
+        Ok(done)
+    }
 
+    /// `--prepare`s an extracted snapshot in `dir`.
+    pub(crate) async fn prepare_restored(
+        &self,
+        dir: &Path,
+        flavor: Flavor,
+        progress: &Progress,
+    ) -> Result<()> {
         progress.phase(Phase::Apply, format!("{} --prepare", flavor.backup_tool()));
         prepare_command(
             &self.backup_tool(flavor),
@@ -126,8 +81,7 @@ impl MysqlStrategy {
             self.opts.prepare_memory.as_deref(),
         )
         .run()
-        .await?;
-        Ok(done)
+        .await
     }
 }
 

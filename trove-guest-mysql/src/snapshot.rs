@@ -14,6 +14,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 use trove_guest_core::error::IoResultExt;
+use trove_guest_core::lifecycle::{Journal, JournalEntry, Operation, WorkLayout};
 use trove_guest_core::wire::{BinlogPosition, Dataset, ReplicationGrant};
 use trove_guest_core::{
     EnableMasterOptions, Error, Phase, Result, Secret, SecretFile, SnapshotDocument,
@@ -22,8 +23,8 @@ use trove_guest_core::{
 
 use crate::commands::{BackupArgs, backup_command, tool_option_file};
 use crate::config::{LOG_BIN_WAS_ON, MASTER_FILE, binlog_base, master_override, write_override};
-use crate::flavor::FlavorKind;
-use crate::sql::{Account, validate_host};
+use crate::flavor::{Flavor, FlavorKind};
+use crate::sql::{Account, Sql, validate_host};
 use crate::strategy::MysqlStrategy;
 use crate::xbstream::{BinlogInfo, BinlogInfoTap};
 
@@ -156,6 +157,42 @@ impl MysqlStrategy {
             .to_owned();
         s.close().await;
 
+        // Journaled first: if this process dies before the document is returned, recovery
+        // removes what this call left (a committed snapshot without its account).
+        let journal = WorkLayout::new(&self.handle.work_dir).journal();
+        let mut entry =
+            JournalEntry::new(Operation::Snapshot).with_detail(serde_json::json!({ "name": name }));
+        journal.write(&entry)?;
+        let result = self
+            .snapshot_journaled(
+                req,
+                &name,
+                &account,
+                server_version,
+                flavor,
+                &sql,
+                &journal,
+                &mut entry,
+            )
+            .await;
+        journal.clear()?;
+        result
+    }
+
+    /// The snapshot itself, under its journal entry.
+    #[allow(clippy::too_many_arguments)]
+    async fn snapshot_journaled(
+        &self,
+        req: &SnapshotRequest,
+        name: &str,
+        account: &Account,
+        server_version: String,
+        flavor: Flavor,
+        sql: &Sql,
+        journal: &Journal,
+        entry: &mut JournalEntry,
+    ) -> Result<SnapshotDocument> {
+        let progress = &req.progress;
         // Stream the backup into the store.
         progress.phase(
             Phase::Backup,
@@ -165,7 +202,8 @@ impl MysqlStrategy {
             .prefix(".tg-backup-")
             .tempdir_in(&self.handle.work_dir)
             .context(|| format!("create scratch dir in {}", self.handle.work_dir.display()))?;
-        let secret = SecretFile::new(
+        let secret = SecretFile::new_in(
+            &self.handle.work_dir,
             "backup.cnf",
             &tool_option_file(self.opts.server_config.as_deref(), &self.handle.admin)?,
             None,
@@ -213,6 +251,8 @@ impl MysqlStrategy {
             }
         };
         let stored = pending.commit().await?;
+        entry.detail = serde_json::json!({ "name": name, "href": stored.href });
+        journal.write(entry)?;
         tracing::info!(
             href = %stored.href,
             bytes = stored.size,
@@ -260,7 +300,7 @@ impl MysqlStrategy {
             }),
             wal_position: None,
             replication: Some(ReplicationGrant {
-                user,
+                user: account.user().to_owned(),
                 password: Some(TransportSecret(password)),
                 password_ref: None,
                 slot_name: None,

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Mutex, MutexGuard, OnceCell};
+use tokio::sync::OnceCell;
+use trove_guest_core::lifecycle::{self, ChangeGuard, ChangeLock};
 use trove_guest_core::{
     AttachOutcome, AttachRequest, Capabilities, DatastoreHandle, DatastoreKind, DemoteOptions,
-    DetachOptions, DetachedReplica, EnableMasterOptions, Error, ReplicationPosition,
-    ReplicationStatus, ReplicationStrategy, Result, SnapshotDocument, SnapshotRequest,
-    SnapshotStore, StageRequest, StagedSnapshot,
+    DetachOptions, DetachedReplica, EnableMasterOptions, RecoverOptions, RecoveryReport,
+    ReplicationPosition, ReplicationStatus, ReplicationStrategy, Result, SnapshotDocument,
+    SnapshotRequest, SnapshotStore, StageRequest, StagedSnapshot,
 };
 
 use crate::client::{Row, Session};
@@ -21,14 +22,15 @@ use crate::sql::Sql;
 /// Replication for one local MySQL or MariaDB server, with snapshots in a [`SnapshotStore`].
 ///
 /// The flavor (MariaDB 10.6+/11.x, MySQL 5.7/8.0/8.4+) is detected from the server on first
-/// use. Mutating calls on one strategy are serialized: a second one while another runs fails
-/// with [`Error::Busy`].
+/// use. Changes run one at a time under the core lifecycle's policy
+/// ([`trove_guest_core::lifecycle`]): a second one while another runs fails with
+/// [`Error::Busy`](trove_guest_core::Error::Busy).
 pub struct MysqlStrategy {
     pub(crate) handle: DatastoreHandle,
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) opts: MysqlOptions,
     flavor: OnceCell<Flavor>,
-    busy: Mutex<()>,
+    change: ChangeLock,
 }
 
 impl std::fmt::Debug for MysqlStrategy {
@@ -68,7 +70,7 @@ impl MysqlStrategy {
             store,
             opts,
             flavor: OnceCell::new(),
-            busy: Mutex::new(()),
+            change: ChangeLock::new(),
         }
     }
 
@@ -126,10 +128,8 @@ impl MysqlStrategy {
         Session::open(&self.handle.admin).await
     }
 
-    pub(crate) fn guard(&self, what: &str) -> Result<MutexGuard<'_, ()>> {
-        self.busy.try_lock().map_err(|_| Error::Busy {
-            what: format!("a replication change ({what} requested)"),
-        })
+    pub(crate) fn guard(&self, what: &str) -> Result<ChangeGuard<'_>> {
+        self.change.begin(what)
     }
 
     pub(crate) fn backup_tool(&self, flavor: Flavor) -> PathBuf {
@@ -259,7 +259,13 @@ impl ReplicationStrategy for MysqlStrategy {
         self.demote_impl(opts).await
     }
 
+    async fn recover(&self, opts: &RecoverOptions) -> Result<RecoveryReport> {
+        let _g = self.guard("recover")?;
+        lifecycle::recover(self, opts).await
+    }
+
     async fn make_read_only(&self, read_only: bool) -> Result<()> {
+        let _g = self.guard("make_read_only")?;
         let sql = self.sql().await?;
         let mut s = self.session().await?;
         s.exec_all(&sql.set_read_only(read_only)).await?;

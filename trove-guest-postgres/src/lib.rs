@@ -94,6 +94,7 @@ mod commands;
 mod conf;
 mod error;
 mod flavor;
+mod hooks;
 mod master;
 mod names;
 mod replica;
@@ -106,6 +107,7 @@ mod timeline;
 #[cfg(test)]
 mod version_snapshots;
 
+pub use replica::AttachPlan;
 pub use strategy::{PostgresStrategy, PostgresStrategyOptions, RejoinOptions, StandbySource};
 
 /// Names of the objects this crate makes on a server, for operators and tests.

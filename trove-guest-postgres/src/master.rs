@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
 use trove_guest_core::error::IoResultExt;
+use trove_guest_core::lifecycle::{JournalEntry, Operation, WorkLayout};
 use trove_guest_core::position::WalPosition;
 use trove_guest_core::progress::Phase;
 use trove_guest_core::strategy::Role;
 use trove_guest_core::wire::{Dataset, ReplicationGrant};
 use trove_guest_core::{
-    DatastoreKind, DemoteOptions, DetachedReplica, EnableMasterOptions, Error, Lsn, Result, Secret,
-    SecretFile, SnapshotDocument, SnapshotRequest, TransportSecret,
+    DatastoreKind, DemoteOptions, DetachedReplica, EnableMasterOptions, Error, Lsn, RecoveryAction,
+    Result, Secret, SecretFile, SnapshotDocument, SnapshotRequest, TransportSecret,
 };
 
 use crate::client::Db;
@@ -359,6 +360,16 @@ impl PostgresStrategy {
             )
             .await?
             .get(0);
+        // Journaled first: if this process dies before the snapshot commits, recovery drops
+        // what this call made (`abandon_snapshot`).
+        let journal = WorkLayout::new(&self.handle.work_dir).journal();
+        journal.write(
+            &JournalEntry::new(Operation::Snapshot).with_detail(serde_json::json!({
+                "name": name,
+                "slot": (!slot_existed).then_some(&slot_name),
+                "role": (!role_existed).then_some(&role_name),
+            })),
+        )?;
         let made = async {
             // The slot first: from now on the WAL this replica needs cannot be recycled.
             let slot = self.ensure_slot(&db, &key).await?;
@@ -369,7 +380,8 @@ impl PostgresStrategy {
             let passfile = if admin.password.is_empty() {
                 None
             } else {
-                Some(SecretFile::new(
+                Some(SecretFile::new_in(
+                    &self.handle.work_dir,
                     "pgpass",
                     &conf::passfile_line(&admin.user, &admin.password)?,
                     None,
@@ -438,15 +450,23 @@ impl PostgresStrategy {
         let (role, slot, password, version, version_text, range, stored) = match made {
             Ok(m) => m,
             Err(e) => {
+                let mut undone = true;
                 if !slot_existed && let Err(d) = self.drop_slot(&db, &slot_name).await {
                     tracing::warn!(error = %d, slot = %slot_name, "could not drop the slot of a failed snapshot");
+                    undone = false;
                 }
                 if !role_existed && let Err(d) = self.drop_login(&db, &role_name).await {
                     tracing::warn!(error = %d, role = %role_name, "could not drop the login of a failed snapshot");
+                    undone = false;
+                }
+                // What could not be dropped now, recovery drops later.
+                if undone {
+                    journal.clear()?;
                 }
                 return Err(e);
             }
         };
+        journal.clear()?;
         if stored.href != announced_href {
             tracing::warn!(
                 stored = %stored.href,
@@ -513,7 +533,7 @@ impl PostgresStrategy {
     ///
     /// Cancel safe in effect: a repeated call with the same id finishes the work.
     pub async fn grant_standby(&self, replica_id: &str) -> Result<StandbySource> {
-        let _g = self.lock.lock().await;
+        let _g = self.change.begin("grant_standby")?;
         let key = names::replica_key(replica_id)?;
         let db = self.db().await?;
         self.require_enabled(&db).await?;
@@ -532,6 +552,50 @@ impl PostgresStrategy {
     }
 
     /// Drops a slot (ending the WAL sender using it first), waiting for it to become inactive.
+    /// Recovery's half of a snapshot that never committed: drops the slot and the login the
+    /// journal `detail` names (those the snapshot call created). Idempotent.
+    pub(crate) async fn abandon_snapshot_made(
+        &self,
+        detail: &serde_json::Value,
+    ) -> Result<Vec<RecoveryAction>> {
+        let mut done = Vec::new();
+        let slot = detail.get("slot").and_then(|v| v.as_str());
+        let role = detail.get("role").and_then(|v| v.as_str());
+        if slot.is_none() && role.is_none() {
+            return Ok(done);
+        }
+        let db = self.db_wait().await?;
+        if let Some(slot) = slot {
+            names::check_snapshot_slot(slot)?;
+            let exists: bool = db
+                .one("look up the replication slot", sql::SLOT_EXISTS, &[&slot])
+                .await?
+                .get(0);
+            if exists {
+                self.drop_slot(&db, slot).await?;
+                done.push(RecoveryAction::Dropped {
+                    what: "replication slot of an uncommitted snapshot".into(),
+                    name: slot.to_owned(),
+                });
+            }
+        }
+        if let Some(role) = role {
+            names::check_role(role)?;
+            let exists: bool = db
+                .one("look up the replication user", sql::ROLE_EXISTS, &[&role])
+                .await?
+                .get(0);
+            if exists {
+                self.drop_login(&db, role).await?;
+                done.push(RecoveryAction::Dropped {
+                    what: "replication login of an uncommitted snapshot".into(),
+                    name: role.to_owned(),
+                });
+            }
+        }
+        Ok(done)
+    }
+
     async fn drop_slot(&self, db: &Db, slot: &str) -> Result<()> {
         for _ in 0..200 {
             let exists: bool = db

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use trove_guest_core::error::IoResultExt;
+use trove_guest_core::lifecycle;
 use trove_guest_core::progress::Phase;
 use trove_guest_core::wire::MasterAddress;
 use trove_guest_core::{
@@ -17,38 +18,27 @@ use crate::commands;
 use crate::conf::{self, PASSFILE, STANDBY_FILE, STANDBY_STATE};
 use crate::flavor::ServerVersion;
 use crate::names;
-use crate::restore::{self, PREVIOUS_PREFIX, SavedFiles};
 use crate::sql;
 use crate::strategy::{
     PostgresStrategy, RejoinOptions, StandbySource, flavor, in_recovery, server_version, unexpected,
 };
 
 /// The files a standby's configuration consists of (in the config directory).
-const STANDBY_FILES: [&str; 3] = [STANDBY_FILE, PASSFILE, STANDBY_STATE];
+pub(crate) const STANDBY_FILES: [&str; 3] = [STANDBY_FILE, PASSFILE, STANDBY_STATE];
 
-/// A slot an attach made on the master, with the login that may drop it.
-struct SlotOnMaster<'a> {
-    doc: &'a SnapshotDocument,
-    user: &'a str,
-    password: &'a Secret,
-    slot: &'a str,
-}
-
-/// `e` with `note` appended to its message (same kind).
-fn with_note(e: Error, note: &str) -> Error {
-    match e {
-        Error::Service { message } => Error::Service {
-            message: format!("{message}; {note}"),
-        },
-        Error::Datastore { message, source } => Error::Datastore {
-            message: format!("{message}; {note}"),
-            source,
-        },
-        other => {
-            tracing::warn!("{note}");
-            other
-        }
-    }
+/// What one attach carries from its checks into the restore lifecycle's hooks: the validated
+/// document, the server version, the replication login, the slots and the LSN to reach.
+/// Opaque: built by `attach_replication_slave` only.
+pub struct AttachPlan {
+    pub(crate) doc: SnapshotDocument,
+    pub(crate) version: ServerVersion,
+    pub(crate) user: String,
+    pub(crate) password: Secret,
+    pub(crate) snapshot_slot: String,
+    pub(crate) own_slot: String,
+    pub(crate) target: Lsn,
+    /// The slot was claimed for the restored data only: a rollback drops it.
+    pub(crate) drop_slot_on_rollback: bool,
 }
 
 /// What a standby records about its primary (no secret), for detach.
@@ -276,6 +266,7 @@ impl PostgresStrategy {
             });
         }
         doc.validate()?;
+        self.check_owned(&doc.dataset.snapshot_href)?;
         let db = self.db().await?;
         let (version, _) = server_version(&db).await?;
         let major = version.major();
@@ -322,158 +313,70 @@ impl PostgresStrategy {
         // restored one will, and a failed attach drops it again.
         let current = self.standby_state();
         let slot_in_use = current.as_ref().and_then(|s| s.slot.as_deref()) == Some(&own_slot);
-        let claimed = (!slot_in_use).then_some(SlotOnMaster {
-            doc,
-            user: &grant.user,
-            password: &password,
-            slot: &own_slot,
-        });
+        let plan = AttachPlan {
+            doc: doc.clone(),
+            version,
+            user: grant.user.clone(),
+            password,
+            snapshot_slot,
+            own_slot,
+            target,
+            drop_slot_on_rollback: !slot_in_use,
+        };
         // Taking the snapshot gave its login a new password; if this server already streams as
         // that login, its passfile must follow, whatever happens to this attach.
         if current.is_some_and(|s| s.user == grant.user && s.master == doc.master)
-            && let Err(e) = self.write_passfile(&grant.user, &password)
+            && let Err(e) = self.write_passfile(&grant.user, &plan.password)
         {
-            self.drop_claimed_slot(claimed).await;
+            self.drop_claimed_slot(&plan).await;
             return Err(e);
         }
-
-        let work = self.handle.work_dir.clone();
-        let data = self.handle.data_dir.clone();
-        let (staging, bytes, saved, synced) = match self.prepare_restore(doc, major, progress).await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                self.drop_claimed_slot(claimed).await;
-                return Err(e);
-            }
-        };
-        let own_auto = std::fs::read_to_string(data.join(AUTO_CONF))
-            .unwrap_or_else(|_| AUTO_CONF_HEADER.to_owned());
-        let previous = restore::unique(&work, PREVIOUS_PREFIX);
-        if let Err(e) = restore::swap_in(&data, &staging, &previous) {
-            let _ = std::fs::remove_dir_all(&staging);
-            let _ = self.handle.service.start().await;
-            self.drop_claimed_slot(claimed).await;
-            return Err(e);
+        let attached = lifecycle::attach(self, &plan, doc, req).await;
+        if attached.is_err() {
+            // A failure before the swap leaves the claimed slot: drop it (a rollback after the
+            // swap has done so already; dropping twice is harmless).
+            self.drop_claimed_slot(&plan).await;
         }
-        let configured = (|| -> Result<()> {
-            // The instance's own settings, not the master's.
-            self.write_data_file(&data, AUTO_CONF, &own_auto)?;
-            self.write_data_file(&data, "standby.signal", "")?;
-            self.write_standby_config(
-                &doc.master,
-                &grant.user,
-                &password,
-                Some(&own_slot),
-                version,
-                synced,
-            )
-        })();
-        let started = match configured {
-            Ok(()) => match self.handle.service.start().await {
-                Ok(()) => self.connect_restored().await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        let db = match started {
-            Ok(db) => db,
-            Err(e) => {
-                return Err(
-                    match self.roll_back(&data, &previous, &saved, claimed).await {
-                        Ok(()) => with_note(
-                            e,
-                            "the previous data directory was put back and the server started again",
-                        ),
-                        Err(rb) => Error::Service {
-                            message: format!(
-                                "the restored data directory did not start ({e}), and putting the \
-                             previous one back failed: {rb}"
-                            ),
-                        },
-                    },
-                );
-            }
-        };
-        progress.phase(Phase::CatchUp, format!("replay past {target}"));
-        // The previous data directory is kept until the standby streams: if it does not, the
-        // previous one is put back, as after a failed start.
-        let replay = match self.wait_streaming(&db, target, req.timeout).await {
-            Ok(r) => r,
-            Err(e) => {
-                drop(db);
-                return Err(
-                    match self.roll_back(&data, &previous, &saved, claimed).await {
-                        Ok(()) => with_note(
-                            e,
-                            "the previous data directory was put back and the server started again",
-                        ),
-                        Err(rb) => Error::Service {
-                            message: format!(
-                                "the restored data directory does not stream ({e}), and putting \
-                                 the previous one back failed: {rb}"
-                            ),
-                        },
-                    },
-                );
-            }
-        };
-        let prev = previous.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(prev)).await;
-        // Streaming from its own slot: the snapshot's slot has done its job and would pin WAL.
-        self.release_snapshot_slot(doc, &grant.user, &password, &snapshot_slot)
-            .await;
-        progress.phase(Phase::Done, "standby streaming");
-        Ok(AttachOutcome::new(
-            bytes,
-            Some(ReplicationPosition::PostgresqlLsn(replay)),
-        ))
+        attached
     }
 
-    /// Takes the snapshot staged for `doc` (see [`PostgresStrategy::take_staged`]) or verifies
-    /// and extracts it into a staging directory, checks and prepares that directory, saves the
-    /// standby files and stops the server; the last value says whether the directory is synced
-    /// to disk already (staged). On failure the staging directory is gone and the server
-    /// untouched (or, if stopping failed, as the service left it).
-    async fn prepare_restore(
+    /// Configures the swapped-in data directory as a standby of the plan's master (the hook
+    /// [`lifecycle::RestoreHooks::configure`]): the instance's own `postgresql.auto.conf` from
+    /// the previous data directory, `standby.signal`, the passfile, the standby override and its
+    /// state sidecar.
+    pub(crate) fn configure_standby(
         &self,
-        doc: &SnapshotDocument,
-        major: u32,
+        plan: &AttachPlan,
+        previous: &Path,
+        synced: bool,
+    ) -> Result<()> {
+        let data = &self.handle.data_dir;
+        let own_auto = std::fs::read_to_string(previous.join(AUTO_CONF))
+            .unwrap_or_else(|_| AUTO_CONF_HEADER.to_owned());
+        // The instance's own settings, not the master's.
+        self.write_data_file(data, AUTO_CONF, &own_auto)?;
+        self.write_data_file(data, "standby.signal", "")?;
+        self.write_standby_config(
+            &plan.doc.master,
+            &plan.user,
+            &plan.password,
+            Some(&plan.own_slot),
+            plan.version,
+            synced,
+        )
+    }
+
+    /// Waits until the restored standby streams and has replayed past the plan's target.
+    pub(crate) async fn wait_restored_streaming(
+        &self,
+        plan: &AttachPlan,
+        timeout: Duration,
         progress: &trove_guest_core::progress::Progress,
-    ) -> Result<(std::path::PathBuf, u64, SavedFiles, bool)> {
-        self.check_owned(&doc.dataset.snapshot_href)?;
-        restore::remove_stale(&self.handle.work_dir);
-        let (staging, bytes, synced) = match self.take_staged(doc).await? {
-            Some((dir, bytes)) => {
-                progress.phase(Phase::Restore, "use the snapshot staged earlier");
-                (dir, bytes, true)
-            }
-            None => {
-                progress.phase(Phase::Restore, "verify and extract the snapshot");
-                let (dir, bytes) = self.extract_verified(doc, progress).await?;
-                (dir, bytes, false)
-            }
-        };
-        let checked = self
-            .prepare_dir(&staging, major, &doc.dataset.snapshot_href)
-            .and_then(|()| SavedFiles::read(&self.handle.config_dir, STANDBY_FILES));
-        let stopped = match checked {
-            Ok(saved) => {
-                progress.phase(
-                    Phase::Start,
-                    "swap the data directory and start the standby",
-                );
-                self.handle.service.stop().await.map(|()| saved)
-            }
-            Err(e) => Err(e),
-        };
-        match stopped {
-            Ok(saved) => Ok((staging, bytes, saved, synced)),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                Err(e)
-            }
-        }
+    ) -> Result<Option<ReplicationPosition>> {
+        progress.phase(Phase::CatchUp, format!("replay past {}", plan.target));
+        let db = self.db().await?;
+        let replay = self.wait_streaming(&db, plan.target, timeout).await?;
+        Ok(Some(ReplicationPosition::PostgresqlLsn(replay)))
     }
 
     /// The preparation of a restored data directory that does not depend on the document:
@@ -509,20 +412,24 @@ impl PostgresStrategy {
     }
 
     /// Drops the slot a failed attach claimed on the master (best effort: a leftover slot only
-    /// pins WAL until cleanup or the next attach).
-    async fn drop_claimed_slot(&self, claimed: Option<SlotOnMaster<'_>>) {
-        let Some(s) = claimed else {
+    /// pins WAL, bounded by `max_slot_wal_keep_size`, until cleanup or the next attach).
+    pub(crate) async fn drop_claimed_slot(&self, plan: &AttachPlan) {
+        if !plan.drop_slot_on_rollback {
             return;
-        };
+        }
         let dropped = async {
-            let master =
-                Db::connect_master(&s.doc.master.host, s.doc.master.port, s.user, s.password)
-                    .await?;
-            self.drop_own_slot(&master, s.slot).await
+            let master = Db::connect_master(
+                &plan.doc.master.host,
+                plan.doc.master.port,
+                &plan.user,
+                &plan.password,
+            )
+            .await?;
+            self.drop_own_slot(&master, &plan.own_slot).await
         }
         .await;
         if let Err(e) = dropped {
-            tracing::warn!(error = %e, slot = s.slot, "could not drop this replica's slot");
+            tracing::warn!(error = %e, slot = %plan.own_slot, "could not drop this replica's slot");
         }
     }
 
@@ -620,7 +527,7 @@ impl PostgresStrategy {
         })
     }
 
-    async fn release_snapshot_slot(
+    pub(crate) async fn release_snapshot_slot(
         &self,
         doc: &SnapshotDocument,
         user: &str,
@@ -645,31 +552,7 @@ impl PostgresStrategy {
         }
     }
 
-    /// After a restored data directory failed to start (or to let the administrator in): stops
-    /// the server, puts the previous data directory and standby files back, drops the slot
-    /// this attach made on the master when nothing else uses it, starts the server and waits
-    /// until it answers.
-    async fn roll_back(
-        &self,
-        data: &Path,
-        previous: &Path,
-        saved: &SavedFiles,
-        claimed: Option<SlotOnMaster<'_>>,
-    ) -> Result<()> {
-        tracing::warn!(
-            "restored data directory did not start; putting the previous data directory back"
-        );
-        // A server that exited during start is not running: stop is then a no-op.
-        self.handle.service.stop().await?;
-        let failed = restore::unique(&self.handle.work_dir, restore::STAGING_PREFIX);
-        restore::put_back(data, previous, &failed)?;
-        saved.restore(self.file_owner())?;
-        self.drop_claimed_slot(claimed).await;
-        self.handle.service.start().await?;
-        self.db_wait().await.map(drop)
-    }
-
-    async fn connect_restored(&self) -> Result<Db> {
+    pub(crate) async fn connect_restored(&self) -> Result<Db> {
         Db::connect_retry(&self.handle, self.opts.start_timeout)
             .await
             .map_err(|e| {
@@ -751,7 +634,7 @@ impl PostgresStrategy {
         source: &StandbySource,
         opts: &RejoinOptions,
     ) -> Result<AttachOutcome> {
-        let _g = self.lock.lock().await;
+        let _g = self.change.begin("rejoin_as_standby")?;
         let grant = &source.replication;
         names::check_role(&grant.user)?;
         if let Some(slot) = &grant.slot_name {

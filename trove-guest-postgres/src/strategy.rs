@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use trove_guest_core::lifecycle::{self, ChangeLock};
 use trove_guest_core::wire::{MasterAddress, ReplicationGrant};
 use trove_guest_core::{
     AttachOutcome, AttachRequest, Capabilities, DatastoreHandle, DatastoreKind, DemoteOptions,
-    DetachOptions, DetachedReplica, EnableMasterOptions, Error, OsUser, ReplicationPosition,
-    ReplicationStatus, ReplicationStrategy, Result, SnapshotDocument, SnapshotRequest,
-    SnapshotStore, StageRequest, StagedSnapshot,
+    DetachOptions, DetachedReplica, EnableMasterOptions, Error, OsUser, RecoverOptions,
+    RecoveryReport, ReplicationPosition, ReplicationStatus, ReplicationStrategy, Result,
+    SnapshotDocument, SnapshotRequest, SnapshotStore, StageRequest, StagedSnapshot,
 };
 
 use crate::client::Db;
@@ -136,7 +137,7 @@ pub struct PostgresStrategy {
     pub(crate) handle: DatastoreHandle,
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) opts: PostgresStrategyOptions,
-    pub(crate) lock: tokio::sync::Mutex<()>,
+    pub(crate) change: ChangeLock,
 }
 
 impl PostgresStrategy {
@@ -150,7 +151,7 @@ impl PostgresStrategy {
             handle,
             store,
             opts,
-            lock: tokio::sync::Mutex::new(()),
+            change: ChangeLock::new(),
         }
     }
 
@@ -298,7 +299,7 @@ impl ReplicationStrategy for PostgresStrategy {
     }
 
     async fn enable_as_master(&self, opts: &EnableMasterOptions) -> Result<()> {
-        let _g = self.lock.lock().await;
+        let _g = self.change.begin("enable_as_master")?;
         self.enable_master_locked(opts).await
     }
 
@@ -312,7 +313,7 @@ impl ReplicationStrategy for PostgresStrategy {
     /// that succeeds invalidates it. A failed snapshot drops the slot and login only if it made
     /// them.
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
-        let _g = self.lock.lock().await;
+        let _g = self.change.begin("get_replication_snapshot")?;
         self.snapshot_locked(req).await
     }
 
@@ -328,7 +329,7 @@ impl ReplicationStrategy for PostgresStrategy {
     /// syncs it to disk. Serialised with the other changing calls (it waits for a running
     /// attach). The running server and its data directory are not touched.
     async fn stage_snapshot(&self, req: &StageRequest) -> Result<StagedSnapshot> {
-        let _g = self.lock.lock().await;
+        let _g = self.change.begin("stage_snapshot")?;
         self.stage_locked(req).await
     }
 
@@ -337,27 +338,32 @@ impl ReplicationStrategy for PostgresStrategy {
         snapshot: &SnapshotDocument,
         req: &AttachRequest,
     ) -> Result<AttachOutcome> {
-        let _g = self.lock.lock().await;
+        let _g = self.change.begin("attach_replication_slave")?;
         self.attach_locked(snapshot, req).await
     }
 
     async fn detach_replication_slave(&self, opts: &DetachOptions) -> Result<DetachedReplica> {
-        let _g = self.lock.lock().await;
+        let _g = self.change.begin("detach_replication_slave")?;
         self.detach_locked(opts).await
     }
 
     async fn cleanup_source_on_replica_detach(&self, replica: &DetachedReplica) -> Result<()> {
-        let _g = self.lock.lock().await;
+        let _g = self.change.begin("cleanup_source_on_replica_detach")?;
         self.cleanup_locked(replica).await
     }
 
     async fn demote_replication_master(&self, opts: &DemoteOptions) -> Result<()> {
-        let _g = self.lock.lock().await;
+        let _g = self.change.begin("demote_replication_master")?;
         self.demote_locked(opts).await
     }
 
+    async fn recover(&self, opts: &RecoverOptions) -> Result<RecoveryReport> {
+        let _g = self.change.begin("recover")?;
+        lifecycle::recover(self, opts).await
+    }
+
     async fn make_read_only(&self, read_only: bool) -> Result<()> {
-        let _g = self.lock.lock().await;
+        let _g = self.change.begin("make_read_only")?;
         self.read_only_locked(read_only).await
     }
 

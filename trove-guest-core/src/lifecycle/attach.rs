@@ -150,7 +150,9 @@ pub(crate) async fn finish(layout: &WorkLayout) -> Result<()> {
 /// `e` when the rollback worked (with a note), else an error saying both.
 fn rolled_back_or_not(e: Error, back: Result<()>) -> Error {
     match back {
-        Ok(()) => e.with_note("the previous data directory was put back and the server started again"),
+        Ok(()) => {
+            e.with_note("the previous data directory was put back and the server started again")
+        }
         Err(rb) => Error::Service {
             message: format!(
                 "the restored data directory did not become a replica ({e}), and putting the \

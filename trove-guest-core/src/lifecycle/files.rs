@@ -47,7 +47,10 @@ pub(crate) async fn remove_tree(dir: std::path::PathBuf) -> Result<()> {
 
 /// Copies each of `files` (those that exist) into the layout's saved directory (0700 directory,
 /// 0600 copies, synced) and says what was there.
-pub(crate) fn save_files(layout: &WorkLayout, files: &[std::path::PathBuf]) -> Result<Vec<SavedFile>> {
+pub(crate) fn save_files(
+    layout: &WorkLayout,
+    files: &[std::path::PathBuf],
+) -> Result<Vec<SavedFile>> {
     let dir = layout.saved();
     remove_dir_if_exists(&dir)?;
     std::fs::create_dir(&dir).context(|| format!("create {}", dir.display()))?;
@@ -57,7 +60,8 @@ pub(crate) fn save_files(layout: &WorkLayout, files: &[std::path::PathBuf]) -> R
     for (i, path) in files.iter().enumerate() {
         let copy = format!(
             "{i}-{}",
-            path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy())
+            path.file_name()
+                .map_or_else(|| "file".into(), |n| n.to_string_lossy())
         );
         match std::fs::read(path) {
             Ok(bytes) => {
@@ -230,7 +234,10 @@ mod tests {
         assert!(put_back(&layout, &h.data_dir).unwrap());
         assert_eq!(marker(&h.data_dir), "previous");
         assert!(!layout.old_data().exists());
-        assert!(!put_back(&layout, &h.data_dir).unwrap(), "nothing left to put back");
+        assert!(
+            !put_back(&layout, &h.data_dir).unwrap(),
+            "nothing left to put back"
+        );
         assert_eq!(marker(&h.data_dir), "previous");
     }
 

@@ -101,8 +101,7 @@ pub trait RestoreHooks: Send + Sync {
     /// # Cancel safety
     ///
     /// Not cancel safe; the journal lets recovery roll back.
-    async fn configure(&self, plan: &Self::Plan, previous_data: &Path, staged: bool)
-    -> Result<()>;
+    async fn configure(&self, plan: &Self::Plan, previous_data: &Path, staged: bool) -> Result<()>;
 
     /// Starts the server on the restored data and waits (bounded) until the administrator's
     /// login works. Files it writes for the first start only are listed in

@@ -164,7 +164,10 @@ impl Journal {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 Error::invalid(
                     "lifecycle journal",
-                    format!("{}: {e} (remove it by hand once the server is checked)", self.path.display()),
+                    format!(
+                        "{}: {e} (remove it by hand once the server is checked)",
+                        self.path.display()
+                    ),
                 )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -198,7 +201,9 @@ impl Journal {
     ///
     /// [`Error::Io`].
     pub fn clear(&self) -> Result<()> {
-        crate::staging::StagingMarker::new(&self.path).remove().map(|_| ())
+        crate::staging::StagingMarker::new(&self.path)
+            .remove()
+            .map(|_| ())
     }
 }
 
@@ -224,7 +229,10 @@ mod tests {
         j.clear().unwrap();
         assert_eq!(j.read().unwrap(), None);
         std::fs::write(j.path(), b"{").unwrap();
-        assert!(j.read().is_err(), "a damaged journal is an error, not silence");
+        assert!(
+            j.read().is_err(),
+            "a damaged journal is an error, not silence"
+        );
     }
 
     #[test]

@@ -174,7 +174,9 @@ fn sweep(
     report: &mut RecoveryReport,
 ) -> Result<()> {
     if !data_dir_exists {
-        tracing::error!("the data directory is missing and no previous copy is known; leaving the work directory as it is");
+        tracing::error!(
+            "the data directory is missing and no previous copy is known; leaving the work directory as it is"
+        );
         return Ok(());
     }
     let staged = layout.marker().read().is_some();
@@ -189,7 +191,12 @@ fn sweep(
     let entries = match std::fs::read_dir(layout.work_dir()) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(format!("list {}", layout.work_dir().display()), e)),
+        Err(e) => {
+            return Err(Error::io(
+                format!("list {}", layout.work_dir().display()),
+                e,
+            ));
+        }
     };
     let now = SystemTime::now();
     for e in entries.flatten() {

@@ -95,7 +95,10 @@ async fn stage_into<H: RestoreHooks + ?Sized>(
         Phase::Restore,
         format!("following, verifying and extracting {href}"),
     );
-    let reader = hooks.store().follow(href, &req.expected, &req.follow).await?;
+    let reader = hooks
+        .store()
+        .follow(href, &req.expected, &req.follow)
+        .await?;
     let mut reader = ParkAfterFirstRead {
         inner: reader,
         reads: 0,

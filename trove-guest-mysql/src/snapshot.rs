@@ -199,7 +199,7 @@ impl MysqlStrategy {
             format!("{} --backup into {name}", flavor.backup_tool()),
         );
         let scratch = tempfile::Builder::new()
-            .prefix(".tg-backup-")
+            .prefix(trove_guest_core::lifecycle::BACKUP_SCRATCH_PREFIX)
             .tempdir_in(&self.handle.work_dir)
             .context(|| format!("create scratch dir in {}", self.handle.work_dir.display()))?;
         let secret = SecretFile::new_in(

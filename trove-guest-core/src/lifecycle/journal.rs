@@ -181,6 +181,10 @@ impl Journal {
     ///
     /// [`Error::Io`].
     pub fn write(&self, entry: &JournalEntry) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
         let json = serde_json::to_vec_pretty(entry).expect("a journal entry serializes");
         write_durable(&self.path, &json)
     }

@@ -22,6 +22,8 @@ const SAVED: &str = ".tg-saved";
 const JOURNAL: &str = ".tg-journal.json";
 /// Prefix of private directories holding secret files for tools and servers.
 pub(crate) const SECRET_PREFIX: &str = ".tg-secret-";
+/// Prefix of a backup tool's scratch directories (a snapshot in progress).
+pub const BACKUP_SCRATCH_PREFIX: &str = ".tg-backup-";
 
 /// The lifecycle's files in a work directory.
 #[derive(Debug, Clone)]
@@ -81,6 +83,7 @@ impl WorkLayout {
             || name == FAILED
             || name == SAVED
             || name.starts_with(SECRET_PREFIX)
+            || name.starts_with(BACKUP_SCRATCH_PREFIX)
             || (name.ends_with(".tmp") && name.starts_with(".tg-"))
             // Names used before the lifecycle moved into core.
             || name == ".tg-restore"

@@ -39,7 +39,7 @@ pub use failpoint::{failpoint, failpoint_armed};
 pub use guard::{ChangeGuard, ChangeLock};
 pub use hooks::RestoreHooks;
 pub use journal::{Journal, JournalEntry, Operation, SavedFile, Step};
-pub use layout::WorkLayout;
+pub use layout::{BACKUP_SCRATCH_PREFIX, WorkLayout};
 pub use recover::recover;
 pub use report::{RecoverOptions, RecoveryAction, RecoveryReport};
 pub use stage::stage;

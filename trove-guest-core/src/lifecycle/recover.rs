@@ -230,6 +230,8 @@ fn sweep(
 fn describe(name: &str) -> &'static str {
     if name.starts_with(super::layout::SECRET_PREFIX) {
         "secret files"
+    } else if name.starts_with(super::layout::BACKUP_SCRATCH_PREFIX) {
+        "backup scratch directory"
     } else if name.contains("old-data") || name.contains("previous") {
         "old data directory"
     } else if name.contains("failed") {

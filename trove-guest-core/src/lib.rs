@@ -59,6 +59,7 @@
 pub mod datastore;
 pub mod error;
 pub mod lifecycle;
+pub mod poll;
 pub mod position;
 pub mod progress;
 pub mod runner;

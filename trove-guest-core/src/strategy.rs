@@ -428,6 +428,22 @@ pub struct ReplicationStatus {
 /// [`DatastoreHandle`](crate::DatastoreHandle). Every call is safe to retry after a failure or
 /// cancellation: the steps check current state before changing it, and data directories are
 /// swapped only after a restore fully succeeded.
+///
+/// # Concurrency
+///
+/// One change at a time, for every backend: a call that changes the server
+/// ([`enable_as_master`](Self::enable_as_master), snapshot, stage, attach, detach, cleanup,
+/// demote, [`make_read_only`](Self::make_read_only), [`recover`](Self::recover)) fails at once
+/// with [`Error::Busy`] while another change runs on the same strategy; it never queues. Calls
+/// that only read ([`replication_status`](Self::replication_status), positions,
+/// [`wait_for_txn`](Self::wait_for_txn)) run at any time. Backends implement this with
+/// [`lifecycle::ChangeLock`](crate::lifecycle::ChangeLock).
+///
+/// # Crash safety
+///
+/// Attach and stage run on the core lifecycle ([`crate::lifecycle`]): each irreversible step
+/// is journaled first, and [`recover`](Self::recover), which an agent runs before it serves,
+/// rolls an interrupted change forward or back. Embedders must call it at startup too.
 #[async_trait]
 pub trait ReplicationStrategy: Send + Sync + fmt::Debug {
     /// The datastore this strategy serves.

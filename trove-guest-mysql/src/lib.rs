@@ -81,7 +81,8 @@
 //!   `--prepare` finished and removed before the directory is touched again, so attach uses a
 //!   staging directory only when the marker names the document's snapshot and the store still
 //!   holds exactly that snapshot; the binlog info cross-check runs on either path before the
-//!   swap. Extraction and prepare are one function for both (`restore.rs`).
+//!   swap. The staging, marker, journal, swap and recovery are the core lifecycle's
+//!   (`trove_guest_core::lifecycle`); this crate supplies its hooks (`hooks.rs`).
 //! * **Parallelism**: the backup tool and the extractor run with
 //!   [`MysqlOptions::backup_parallel`] / [`MysqlOptions::extract_parallel`] threads (default
 //!   half the available cores, 1 to 4) unless the snapshot request says otherwise.

@@ -228,7 +228,7 @@ impl MysqlStrategy {
         })?;
         let stdout = tool.take_stdout().expect("stdout is piped");
         let mut tap = BinlogInfoTap::new(stdout);
-        let pending = match self.store.put(&name, &mut tap, progress).await {
+        let pending = match self.store.put(name, &mut tap, progress).await {
             Ok(p) => p,
             Err(e) => {
                 // Nobody reads the pipe any more: kill the tool (dropping it kills its group).
@@ -266,9 +266,9 @@ impl MysqlStrategy {
         let made = async {
             let mut s = self.session().await?;
             s.exec(&sql.set_session_log_bin(false)).await?;
-            s.exec(&sql.create_user(&account, &password)).await?;
-            s.exec(&sql.set_password(&account, &password)).await?;
-            s.exec(&sql.grant_replication(&account)).await?;
+            s.exec(&sql.create_user(account, &password)).await?;
+            s.exec(&sql.set_password(account, &password)).await?;
+            s.exec(&sql.grant_replication(account)).await?;
             s.close().await;
             Ok::<_, Error>(())
         }

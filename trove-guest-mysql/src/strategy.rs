@@ -173,33 +173,7 @@ impl MysqlStrategy {
     }
 }
 
-/// Bounded polling helper: sleeps `poll` unless `deadline` has passed.
-/// A polling loop's pause: starts at 5 ms and doubles up to the configured interval, so a
-/// condition that holds almost at once is seen almost at once, and a long wait still polls
-/// gently.
-pub(crate) struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(max: Duration) -> Self {
-        Backoff {
-            next: Duration::from_millis(5).min(max),
-            max,
-        }
-    }
-
-    /// Sleeps the next pause (never past `deadline`); false once `deadline` has passed.
-    pub(crate) async fn tick(&mut self, deadline: tokio::time::Instant) -> bool {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(self.next.min(deadline - tokio::time::Instant::now())).await;
-        self.next = (self.next * 2).min(self.max);
-        true
-    }
-}
+pub(crate) use trove_guest_core::poll::Backoff;
 
 #[async_trait]
 impl ReplicationStrategy for MysqlStrategy {

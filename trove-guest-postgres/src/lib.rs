@@ -10,8 +10,8 @@
 //!   success, and stream from the master through their slot with a passfile (no password in any
 //!   configuration file, command line or log);
 //! * **staging** (`stage_snapshot`) follows a snapshot while the master still uploads it,
-//!   verifies, extracts, prepares and syncs it into `<work_dir>/.tg-pg-staged` (named by the
-//!   marker `.tg-pg-staged.json`), without touching the running server; an attach from the
+//!   verifies, extracts, prepares and syncs it into the work directory's staging area (named by
+//!   the marker `.tg-staged.json`), without touching the running server; an attach from the
 //!   document naming that snapshot swaps the staged copy in instead of reading it again;
 //! * **detach** promotes (`pg_promote`, then a checkpoint); **cleanup** drops the replica's
 //!   slot and login on the master; **demote** removes every slot, role, `pg_hba` entry and

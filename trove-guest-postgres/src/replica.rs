@@ -1,11 +1,12 @@
 //! Standby-side calls: attach from a snapshot, detach (promote) and rejoin by rewind.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use trove_guest_core::error::IoResultExt;
 use trove_guest_core::lifecycle;
+use trove_guest_core::poll::Backoff;
 use trove_guest_core::progress::Phase;
 use trove_guest_core::wire::MasterAddress;
 use trove_guest_core::{
@@ -182,10 +183,10 @@ impl PostgresStrategy {
     /// Waits until the WAL receiver streams and replay has passed `target`; returns the replay
     /// position.
     async fn wait_streaming(&self, db: &Db, target: Lsn, timeout: Duration) -> Result<Lsn> {
-        let started = Instant::now();
+        let deadline = trove_guest_core::deadline(timeout);
         let receiver_sql = flavor(db).await?.wal_receiver_sql();
         // 5 ms doubling to 100 ms: a standby that streams at once is seen at once.
-        let mut pause = Duration::from_millis(5);
+        let mut poll = Backoff::new(Duration::from_millis(100));
         loop {
             let status: Option<String> = db
                 .opt("read the WAL receiver", receiver_sql, &[])
@@ -199,7 +200,7 @@ impl PostgresStrategy {
             if status.as_deref() == Some("streaming") && replay.is_some_and(|r| r >= target) {
                 return Ok(replay.unwrap_or_default());
             }
-            if started.elapsed() >= timeout {
+            if !poll.tick(deadline).await {
                 return Err(Error::timeout(
                     format!(
                         "the standby to stream and replay past {target} (receiver {}, replayed {})",
@@ -209,8 +210,6 @@ impl PostgresStrategy {
                     timeout,
                 ));
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 

@@ -323,11 +323,11 @@ impl ReplicationStrategy for PostgresStrategy {
         self.store.snapshot_href(name)
     }
 
-    /// Follows, verifies and extracts the snapshot into `<work_dir>/.tg-pg-staged` (named by
-    /// the marker `<work_dir>/.tg-pg-staged.json` once complete), prepares it as attach does
-    /// (control file and version checked, files a standby must not carry over removed) and
-    /// syncs it to disk. Serialised with the other changing calls (it waits for a running
-    /// attach). The running server and its data directory are not touched.
+    /// Follows, verifies and extracts the snapshot into the core lifecycle's staging directory
+    /// (named by its marker once complete), prepares it as attach does (control file and
+    /// version checked, files a standby must not carry over removed) and syncs it to disk. Like
+    /// every change, refused with `Busy` while another runs. The running server and its data
+    /// directory are not touched.
     async fn stage_snapshot(&self, req: &StageRequest) -> Result<StagedSnapshot> {
         let _g = self.change.begin("stage_snapshot")?;
         self.stage_locked(req).await

@@ -75,7 +75,7 @@ fn leftovers(server: &PostgresServer) -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".tg-pg-"))
+        .filter(|n| n.starts_with(".tg-"))
         .collect()
 }
 

@@ -16,7 +16,7 @@ fn leftovers(work_dir: &std::path::Path) -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".tg-pg-"))
+        .filter(|n| n.starts_with(".tg-"))
         .collect();
     v.sort();
     v
@@ -90,7 +90,7 @@ async fn a_stage_cancelled_while_following_the_upload_leaves_the_server_serving_
     );
     let work_dir = r.handle().work_dir.clone();
     assert!(
-        !work_dir.join(".tg-pg-staged.json").exists(),
+        !work_dir.join(".tg-staged.json").exists(),
         "a cancelled stage names nothing as staged: {:?}",
         leftovers(&work_dir)
     );
@@ -138,7 +138,7 @@ async fn an_attach_uses_the_staged_snapshot_of_its_document_without_reading_it_a
     let work_dir = r.handle().work_dir.clone();
     assert_eq!(
         leftovers(&work_dir),
-        [".tg-pg-staged", ".tg-pg-staged.json"],
+        [".tg-staged.json", ".tg-staging"],
         "one staged directory and its marker"
     );
 

@@ -56,6 +56,7 @@
 //! # }
 //! ```
 
+pub mod archive;
 pub mod datastore;
 pub mod error;
 pub mod lifecycle;

@@ -39,9 +39,9 @@ impl RestoreHooks for MysqlStrategy {
             .await
     }
 
-    async fn prepare(&self, _href: &str, dir: &Path, progress: &Progress) -> Result<()> {
+    async fn prepare(&self, href: &str, dir: &Path, progress: &Progress) -> Result<()> {
         let flavor = self.flavor().await?;
-        self.prepare_restored(dir, flavor, progress).await
+        self.prepare_restored(href, dir, flavor, progress).await
     }
 
     fn check_restored(&self, plan: &AttachPlan, dir: &Path) -> Result<()> {

@@ -1,17 +1,21 @@
 //! Restoring a snapshot into a directory: the extraction and `--prepare` steps the core
 //! lifecycle runs for attach and staging alike.
 //!
-//! The snapshot streams from the store into `mbstream`/`xbstream -x`; the store verifies size
-//! and SHA-256 as the bytes pass and fails the last read on a mismatch, before end of stream is
-//! reported, so a damaged snapshot never reaches `--prepare`.
+//! The snapshot streams from the store through the core member check
+//! ([`trove_guest_core::archive`]) into `mbstream`/`xbstream -x`, run as the database's OS
+//! account; the store verifies size and SHA-256 as the bytes pass and fails the last read on a
+//! mismatch, before end of stream is reported, so a damaged snapshot never reaches `--prepare`.
 
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncRead;
+use trove_guest_core::archive::{self, ArchiveFormat, Inspector, extraction_user, own_tree};
 use trove_guest_core::error::IoResultExt;
-use trove_guest_core::{Error, Phase, Progress, Result, SnapshotDocument};
+use trove_guest_core::{Error, OsUser, Phase, Progress, Result, SnapshotDocument};
 
-use crate::commands::{extract_command, prepare_command};
+use crate::commands::{extract_command, prepare_command, prepare_option_file};
 use crate::flavor::{Flavor, FlavorKind};
 use crate::strategy::MysqlStrategy;
 use crate::xbstream::{BINLOG_INFO_FILES, BinlogInfo};
@@ -21,9 +25,12 @@ impl MysqlStrategy {
     /// known) into `mbstream`/`xbstream -x` in `dir` (existing and empty); returns the number
     /// of bytes read, all of them verified by the reader.
     ///
-    /// A verification failure kills the extractor and becomes [`Error::Integrity`]; when the
-    /// extractor stops reading early (a damaged chunk), the rest of the snapshot is still read
-    /// through the verifier, so an integrity failure wins over the extractor's complaint.
+    /// The snapshot is untrusted: its members are checked as they stream, before the extractor
+    /// sees them ([`archive::pump`]), and extraction runs as the database's OS account
+    /// ([`extraction_user`]), in a 0700 `dir` owned by it. A verification failure or a refused
+    /// member kills the extractor and becomes [`Error::Integrity`]; when the extractor stops
+    /// reading early (a damaged chunk), the rest of the snapshot is still read through the
+    /// verifier, so an integrity failure wins over the extractor's complaint.
     pub(crate) async fn extract_stream(
         &self,
         href: &str,
@@ -33,56 +40,127 @@ impl MysqlStrategy {
         flavor: Flavor,
         progress: &Progress,
     ) -> Result<u64> {
-        let parallel = Some(self.opts.extract_parallel.max(1));
-        let mut tool = extract_command(&self.stream_tool(flavor), dir, parallel).spawn()?;
-        let mut stdin = tool.take_stdin().expect("stdin is piped");
-        let mut buf = vec![0u8; trove_guest_core::store::CHUNK_SIZE];
-        let mut done = 0u64;
-        let read_error = |e| Error::from_read(format!("read snapshot {href}"), e);
-        loop {
-            // A verification failure surfaces here, before EOF is reported: the tool is
-            // killed (dropped) and nothing is prepared.
-            let n = reader.read(&mut buf).await.map_err(read_error)?;
-            if n == 0 {
-                break;
-            }
-            if let Err(e) = stdin.write_all(&buf[..n]).await {
-                drop(stdin);
-                // The extractor stopped reading (mbstream checks chunk CRCs and quits on a
-                // damaged one). Read the rest through the verifier first: a snapshot that
-                // fails verification is an integrity error, whatever the extractor said.
-                while reader.read(&mut buf).await.map_err(read_error)? > 0 {}
-                tool.wait().await?;
-                return Err(Error::io(format!("feed {}", flavor.stream_tool()), e));
-            }
-            done += n as u64;
-            progress.bytes(Phase::Restore, done, total);
+        progress.phase(Phase::Restore, format!("extracting {href}"));
+        let owner = extraction_user(self.handle.os_user);
+        if owner.is_none() && OsUser::current().uid == 0 {
+            tracing::warn!(
+                "no OS user is configured for the datastore: the snapshot is extracted and \
+                 prepared as root"
+            );
         }
-        stdin
-            .shutdown()
-            .await
-            .map_err(|e| Error::io(format!("close {} input", flavor.stream_tool()), e))?;
-        drop(stdin);
-        tool.wait().await?;
-        Ok(done)
+        prepare_extraction_dir(dir, owner)?;
+        let parallel = Some(self.opts.extract_parallel.max(1));
+        let tool = extract_command(&self.stream_tool(flavor), dir, parallel)
+            .run_as(owner)
+            .spawn()?;
+        let mut inspector = Inspector::new(ArchiveFormat::Xbstream, href);
+        archive::pump(href, reader, total, tool, &mut inspector, progress).await
     }
 
-    /// `--prepare`s an extracted snapshot in `dir`.
+    /// `--prepare`s an extracted snapshot in `dir`: its `backup-my.cnf` is first replaced by
+    /// the keys `--prepare` needs ([`prepare_option_file`]); the tool runs as the database's OS
+    /// account, and the prepared tree is given to that account.
     pub(crate) async fn prepare_restored(
         &self,
+        href: &str,
         dir: &Path,
         flavor: Flavor,
         progress: &Progress,
     ) -> Result<()> {
+        let owner = extraction_user(self.handle.os_user);
+        write_prepare_options(href, dir, owner)?;
         progress.phase(Phase::Apply, format!("{} --prepare", flavor.backup_tool()));
         prepare_command(
             &self.backup_tool(flavor),
             dir,
             self.opts.prepare_memory.as_deref(),
         )
+        .run_as(owner)
         .run()
-        .await
+        .await?;
+        if let Some(owner) = owner {
+            let tree = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || own_tree(&tree, owner))
+                .await
+                .map_err(|e| Error::io("give the restored tree to its owner", e.into()))??;
+        }
+        Ok(())
     }
+}
+
+/// Makes the (existing, empty) extraction directory `dir` private (0700) and gives it to
+/// `owner`, the account the tools run as.
+fn prepare_extraction_dir(dir: &Path, owner: Option<OsUser>) -> Result<()> {
+    let meta = std::fs::symlink_metadata(dir).context(|| format!("stat {}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(Error::invalid(
+            "staging directory",
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    if std::fs::read_dir(dir)
+        .context(|| format!("read {}", dir.display()))?
+        .next()
+        .is_some()
+    {
+        return Err(Error::invalid(
+            "staging directory",
+            format!("{} is not empty", dir.display()),
+        ));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .context(|| format!("chmod {}", dir.display()))?;
+    if let Some(owner) = owner {
+        owner.chown(dir)?;
+    }
+    Ok(())
+}
+
+/// Replaces the extracted `backup-my.cnf` in `dir` by [`prepare_option_file`]'s version of it
+/// (0600, owned by `owner`), never writing through whatever is at that name.
+fn write_prepare_options(href: &str, dir: &Path, owner: Option<OsUser>) -> Result<()> {
+    const MAX: u64 = 64 * 1024;
+    let path = dir.join("backup-my.cnf");
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::integrity(
+                href,
+                "the snapshot holds no backup-my.cnf",
+            ));
+        }
+        Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
+    };
+    if !meta.is_file() || meta.len() > MAX {
+        return Err(Error::integrity(
+            href,
+            "backup-my.cnf is not a regular file of at most 64 KiB",
+        ));
+    }
+    let text = std::fs::read(&path).context(|| format!("read {}", path.display()))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| Error::integrity(href, "backup-my.cnf is not UTF-8"))?;
+    let sanitized = prepare_option_file(href, &text)?;
+    let tmp = dir.join(".tg-backup-my.cnf.new");
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("remove {}", tmp.display()), e)),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .context(|| format!("create {}", tmp.display()))?;
+    f.write_all(sanitized.as_bytes())
+        .context(|| format!("write {}", tmp.display()))?;
+    drop(f);
+    if let Some(owner) = owner {
+        owner.chown(&tmp)?;
+    }
+    std::fs::rename(&tmp, &path)
+        .context(|| format!("rename {} to {}", tmp.display(), path.display()))
 }
 
 /// Checks the binlog info file of a restored (extracted, possibly prepared: `--prepare` keeps

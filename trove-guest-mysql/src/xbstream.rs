@@ -3,42 +3,30 @@
 //! The backup tool writes the position it recorded under the backup lock into the stream as a
 //! small file: `xtrabackup_binlog_info` (MariaDB 10.x, MySQL) or `mariadb_backup_binlog_info`
 //! (MariaDB 11.x), `file<TAB>offset<TAB>gtid`. [`BinlogInfoTap`] wraps the tool's stdout, passes
-//! every byte on unchanged and parses the xbstream chunk headers on the side, keeping the
-//! payload of those files only. No temporary copy of the stream is made.
-//!
-//! Chunk layout (little endian): magic `XBSTCK01`, flags (1 byte), type (1 byte: `P` payload,
-//! `E` end of file), path length (u32), path; for `P` then payload length (u64), offset (u64),
-//! CRC-32 (u32) and the payload. An unknown chunk type stops the parsing (the position is then
-//! reported missing, never guessed).
+//! every byte on unchanged and parses the xbstream chunks on the side with the one xbstream
+//! parser ([`trove_guest_core::archive::xbstream::ChunkParser`]), keeping the payload of those
+//! files only. No temporary copy of the stream is made. A stream the parser cannot follow (an
+//! unknown chunk type) stops the parsing: the position is then reported missing, never guessed.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
+use trove_guest_core::archive::xbstream::{ChunkEvent, ChunkParser};
 use trove_guest_core::position::{BinlogFile, MariaDbGtidList, MysqlGtidSet};
 use trove_guest_core::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"XBSTCK01";
 /// Names of the binlog position file, newest first.
 pub const BINLOG_INFO_FILES: [&str; 2] = ["mariadb_backup_binlog_info", "xtrabackup_binlog_info"];
 const MAX_CAPTURE: u64 = 1 << 20;
-
-#[derive(Debug)]
-enum State {
-    /// Collecting a chunk header.
-    Header,
-    /// Skipping or capturing `remaining` payload bytes.
-    Payload { remaining: u64, capture: bool },
-    /// The stream is not parseable any further.
-    Broken(String),
-}
 
 /// An `AsyncRead` pass-through that extracts the binlog info file from an xbstream.
 #[derive(Debug)]
 pub struct BinlogInfoTap<R> {
     inner: R,
-    state: State,
-    header: Vec<u8>,
+    parser: ChunkParser,
+    /// Whether the payload now streaming belongs to the captured file.
+    capturing: bool,
     captured: Option<(String, Vec<u8>)>,
 }
 
@@ -47,8 +35,8 @@ impl<R> BinlogInfoTap<R> {
     pub fn new(inner: R) -> Self {
         BinlogInfoTap {
             inner,
-            state: State::Header,
-            header: Vec::with_capacity(64),
+            parser: ChunkParser::new(),
+            capturing: false,
             captured: None,
         }
     }
@@ -57,10 +45,9 @@ impl<R> BinlogInfoTap<R> {
     ///
     /// # Errors
     ///
-    /// [`Error::ToolFailed`]-free: [`Error::Datastore`] when the stream held no such file or
-    /// could not be parsed.
+    /// [`Error::Datastore`] when the stream held no such file or could not be parsed.
     pub fn binlog_info(&self) -> Result<(&str, &str)> {
-        if let State::Broken(why) = &self.state
+        if let Some(why) = self.parser.broken()
             && self.captured.is_none()
         {
             return Err(Error::Datastore {
@@ -84,88 +71,35 @@ impl<R> BinlogInfoTap<R> {
         }
     }
 
-    fn feed(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            match &mut self.state {
-                State::Broken(_) => return,
-                State::Payload { remaining, capture } => {
-                    let n = (*remaining).min(data.len() as u64) as usize;
-                    if *capture && let Some((_, buf)) = &mut self.captured {
-                        buf.extend_from_slice(&data[..n]);
-                    }
-                    *remaining -= n as u64;
-                    data = &data[n..];
-                    if *remaining == 0 {
-                        self.state = State::Header;
-                    }
-                }
-                State::Header => {
-                    let need = self.header_need();
-                    let take = need.saturating_sub(self.header.len()).min(data.len());
-                    self.header.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    if self.header.len() == need {
-                        self.header_step();
+    fn feed(&mut self, data: &[u8]) {
+        let (capturing, captured) = (&mut self.capturing, &mut self.captured);
+        // A parse failure is remembered by the parser and reported by `binlog_info`.
+        let _ = self.parser.feed(data, |ev| {
+            match ev {
+                ChunkEvent::Chunk {
+                    path, payload_len, ..
+                } => {
+                    let name = std::str::from_utf8(path).ok();
+                    *capturing = name.is_some_and(|n| BINLOG_INFO_FILES.contains(&n))
+                        && payload_len <= MAX_CAPTURE;
+                    if *capturing
+                        && let Some(name) = name
+                        && captured.as_ref().is_none_or(|(n, _)| n != name)
+                    {
+                        *captured = Some((name.to_owned(), Vec::new()));
                     }
                 }
+                ChunkEvent::Payload(piece) => {
+                    if *capturing
+                        && let Some((_, buf)) = captured
+                        && (buf.len() + piece.len()) as u64 <= MAX_CAPTURE
+                    {
+                        buf.extend_from_slice(piece);
+                    }
+                }
             }
-        }
-    }
-
-    /// How many header bytes are needed to make progress, given what is collected.
-    fn header_need(&self) -> usize {
-        let h = &self.header;
-        if h.len() < 14 {
-            return 14;
-        }
-        let path_len = u32::from_le_bytes([h[10], h[11], h[12], h[13]]) as usize;
-        match h[9] {
-            b'E' => 14 + path_len,
-            _ => 14 + path_len + 20,
-        }
-    }
-
-    fn header_step(&mut self) {
-        let h = &self.header;
-        if h.len() == 14 {
-            if &h[..8] != MAGIC {
-                self.state = State::Broken("bad chunk magic".into());
-                return;
-            }
-            if !matches!(h[9], b'P' | b'E') {
-                self.state = State::Broken(format!("unknown chunk type {:?}", h[9] as char));
-                return;
-            }
-            let path_len = u32::from_le_bytes([h[10], h[11], h[12], h[13]]) as usize;
-            if path_len > 4096 {
-                self.state = State::Broken("path too long".into());
-                return;
-            }
-            if self.header_need() > 14 {
-                return; // collect the rest
-            }
-        }
-        let path_len = u32::from_le_bytes([h[10], h[11], h[12], h[13]]) as usize;
-        let path = String::from_utf8_lossy(&h[14..14 + path_len]).into_owned();
-        if h[9] == b'E' {
-            self.header.clear();
-            return;
-        }
-        let p = 14 + path_len;
-        let len = u64::from_le_bytes(h[p..p + 8].try_into().expect("8 bytes"));
-        let capture = BINLOG_INFO_FILES.contains(&path.as_str()) && len <= MAX_CAPTURE;
-        if capture && self.captured.as_ref().is_none_or(|(n, _)| *n != path) {
-            self.captured = Some((path, Vec::new()));
-        }
-        self.header.clear();
-        self.state = if len == 0 {
-            State::Header
-        } else {
-            State::Payload {
-                remaining: len,
-                capture,
-            }
-        };
+            Ok(())
+        });
     }
 }
 
@@ -246,7 +180,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     fn chunk(path: &str, kind: u8, payload: &[u8]) -> Vec<u8> {
-        let mut v = MAGIC.to_vec();
+        let mut v = b"XBSTCK01".to_vec();
         v.push(0);
         v.push(kind);
         v.extend_from_slice(&(path.len() as u32).to_le_bytes());

@@ -57,6 +57,7 @@
 //! ```
 
 pub mod datastore;
+pub mod deadline;
 pub mod error;
 pub mod lifecycle;
 pub mod position;
@@ -72,6 +73,7 @@ pub mod testkit;
 pub mod wire;
 
 pub use datastore::{AdminConnection, DatastoreHandle};
+pub use deadline::deadline;
 pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::{RecoverOptions, RecoveryAction, RecoveryReport};
 pub use position::{

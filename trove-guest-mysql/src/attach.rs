@@ -545,10 +545,16 @@ impl MysqlStrategy {
     }
 
     async fn wait_for_login(&self, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = trove_guest_core::deadline(timeout);
         let mut poll = Backoff::new(self.opts.poll_interval);
         loop {
-            match self.session().await {
+            // Each attempt is bounded too: a server that accepts and never answers would
+            // otherwise hold this loop past its deadline.
+            let attempt = match tokio::time::timeout_at(deadline, self.session()).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::timeout("the admin login", timeout)),
+            };
+            match attempt {
                 Ok(s) => {
                     s.close().await;
                     return Ok(());
@@ -570,7 +576,7 @@ impl MysqlStrategy {
     /// `timeout`.
     async fn wait_replicating(&self, start: &Start, timeout: Duration) -> Result<()> {
         let sql = self.sql().await?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = trove_guest_core::deadline(timeout);
         let mut last_error = String::new();
         let mut poll = Backoff::new(self.opts.poll_interval);
         loop {

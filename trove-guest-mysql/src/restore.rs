@@ -125,6 +125,7 @@ impl MysqlStrategy {
             dir,
             self.opts.prepare_memory.as_deref(),
         )
+        .timeout(self.opts.prepare_timeout)
         .run()
         .await?;
         Ok(done)

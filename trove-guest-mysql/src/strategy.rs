@@ -195,7 +195,11 @@ impl Backoff {
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(self.next.min(deadline - tokio::time::Instant::now())).await;
+        tokio::time::sleep(
+            self.next
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        )
+        .await;
         self.next = (self.next * 2).min(self.max);
         true
     }

@@ -95,7 +95,35 @@ pub(crate) fn master_settings(
         flavor.wal_keep_setting(),
         flavor.wal_keep_value(opts.wal_keep_size_mb, segment_bytes),
     ));
+    if let (Some(setting), Some(size)) = (
+        flavor.slot_wal_cap_setting(),
+        opts.max_slot_wal_keep_size.as_deref(),
+    ) {
+        out.push((setting, conf::conf_quote(checked_size(setting, size)?)?));
+    }
     Ok(out)
+}
+
+/// A size setting's value as PostgreSQL reads it (`-1`, or a number with an optional unit
+/// `B`, `kB`, `MB`, `GB`, `TB`); anything else would make the server refuse the override file.
+fn checked_size<'a>(setting: &'static str, value: &'a str) -> Result<&'a str> {
+    let v = value.trim();
+    let digits = v
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .trim_end();
+    let unit = v[digits.len()..].trim_start();
+    let ok = v == "-1"
+        || (!digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && ["", "B", "kB", "MB", "GB", "TB"].contains(&unit));
+    if ok {
+        Ok(v)
+    } else {
+        Err(Error::invalid(
+            setting,
+            format!("{value:?} is not a size (-1, or a number with B, kB, MB, GB or TB)"),
+        ))
+    }
 }
 
 /// Whether the role `role` exists.
@@ -678,6 +706,48 @@ impl PostgresStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masters_cap_the_wal_a_slot_holds_from_13_on_with_a_checked_size() {
+        let opts = PostgresStrategyOptions::new();
+        let get = |flavor, opts: &PostgresStrategyOptions| {
+            master_settings(flavor, opts, &HashMap::new(), 16 << 20)
+                .map(|v| v.into_iter().collect::<HashMap<_, _>>())
+        };
+        let s = get(Flavor::Pg13Plus, &opts).unwrap();
+        assert_eq!(s["max_slot_wal_keep_size"], "'8GB'");
+        assert!(
+            !get(Flavor::Pg12, &opts)
+                .unwrap()
+                .contains_key("max_slot_wal_keep_size")
+        );
+        let unset = opts.clone().with_max_slot_wal_keep_size(None);
+        assert!(
+            !get(Flavor::Pg13Plus, &unset)
+                .unwrap()
+                .contains_key("max_slot_wal_keep_size")
+        );
+        for good in ["512MB", "-1", "1024", "2 GB"] {
+            let o = opts.clone().with_max_slot_wal_keep_size(Some(good.into()));
+            assert!(get(Flavor::Pg13Plus, &o).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "8 GiB",
+            "x",
+            "1GB' ; wal_level = 'minimal",
+            "-2",
+            "8 G B",
+        ] {
+            let o = opts.clone().with_max_slot_wal_keep_size(Some(bad.into()));
+            let err = get(Flavor::Pg13Plus, &o).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                trove_guest_core::ErrorKind::InvalidInput,
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn basebackup_output_gives_the_wal_range() {

@@ -246,6 +246,7 @@ impl PostgresStrategy {
             .current_dir(staging)
             .run_as(self.tool_user())
             .stdin_piped()
+            .timeout(self.opts.extract_timeout)
             .spawn()?;
         let mut stdin = tool.take_stdin().expect("stdin is piped");
         let mut buf = vec![0u8; CHUNK_SIZE];

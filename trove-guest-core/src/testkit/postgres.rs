@@ -679,7 +679,7 @@ impl Drop for PostgresServer {
         if let Some(pid) = pid {
             let target = Pid::from_raw(pid as i32);
             let _ = kill(target, Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(15);
+            let deadline = crate::deadline::deadline(Duration::from_secs(15)).into_std();
             while !is_gone_or_zombie(pid as i32) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }

@@ -26,6 +26,7 @@ use crate::strategy::{
     PostgresStrategy, PostgresStrategyOptions, StandbySource, flavor, in_recovery,
     reload_and_settle, server_version, unexpected,
 };
+use crate::uncommitted::UncommittedSnapshot;
 
 /// What pg_basebackup reported about the WAL range of a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +145,45 @@ async fn texts(
         .iter()
         .map(|r| r.get(0))
         .collect())
+}
+
+/// Drops a slot (ending the WAL sender using it first), waiting for it to become inactive.
+pub(crate) async fn drop_slot(db: &Db, slot: &str) -> Result<()> {
+    for _ in 0..200 {
+        let exists: bool = db
+            .one("look up the replication slot", sql::SLOT_EXISTS, &[&slot])
+            .await?
+            .get(0);
+        if !exists {
+            return Ok(());
+        }
+        db.query(
+            "end the slot's WAL sender",
+            sql::TERMINATE_SLOT_USER,
+            &[&slot],
+        )
+        .await?;
+        db.query("drop the replication slot", sql::DROP_SLOT, &[&slot])
+            .await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(Error::timeout(
+        format!("replication slot {slot} to become inactive"),
+        Duration::from_secs(10),
+    ))
+}
+
+/// Drops a replication login and ends its sessions.
+pub(crate) async fn drop_login(db: &Db, role: &str) -> Result<()> {
+    db.batch("drop the replication user", &sql::drop_role(role)?)
+        .await?;
+    db.query(
+        "end the replication user's sessions",
+        sql::TERMINATE_ROLE_SESSIONS,
+        &[&role],
+    )
+    .await?;
+    Ok(())
 }
 
 impl PostgresStrategy {
@@ -345,7 +385,11 @@ impl PostgresStrategy {
         Ok((role, password))
     }
 
-    pub(crate) async fn snapshot_locked(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
+    pub(crate) async fn snapshot_locked(
+        &self,
+        req: &SnapshotRequest,
+        lock: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<SnapshotDocument> {
         let progress = &req.progress;
         progress.phase(Phase::Prepare, "replication account and slot");
         let db = self.db().await?;
@@ -387,6 +431,13 @@ impl PostgresStrategy {
             )
             .await?
             .get(0);
+        // Armed until the commit: an error or a cancellation removes what this call made.
+        let uncommitted = UncommittedSnapshot::new(
+            self.handle.clone(),
+            (!slot_existed).then(|| slot_name.clone()),
+            (!role_existed).then(|| role_name.clone()),
+            lock,
+        );
         let made = async {
             // The slot first: from now on the WAL this replica needs cannot be recycled.
             let slot = self.ensure_slot(&db, &key).await?;
@@ -466,15 +517,11 @@ impl PostgresStrategy {
         let (role, slot, password, version, version_text, range, stored) = match made {
             Ok(m) => m,
             Err(e) => {
-                if !slot_existed && let Err(d) = self.drop_slot(&db, &slot_name).await {
-                    tracing::warn!(error = %d, slot = %slot_name, "could not drop the slot of a failed snapshot");
-                }
-                if !role_existed && let Err(d) = self.drop_login(&db, &role_name).await {
-                    tracing::warn!(error = %d, role = %role_name, "could not drop the login of a failed snapshot");
-                }
+                uncommitted.clean_up(&db).await;
                 return Err(e);
             }
         };
+        let _lock = uncommitted.disarm();
         if stored.href != announced_href {
             tracing::warn!(
                 stored = %stored.href,
@@ -559,44 +606,6 @@ impl PostgresStrategy {
         ))
     }
 
-    /// Drops a slot (ending the WAL sender using it first), waiting for it to become inactive.
-    async fn drop_slot(&self, db: &Db, slot: &str) -> Result<()> {
-        for _ in 0..200 {
-            let exists: bool = db
-                .one("look up the replication slot", sql::SLOT_EXISTS, &[&slot])
-                .await?
-                .get(0);
-            if !exists {
-                return Ok(());
-            }
-            db.query(
-                "end the slot's WAL sender",
-                sql::TERMINATE_SLOT_USER,
-                &[&slot],
-            )
-            .await?;
-            db.query("drop the replication slot", sql::DROP_SLOT, &[&slot])
-                .await?;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(Error::timeout(
-            format!("replication slot {slot} to become inactive"),
-            Duration::from_secs(10),
-        ))
-    }
-
-    async fn drop_login(&self, db: &Db, role: &str) -> Result<()> {
-        db.batch("drop the replication user", &sql::drop_role(role)?)
-            .await?;
-        db.query(
-            "end the replication user's sessions",
-            sql::TERMINATE_ROLE_SESSIONS,
-            &[&role],
-        )
-        .await?;
-        Ok(())
-    }
-
     pub(crate) async fn cleanup_locked(&self, replica: &DetachedReplica) -> Result<()> {
         if let Some(role) = &replica.replication_user {
             names::check_role(role)?;
@@ -607,13 +616,13 @@ impl PostgresStrategy {
         let db = self.db().await?;
         let own = replica.slot_name.as_deref().unwrap_or("");
         if let Some(slot) = &replica.slot_name {
-            self.drop_slot(&db, slot).await?;
+            drop_slot(&db, slot).await?;
             // The snapshot's slot it was copied from, if no replica released it (judged by the
             // login: the slot name alone could name another replica's slot).
             if let Some(snapshot_slot) =
                 names::snapshot_slot_for_cleanup(replica.replication_user.as_deref(), slot)
             {
-                self.drop_slot(&db, &snapshot_slot).await?;
+                drop_slot(&db, &snapshot_slot).await?;
             }
         }
         if let Some(role) = &replica.replication_user {
@@ -637,7 +646,7 @@ impl PostgresStrategy {
                     .count();
             }
             if others == 0 {
-                self.drop_login(&db, role).await?;
+                drop_login(&db, role).await?;
             }
         }
         Ok(())
@@ -655,7 +664,7 @@ impl PostgresStrategy {
         )
         .await?;
         for role in members.iter().filter(|r| names::check_role(r).is_ok()) {
-            self.drop_login(&db, role).await?;
+            drop_login(&db, role).await?;
         }
         for prefix in names::SLOT_PREFIXES {
             let slots = texts(
@@ -666,7 +675,7 @@ impl PostgresStrategy {
             )
             .await?;
             for slot in slots.iter().filter(|s| names::check_slot(s).is_ok()) {
-                self.drop_slot(&db, slot).await?;
+                drop_slot(&db, slot).await?;
             }
         }
         if role_exists(&db, "look up the replication group", GROUP_ROLE).await? {

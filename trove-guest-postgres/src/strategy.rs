@@ -174,7 +174,7 @@ pub struct PostgresStrategy {
     pub(crate) handle: DatastoreHandle,
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) opts: PostgresStrategyOptions,
-    pub(crate) lock: tokio::sync::Mutex<()>,
+    pub(crate) lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PostgresStrategy {
@@ -188,7 +188,7 @@ impl PostgresStrategy {
             handle,
             store,
             opts,
-            lock: tokio::sync::Mutex::new(()),
+            lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -350,8 +350,9 @@ impl ReplicationStrategy for PostgresStrategy {
     /// that succeeds invalidates it. A failed snapshot drops the slot and login only if it made
     /// them.
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
-        let _g = self.lock.lock().await;
-        self.snapshot_locked(req).await
+        // The lock goes with the snapshot's cleanup when the call is cancelled.
+        let g = self.lock.clone().lock_owned().await;
+        self.snapshot_locked(req, g).await
     }
 
     /// The store's href for `name`: snapshots are stored under exactly

@@ -106,6 +106,7 @@ pub mod sql;
 mod staging;
 mod status;
 mod strategy;
+mod unreturned;
 pub mod xbstream;
 
 pub use attach::{

@@ -25,6 +25,7 @@ use crate::config::{LOG_BIN_WAS_ON, MASTER_FILE, binlog_base, master_override, w
 use crate::flavor::FlavorKind;
 use crate::sql::{Account, validate_host};
 use crate::strategy::MysqlStrategy;
+use crate::unreturned::UnreturnedSnapshot;
 use crate::xbstream::{BinlogInfo, BinlogInfoTap};
 
 /// The replication account name for a replica id: `<prefix><id>` when that is a valid name of
@@ -127,7 +128,11 @@ impl MysqlStrategy {
         Ok(())
     }
 
-    pub(crate) async fn snapshot_impl(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
+    pub(crate) async fn snapshot_impl(
+        &self,
+        req: &SnapshotRequest,
+        lock: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<SnapshotDocument> {
         let progress = &req.progress;
         progress.phase(Phase::Prepare, "checking binary logging");
         self.enable_master_impl(&EnableMasterOptions::new()).await?;
@@ -212,7 +217,22 @@ impl MysqlStrategy {
                 (None, (!g.is_empty()).then_some(g))
             }
         };
-        let stored = pending.commit().await?;
+        // From the commit on, a failure or a cancellation removes the snapshot (and the
+        // account, once made) again: without the document nobody can use them.
+        let mut unreturned = UnreturnedSnapshot::new(
+            self.store.clone(),
+            pending.snapshot().href.clone(),
+            self.handle.admin.clone(),
+            sql,
+            lock,
+        );
+        let stored = match pending.commit().await {
+            Ok(s) => s,
+            Err(e) => {
+                unreturned.clean_up().await;
+                return Err(e);
+            }
+        };
         tracing::info!(
             href = %stored.href,
             bytes = stored.size,
@@ -225,6 +245,14 @@ impl MysqlStrategy {
         let password = Secret::random(crate::sql::MAX_PASSWORD_LEN);
         let made = async {
             let mut s = self.session().await?;
+            let existed = s
+                .rows(&sql.accounts_named(account.user()))
+                .await?
+                .iter()
+                .any(|r| r.get(&["host"]) == Some(account.host()));
+            if !existed {
+                unreturned.creates_account(account.clone());
+            }
             s.exec(&sql.set_session_log_bin(false)).await?;
             s.exec(&sql.create_user(&account, &password)).await?;
             s.exec(&sql.set_password(&account, &password)).await?;
@@ -234,9 +262,10 @@ impl MysqlStrategy {
         }
         .await;
         if let Err(e) = made {
-            let _ = self.store.delete(&stored.href).await;
+            unreturned.clean_up().await;
             return Err(e);
         }
+        let _lock = unreturned.disarm();
 
         progress.phase(Phase::Done, "snapshot ready");
         Ok(SnapshotDocument {

@@ -28,7 +28,7 @@ pub struct MysqlStrategy {
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) opts: MysqlOptions,
     flavor: OnceCell<Flavor>,
-    busy: Mutex<()>,
+    busy: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for MysqlStrategy {
@@ -68,7 +68,7 @@ impl MysqlStrategy {
             store,
             opts,
             flavor: OnceCell::new(),
-            busy: Mutex::new(()),
+            busy: Arc::new(Mutex::new(())),
         }
     }
 
@@ -124,6 +124,13 @@ impl MysqlStrategy {
 
     pub(crate) async fn session(&self) -> Result<Session> {
         Session::open(&self.handle.admin).await
+    }
+
+    /// Like [`MysqlStrategy::guard`], as a guard a cleanup task can take over.
+    pub(crate) fn owned_guard(&self, what: &str) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+        self.busy.clone().try_lock_owned().map_err(|_| Error::Busy {
+            what: format!("a replication change ({what} requested)"),
+        })
     }
 
     pub(crate) fn guard(&self, what: &str) -> Result<MutexGuard<'_, ()>> {
@@ -226,8 +233,9 @@ impl ReplicationStrategy for MysqlStrategy {
     }
 
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
-        let _g = self.guard("get_replication_snapshot")?;
-        self.snapshot_impl(req).await
+        // The lock goes with the snapshot's cleanup when the call is cancelled.
+        let g = self.owned_guard("get_replication_snapshot")?;
+        self.snapshot_impl(req, g).await
     }
 
     fn snapshot_href(&self, name: &str) -> Result<String> {

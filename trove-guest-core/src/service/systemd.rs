@@ -129,4 +129,20 @@ mod tests {
             "systemctl start mariadb.service"
         );
     }
+
+    #[test]
+    fn every_systemctl_call_is_bounded() {
+        let u = SystemdUnit::new("mariadb.service").unwrap();
+        for verb in ["start", "stop", "is-active"] {
+            assert_eq!(
+                u.command(verb).get_timeout(),
+                Some(DEFAULT_SYSTEMCTL_TIMEOUT)
+            );
+        }
+        let u = u.with_command_timeout(Duration::from_secs(7));
+        assert_eq!(
+            u.command("start").get_timeout(),
+            Some(Duration::from_secs(7))
+        );
+    }
 }

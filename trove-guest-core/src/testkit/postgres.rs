@@ -539,9 +539,13 @@ impl PostgresServer {
         if !self.handle.admin.password.is_empty() {
             cfg.password(self.handle.admin.password.expose());
         }
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
-            Error::datastore(format!("connect to PostgreSQL on port {}", self.port), e)
-        })?;
+        let what = format!("connect to PostgreSQL on port {}", self.port);
+        let bound = Duration::from_secs(30);
+        let (client, conn) =
+            match tokio::time::timeout(bound, cfg.connect(tokio_postgres::NoTls)).await {
+                Ok(r) => r.map_err(|e| Error::datastore(what, e))?,
+                Err(_) => return Err(Error::timeout(what, bound)),
+            };
         tokio::spawn(async move {
             let _ = conn.await;
         });

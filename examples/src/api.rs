@@ -54,6 +54,11 @@ pub const OPERATION: &str = "/v1/operation";
 /// `GET`: every progress event of this agent as NDJSON, live.
 pub const EVENTS: &str = "/v1/events";
 
+/// The largest `timeout_secs` the attach query and the detach body accept: 24 hours. Every
+/// change holds the agent's single slot while it waits, so a longer wait is a mistake (and
+/// values near `u64::MAX` do not fit the clock at all).
+pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+
 /// The path of the instance action endpoint for `instance_id`.
 pub fn action_path(instance_id: &str) -> String {
     format!("/instances/{instance_id}/action")
@@ -103,7 +108,8 @@ pub struct AttachQuery {
     /// `gtid` (default) or `binlog_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positioning: Option<Positioning>,
-    /// How long to wait for replication to reach the snapshot position.
+    /// How long to wait for replication to reach the snapshot position, at most
+    /// [`MAX_TIMEOUT_SECS`] (a larger value is refused with `400` [`kinds::TIMEOUT_TOO_LONG`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
     /// Stream progress as NDJSON.
@@ -127,7 +133,8 @@ pub struct StreamQuery {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetachCall {
-    /// How long to wait for replication to stop.
+    /// How long to wait for replication to stop, at most [`MAX_TIMEOUT_SECS`] (a larger value
+    /// is refused with `400` [`kinds::TIMEOUT_TOO_LONG`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
 }
@@ -232,6 +239,8 @@ pub mod kinds {
     pub const UNKNOWN_INSTANCE: &str = "unknown_instance";
     /// The query string is not understood (`400`).
     pub const INVALID_QUERY: &str = "invalid_query";
+    /// A `timeout_secs` above [`MAX_TIMEOUT_SECS`](super::MAX_TIMEOUT_SECS) (`400`).
+    pub const TIMEOUT_TOO_LONG: &str = "timeout_too_long";
     /// Another replication change is running (`409`).
     pub const BUSY: &str = "busy";
     /// Core `InvalidInput` (`400`).

@@ -34,6 +34,9 @@ impl std::fmt::Debug for SampleDb {
     }
 }
 
+/// How long one connection of the sample writer may take to log in.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn db_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::datastore(format!("sample data: {what}"), e)
 }
@@ -85,10 +88,11 @@ impl SampleDb {
         if !admin.password.is_empty() {
             cfg.password(admin.password.expose());
         }
-        let (client, conn) = cfg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| db_err("connect", e))?;
+        let (client, conn) =
+            tokio::time::timeout(CONNECT_TIMEOUT, cfg.connect(tokio_postgres::NoTls))
+                .await
+                .map_err(|_| Error::timeout("sample data: connect", CONNECT_TIMEOUT))?
+                .map_err(|e| db_err("connect", e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -115,8 +119,9 @@ impl SampleDb {
         if let Some(sock) = &admin.socket {
             opts = opts.socket(Some(sock.to_string_lossy().into_owned()));
         }
-        mysql_async::Conn::new(opts)
+        tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(opts))
             .await
+            .map_err(|_| Error::timeout("sample data: connect", CONNECT_TIMEOUT))?
             .map_err(|e| db_err("connect", e))
     }
 

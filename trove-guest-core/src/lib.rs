@@ -58,6 +58,7 @@
 
 pub mod archive;
 pub mod datastore;
+pub mod deadline;
 pub mod error;
 pub mod lifecycle;
 pub mod poll;
@@ -74,6 +75,7 @@ pub mod testkit;
 pub mod wire;
 
 pub use datastore::{AdminConnection, DatastoreHandle};
+pub use deadline::deadline;
 pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::{RecoverOptions, RecoveryAction, RecoveryReport};
 pub use position::{
@@ -93,11 +95,3 @@ pub use strategy::{
     ReplicationStrategyExt, Role, SharedStrategy, SnapshotRequest, StageRequest, StagedSnapshot,
 };
 pub use wire::{DatastoreKind, SnapshotDocument};
-
-/// The instant `timeout` from now, saturating far in the future instead of overflowing (a
-/// caller's `u64::MAX` seconds must not panic after the server was stopped).
-pub fn deadline(timeout: std::time::Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
-}

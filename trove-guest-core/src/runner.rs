@@ -7,6 +7,8 @@
 //! * The exit status is checked: a non-zero exit becomes [`Error::ToolFailed`].
 //! * Each tool runs in its own process group; dropping a [`RunningTool`] that has not been waited
 //!   for (including cancelling the future that owns it) kills the whole group with `SIGKILL`.
+//! * A tool given a [`ToolCommand::timeout`] is killed (its whole process group) when it runs
+//!   longer, and [`RunningTool::wait`] reports [`Error::Timeout`].
 //! * Secrets go through [`SecretFile`]s (0600, in a private 0700 directory, deleted on drop),
 //!   never argv or the environment.
 
@@ -16,6 +18,8 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -174,6 +178,7 @@ pub struct ToolCommand {
     user: Option<OsUser>,
     stdin: Io,
     stdout: Io,
+    timeout: Option<Duration>,
 }
 
 impl ToolCommand {
@@ -187,7 +192,22 @@ impl ToolCommand {
             user: None,
             stdin: Io::Null,
             stdout: Io::Null,
+            timeout: None,
         }
+    }
+
+    /// Bounds the tool's run time: `timeout` after [`ToolCommand::spawn`] its process group is
+    /// killed (`SIGKILL`), its pipes close, and [`RunningTool::wait`] /
+    /// [`RunningTool::wait_status`] (and so [`ToolCommand::run`]) return [`Error::Timeout`].
+    /// A timeout too large for the clock means no bound.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The bound set with [`ToolCommand::timeout`], if any.
+    pub fn get_timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// Adds one argument. Never pass a secret: use a [`SecretFile`].
@@ -336,12 +356,17 @@ impl ToolCommand {
         }
         let stderr = child.stderr.take().expect("stderr is piped");
         let tail = tokio::spawn(drain_tail(stderr));
+        let watchdog = match (self.timeout, pgid) {
+            (Some(after), Some(pgid)) => Some(Watchdog::start(pgid, after)),
+            _ => None,
+        };
         Ok(RunningTool {
             child,
             name,
             pgid,
             stderr_tail: Some(tail),
             finished: false,
+            watchdog,
         })
     }
 
@@ -349,7 +374,9 @@ impl ToolCommand {
     ///
     /// # Errors
     ///
-    /// [`Error::ToolFailed`] on a non-zero exit, with the tail of stderr; spawn errors.
+    /// [`Error::ToolFailed`] on a non-zero exit, with the tail of stderr;
+    /// [`Error::Timeout`] when the tool outlived its [`ToolCommand::timeout`] (it was killed);
+    /// spawn errors.
     ///
     /// # Cancel safety
     ///
@@ -362,7 +389,8 @@ impl ToolCommand {
     ///
     /// # Errors
     ///
-    /// [`Error::ToolFailed`] on a non-zero exit or output over `limit`; spawn errors.
+    /// [`Error::ToolFailed`] on a non-zero exit or output over `limit`; [`Error::Timeout`]
+    /// when the tool outlived its [`ToolCommand::timeout`]; spawn errors.
     ///
     /// # Cancel safety
     ///
@@ -425,6 +453,58 @@ async fn drain_tail(stderr: tokio::process::ChildStderr) -> String {
     text
 }
 
+/// Kills a tool's process group when its time is up.
+#[derive(Debug)]
+struct Watchdog {
+    /// When the group is killed.
+    at: tokio::time::Instant,
+    /// The bound, for the error.
+    after: Duration,
+    /// Set by the watchdog when it killed the group.
+    fired: Arc<AtomicBool>,
+    /// Set once the leader is reaped: the group id may be reused from then on.
+    disarmed: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Watchdog {
+    fn start(pgid: Pid, after: Duration) -> Self {
+        let at = crate::deadline::deadline(after);
+        let fired = Arc::new(AtomicBool::new(false));
+        let disarmed = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let (fired, disarmed) = (fired.clone(), disarmed.clone());
+            async move {
+                tokio::time::sleep_until(at).await;
+                if !disarmed.load(Ordering::SeqCst) {
+                    fired.store(true, Ordering::SeqCst);
+                    tracing::warn!(pgid = pgid.as_raw(), ?after, "tool timed out: killing it");
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                }
+            }
+        });
+        Watchdog {
+            at,
+            after,
+            fired,
+            disarmed,
+            task,
+        }
+    }
+
+    fn disarm(&self) {
+        self.disarmed.store(true, Ordering::SeqCst);
+        self.task.abort();
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+/// How long after its deadline (and `SIGKILL`) a tool's exit is still waited for.
+const REAP_GRACE: Duration = Duration::from_secs(30);
+
 /// A running tool. Dropping it before [`RunningTool::wait`] finished kills its process group.
 #[derive(Debug)]
 pub struct RunningTool {
@@ -433,6 +513,7 @@ pub struct RunningTool {
     pgid: Option<Pid>,
     stderr_tail: Option<JoinHandle<String>>,
     finished: bool,
+    watchdog: Option<Watchdog>,
 }
 
 impl RunningTool {
@@ -460,7 +541,8 @@ impl RunningTool {
     ///
     /// # Errors
     ///
-    /// [`Error::ToolFailed`] on a non-zero exit or a signal, with the tail of stderr.
+    /// [`Error::ToolFailed`] on a non-zero exit or a signal, with the tail of stderr;
+    /// [`Error::Timeout`] when the tool outlived its [`ToolCommand::timeout`] (it was killed).
     ///
     /// # Cancel safety
     ///
@@ -483,7 +565,8 @@ impl RunningTool {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when waiting fails.
+    /// [`Error::Io`] when waiting fails; [`Error::Timeout`] when the tool outlived its
+    /// [`ToolCommand::timeout`] (it was killed).
     ///
     /// # Cancel safety
     ///
@@ -491,14 +574,33 @@ impl RunningTool {
     pub async fn wait_status(&mut self) -> Result<ExitStatus> {
         // Close our end of stdin so tools reading it see EOF.
         drop(self.child.stdin.take());
-        let status = self
-            .child
-            .wait()
-            .await
-            .context(|| format!("wait for {}", self.name))?;
+        let waited = match &self.watchdog {
+            // Killed at its deadline, a tool exits at once; one stuck in the kernel is given
+            // up on a little later (dropping it kills it again).
+            Some(w) => {
+                let give_up = crate::deadline::deadline_from(w.at, REAP_GRACE);
+                match tokio::time::timeout_at(give_up, self.child.wait()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.kill_group();
+                        return Err(Error::timeout(format!("{} to finish", self.name), w.after));
+                    }
+                }
+            }
+            None => self.child.wait().await,
+        };
+        let status = waited.context(|| format!("wait for {}", self.name))?;
         self.finished = true;
+        if let Some(w) = &self.watchdog {
+            w.disarm();
+        }
         // The leader is gone; make sure nothing it started lingers in its group.
         self.kill_group();
+        if let Some(w) = &self.watchdog
+            && w.fired()
+        {
+            return Err(Error::timeout(format!("{} to finish", self.name), w.after));
+        }
         Ok(status)
     }
 
@@ -548,6 +650,7 @@ impl RunningTool {
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => {
                 self.finished = true;
+                self.disarm();
                 self.kill_group();
                 status.context(|| format!("wait for {}", self.name))
             }
@@ -559,6 +662,7 @@ impl RunningTool {
                     .await
                     .context(|| format!("wait for {}", self.name))?;
                 self.finished = true;
+                self.disarm();
                 Ok(status)
             }
         }
@@ -572,8 +676,15 @@ impl RunningTool {
             // never signal that id again (it may be reused).
             self.kill_group();
             self.finished = true;
+            self.disarm();
         }
         exited
+    }
+
+    fn disarm(&self) {
+        if let Some(w) = &self.watchdog {
+            w.disarm();
+        }
     }
 
     fn kill_group(&self) {
@@ -588,6 +699,7 @@ impl Drop for RunningTool {
         if !self.finished {
             self.kill_group();
         }
+        self.disarm();
     }
 }
 

@@ -405,3 +405,120 @@ async fn page_cache_store_publishes_without_fsync_and_still_verifies_reads() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
 }
+
+/// Waits (bounded) for an entry of `dir` starting with `prefix`.
+async fn appears(dir: &std::path::Path, prefix: &str) -> String {
+    for _ in 0..500 {
+        if let Some(e) = entries(dir).into_iter().find(|e| e.starts_with(prefix)) {
+            return e;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no {prefix}* in {:?}", entries(dir));
+}
+
+#[tokio::test]
+async fn sweep_removes_a_crashed_uploads_partial_and_spares_a_live_upload() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalSnapshotStore::new(dir.path()).unwrap();
+    // A live upload: its uploader holds the partial file's lock while it waits for more data.
+    let (mut feed, mut source) = tokio::io::duplex(1024);
+    let live = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let pending = store
+                .put("live", &mut source, &Progress::none())
+                .await
+                .unwrap();
+            pending.commit().await.unwrap()
+        }
+    });
+    feed.write_all(b"first bytes of a live upload")
+        .await
+        .unwrap();
+    let live_partial = appears(dir.path(), ".partial-live-").await;
+    // What a crashed uploader leaves: a partial file nobody holds a lock on.
+    let crashed = ".partial-gone-abcdefghijkl";
+    std::fs::write(dir.path().join(crashed), b"half a snapshot").unwrap();
+
+    assert_eq!(
+        store
+            .sweep_incomplete(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        vec![crashed.to_owned()],
+        "a partial whose lock is free is abandoned whatever its age"
+    );
+    assert!(
+        entries(dir.path()).contains(&live_partial),
+        "the live upload's partial is kept: {:?}",
+        entries(dir.path())
+    );
+
+    // The live upload finishes and commits as if nothing happened; its snapshot is kept.
+    feed.write_all(b", and the rest").await.unwrap();
+    drop(feed);
+    let stored = live.await.unwrap();
+    assert_eq!(
+        store.sweep_incomplete(Duration::ZERO).await.unwrap(),
+        Vec::<String>::new()
+    );
+    let (size, _) = read_back(&store, &stored).await.unwrap();
+    assert_eq!(size, stored.size);
+    assert_eq!(
+        entries(dir.path()),
+        vec!["live.snap".to_owned(), "live.snap.manifest.json".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn sweep_removes_a_data_file_without_manifest_and_frees_its_name() {
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalSnapshotStore::new(dir.path()).unwrap();
+    for name in ["orphan", "kept"] {
+        let mut data: &[u8] = b"a committed snapshot";
+        let pending = store.put(name, &mut data, &Progress::none()).await.unwrap();
+        pending.commit().await.unwrap();
+    }
+    // A commit that crashed after publishing the data, before writing the manifest.
+    std::fs::remove_file(dir.path().join("orphan.snap.manifest.json")).unwrap();
+    let mut again: &[u8] = b"a new snapshot";
+    let err = store
+        .put("orphan", &mut again, &Progress::none())
+        .await
+        .expect_err("the orphan blocks its name");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+
+    assert!(
+        store
+            .sweep_incomplete(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty(),
+        "too young to sweep"
+    );
+    assert_eq!(
+        store.sweep_incomplete(Duration::ZERO).await.unwrap(),
+        vec!["orphan.snap".to_owned()]
+    );
+    assert_eq!(
+        entries(dir.path()),
+        vec!["kept.snap".to_owned(), "kept.snap.manifest.json".to_owned()],
+        "the complete snapshot is untouched"
+    );
+
+    let mut again: &[u8] = b"a new snapshot";
+    let stored = store
+        .put("orphan", &mut again, &Progress::none())
+        .await
+        .expect("the name is free again")
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(read_back(&store, &stored).await.unwrap().0, 14);
+}

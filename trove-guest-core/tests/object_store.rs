@@ -363,3 +363,59 @@ async fn works_over_a_file_system_object_store_too() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
 }
+
+#[tokio::test]
+async fn sweep_removes_partials_and_data_without_manifest_and_frees_the_name() {
+    let (mem, s) = store();
+    for name in ["orphan", "kept"] {
+        let mut data: &[u8] = b"a committed snapshot";
+        s.put(name, &mut data, &Progress::none())
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+    }
+    // A commit interrupted before its manifest, and an upload killed before its commit.
+    mem.delete(&ObjectPath::from(
+        "trove/snapshots/orphan.snap.manifest.json",
+    ))
+    .await
+    .unwrap();
+    mem.put(
+        &ObjectPath::from("trove/snapshots/.partial-gone-abcdefghijkl"),
+        PutPayload::from_static(b"half"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.sweep_incomplete(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty(),
+        "too young to sweep"
+    );
+    assert_eq!(
+        s.sweep_incomplete(Duration::ZERO).await.unwrap(),
+        vec![
+            ".partial-gone-abcdefghijkl".to_owned(),
+            "orphan.snap".to_owned()
+        ]
+    );
+    assert_eq!(
+        keys(&mem).await,
+        vec![
+            "trove/snapshots/kept.snap".to_owned(),
+            "trove/snapshots/kept.snap.manifest.json".to_owned()
+        ]
+    );
+    let mut again: &[u8] = b"a new snapshot";
+    let stored = s
+        .put("orphan", &mut again, &Progress::none())
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .expect("the name is free again");
+    assert_eq!(stored.size, 14);
+}

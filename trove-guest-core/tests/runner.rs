@@ -318,3 +318,54 @@ async fn stderr_tail_is_bounded_even_for_one_endless_line() {
         .unwrap_err();
     assert!(err.to_string().contains("real error"), "{err}");
 }
+
+#[tokio::test]
+async fn a_tool_outliving_its_timeout_is_killed_with_its_group_and_reports_timeout() {
+    let m = marker("deadline");
+    let run = tokio::spawn(sleepers(&m).timeout(Duration::from_millis(300)).run());
+    let pgrp = wait_for_group(&m, 3).await;
+    // A generous guard only so that a missing deadline fails instead of hanging the suite.
+    let err = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the tool's own timeout ends the run")
+        .unwrap()
+        .expect_err("the sleepers cannot finish within their timeout");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert_group_gone(pgrp).await;
+}
+
+#[tokio::test]
+async fn a_timed_out_tool_closes_its_stdout_so_a_streaming_reader_ends() {
+    let m = marker("deadline-stream");
+    let mut tool = sleepers(&m)
+        .timeout(Duration::from_millis(300))
+        .stdout_piped()
+        .spawn()
+        .unwrap();
+    let mut out = tool.take_stdout().unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), out.read_to_end(&mut buf))
+        .await
+        .expect("stdout reaches EOF once the group is killed")
+        .unwrap();
+    let err = tool.wait().await.expect_err("killed at its deadline");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+}
+
+#[tokio::test]
+async fn a_tool_finishing_within_its_timeout_succeeds_even_with_a_huge_one() {
+    for timeout in [Duration::from_secs(120), Duration::MAX] {
+        ToolCommand::new("true")
+            .timeout(timeout)
+            .run()
+            .await
+            .unwrap_or_else(|e| panic!("timeout {timeout:?}: {e}"));
+    }
+    let err = ToolCommand::new("false")
+        .timeout(Duration::from_secs(120))
+        .run()
+        .await
+        .expect_err("a failing tool still fails");
+    assert_eq!(err.kind(), ErrorKind::ToolFailed, "{err}");
+}

@@ -1,6 +1,7 @@
 //! Administrative sessions on the local server (no SQL text here: see [`crate::sql`]).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use trove_guest_core::{AdminConnection, Result};
@@ -44,17 +45,48 @@ fn value_text(v: &mysql_async::Value) -> Option<String> {
     }
 }
 
+/// How long one login (connect, handshake, authentication) to the local server may take.
+/// mysql_async has no connect timeout of its own: every connect goes through
+/// [`connect_within`].
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TCP keepalive on sessions, so a peer that vanishes mid-query is noticed by the kernel.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Connects with `opts`, giving up after `timeout` (a server that accepts the TCP connection
+/// and never sends its greeting would otherwise hold the caller for good).
+async fn connect_within(
+    opts: mysql_async::OptsBuilder,
+    target: String,
+    timeout: Duration,
+) -> Result<mysql_async::Conn> {
+    match tokio::time::timeout(timeout, mysql_async::Conn::new(opts)).await {
+        Ok(r) => r.map_err(|source| MysqlError::Connect { target, source }.into()),
+        Err(_) => Err(trove_guest_core::Error::timeout(
+            format!("connect to {target}"),
+            timeout,
+        )),
+    }
+}
+
 /// An open administrative session.
 pub(crate) struct Session {
     conn: mysql_async::Conn,
 }
 
 impl Session {
-    /// Logs in as the admin user (socket preferred) and prepares the session.
+    /// Logs in as the admin user (socket preferred) and prepares the session, giving up after
+    /// [`CONNECT_TIMEOUT`].
     pub(crate) async fn open(admin: &AdminConnection) -> Result<Self> {
+        Session::open_within(admin, CONNECT_TIMEOUT).await
+    }
+
+    /// [`Session::open`], giving up after `timeout`.
+    pub(crate) async fn open_within(admin: &AdminConnection, timeout: Duration) -> Result<Self> {
         let mut opts = mysql_async::OptsBuilder::default()
             .user(Some(admin.user.clone()))
-            .prefer_socket(false);
+            .prefer_socket(false)
+            .tcp_keepalive(Some(KEEPALIVE));
         if !admin.password.is_empty() {
             opts = opts.pass(Some(admin.password.expose().to_owned()));
         }
@@ -68,12 +100,8 @@ impl Session {
                 format!("{}:{}", admin.host, admin.port)
             }
         };
-        let conn = mysql_async::Conn::new(opts)
-            .await
-            .map_err(|source| MysqlError::Connect {
-                target: format!("{target} as {}", admin.user),
-                source,
-            })?;
+        let target = format!("{target} as {}", admin.user);
+        let conn = connect_within(opts, target, timeout).await?;
         let mut s = Session { conn };
         s.exec(&Sql::session_setup()).await?;
         Ok(s)
@@ -85,19 +113,17 @@ impl Session {
         port: u16,
         user: &str,
         password: &trove_guest_core::Secret,
-        timeout: std::time::Duration,
+        timeout: Duration,
     ) -> Result<Self> {
         let opts = mysql_async::OptsBuilder::default()
             .ip_or_hostname(host.to_owned())
             .tcp_port(port)
             .user(Some(user.to_owned()))
             .pass(Some(password.expose().to_owned()))
-            .prefer_socket(false);
+            .prefer_socket(false)
+            .tcp_keepalive(Some(KEEPALIVE));
         let target = format!("{host}:{port} as {user}");
-        let conn = tokio::time::timeout(timeout, mysql_async::Conn::new(opts))
-            .await
-            .map_err(|_| trove_guest_core::Error::timeout(format!("connect to {target}"), timeout))?
-            .map_err(|source| MysqlError::Connect { target, source })?;
+        let conn = connect_within(opts, target, timeout).await?;
         let mut s = Session { conn };
         s.exec(&Sql::session_setup()).await?;
         Ok(s)
@@ -162,5 +188,29 @@ impl Session {
     /// Closes the session politely.
     pub(crate) async fn close(self) {
         let _ = self.conn.disconnect().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use trove_guest_core::{ErrorKind, Secret};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_login_to_a_server_that_never_sends_its_greeting_times_out() {
+        // The kernel completes the TCP handshake on a listening socket; nothing answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let admin = AdminConnection::new("127.0.0.1", port, "root", Secret::new("x"));
+        let attempt = Session::open_within(&admin, Duration::from_millis(300));
+        // A generous guard only so that a missing bound fails instead of hanging the suite.
+        let err = tokio::time::timeout(Duration::from_secs(60), attempt)
+            .await
+            .expect("the login is bounded by its own timeout")
+            .err()
+            .expect("nothing answers");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        drop(listener);
     }
 }

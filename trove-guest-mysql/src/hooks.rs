@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 use trove_guest_core::lifecycle::RestoreHooks;
-use trove_guest_core::{DatastoreHandle, Progress, ReplicationPosition, Result, SnapshotStore};
+use trove_guest_core::{
+    DatastoreHandle, Progress, RecoveryAction, ReplicationPosition, Result, SnapshotStore,
+};
 
 use crate::attach::{AttachPlan, clear_relay_logs, remove_backup_metadata};
 use crate::config::{INIT_FILE, REPLICA_FILE, write_override};
@@ -89,5 +91,10 @@ impl RestoreHooks for MysqlStrategy {
 
     fn transient_files(&self) -> Vec<PathBuf> {
         vec![self.handle.config_dir.join(INIT_FILE)]
+    }
+
+    async fn abandon_snapshot(&self, detail: &serde_json::Value) -> Result<Vec<RecoveryAction>> {
+        let sql = self.sql().await?;
+        crate::unreturned::abandon(self.store.clone(), &self.handle.admin, sql, detail).await
     }
 }

@@ -108,6 +108,7 @@ pub mod sql;
 mod staging;
 mod status;
 mod strategy;
+mod unreturned;
 pub mod xbstream;
 
 pub use attach::{

@@ -42,6 +42,12 @@ pub struct MysqlOptions {
     pub extract_parallel: u32,
     /// Memory for `--prepare` (`--use-memory`), the tool's default when absent.
     pub prepare_memory: Option<String>,
+    /// How long `--prepare` may run before it is killed and the restore fails with
+    /// [`trove_guest_core::Error::Timeout`] (default 4 h). Prepare replays the redo log written
+    /// while the backup ran, so its time follows the master's write load during the backup
+    /// rather than the data size; hours means it is stuck (or the redo log is enormous, and
+    /// then this is the setting to raise).
+    pub prepare_timeout: Duration,
     /// Prefix of the replication accounts this strategy creates; demote drops every account
     /// with it. Default `trove_repl_`.
     pub account_prefix: String,
@@ -68,6 +74,7 @@ impl Default for MysqlOptions {
             backup_parallel: default_parallel(),
             extract_parallel: default_parallel(),
             prepare_memory: None,
+            prepare_timeout: Duration::from_secs(4 * 3600),
             account_prefix: "trove_repl_".into(),
             connect_retry: 1,
             poll_interval: Duration::from_millis(100),
@@ -125,6 +132,11 @@ impl MysqlOptions {
     /// Sets [`MysqlOptions::backup_parallel`] (0 is taken as 1).
     pub fn with_backup_parallel(mut self, threads: u32) -> Self {
         self.backup_parallel = threads.max(1);
+        self
+    }
+    /// Sets [`MysqlOptions::prepare_timeout`].
+    pub fn with_prepare_timeout(mut self, timeout: Duration) -> Self {
+        self.prepare_timeout = timeout;
         self
     }
     /// Sets [`MysqlOptions::extract_parallel`] (0 is taken as 1).

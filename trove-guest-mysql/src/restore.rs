@@ -76,6 +76,7 @@ impl MysqlStrategy {
             self.opts.prepare_memory.as_deref(),
         )
         .run_as(owner)
+        .timeout(self.opts.prepare_timeout)
         .run()
         .await?;
         if let Some(owner) = owner {

@@ -14,7 +14,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 use trove_guest_core::error::IoResultExt;
-use trove_guest_core::lifecycle::{Journal, JournalEntry, Operation, WorkLayout};
+use trove_guest_core::lifecycle::WorkLayout;
 use trove_guest_core::wire::{BinlogPosition, Dataset, ReplicationGrant};
 use trove_guest_core::{
     EnableMasterOptions, Error, Phase, Result, Secret, SecretFile, SnapshotDocument,
@@ -23,9 +23,10 @@ use trove_guest_core::{
 
 use crate::commands::{BackupArgs, backup_command, tool_option_file};
 use crate::config::{LOG_BIN_WAS_ON, MASTER_FILE, binlog_base, master_override, write_override};
-use crate::flavor::{Flavor, FlavorKind};
-use crate::sql::{Account, Sql, validate_host};
+use crate::flavor::FlavorKind;
+use crate::sql::{Account, validate_host};
 use crate::strategy::MysqlStrategy;
+use crate::unreturned::UnreturnedSnapshot;
 use crate::xbstream::{BinlogInfo, BinlogInfoTap};
 
 /// The replication account name for a replica id: `<prefix><id>` when that is a valid name of
@@ -128,7 +129,11 @@ impl MysqlStrategy {
         Ok(())
     }
 
-    pub(crate) async fn snapshot_impl(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
+    pub(crate) async fn snapshot_impl(
+        &self,
+        req: &SnapshotRequest,
+        lock: trove_guest_core::lifecycle::OwnedChangeGuard,
+    ) -> Result<SnapshotDocument> {
         let progress = &req.progress;
         progress.phase(Phase::Prepare, "checking binary logging");
         self.enable_master_impl(&EnableMasterOptions::new()).await?;
@@ -157,42 +162,6 @@ impl MysqlStrategy {
             .to_owned();
         s.close().await;
 
-        // Journaled first: if this process dies before the document is returned, recovery
-        // removes what this call left (a committed snapshot without its account).
-        let journal = WorkLayout::new(&self.handle.work_dir).journal();
-        let mut entry =
-            JournalEntry::new(Operation::Snapshot).with_detail(serde_json::json!({ "name": name }));
-        journal.write(&entry)?;
-        let result = self
-            .snapshot_journaled(
-                req,
-                &name,
-                &account,
-                server_version,
-                flavor,
-                &sql,
-                &journal,
-                &mut entry,
-            )
-            .await;
-        journal.clear()?;
-        result
-    }
-
-    /// The snapshot itself, under its journal entry.
-    #[allow(clippy::too_many_arguments)]
-    async fn snapshot_journaled(
-        &self,
-        req: &SnapshotRequest,
-        name: &str,
-        account: &Account,
-        server_version: String,
-        flavor: Flavor,
-        sql: &Sql,
-        journal: &Journal,
-        entry: &mut JournalEntry,
-    ) -> Result<SnapshotDocument> {
-        let progress = &req.progress;
         // Stream the backup into the store.
         progress.phase(
             Phase::Backup,
@@ -228,7 +197,7 @@ impl MysqlStrategy {
         })?;
         let stdout = tool.take_stdout().expect("stdout is piped");
         let mut tap = BinlogInfoTap::new(stdout);
-        let pending = match self.store.put(name, &mut tap, progress).await {
+        let pending = match self.store.put(&name, &mut tap, progress).await {
             Ok(p) => p,
             Err(e) => {
                 // Nobody reads the pipe any more: kill the tool (dropping it kills its group).
@@ -250,9 +219,23 @@ impl MysqlStrategy {
                 (None, (!g.is_empty()).then_some(g))
             }
         };
-        let stored = pending.commit().await?;
-        entry.detail = serde_json::json!({ "name": name, "href": stored.href });
-        journal.write(entry)?;
+        // From the commit on, a failure or a cancellation removes the snapshot (and the
+        // account, once made) again: without the document nobody can use them.
+        let mut unreturned = UnreturnedSnapshot::new(
+            self.store.clone(),
+            pending.snapshot().href.clone(),
+            self.handle.admin.clone(),
+            sql,
+            lock,
+            WorkLayout::new(&self.handle.work_dir).journal(),
+        )?;
+        let stored = match pending.commit().await {
+            Ok(s) => s,
+            Err(e) => {
+                unreturned.clean_up().await;
+                return Err(e);
+            }
+        };
         tracing::info!(
             href = %stored.href,
             bytes = stored.size,
@@ -265,18 +248,27 @@ impl MysqlStrategy {
         let password = Secret::random(crate::sql::MAX_PASSWORD_LEN);
         let made = async {
             let mut s = self.session().await?;
+            let existed = s
+                .rows(&sql.accounts_named(account.user()))
+                .await?
+                .iter()
+                .any(|r| r.get(&["host"]) == Some(account.host()));
+            if !existed {
+                unreturned.creates_account(account.clone())?;
+            }
             s.exec(&sql.set_session_log_bin(false)).await?;
-            s.exec(&sql.create_user(account, &password)).await?;
-            s.exec(&sql.set_password(account, &password)).await?;
-            s.exec(&sql.grant_replication(account)).await?;
+            s.exec(&sql.create_user(&account, &password)).await?;
+            s.exec(&sql.set_password(&account, &password)).await?;
+            s.exec(&sql.grant_replication(&account)).await?;
             s.close().await;
             Ok::<_, Error>(())
         }
         .await;
         if let Err(e) = made {
-            let _ = self.store.delete(&stored.href).await;
+            unreturned.clean_up().await;
             return Err(e);
         }
+        let _lock = unreturned.disarm();
 
         progress.phase(Phase::Done, "snapshot ready");
         Ok(SnapshotDocument {
@@ -300,7 +292,7 @@ impl MysqlStrategy {
             }),
             wal_position: None,
             replication: Some(ReplicationGrant {
-                user: account.user().to_owned(),
+                user,
                 password: Some(TransportSecret(password)),
                 password_ref: None,
                 slot_name: None,

@@ -97,7 +97,7 @@ impl MysqlStrategy {
     ) -> Result<()> {
         let sql = self.sql().await?;
         let kind = sql.flavor().kind;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = trove_guest_core::deadline(timeout);
         let mut s = self.session().await?;
         let result = match (txn, kind) {
             (ReplicationPosition::MariadbGtid(g), FlavorKind::MariaDb) => {

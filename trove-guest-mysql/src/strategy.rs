@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
-use trove_guest_core::lifecycle::{self, ChangeGuard, ChangeLock};
+use trove_guest_core::lifecycle::{self, ChangeGuard, ChangeLock, OwnedChangeGuard};
 use trove_guest_core::{
     AttachOutcome, AttachRequest, Capabilities, DatastoreHandle, DatastoreKind, DemoteOptions,
     DetachOptions, DetachedReplica, EnableMasterOptions, RecoverOptions, RecoveryReport,
@@ -128,6 +128,11 @@ impl MysqlStrategy {
         Session::open(&self.handle.admin).await
     }
 
+    /// Like [`MysqlStrategy::guard`], as a guard a cleanup task can take over.
+    pub(crate) fn owned_guard(&self, what: &str) -> Result<OwnedChangeGuard> {
+        self.change.begin_owned(what)
+    }
+
     pub(crate) fn guard(&self, what: &str) -> Result<ChangeGuard<'_>> {
         self.change.begin(what)
     }
@@ -196,8 +201,9 @@ impl ReplicationStrategy for MysqlStrategy {
     }
 
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
-        let _g = self.guard("get_replication_snapshot")?;
-        self.snapshot_impl(req).await
+        // The lock goes with the snapshot's cleanup when the call is cancelled.
+        let g = self.owned_guard("get_replication_snapshot")?;
+        self.snapshot_impl(req, g).await
     }
 
     fn snapshot_href(&self, name: &str) -> Result<String> {

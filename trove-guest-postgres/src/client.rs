@@ -20,6 +20,24 @@ impl Drop for Db {
     }
 }
 
+/// How long one connection attempt (TCP connect, startup, authentication) may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a connection attempt for at most `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    target: String,
+    connect: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, PgError> {
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(r) => r.map_err(|source| PgError::Connect { target, source }),
+        Err(_) => Err(PgError::ConnectTimeout {
+            target,
+            after: timeout,
+        }),
+    }
+}
+
 fn target(handle: &DatastoreHandle) -> String {
     match &handle.admin.socket {
         Some(dir) => format!("socket {} port {}", dir.display(), handle.admin.port),
@@ -28,8 +46,18 @@ fn target(handle: &DatastoreHandle) -> String {
 }
 
 impl Db {
-    /// Connects once.
+    /// Connects once, giving up after [`CONNECT_TIMEOUT`].
     pub(crate) async fn connect(handle: &DatastoreHandle) -> Result<Db, PgError> {
+        Db::connect_within(handle, CONNECT_TIMEOUT).await
+    }
+
+    /// Connects once, giving up after `timeout` (TCP connect, startup and authentication
+    /// together: `connect_timeout` alone covers only the TCP connect, not a server that
+    /// accepts and then never answers).
+    pub(crate) async fn connect_within(
+        handle: &DatastoreHandle,
+        timeout: Duration,
+    ) -> Result<Db, PgError> {
         let a = &handle.admin;
         let mut cfg = tokio_postgres::Config::new();
         match &a.socket {
@@ -40,17 +68,11 @@ impl Db {
             .user(&a.user)
             .dbname("postgres")
             .application_name("trove-guest")
-            .connect_timeout(Duration::from_secs(10));
+            .connect_timeout(timeout);
         if !a.password.is_empty() {
             cfg.password(a.password.expose());
         }
-        let (client, conn) = cfg
-            .connect(NoTls)
-            .await
-            .map_err(|source| PgError::Connect {
-                target: target(handle),
-                source,
-            })?;
+        let (client, conn) = bounded(timeout, target(handle), cfg.connect(NoTls)).await?;
         let task = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "admin connection ended");
@@ -74,14 +96,9 @@ impl Db {
             .password(password.expose())
             .dbname("postgres")
             .application_name("trove-guest")
-            .connect_timeout(Duration::from_secs(10));
-        let (client, conn) = cfg
-            .connect(NoTls)
-            .await
-            .map_err(|source| PgError::Connect {
-                target: format!("master {host}:{port} as {user}"),
-                source,
-            })?;
+            .connect_timeout(CONNECT_TIMEOUT);
+        let target = format!("master {host}:{port} as {user}");
+        let (client, conn) = bounded(CONNECT_TIMEOUT, target, cfg.connect(NoTls)).await?;
         let task = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "master connection ended");
@@ -98,7 +115,13 @@ impl Db {
     ) -> Result<Db, PgError> {
         let started = Instant::now();
         loop {
-            match Db::connect(handle).await {
+            let left = timeout.saturating_sub(started.elapsed());
+            match Db::connect_within(
+                handle,
+                left.clamp(Duration::from_millis(100), CONNECT_TIMEOUT),
+            )
+            .await
+            {
                 Ok(db) => match db.client.simple_query("SELECT 1").await {
                     Ok(_) => return Ok(db),
                     Err(e) if started.elapsed() >= timeout => {
@@ -161,5 +184,50 @@ impl Db {
             .query_opt(sql, params)
             .await
             .map_err(|source| PgError::Sql { action, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use trove_guest_core::{AdminConnection, ErrorKind, Secret};
+
+    use super::*;
+
+    /// A handle whose server accepts TCP connections (the kernel completes the handshake on a
+    /// listening socket) and never says a word.
+    fn silent_server() -> (std::net::TcpListener, DatastoreHandle) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = std::env::temp_dir();
+        let service = Arc::new(trove_guest_core::LocalProcess::new(
+            trove_guest_core::ToolCommand::new("true"),
+            trove_guest_core::Readiness::Tcp(([127, 0, 0, 1], port).into()),
+        ));
+        let handle = DatastoreHandle::new(
+            AdminConnection::new("127.0.0.1", port, "postgres", Secret::new("x")),
+            &dir,
+            &dir,
+            service,
+        );
+        (listener, handle)
+    }
+
+    #[tokio::test]
+    async fn a_connect_to_a_server_that_never_answers_times_out() {
+        let (_listener, handle) = silent_server();
+        let attempt = Db::connect_within(&handle, Duration::from_millis(300));
+        // A generous guard only so that a missing bound fails instead of hanging the suite.
+        let err = tokio::time::timeout(Duration::from_secs(60), attempt)
+            .await
+            .expect("the connect is bounded by its own timeout")
+            .err()
+            .expect("nothing answers");
+        assert!(matches!(err, PgError::ConnectTimeout { .. }), "{err}");
+        assert_eq!(
+            trove_guest_core::Error::from(err).kind(),
+            ErrorKind::Timeout
+        );
     }
 }

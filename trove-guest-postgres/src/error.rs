@@ -20,6 +20,12 @@ pub(crate) enum PgError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The server did not complete the connection and login within `after`.
+    #[error("connect to PostgreSQL ({target}): no answer within {after:?}")]
+    ConnectTimeout {
+        target: String,
+        after: std::time::Duration,
+    },
     /// The server answered something we cannot use.
     #[error("{action}: unexpected answer: {detail}")]
     Unexpected {
@@ -45,7 +51,7 @@ impl PgError {
             PgError::Connect { source, .. } | PgError::Sql { source, .. } => {
                 source.code().is_some_and(|c| c.code().starts_with("28"))
             }
-            PgError::Unexpected { .. } => false,
+            PgError::Unexpected { .. } | PgError::ConnectTimeout { .. } => false,
         }
     }
 }
@@ -53,6 +59,10 @@ impl PgError {
 impl From<PgError> for Error {
     fn from(e: PgError) -> Self {
         match e {
+            PgError::ConnectTimeout { target, after } => Error::timeout(
+                format!("PostgreSQL ({target}) to accept a connection"),
+                after,
+            ),
             PgError::Unexpected { action, detail } => Error::Datastore {
                 message: format!("{action}: unexpected answer: {detail}"),
                 source: None,

@@ -7,6 +7,7 @@
 //! | WAL kept for `pg_rewind` | `wal_keep_segments` (segments) | `wal_keep_size` (MB) |
 //! | WAL receiver's flushed position | `pg_stat_wal_receiver.received_lsn` | `.flushed_lsn` |
 //! | `pg_basebackup --no-manifest` | no such option (no manifests) | passed |
+//! | WAL a slot may hold | unlimited | `max_slot_wal_keep_size` (set on masters) |
 //! | `primary_conninfo` / `primary_slot_name` | need a restart | reloadable |
 //!
 //! From 14 on, a standby's settings add `recovery_init_sync_method = syncfs` (`fsync` when its
@@ -119,14 +120,27 @@ impl Flavor {
     }
 
     /// The settings the master override file may set (and demote reverts).
-    pub(crate) fn master_settings(self) -> [&'static str; 5] {
-        [
+    pub(crate) fn master_settings(self) -> Vec<&'static str> {
+        let mut v = vec![
             "wal_level",
             "max_wal_senders",
             "max_replication_slots",
             "wal_log_hints",
             self.wal_keep_setting(),
-        ]
+        ];
+        if let Some(cap) = self.slot_wal_cap_setting() {
+            v.push(cap);
+        }
+        v
+    }
+
+    /// The setting capping the WAL a replication slot may hold (13+; before, a slot keeps WAL
+    /// without limit).
+    pub(crate) fn slot_wal_cap_setting(self) -> Option<&'static str> {
+        match self {
+            Flavor::Pg12 => None,
+            Flavor::Pg13Plus => Some("max_slot_wal_keep_size"),
+        }
     }
 
     /// The WAL receiver query: `(status, received_tli, flushed LSN, sender_host, sender_port,

@@ -104,6 +104,7 @@ mod staged;
 mod status;
 mod strategy;
 mod timeline;
+mod uncommitted;
 #[cfg(test)]
 mod version_snapshots;
 

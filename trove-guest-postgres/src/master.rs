@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
 use trove_guest_core::error::IoResultExt;
-use trove_guest_core::lifecycle::{JournalEntry, Operation, WorkLayout};
+use trove_guest_core::lifecycle::{JournalEntry, Operation, OwnedChangeGuard, WorkLayout};
 use trove_guest_core::position::WalPosition;
 use trove_guest_core::progress::Phase;
 use trove_guest_core::strategy::Role;
@@ -27,6 +27,7 @@ use crate::strategy::{
     PostgresStrategy, PostgresStrategyOptions, StandbySource, flavor, in_recovery,
     reload_and_settle, server_version, unexpected,
 };
+use crate::uncommitted::UncommittedSnapshot;
 
 /// What pg_basebackup reported about the WAL range of a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +97,35 @@ pub(crate) fn master_settings(
         flavor.wal_keep_setting(),
         flavor.wal_keep_value(opts.wal_keep_size_mb, segment_bytes),
     ));
+    if let (Some(setting), Some(size)) = (
+        flavor.slot_wal_cap_setting(),
+        opts.max_slot_wal_keep_size.as_deref(),
+    ) {
+        out.push((setting, conf::conf_quote(checked_size(setting, size)?)?));
+    }
     Ok(out)
+}
+
+/// A size setting's value as PostgreSQL reads it (`-1`, or a number with an optional unit
+/// `B`, `kB`, `MB`, `GB`, `TB`); anything else would make the server refuse the override file.
+fn checked_size<'a>(setting: &'static str, value: &'a str) -> Result<&'a str> {
+    let v = value.trim();
+    let digits = v
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .trim_end();
+    let unit = v[digits.len()..].trim_start();
+    let ok = v == "-1"
+        || (!digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && ["", "B", "kB", "MB", "GB", "TB"].contains(&unit));
+    if ok {
+        Ok(v)
+    } else {
+        Err(Error::invalid(
+            setting,
+            format!("{value:?} is not a size (-1, or a number with B, kB, MB, GB or TB)"),
+        ))
+    }
 }
 
 /// Whether the role `role` exists.
@@ -117,6 +146,45 @@ async fn texts(
         .iter()
         .map(|r| r.get(0))
         .collect())
+}
+
+/// Drops a slot (ending the WAL sender using it first), waiting for it to become inactive.
+pub(crate) async fn drop_slot(db: &Db, slot: &str) -> Result<()> {
+    for _ in 0..200 {
+        let exists: bool = db
+            .one("look up the replication slot", sql::SLOT_EXISTS, &[&slot])
+            .await?
+            .get(0);
+        if !exists {
+            return Ok(());
+        }
+        db.query(
+            "end the slot's WAL sender",
+            sql::TERMINATE_SLOT_USER,
+            &[&slot],
+        )
+        .await?;
+        db.query("drop the replication slot", sql::DROP_SLOT, &[&slot])
+            .await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(Error::timeout(
+        format!("replication slot {slot} to become inactive"),
+        Duration::from_secs(10),
+    ))
+}
+
+/// Drops a replication login and ends its sessions.
+pub(crate) async fn drop_login(db: &Db, role: &str) -> Result<()> {
+    db.batch("drop the replication user", &sql::drop_role(role)?)
+        .await?;
+    db.query(
+        "end the replication user's sessions",
+        sql::TERMINATE_ROLE_SESSIONS,
+        &[&role],
+    )
+    .await?;
+    Ok(())
 }
 
 impl PostgresStrategy {
@@ -318,7 +386,11 @@ impl PostgresStrategy {
         Ok((role, password))
     }
 
-    pub(crate) async fn snapshot_locked(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
+    pub(crate) async fn snapshot_locked(
+        &self,
+        req: &SnapshotRequest,
+        lock: OwnedChangeGuard,
+    ) -> Result<SnapshotDocument> {
         let progress = &req.progress;
         progress.phase(Phase::Prepare, "replication account and slot");
         let db = self.db().await?;
@@ -370,6 +442,13 @@ impl PostgresStrategy {
                 "role": (!role_existed).then_some(&role_name),
             })),
         )?;
+        // Armed until the commit: an error or a cancellation removes what this call made.
+        let uncommitted = UncommittedSnapshot::new(
+            self.handle.clone(),
+            (!slot_existed).then(|| slot_name.clone()),
+            (!role_existed).then(|| role_name.clone()),
+            lock,
+        );
         let made = async {
             // The slot first: from now on the WAL this replica needs cannot be recycled.
             let slot = self.ensure_slot(&db, &key).await?;
@@ -450,23 +529,15 @@ impl PostgresStrategy {
         let (role, slot, password, version, version_text, range, stored) = match made {
             Ok(m) => m,
             Err(e) => {
-                let mut undone = true;
-                if !slot_existed && let Err(d) = self.drop_slot(&db, &slot_name).await {
-                    tracing::warn!(error = %d, slot = %slot_name, "could not drop the slot of a failed snapshot");
-                    undone = false;
-                }
-                if !role_existed && let Err(d) = self.drop_login(&db, &role_name).await {
-                    tracing::warn!(error = %d, role = %role_name, "could not drop the login of a failed snapshot");
-                    undone = false;
-                }
-                // What could not be dropped now, recovery drops later.
-                if undone {
-                    journal.clear()?;
-                }
+                uncommitted.clean_up(&db).await;
+                journal.clear()?;
                 return Err(e);
             }
         };
+        // Committed: from here on the snapshot is the caller's (a cancel leaves the journal,
+        // and recovery would only find nothing to drop).
         journal.clear()?;
+        let _lock = uncommitted.disarm();
         if stored.href != announced_href {
             tracing::warn!(
                 stored = %stored.href,
@@ -551,7 +622,6 @@ impl PostgresStrategy {
         ))
     }
 
-    /// Drops a slot (ending the WAL sender using it first), waiting for it to become inactive.
     /// Recovery's half of a snapshot that never committed: drops the slot and the login the
     /// journal `detail` names (those the snapshot call created). Idempotent.
     pub(crate) async fn abandon_snapshot_made(
@@ -572,7 +642,7 @@ impl PostgresStrategy {
                 .await?
                 .get(0);
             if exists {
-                self.drop_slot(&db, slot).await?;
+                drop_slot(&db, slot).await?;
                 done.push(RecoveryAction::Dropped {
                     what: "replication slot of an uncommitted snapshot".into(),
                     name: slot.to_owned(),
@@ -586,7 +656,7 @@ impl PostgresStrategy {
                 .await?
                 .get(0);
             if exists {
-                self.drop_login(&db, role).await?;
+                drop_login(&db, role).await?;
                 done.push(RecoveryAction::Dropped {
                     what: "replication login of an uncommitted snapshot".into(),
                     name: role.to_owned(),
@@ -594,43 +664,6 @@ impl PostgresStrategy {
             }
         }
         Ok(done)
-    }
-
-    async fn drop_slot(&self, db: &Db, slot: &str) -> Result<()> {
-        for _ in 0..200 {
-            let exists: bool = db
-                .one("look up the replication slot", sql::SLOT_EXISTS, &[&slot])
-                .await?
-                .get(0);
-            if !exists {
-                return Ok(());
-            }
-            db.query(
-                "end the slot's WAL sender",
-                sql::TERMINATE_SLOT_USER,
-                &[&slot],
-            )
-            .await?;
-            db.query("drop the replication slot", sql::DROP_SLOT, &[&slot])
-                .await?;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(Error::timeout(
-            format!("replication slot {slot} to become inactive"),
-            Duration::from_secs(10),
-        ))
-    }
-
-    async fn drop_login(&self, db: &Db, role: &str) -> Result<()> {
-        db.batch("drop the replication user", &sql::drop_role(role)?)
-            .await?;
-        db.query(
-            "end the replication user's sessions",
-            sql::TERMINATE_ROLE_SESSIONS,
-            &[&role],
-        )
-        .await?;
-        Ok(())
     }
 
     pub(crate) async fn cleanup_locked(&self, replica: &DetachedReplica) -> Result<()> {
@@ -643,13 +676,13 @@ impl PostgresStrategy {
         let db = self.db().await?;
         let own = replica.slot_name.as_deref().unwrap_or("");
         if let Some(slot) = &replica.slot_name {
-            self.drop_slot(&db, slot).await?;
+            drop_slot(&db, slot).await?;
             // The snapshot's slot it was copied from, if no replica released it (judged by the
             // login: the slot name alone could name another replica's slot).
             if let Some(snapshot_slot) =
                 names::snapshot_slot_for_cleanup(replica.replication_user.as_deref(), slot)
             {
-                self.drop_slot(&db, &snapshot_slot).await?;
+                drop_slot(&db, &snapshot_slot).await?;
             }
         }
         if let Some(role) = &replica.replication_user {
@@ -673,7 +706,7 @@ impl PostgresStrategy {
                     .count();
             }
             if others == 0 {
-                self.drop_login(&db, role).await?;
+                drop_login(&db, role).await?;
             }
         }
         Ok(())
@@ -691,7 +724,7 @@ impl PostgresStrategy {
         )
         .await?;
         for role in members.iter().filter(|r| names::check_role(r).is_ok()) {
-            self.drop_login(&db, role).await?;
+            drop_login(&db, role).await?;
         }
         for prefix in names::SLOT_PREFIXES {
             let slots = texts(
@@ -702,7 +735,7 @@ impl PostgresStrategy {
             )
             .await?;
             for slot in slots.iter().filter(|s| names::check_slot(s).is_ok()) {
-                self.drop_slot(&db, slot).await?;
+                drop_slot(&db, slot).await?;
             }
         }
         if role_exists(&db, "look up the replication group", GROUP_ROLE).await? {
@@ -742,6 +775,48 @@ impl PostgresStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masters_cap_the_wal_a_slot_holds_from_13_on_with_a_checked_size() {
+        let opts = PostgresStrategyOptions::new();
+        let get = |flavor, opts: &PostgresStrategyOptions| {
+            master_settings(flavor, opts, &HashMap::new(), 16 << 20)
+                .map(|v| v.into_iter().collect::<HashMap<_, _>>())
+        };
+        let s = get(Flavor::Pg13Plus, &opts).unwrap();
+        assert_eq!(s["max_slot_wal_keep_size"], "'8GB'");
+        assert!(
+            !get(Flavor::Pg12, &opts)
+                .unwrap()
+                .contains_key("max_slot_wal_keep_size")
+        );
+        let unset = opts.clone().with_max_slot_wal_keep_size(None);
+        assert!(
+            !get(Flavor::Pg13Plus, &unset)
+                .unwrap()
+                .contains_key("max_slot_wal_keep_size")
+        );
+        for good in ["512MB", "-1", "1024", "2 GB"] {
+            let o = opts.clone().with_max_slot_wal_keep_size(Some(good.into()));
+            assert!(get(Flavor::Pg13Plus, &o).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "8 GiB",
+            "x",
+            "1GB' ; wal_level = 'minimal",
+            "-2",
+            "8 G B",
+        ] {
+            let o = opts.clone().with_max_slot_wal_keep_size(Some(bad.into()));
+            let err = get(Flavor::Pg13Plus, &o).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                trove_guest_core::ErrorKind::InvalidInput,
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn basebackup_output_gives_the_wal_range() {

@@ -666,6 +666,7 @@ impl PostgresStrategy {
             &self.handle.work_dir,
             self.tool_user(),
         )
+        .timeout(self.opts.rewind_timeout)
         .spawn();
         let mut tool = match spawned {
             Ok(t) => t,
@@ -683,7 +684,16 @@ impl PostgresStrategy {
                 });
             }
         };
-        let status = tool.wait_status().await?;
+        let status = match tool.wait_status().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Killed at its deadline: the data directory may be half rewound. Come back
+                // read-only (never as a second primary) and say so.
+                self.write_data_file(&data, "standby.signal", "")?;
+                let _ = self.handle.service.start().await;
+                return Err(e);
+            }
+        };
         let said = tool.stderr_tail().await;
         let rewound = status.success();
 

@@ -48,6 +48,7 @@ impl PostgresStrategy {
             .current_dir(staging)
             .run_as(self.tool_user())
             .stdin_piped()
+            .timeout(self.opts.extract_timeout)
             .spawn()?;
         let mut inspector = Inspector::new(ArchiveFormat::Tar, href);
         let done = archive::pump(href, reader, total, tool, &mut inspector, progress).await?;

@@ -38,6 +38,25 @@ pub struct PostgresStrategyOptions {
     pub tar_program: PathBuf,
     /// How long to wait for the server to accept connections after a (re)start (default 120 s).
     pub start_timeout: Duration,
+    /// How long `tar` may take to extract one snapshot before it is killed and the restore
+    /// fails with [`trove_guest_core::Error::Timeout`] (default 24 h). It reads the snapshot as
+    /// it streams from the store, so this bounds the whole download: keep it above the time a
+    /// full copy of the largest database takes.
+    pub extract_timeout: Duration,
+    /// How long `pg_rewind` may run before it is killed (default 1 h). A rewind copies only
+    /// the blocks changed since the histories diverged; a killed rewind leaves the server a
+    /// read-only standby that needs a fresh snapshot.
+    pub rewind_timeout: Duration,
+    /// `max_slot_wal_keep_size` on a master (PostgreSQL 13 and later; default `"8GB"`, `None`
+    /// leaves the server's setting alone). A replication slot keeps every WAL segment its
+    /// replica has not confirmed, so a replica that vanished without a detach (or a forgotten
+    /// snapshot slot) would otherwise fill the primary's disk until the primary stops. With
+    /// the cap, PostgreSQL invalidates such a slot once it holds this much WAL: that replica
+    /// then needs a fresh snapshot, and the primary keeps running. 8 GB is 512 segments of the
+    /// default size: hours of ordinary write load, enough for a replica to ride out a restart
+    /// or a network outage, small next to a typical data volume. Set it below the free space
+    /// of the WAL volume.
+    pub max_slot_wal_keep_size: Option<String>,
 }
 
 impl Default for PostgresStrategyOptions {
@@ -49,6 +68,9 @@ impl Default for PostgresStrategyOptions {
             replica_networks: vec!["all".into()],
             tar_program: PathBuf::from("tar"),
             start_timeout: Duration::from_secs(120),
+            extract_timeout: Duration::from_secs(24 * 3600),
+            rewind_timeout: Duration::from_secs(3600),
+            max_slot_wal_keep_size: Some("8GB".into()),
         }
     }
 }
@@ -66,6 +88,22 @@ impl PostgresStrategyOptions {
     /// Sets [`PostgresStrategyOptions::replica_networks`].
     pub fn with_replica_networks(mut self, nets: Vec<String>) -> Self {
         self.replica_networks = nets;
+        self
+    }
+    /// Sets [`PostgresStrategyOptions::extract_timeout`].
+    pub fn with_extract_timeout(mut self, timeout: Duration) -> Self {
+        self.extract_timeout = timeout;
+        self
+    }
+    /// Sets [`PostgresStrategyOptions::rewind_timeout`].
+    pub fn with_rewind_timeout(mut self, timeout: Duration) -> Self {
+        self.rewind_timeout = timeout;
+        self
+    }
+    /// Sets [`PostgresStrategyOptions::max_slot_wal_keep_size`] (a size in PostgreSQL's
+    /// configuration syntax, `"8GB"`, `"512MB"`; `None` leaves the server's own setting).
+    pub fn with_max_slot_wal_keep_size(mut self, size: Option<String>) -> Self {
+        self.max_slot_wal_keep_size = size;
         self
     }
     /// Sets [`PostgresStrategyOptions::max_wal_senders`] and
@@ -313,8 +351,9 @@ impl ReplicationStrategy for PostgresStrategy {
     /// that succeeds invalidates it. A failed snapshot drops the slot and login only if it made
     /// them.
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
-        let _g = self.change.begin("get_replication_snapshot")?;
-        self.snapshot_locked(req).await
+        // The change goes with the snapshot's cleanup when the call is cancelled.
+        let g = self.change.begin_owned("get_replication_snapshot")?;
+        self.snapshot_locked(req, g).await
     }
 
     /// The store's href for `name`: snapshots are stored under exactly

@@ -228,6 +228,7 @@ async fn attach(
         },
     )?;
     check_snapshot(&s, &doc)?;
+    let timeout = bounded_timeout(q.timeout_secs)?;
     let stream = wants_stream(q.stream, &headers);
     Ok(change(
         &s,
@@ -238,8 +239,8 @@ async fn attach(
             if let Some(p) = q.positioning {
                 req = req.with_positioning(p);
             }
-            if let Some(t) = q.timeout_secs {
-                req = req.with_timeout(Duration::from_secs(t));
+            if let Some(t) = timeout {
+                req = req.with_timeout(t);
             }
             if let Some(id) = q.server_id {
                 req = req.with_server_id(id);
@@ -312,12 +313,28 @@ async fn stage(
     .await)
 }
 
-fn detach_options(call: &api::DetachCall) -> DetachOptions {
-    let mut opts = DetachOptions::new();
-    if let Some(t) = call.timeout_secs {
-        opts.timeout = Duration::from_secs(t);
+/// A caller's `timeout_secs`, refused above [`api::MAX_TIMEOUT_SECS`].
+fn bounded_timeout(secs: Option<u64>) -> Result<Option<Duration>, ApiError> {
+    match secs {
+        Some(t) if t > api::MAX_TIMEOUT_SECS => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            kinds::TIMEOUT_TOO_LONG,
+            format!(
+                "timeout_secs {t} is above the maximum of {} seconds",
+                api::MAX_TIMEOUT_SECS
+            ),
+        )
+        .with_field("timeout_secs")),
+        other => Ok(other.map(Duration::from_secs)),
     }
-    opts
+}
+
+fn detach_options(call: &api::DetachCall) -> Result<DetachOptions, ApiError> {
+    let mut opts = DetachOptions::new();
+    if let Some(t) = bounded_timeout(call.timeout_secs)? {
+        opts.timeout = t;
+    }
+    Ok(opts)
 }
 
 /// The detach change (from its own route or the instance action).
@@ -339,7 +356,7 @@ async fn detach(State(s): St, body: Bytes) -> Result<Response, ApiError> {
             empty_is_default: true,
         },
     )?;
-    Ok(run_detach(&s, detach_options(&call)).await)
+    Ok(run_detach(&s, detach_options(&call)?).await)
 }
 
 async fn cleanup(State(s): St, body: Bytes) -> Result<Response, ApiError> {

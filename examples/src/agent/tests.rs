@@ -393,3 +393,25 @@ async fn stage_needs_exactly_one_of_href_and_name_inside_the_store() {
         .unwrap();
     assert_eq!(reply["error"]["kind"], "unsupported", "{status} {reply}");
 }
+
+#[tokio::test]
+async fn a_timeout_above_the_maximum_is_a_400_before_anything_changes() {
+    let f = fixture(true).await;
+    let body = serde_json::to_vec(&doc(&f.store.href_for("fake"))).unwrap();
+    for secs in [u64::MAX, api::MAX_TIMEOUT_SECS + 1] {
+        let path = format!("{}?timeout_secs={secs}", api::ATTACH);
+        let (status, reply) = f.client.post_raw(&path, body.clone()).await.unwrap();
+        assert_eq!(status, 400, "{secs}: {reply}");
+        assert_eq!(reply["error"]["kind"], kinds::TIMEOUT_TOO_LONG, "{reply}");
+        assert_eq!(reply["error"]["field"], "timeout_secs", "{reply}");
+        let detach = serde_json::json!({ "timeout_secs": secs }).to_string();
+        let (status, reply) = f.client.post_raw(api::DETACH, detach).await.unwrap();
+        assert_eq!(status, 400, "{secs}: {reply}");
+        assert_eq!(reply["error"]["kind"], kinds::TIMEOUT_TOO_LONG, "{reply}");
+    }
+    assert_eq!(f.strategy.attaches.load(Ordering::SeqCst), 0);
+    let path = format!("{}?timeout_secs={}", api::ATTACH, api::MAX_TIMEOUT_SECS);
+    let (status, reply) = f.client.post_raw(&path, body).await.unwrap();
+    assert_eq!(status, 200, "the maximum itself is accepted: {reply}");
+    assert_eq!(f.strategy.attaches.load(Ordering::SeqCst), 1);
+}

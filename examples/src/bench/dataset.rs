@@ -130,7 +130,7 @@ pub async fn load_mariadb(
     server
         .execute("SET GLOBAL innodb_max_dirty_pages_pct = 0")
         .await?;
-    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = trove_guest_core::deadline(std::time::Duration::from_secs(120)).into_std();
     loop {
         let dirty = server
             .query_one(

@@ -120,7 +120,7 @@ async fn start_replication(
             source: None,
         })?;
     replica.execute("START SLAVE").await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = trove_guest_core::deadline(Duration::from_secs(120)).into_std();
     loop {
         let running = replica
             .query_one(

@@ -91,7 +91,7 @@ async fn wait_streaming(replica: &PostgresServer, lsn: &str) -> Result<()> {
     if !lsn.bytes().all(|b| b.is_ascii_hexdigit() || b == b'/') {
         return Err(Error::invalid("LSN", lsn.to_owned()));
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = trove_guest_core::deadline(Duration::from_secs(120)).into_std();
     loop {
         let row = replica
             .query(&format!(

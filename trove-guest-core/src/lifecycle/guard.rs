@@ -1,7 +1,9 @@
 //! The one concurrency policy of every strategy: one change at a time, refused (never queued)
 //! while another runs.
 
-use tokio::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, MutexGuard, OwnedMutexGuard};
 
 use crate::error::{Error, Result};
 
@@ -9,13 +11,20 @@ use crate::error::{Error, Result};
 /// [`Error::Busy`] while another change holds it. Read-only calls do not take it.
 #[derive(Debug, Default)]
 pub struct ChangeLock {
-    lock: Mutex<()>,
+    lock: Arc<Mutex<()>>,
 }
 
 /// Held while a change runs; dropping it ends the change.
 #[derive(Debug)]
 pub struct ChangeGuard<'a> {
     _guard: MutexGuard<'a, ()>,
+}
+
+/// A [`ChangeGuard`] that is not tied to the strategy's lifetime: a cleanup task spawned when a
+/// change is cancelled takes it over, so the next change cannot race the cleanup.
+#[derive(Debug)]
+pub struct OwnedChangeGuard {
+    _guard: OwnedMutexGuard<()>,
 }
 
 impl ChangeLock {
@@ -33,9 +42,26 @@ impl ChangeLock {
         self.lock
             .try_lock()
             .map(|g| ChangeGuard { _guard: g })
-            .map_err(|_| Error::Busy {
-                what: format!("a replication change ({what} requested)"),
-            })
+            .map_err(|_| busy(what))
+    }
+
+    /// Like [`ChangeLock::begin`], as an [`OwnedChangeGuard`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] while another change runs.
+    pub fn begin_owned(&self, what: &str) -> Result<OwnedChangeGuard> {
+        self.lock
+            .clone()
+            .try_lock_owned()
+            .map(|g| OwnedChangeGuard { _guard: g })
+            .map_err(|_| busy(what))
+    }
+}
+
+fn busy(what: &str) -> Error {
+    Error::Busy {
+        what: format!("a replication change ({what} requested)"),
     }
 }
 
@@ -51,6 +77,12 @@ mod tests {
         assert!(matches!(err, Error::Busy { .. }), "{err}");
         assert!(err.to_string().contains("demote"), "{err}");
         drop(first);
+        let owned = lock.begin_owned("snapshot").unwrap();
+        assert!(
+            lock.begin("demote").is_err(),
+            "an owned guard holds the lock too"
+        );
+        drop(owned);
         lock.begin("demote").unwrap();
     }
 }

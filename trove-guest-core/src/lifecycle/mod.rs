@@ -36,7 +36,7 @@ mod sync;
 
 pub use attach::attach;
 pub use failpoint::{failpoint, failpoint_armed};
-pub use guard::{ChangeGuard, ChangeLock};
+pub use guard::{ChangeGuard, ChangeLock, OwnedChangeGuard};
 pub use hooks::RestoreHooks;
 pub use journal::{Journal, JournalEntry, Operation, SavedFile, Step};
 pub use layout::{BACKUP_SCRATCH_PREFIX, WorkLayout};

@@ -27,7 +27,8 @@ use super::report::{RecoverOptions, RecoveryAction, RecoveryReport};
 ///    is put back.
 /// 4. Lifecycle leftovers in the work directory older than [`RecoverOptions::grace`] are
 ///    removed, and the store's incomplete uploads
-///    ([`SnapshotStore::sweep_incomplete`](crate::SnapshotStore::sweep_incomplete)).
+///    ([`SnapshotStore::sweep_incomplete`](crate::SnapshotStore::sweep_incomplete), with
+///    [`RecoverOptions::store_grace`]).
 /// 5. The server is started when it is not running ([`RecoverOptions::ensure_running`]).
 ///
 /// # Errors
@@ -61,7 +62,7 @@ pub async fn recover<H: RestoreHooks + ?Sized>(
         });
     }
     sweep(&layout, handle.data_dir.exists(), opts.grace, &mut report)?;
-    for name in hooks.store().sweep_incomplete(opts.grace).await? {
+    for name in hooks.store().sweep_incomplete(opts.store_grace).await? {
         report.push(RecoveryAction::Removed {
             what: "incomplete upload".into(),
             path: name,

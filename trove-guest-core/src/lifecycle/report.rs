@@ -16,6 +16,11 @@ pub struct RecoverOptions {
     /// Start the server at the end when it is not running (default true): after a crash of
     /// the whole host the agent is what brings its server back.
     pub ensure_running: bool,
+    /// Data in the snapshot store without a manifest is removed only when older than this
+    /// (default 15 minutes), so that recovery never races another agent's commit in a shared
+    /// store. Partial uploads whose uploader is gone are removed at any age where the store
+    /// can tell (the local store: the uploader's lock is free).
+    pub store_grace: Duration,
 }
 
 impl Default for RecoverOptions {
@@ -23,6 +28,7 @@ impl Default for RecoverOptions {
         RecoverOptions {
             grace: Duration::ZERO,
             ensure_running: true,
+            store_grace: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -35,6 +41,11 @@ impl RecoverOptions {
     /// Sets [`RecoverOptions::grace`].
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+    /// Sets [`RecoverOptions::store_grace`].
+    pub fn with_store_grace(mut self, grace: Duration) -> Self {
+        self.store_grace = grace;
         self
     }
     /// Sets [`RecoverOptions::ensure_running`].

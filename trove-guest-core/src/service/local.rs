@@ -20,11 +20,21 @@ pub enum Readiness {
     Unix(PathBuf),
 }
 
+/// How long one readiness probe may take (a connect to an address that drops packets would
+/// otherwise wait for the kernel's SYN retries, minutes).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Readiness {
     pub(crate) async fn probe(&self) -> bool {
         match self {
-            Readiness::Tcp(addr) => tokio::net::TcpStream::connect(addr).await.is_ok(),
-            Readiness::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+            Readiness::Tcp(addr) => matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
+                Ok(Ok(_))
+            ),
+            Readiness::Unix(path) => matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(path)).await,
+                Ok(Ok(_))
+            ),
         }
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 pub use local::{LocalProcess, Readiness};
-pub use systemd::SystemdUnit;
+pub use systemd::{DEFAULT_SYSTEMCTL_TIMEOUT, SystemdUnit};
 
 /// Whether the server runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,12 @@ pub struct SystemdUnit {
     unit: String,
     readiness: Option<Readiness>,
     start_timeout: Duration,
+    command_timeout: Duration,
 }
+
+/// How long one `systemctl` call may take by default: longer than the start timeouts of the
+/// database units (MariaDB's ships with 15 min), so systemd gives up first and says why.
+pub const DEFAULT_SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 impl SystemdUnit {
     /// Controls `unit` (for example `mariadb.service`).
@@ -34,6 +39,7 @@ impl SystemdUnit {
             unit,
             readiness: None,
             start_timeout: Duration::from_secs(120),
+            command_timeout: DEFAULT_SYSTEMCTL_TIMEOUT,
         })
     }
 
@@ -43,9 +49,19 @@ impl SystemdUnit {
         self
     }
 
-    /// The `systemctl` invocation for `verb`.
+    /// Bounds each `systemctl` call (default [`DEFAULT_SYSTEMCTL_TIMEOUT`]): one still
+    /// running after `timeout` is killed and the call fails with [`Error::Service`].
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// The `systemctl` invocation for `verb`, bounded by the command timeout.
     pub fn command(&self, verb: &str) -> ToolCommand {
-        ToolCommand::new("systemctl").arg(verb).arg(&self.unit)
+        ToolCommand::new("systemctl")
+            .arg(verb)
+            .arg(&self.unit)
+            .timeout(self.command_timeout)
     }
 
     async fn systemctl(&self, verb: &str) -> Result<()> {
@@ -111,6 +127,22 @@ mod tests {
         assert_eq!(
             u.command("start").display(),
             "systemctl start mariadb.service"
+        );
+    }
+
+    #[test]
+    fn every_systemctl_call_is_bounded() {
+        let u = SystemdUnit::new("mariadb.service").unwrap();
+        for verb in ["start", "stop", "is-active"] {
+            assert_eq!(
+                u.command(verb).get_timeout(),
+                Some(DEFAULT_SYSTEMCTL_TIMEOUT)
+            );
+        }
+        let u = u.with_command_timeout(Duration::from_secs(7));
+        assert_eq!(
+            u.command("start").get_timeout(),
+            Some(Duration::from_secs(7))
         );
     }
 }

@@ -265,6 +265,11 @@ impl SnapshotStore for ZstdSnapshotStore {
         Ok(VerifyingReader::new(reader, href, p.size, p.sha256))
     }
 
+    /// Sweeps the inner store (where the compressed data and the pointers live).
+    async fn sweep_incomplete(&self, older_than: std::time::Duration) -> Result<Vec<String>> {
+        self.inner.sweep_incomplete(older_than).await
+    }
+
     async fn delete(&self, href: &str) -> Result<()> {
         let p = match self.pointer(href).await {
             Ok(p) => Some(p),

@@ -58,7 +58,7 @@ pub(super) async fn wait_then_get<S: SnapshotStore + ?Sized>(
     expected: &Expected,
     opts: &FollowOptions,
 ) -> Result<SnapshotRead> {
-    let deadline = tokio::time::Instant::now() + opts.start_timeout;
+    let deadline = crate::deadline::deadline(opts.start_timeout);
     let mut interval = opts.poll_interval.max(Duration::from_millis(1));
     loop {
         match store.stat(href).await {

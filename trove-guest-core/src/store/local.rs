@@ -1,5 +1,6 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
@@ -12,7 +13,7 @@ use super::{
 use crate::error::{Error, IoResultExt, Result};
 use crate::progress::Progress;
 
-const DATA_SUFFIX: &str = ".snap";
+pub(super) const DATA_SUFFIX: &str = ".snap";
 
 /// Snapshots as files in a local directory, addressed by `file://` hrefs.
 ///
@@ -145,6 +146,8 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 
 /// Prefix of upload files: `.partial-<name>-<PARTIAL_RANDOM random alphanumerics>`.
 pub(super) const PARTIAL_PREFIX: &str = ".partial-";
+/// Prefix of a manifest being written by a commit.
+pub(super) const MANIFEST_PARTIAL_PREFIX: &str = ".manifest-partial-";
 /// Length of the random part of upload file names.
 pub(super) const PARTIAL_RANDOM: usize = 12;
 
@@ -196,7 +199,7 @@ impl PendingUpload for LocalPending {
             }
             let mpath = LocalSnapshotStore::manifest_path(&data);
             let mtemp = root.join(format!(
-                ".manifest-partial-{}",
+                "{MANIFEST_PARTIAL_PREFIX}{}",
                 crate::secret::Secret::random(12).expose()
             ));
             let json = serde_json::to_vec_pretty(&snapshot).expect("manifest serializes");
@@ -447,6 +450,20 @@ impl SnapshotStore for LocalSnapshotStore {
         opts: &FollowOptions,
     ) -> Result<SnapshotRead> {
         super::tail::follow_local(self, href, expected, opts).await
+    }
+
+    /// Removes upload files (`.partial-*`) whose uploader is gone (their `flock` can be taken:
+    /// a live uploader holds it until commit or abort), half-written manifests, and data files
+    /// without a manifest, each only when it last changed more than `older_than` ago. Returns
+    /// their file names.
+    async fn sweep_incomplete(&self, older_than: Duration) -> Result<Vec<String>> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || super::sweep::sweep_local(&store, older_than))
+            .await
+            .map_err(|e| Error::Store {
+                message: format!("sweep task failed: {e}"),
+                source: None,
+            })?
     }
 
     async fn delete(&self, href: &str) -> Result<()> {

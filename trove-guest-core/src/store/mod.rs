@@ -16,10 +16,12 @@ mod local;
 #[cfg(feature = "object-store")]
 mod object;
 mod stream;
+mod sweep;
 mod tail;
 mod verify;
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -178,18 +180,25 @@ pub trait SnapshotStore: Send + Sync + fmt::Debug {
     /// Cancel safe: a repeated call finishes the work.
     async fn delete(&self, href: &str) -> Result<()>;
 
-    /// Removes uploads that will never be committed (their uploader is gone) and data objects
-    /// without a manifest, older than `older_than`; returns what it removed. The default
-    /// removes nothing.
+    /// Removes what failed uploads left behind: temporary upload data whose uploader is
+    /// provably gone (the local store: its lock is free; any age), and, when it last changed
+    /// more than `older_than` ago, temporary data the store cannot prove abandoned and data
+    /// without a manifest (a commit interrupted between publishing the data and writing the
+    /// manifest: unreadable, and its name taken for good). Never touches a complete snapshot
+    /// or a live upload; `older_than` keeps it off a commit in progress, so make it far longer
+    /// than a commit takes (an hour, say). Returns the store-relative names of what it removed.
+    ///
+    /// The default removes nothing (a store with nothing to sweep, or that cannot tell).
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] / [`Error::Store`].
+    /// [`Error::Io`] / [`Error::Store`] when listing or removing fails.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a repeated call finishes the work.
-    async fn sweep_incomplete(&self, older_than: std::time::Duration) -> Result<Vec<String>> {
+    /// Cancel safe: each object is removed whole or not at all; a repeated call finishes the
+    /// work.
+    async fn sweep_incomplete(&self, older_than: Duration) -> Result<Vec<String>> {
         let _ = older_than;
         Ok(Vec::new())
     }

@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 
 const DATA_SUFFIX: &str = ".snap";
+/// Prefix of the temporary object an upload streams into before its commit.
+const PARTIAL_PREFIX: &str = ".partial-";
 const MANIFEST_SUFFIX: &str = ".snap.manifest.json";
 /// Multipart part size (S3 needs at least 5 MiB per part but the last).
 const PART_SIZE: usize = 8 << 20;
@@ -324,7 +326,7 @@ impl SnapshotStore for ObjectSnapshotStore {
         validate_snapshot_name(name)?;
         let href = self.href_for(name);
         let temp_key = self.key(&format!(
-            ".partial-{name}-{}",
+            "{PARTIAL_PREFIX}{name}-{}",
             crate::secret::Secret::random(12).expose()
         ));
         let mut writer =
@@ -395,6 +397,53 @@ impl SnapshotStore for ObjectSnapshotStore {
         let stream = got.into_stream().map_err(std::io::Error::other);
         let reader: SnapshotRead = Box::new(StreamReader::new(stream));
         Ok(VerifyingReader::new(reader, href, m.size, m.sha256))
+    }
+
+    /// Lists the key prefix and deletes, when last modified more than `older_than` ago,
+    /// temporary upload objects (`.partial-*`, left by a process killed between the upload
+    /// and its commit) and data objects without a manifest. Unfinished multipart parts are not
+    /// listed by object stores: a bucket lifecycle rule has to expire those. Returns the keys'
+    /// file names.
+    async fn sweep_incomplete(&self, older_than: std::time::Duration) -> Result<Vec<String>> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|e| store_error(format!("list {}", self.prefix), e))?;
+        let files: std::collections::HashSet<String> = listed
+            .objects
+            .iter()
+            .filter_map(|m| m.location.filename().map(str::to_owned))
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut removed = Vec::new();
+        for meta in &listed.objects {
+            let Some(file) = meta.location.filename() else {
+                continue;
+            };
+            let modified = u64::try_from(meta.last_modified.timestamp()).unwrap_or(0);
+            if now.saturating_sub(modified) < older_than.as_secs() {
+                continue;
+            }
+            let incomplete = file.starts_with(PARTIAL_PREFIX)
+                || (file.ends_with(DATA_SUFFIX)
+                    && !files
+                        .contains(&format!("{file}{}", &MANIFEST_SUFFIX[DATA_SUFFIX.len()..])));
+            if !incomplete {
+                continue;
+            }
+            match self.store.delete(&meta.location).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(store_error(format!("delete {}", meta.location), e)),
+            }
+            tracing::info!(key = %meta.location, "removed an incomplete upload from the snapshot store");
+            removed.push(file.to_owned());
+        }
+        removed.sort();
+        Ok(removed)
     }
 
     async fn delete(&self, href: &str) -> Result<()> {

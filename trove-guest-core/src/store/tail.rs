@@ -37,7 +37,7 @@ pub(super) async fn follow_local(
         .expect("path_for checked the name")
         .to_owned();
     validate_snapshot_name(&name)?;
-    let deadline = tokio::time::Instant::now() + opts.start_timeout;
+    let deadline = crate::deadline::deadline(opts.start_timeout);
     loop {
         match store.read_manifest(href).await {
             Ok(_) => return Ok(Box::new(store.get(href, expected).await?)),

@@ -39,6 +39,9 @@ pub const MARIADBD: &str = "/usr/sbin/mariadbd";
 /// The datadir initialiser.
 pub const MARIADB_INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
 
+/// How long one test connection may take to log in.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 const PORT_ATTEMPTS: usize = 8;
 
 /// How a test server is set up.
@@ -516,9 +519,11 @@ impl MariaDbServer {
                 Some(self.password.expose().to_owned())
             })
             .prefer_socket(false);
-        mysql_async::Conn::new(opts).await.map_err(|e| {
-            Error::datastore(format!("connect to test server on port {}", self.port), e)
-        })
+        let what = format!("connect to test server on port {}", self.port);
+        match tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(opts)).await {
+            Ok(r) => r.map_err(|e| Error::datastore(what, e)),
+            Err(_) => Err(Error::timeout(what, CONNECT_TIMEOUT)),
+        }
     }
 
     /// Runs `sql` (one or more statements) and returns the rows of the last result set as

@@ -539,9 +539,13 @@ impl PostgresServer {
         if !self.handle.admin.password.is_empty() {
             cfg.password(self.handle.admin.password.expose());
         }
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
-            Error::datastore(format!("connect to PostgreSQL on port {}", self.port), e)
-        })?;
+        let what = format!("connect to PostgreSQL on port {}", self.port);
+        let bound = Duration::from_secs(30);
+        let (client, conn) =
+            match tokio::time::timeout(bound, cfg.connect(tokio_postgres::NoTls)).await {
+                Ok(r) => r.map_err(|e| Error::datastore(what, e))?,
+                Err(_) => return Err(Error::timeout(what, bound)),
+            };
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -679,7 +683,7 @@ impl Drop for PostgresServer {
         if let Some(pid) = pid {
             let target = Pid::from_raw(pid as i32);
             let _ = kill(target, Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(15);
+            let deadline = crate::deadline::deadline(Duration::from_secs(15)).into_std();
             while !is_gone_or_zombie(pid as i32) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }

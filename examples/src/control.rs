@@ -95,28 +95,15 @@ pub fn topology(datastore: DatastoreKind, members: &[Member]) -> TopologyDocumen
     let members = members
         .iter()
         .map(|m| {
-            let section = m.slave_of.as_ref().map(|master| MemberReplication {
-                slave_of: vec![MemberRef { id: master.clone() }],
-                read_only: m.read_only,
+            let section = m.slave_of.as_ref().map(|master| {
+                MemberReplication::new(vec![MemberRef { id: master.clone() }], m.read_only)
             });
-            let mut t = TopologyMember {
-                id: m.id.clone(),
-                name: m.name.clone(),
-                mysql: None,
-                mariadb: None,
-                postgresql: None,
-            };
-            match datastore {
-                DatastoreKind::Mariadb => t.mariadb = section,
-                DatastoreKind::Postgresql => t.postgresql = section,
-                _ => t.mysql = section,
-            }
+            let mut t = TopologyMember::new(m.id.clone(), m.name.clone());
+            t.set_replication(&datastore, section);
             t
         })
         .collect();
-    TopologyDocument {
-        topology: Topology { members },
-    }
+    TopologyDocument::new(Topology::new(members))
 }
 
 /// The snapshot document as JSON with the replication password replaced by `"[REDACTED]"`, for
@@ -177,6 +164,26 @@ mod tests {
         assert_eq!(
             v["topology"]["members"][1]["mysql"],
             serde_json::json!({"slave_of": [{"id": "m"}], "read_only": true})
+        );
+    }
+
+    #[test]
+    fn topology_of_a_datastore_core_does_not_know_names_its_section() {
+        let redis: DatastoreKind = "redis".parse().unwrap();
+        let t = topology(
+            redis,
+            &[Member {
+                id: "s".into(),
+                name: "replica".into(),
+                slave_of: Some("m".into()),
+                read_only: true,
+            }],
+        );
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(
+            v["topology"]["members"][0],
+            serde_json::json!({"id": "s", "name": "replica",
+                               "redis": {"slave_of": [{"id": "m"}], "read_only": true}})
         );
     }
 

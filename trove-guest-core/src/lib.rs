@@ -75,8 +75,8 @@ pub use datastore::{AdminConnection, DatastoreHandle};
 pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::{RecoverOptions, RecoveryAction, RecoveryReport};
 pub use position::{
-    BinlogCoordinates, BinlogFile, Lsn, MariaDbGtidList, MysqlGtidSet, ReplicationPosition,
-    WalPosition,
+    BinlogCoordinates, BinlogFile, Lsn, MariaDbGtidList, MysqlGtidSet, OpaquePosition,
+    ReplicationPosition, WalPosition,
 };
 pub use progress::{Phase, Progress, ProgressEvent};
 pub use runner::{OsUser, RunningTool, SecretFile, ToolCommand};
@@ -90,4 +90,4 @@ pub use strategy::{
     EnableMasterOptions, Positioning, Provisioned, ReplicationStatus, ReplicationStrategy,
     ReplicationStrategyExt, Role, SharedStrategy, SnapshotRequest, StageRequest, StagedSnapshot,
 };
-pub use wire::{DatastoreKind, SnapshotDocument};
+pub use wire::{DatastoreKind, DatastoreName, SnapshotDocument};

@@ -49,7 +49,10 @@ fn parse_kind(s: &str) -> Result<DatastoreKind, String> {
              the library but has no local test server here"
                 .into(),
         ),
-        Ok(k) => Ok(k),
+        Ok(k @ (DatastoreKind::Mariadb | DatastoreKind::Postgresql)) => Ok(k),
+        Ok(other) => Err(format!(
+            "{other}: the demo runs MariaDB and PostgreSQL test servers only"
+        )),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -14,8 +14,8 @@
 //! * [`runner`]: the one way to run external tools;
 //! * [`service`]: starting and stopping the server;
 //! * [`Error`]: the portable error type;
-//! * `testkit` (feature `testkit`): throwaway MariaDB and PostgreSQL servers and the
-//!   backend conformance suite.
+//! * `testkit` (feature `testkit`): the generic harness backends build their throwaway test
+//!   servers from, and the backend conformance suite.
 //!
 //! Core exposes no database client library types; backends keep theirs private.
 //!

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trove_guest_core::position::BinlogCoordinates;
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{LocalSnapshotStore, ReplicationPosition, ReplicationStrategy};
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_mysql::{MysqlOptions, MysqlStrategy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

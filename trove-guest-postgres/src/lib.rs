@@ -102,6 +102,8 @@ mod sql;
 mod staged;
 mod status;
 mod strategy;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod timeline;
 #[cfg(test)]
 mod version_snapshots;

@@ -6,13 +6,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use trove_guest_core::strategy::Role;
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::wire::DatastoreKind;
 use trove_guest_core::{
     AttachRequest, EnableMasterOptions, ErrorKind, ReplicationPosition, ReplicationStrategy,
     SnapshotRequest,
 };
 use trove_guest_postgres::objects;
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 
 #[tokio::test]
 async fn enable_as_master_restarts_only_for_settings_that_need_it_and_is_idempotent() {

@@ -8,7 +8,7 @@ use trove_guest_core::wire::{
     Link, MemberRef, MemberReplication, ResourceRef, Topology, TopologyDocument, TopologyMember,
     Volume,
 };
-use trove_guest_core::{DatastoreKind, SnapshotDocument};
+use trove_guest_core::{DatastoreKind, Result, SnapshotDocument};
 
 /// A random instance id in the UUID form the design's documents use.
 pub fn new_instance_id() -> String {
@@ -91,7 +91,12 @@ pub struct Member {
 
 /// The design's `topology` document: the master without a datastore section, each replica with
 /// one named after the datastore.
-pub fn topology(datastore: DatastoreKind, members: &[Member]) -> TopologyDocument {
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`](trove_guest_core::Error::InvalidInput) for a datastore whose name the
+/// document cannot hold as a section (see [`TopologyMember::set_replication`]).
+pub fn topology(datastore: DatastoreKind, members: &[Member]) -> Result<TopologyDocument> {
     let members = members
         .iter()
         .map(|m| {
@@ -99,11 +104,11 @@ pub fn topology(datastore: DatastoreKind, members: &[Member]) -> TopologyDocumen
                 MemberReplication::new(vec![MemberRef { id: master.clone() }], m.read_only)
             });
             let mut t = TopologyMember::new(m.id.clone(), m.name.clone());
-            t.set_replication(&datastore, section);
-            t
+            t.set_replication(&datastore, section)?;
+            Ok(t)
         })
-        .collect();
-    TopologyDocument::new(Topology::new(members))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TopologyDocument::new(Topology::new(members)))
 }
 
 /// The snapshot document as JSON with the replication password replaced by `"[REDACTED]"`, for
@@ -155,7 +160,8 @@ mod tests {
                     read_only: true,
                 },
             ],
-        );
+        )
+        .unwrap();
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(
             v["topology"]["members"][0],
@@ -178,7 +184,8 @@ mod tests {
                 slave_of: Some("m".into()),
                 read_only: true,
             }],
-        );
+        )
+        .unwrap();
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(
             v["topology"]["members"][0],

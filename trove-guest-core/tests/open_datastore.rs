@@ -191,15 +191,26 @@ fn topology_section_of_an_unknown_datastore_is_set_under_its_name() {
             vec![MemberRef { id: "s-1".into() }],
             true,
         )),
-    );
+    )
+    .unwrap();
     let v = serde_json::to_value(&doc).unwrap();
     assert_eq!(
         v["topology"]["members"][2]["redis"],
         json!({"slave_of": [{"id": "s-1"}], "read_only": true})
     );
-    doc.topology.members[2].set_replication(&redis(), None);
+    doc.topology.members[2]
+        .set_replication(&redis(), None)
+        .unwrap();
     let v = serde_json::to_value(&doc).unwrap();
     assert!(v["topology"]["members"][2].get("redis").is_none());
+
+    // A datastore named like a member's own field has no room for a section.
+    let named: DatastoreKind = "name".parse().unwrap();
+    let e = doc.topology.members[2]
+        .set_replication(&named, Some(MemberReplication::new(vec![], true)))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert_eq!(doc.topology.members[2].name, "cache-s2");
 
     let mut bad: Value = serde_json::from_str(REDIS_TOPOLOGY).unwrap();
     bad["topology"]["members"][1]["redis"] = json!("not a section");

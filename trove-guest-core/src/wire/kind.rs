@@ -117,7 +117,7 @@ impl<'de> Deserialize<'de> for DatastoreKind {
 /// The name of a datastore core does not know (the payload of [`DatastoreKind::Other`]):
 /// 1 to [`MAX_LEN`](DatastoreName::MAX_LEN) bytes of lowercase ASCII letters, digits, `_` and
 /// `-`, starting with a letter, and not one of core's own names. Held inline, so it is `Copy`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DatastoreName {
     len: u8,
     bytes: [u8; DatastoreName::MAX_LEN],

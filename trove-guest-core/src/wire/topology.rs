@@ -43,6 +43,9 @@ impl Topology {
     }
 }
 
+/// The fields of a member that are not replica sections.
+const MEMBER_FIELDS: [&str; 2] = ["id", "name"];
+
 /// One instance of the replication set. A master carries no datastore section; a replica carries
 /// one named after its datastore: `mysql`, `mariadb` or `postgresql` in their typed fields, the
 /// section of any other datastore (`"redis": {...}`) in `extra` under its name. Use
@@ -107,21 +110,41 @@ impl TopologyMember {
     }
 
     /// Sets (or with `None` removes) the replica section of `kind`.
-    pub fn set_replication(&mut self, kind: &DatastoreKind, section: Option<MemberReplication>) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a datastore named like a member's own field (`id`, `name`),
+    /// whose section the document cannot hold.
+    pub fn set_replication(
+        &mut self,
+        kind: &DatastoreKind,
+        section: Option<MemberReplication>,
+    ) -> Result<()> {
         match kind {
             DatastoreKind::Mysql => self.mysql = section,
             DatastoreKind::Mariadb => self.mariadb = section,
             DatastoreKind::Postgresql => self.postgresql = section,
-            DatastoreKind::Other(name) => match section {
-                Some(s) => {
-                    let value = serde_json::to_value(s).unwrap_or(serde_json::Value::Null);
-                    self.extra.insert(name.as_str().to_owned(), value);
+            DatastoreKind::Other(name) => {
+                let key = name.as_str();
+                if MEMBER_FIELDS.contains(&key) {
+                    return Err(Error::invalid(
+                        "topology member",
+                        format!("a datastore named {key:?} cannot have a replica section"),
+                    ));
                 }
-                None => {
-                    self.extra.remove(name.as_str());
+                match section {
+                    Some(s) => {
+                        let value = serde_json::to_value(s)
+                            .map_err(|e| Error::invalid("topology member", e.to_string()))?;
+                        self.extra.insert(key.to_owned(), value);
+                    }
+                    None => {
+                        self.extra.remove(key);
+                    }
                 }
-            },
+            }
         }
+        Ok(())
     }
 }
 

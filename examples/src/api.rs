@@ -227,9 +227,10 @@ pub mod kinds {
     pub const MALFORMED_JSON: &str = "malformed_json";
     /// The body is JSON but not the expected document (`422`).
     pub const INVALID_DOCUMENT: &str = "invalid_document";
-    /// The document names a datastore that does not exist (`422`).
+    /// The document names a datastore by a malformed name, or one core does not know that this
+    /// agent does not serve (`422`).
     pub const UNKNOWN_DATASTORE: &str = "unknown_datastore";
-    /// The document is for another datastore than this agent's server (`422`).
+    /// The document is for another known datastore than this agent's server (`422`).
     pub const WRONG_DATASTORE: &str = "wrong_datastore";
     /// The snapshot href is not in this agent's snapshot store (`422`).
     pub const HREF_OUTSIDE_STORE: &str = "snapshot_href_outside_store";

@@ -2,17 +2,28 @@
 
 use std::sync::Arc;
 
-use trove_guest_core::{DatastoreHandle, DatastoreKind, Result, SharedStrategy, SnapshotStore};
+use trove_guest_core::{
+    DatastoreHandle, DatastoreKind, Error, Result, SharedStrategy, SnapshotStore,
+};
 use trove_guest_mysql::{MysqlOptions, MysqlStrategy};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
 
 use crate::config::MysqlSection;
 
+/// Whether this agent has a backend for `kind`.
+pub fn supports(kind: DatastoreKind) -> bool {
+    matches!(
+        kind,
+        DatastoreKind::Mysql | DatastoreKind::Mariadb | DatastoreKind::Postgresql
+    )
+}
+
 /// The strategy for `kind` acting on `handle`, storing snapshots in `store`.
 ///
 /// # Errors
 ///
-/// What the backend's constructor reports.
+/// [`Error::Unsupported`] for a datastore this agent has no backend for (see [`supports`]);
+/// what the backend's constructor reports.
 pub fn strategy(
     kind: DatastoreKind,
     handle: DatastoreHandle,
@@ -25,11 +36,16 @@ pub fn strategy(
             store,
             PostgresStrategyOptions::new(),
         )),
-        _ => Arc::new(MysqlStrategy::new(
+        DatastoreKind::Mysql | DatastoreKind::Mariadb => Arc::new(MysqlStrategy::new(
             handle,
             store,
             mysql_options(mysql).with_expected_datastore(kind),
         )),
+        other => {
+            return Err(Error::unsupported(format!(
+                "the {other} datastore (this agent has backends for mysql, mariadb and postgresql)"
+            )));
+        }
     })
 }
 

@@ -198,11 +198,22 @@ impl AgentConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] naming the problem (TOML's message carries line and column), or
-    /// for a `listen` address that is not loopback.
+    /// [`Error::InvalidInput`] naming the problem (TOML's message carries line and column), for
+    /// a datastore this agent has no backend for, or for a `listen` address that is not
+    /// loopback.
     pub fn parse(text: &str) -> Result<Self> {
         let config: AgentConfig = toml::from_str(text)
             .map_err(|e| Error::invalid("agent configuration", e.to_string()))?;
+        if !crate::backends::supports(config.datastore.kind) {
+            return Err(Error::invalid(
+                "agent configuration",
+                format!(
+                    "datastore type = \"{}\": this agent has backends for mariadb, mysql and \
+                     postgresql only",
+                    config.datastore.kind
+                ),
+            ));
+        }
         if !config.listen.ip().is_loopback() {
             return Err(Error::invalid(
                 "agent configuration",

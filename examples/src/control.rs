@@ -8,7 +8,7 @@ use trove_guest_core::wire::{
     Link, MemberRef, MemberReplication, ResourceRef, Topology, TopologyDocument, TopologyMember,
     Volume,
 };
-use trove_guest_core::{DatastoreKind, SnapshotDocument};
+use trove_guest_core::{DatastoreKind, Result, SnapshotDocument};
 
 /// A random instance id in the UUID form the design's documents use.
 pub fn new_instance_id() -> String {
@@ -91,32 +91,24 @@ pub struct Member {
 
 /// The design's `topology` document: the master without a datastore section, each replica with
 /// one named after the datastore.
-pub fn topology(datastore: DatastoreKind, members: &[Member]) -> TopologyDocument {
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`](trove_guest_core::Error::InvalidInput) for a datastore whose name the
+/// document cannot hold as a section (see [`TopologyMember::set_replication`]).
+pub fn topology(datastore: DatastoreKind, members: &[Member]) -> Result<TopologyDocument> {
     let members = members
         .iter()
         .map(|m| {
-            let section = m.slave_of.as_ref().map(|master| MemberReplication {
-                slave_of: vec![MemberRef { id: master.clone() }],
-                read_only: m.read_only,
+            let section = m.slave_of.as_ref().map(|master| {
+                MemberReplication::new(vec![MemberRef { id: master.clone() }], m.read_only)
             });
-            let mut t = TopologyMember {
-                id: m.id.clone(),
-                name: m.name.clone(),
-                mysql: None,
-                mariadb: None,
-                postgresql: None,
-            };
-            match datastore {
-                DatastoreKind::Mariadb => t.mariadb = section,
-                DatastoreKind::Postgresql => t.postgresql = section,
-                _ => t.mysql = section,
-            }
-            t
+            let mut t = TopologyMember::new(m.id.clone(), m.name.clone());
+            t.set_replication(&datastore, section)?;
+            Ok(t)
         })
-        .collect();
-    TopologyDocument {
-        topology: Topology { members },
-    }
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TopologyDocument::new(Topology::new(members)))
 }
 
 /// The snapshot document as JSON with the replication password replaced by `"[REDACTED]"`, for
@@ -168,7 +160,8 @@ mod tests {
                     read_only: true,
                 },
             ],
-        );
+        )
+        .unwrap();
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(
             v["topology"]["members"][0],
@@ -177,6 +170,27 @@ mod tests {
         assert_eq!(
             v["topology"]["members"][1]["mysql"],
             serde_json::json!({"slave_of": [{"id": "m"}], "read_only": true})
+        );
+    }
+
+    #[test]
+    fn topology_of_a_datastore_core_does_not_know_names_its_section() {
+        let redis: DatastoreKind = "redis".parse().unwrap();
+        let t = topology(
+            redis,
+            &[Member {
+                id: "s".into(),
+                name: "replica".into(),
+                slave_of: Some("m".into()),
+                read_only: true,
+            }],
+        )
+        .unwrap();
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(
+            v["topology"]["members"][0],
+            serde_json::json!({"id": "s", "name": "replica",
+                               "redis": {"slave_of": [{"id": "m"}], "read_only": true}})
         );
     }
 

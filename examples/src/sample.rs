@@ -52,7 +52,8 @@ impl SampleDb {
     ///
     /// # Errors
     ///
-    /// [`Error::Datastore`] when the connection fails.
+    /// [`Error::Datastore`] when the connection fails; [`Error::Unsupported`] for a datastore
+    /// other than MySQL, MariaDB or PostgreSQL.
     ///
     /// # Cancel safety
     ///
@@ -68,7 +69,12 @@ impl SampleDb {
             DatastoreKind::Postgresql => {
                 *db.pg.lock().await = Some(db.pg_connect().await?);
             }
-            _ => drop(db.my_conn().await?),
+            DatastoreKind::Mysql | DatastoreKind::Mariadb => drop(db.my_conn().await?),
+            other => {
+                return Err(Error::unsupported(format!(
+                    "sample data in a {other} server (MySQL, MariaDB and PostgreSQL only)"
+                )));
+            }
         }
         Ok(db)
     }

@@ -1,6 +1,6 @@
 //! Real local servers with a guest agent each: what the demo and the live tests run.
 //!
-//! A [`Node`] is one throwaway server (core's testkit), the strategy acting on it, a guest agent
+//! A [`Node`] is one throwaway server (the backends' testkits), the strategy acting on it, a guest agent
 //! serving that strategy on a loopback port, and a client of that agent. Dropping a node stops
 //! the agent and the server and removes the server's files; [`Node::shutdown`] does the same and
 //! first aborts a replication change still running.
@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer, PostgresOptions, PostgresServer};
 use trove_guest_core::{
     DatastoreHandle, DatastoreKind, Error, Result, SharedStrategy, SnapshotStore,
 };
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 
 use crate::agent::{AgentOptions, GuestAgent, RunningAgent};
 use crate::backends;

@@ -14,8 +14,8 @@
 //! * [`runner`]: the one way to run external tools;
 //! * [`service`]: starting and stopping the server;
 //! * [`Error`]: the portable error type;
-//! * `testkit` (feature `testkit`): throwaway MariaDB and PostgreSQL servers and the
-//!   backend conformance suite.
+//! * `testkit` (feature `testkit`): the generic harness backends build their throwaway test
+//!   servers from, and the backend conformance suite.
 //!
 //! Core exposes no database client library types; backends keep theirs private.
 //!
@@ -79,8 +79,8 @@ pub use deadline::deadline;
 pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::{RecoverOptions, RecoveryAction, RecoveryReport};
 pub use position::{
-    BinlogCoordinates, BinlogFile, Lsn, MariaDbGtidList, MysqlGtidSet, ReplicationPosition,
-    WalPosition,
+    BinlogCoordinates, BinlogFile, Lsn, MariaDbGtidList, MysqlGtidSet, OpaquePosition,
+    ReplicationPosition, WalPosition,
 };
 pub use progress::{Phase, Progress, ProgressEvent};
 pub use runner::{OsUser, RunningTool, SecretFile, ToolCommand};
@@ -94,4 +94,4 @@ pub use strategy::{
     EnableMasterOptions, Positioning, Provisioned, ReplicationStatus, ReplicationStrategy,
     ReplicationStrategyExt, Role, SharedStrategy, SnapshotRequest, StageRequest, StagedSnapshot,
 };
-pub use wire::{DatastoreKind, SnapshotDocument};
+pub use wire::{DatastoreKind, DatastoreName, SnapshotDocument};

@@ -1,5 +1,6 @@
 //! Typed replication positions: binlog file/offset, MySQL GTID sets, MariaDB GTID lists and
-//! PostgreSQL LSNs with timelines.
+//! PostgreSQL LSNs with timelines, and [`OpaquePosition`]s that the backend of a datastore core
+//! does not know defines and compares itself.
 //!
 //! Every type parses with [`std::str::FromStr`], rejecting garbage with
 //! [`Error::InvalidInput`], and serializes as the server's own text
@@ -13,6 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::wire::DatastoreKind;
 
 macro_rules! string_serde {
     ($ty:ty) => {
@@ -385,13 +387,92 @@ pub struct WalPosition {
     pub timeline: u32,
 }
 
+/// The position of a datastore core has no typed position for: text its backend defines,
+/// parses and compares itself (a Redis backend might use `"<replid>:<offset>"`).
+///
+/// Core never orders opaque positions: "has this server reached it" is answered by the
+/// backend's [`wait_for_txn`](crate::ReplicationStrategy::wait_for_txn), and
+/// [`ReplicationStrategyExt::catch_up_with`](crate::ReplicationStrategyExt::catch_up_with)
+/// refuses one of another datastore before asking. Serialized as
+/// `{"datastore": "redis", "value": "..."}`, both in
+/// [`ReplicationPosition::Opaque`] and in the snapshot document's `position` field.
+///
+/// `value` is 1 to [`OpaquePosition::MAX_LEN`] bytes without control characters (it ends up in
+/// messages and logs); anything else about it is the backend's to check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct OpaquePosition {
+    /// The datastore whose backend defines `value`.
+    pub datastore: DatastoreKind,
+    value: String,
+}
+
+impl OpaquePosition {
+    /// The longest `value` accepted, in bytes.
+    pub const MAX_LEN: usize = 4096;
+
+    /// A position of `datastore` with the backend's text `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when `value` is empty, longer than
+    /// [`MAX_LEN`](OpaquePosition::MAX_LEN) bytes or holds a control character.
+    pub fn new(datastore: DatastoreKind, value: impl Into<String>) -> Result<Self> {
+        let value = value.into();
+        if value.is_empty() || value.len() > Self::MAX_LEN {
+            return Err(Error::invalid(
+                "position",
+                format!(
+                    "the {datastore} position must be 1 to {} bytes",
+                    Self::MAX_LEN
+                ),
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "position",
+                format!("the {datastore} position holds a control character"),
+            ));
+        }
+        Ok(OpaquePosition { datastore, value })
+    }
+
+    /// The backend's text.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl fmt::Display for OpaquePosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.datastore, self.value)
+    }
+}
+
+impl<'de> Deserialize<'de> for OpaquePosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            datastore: DatastoreKind,
+            value: String,
+        }
+        let raw = Raw::deserialize(d)?;
+        OpaquePosition::new(raw.datastore, raw.value).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A transaction position of any supported datastore, as returned by
 /// [`get_latest_txn_id`](crate::ReplicationStrategy::get_latest_txn_id) and accepted by
 /// [`wait_for_txn`](crate::ReplicationStrategy::wait_for_txn).
 ///
 /// Serialized externally tagged: `{"mariadb_gtid": "0-1-42"}`, `{"mysql_gtid": "uuid:1-5"}`,
 /// `{"binlog": {"log_file": "...", "log_position": 4}}`, `{"postgresql_lsn": "0/3000060"}`,
-/// `{"postgresql_wal": {"lsn": "0/3000060", "timeline": 1}}`.
+/// `{"postgresql_wal": {"lsn": "0/3000060", "timeline": 1}}`,
+/// `{"opaque": {"datastore": "redis", "value": "..."}}`.
+///
+/// Code that orders positions (a backend's `wait_for_txn`) handles the variants of its own
+/// datastore and refuses the rest with [`Error::InvalidInput`]; core itself never compares
+/// positions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -407,6 +488,24 @@ pub enum ReplicationPosition {
     /// A PostgreSQL LSN with the timeline it was written on: lets a server that left that
     /// timeline (a promoted replica) tell that it will never reach a later position on it.
     PostgresqlWal(WalPosition),
+    /// A position of a datastore core does not know, defined and compared by its backend.
+    Opaque(OpaquePosition),
+}
+
+impl ReplicationPosition {
+    /// The datastore the position belongs to, when the variant says: `None` for
+    /// [`Binlog`](ReplicationPosition::Binlog), which both MySQL and MariaDB use.
+    pub fn datastore(&self) -> Option<DatastoreKind> {
+        match self {
+            ReplicationPosition::Binlog(_) => None,
+            ReplicationPosition::MysqlGtid(_) => Some(DatastoreKind::Mysql),
+            ReplicationPosition::MariadbGtid(_) => Some(DatastoreKind::Mariadb),
+            ReplicationPosition::PostgresqlLsn(_) | ReplicationPosition::PostgresqlWal(_) => {
+                Some(DatastoreKind::Postgresql)
+            }
+            ReplicationPosition::Opaque(p) => Some(p.datastore),
+        }
+    }
 }
 
 impl fmt::Display for ReplicationPosition {
@@ -419,6 +518,7 @@ impl fmt::Display for ReplicationPosition {
             ReplicationPosition::PostgresqlWal(w) => {
                 write!(f, "{} on timeline {}", w.lsn, w.timeline)
             }
+            ReplicationPosition::Opaque(p) => write!(f, "{p}"),
         }
     }
 }

@@ -658,9 +658,17 @@ pub trait ReplicationStrategy: Send + Sync + fmt::Debug {
 pub trait ReplicationStrategyExt: ReplicationStrategy {
     /// Waits until this server has applied everything `master` has executed now.
     ///
+    /// Whether the position is reached is this strategy's to say
+    /// ([`ReplicationStrategy::wait_for_txn`]): core does not order positions, so an
+    /// [`OpaquePosition`](crate::OpaquePosition) works like any other. A position of a datastore
+    /// core does not know is refused here when it is not this strategy's datastore (and a
+    /// strategy of such a datastore is given only its own positions).
+    ///
     /// # Errors
     ///
-    /// As [`ReplicationStrategy::get_latest_txn_id`] on the master and
+    /// [`Error::InvalidInput`] for a position of another datastore than this strategy's where
+    /// one of them is not a datastore core knows; as
+    /// [`ReplicationStrategy::get_latest_txn_id`] on the master and
     /// [`ReplicationStrategy::wait_for_txn`] here.
     ///
     /// # Cancel safety
@@ -672,6 +680,17 @@ pub trait ReplicationStrategyExt: ReplicationStrategy {
         timeout: Duration,
     ) -> Result<ReplicationPosition> {
         let txn = master.get_latest_txn_id().await?;
+        let ours = self.datastore();
+        let theirs = txn.datastore();
+        let open = !ours.is_known() || matches!(txn, ReplicationPosition::Opaque(_));
+        if open && theirs != Some(ours) {
+            return Err(Error::invalid(
+                "position",
+                format!(
+                    "the master's position {txn} is not a {ours} position; this server cannot wait for it"
+                ),
+            ));
+        }
         self.wait_for_txn(&txn, timeout).await?;
         Ok(txn)
     }

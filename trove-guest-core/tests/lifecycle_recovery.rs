@@ -175,6 +175,7 @@ async fn setup() -> Setup {
         },
         binlog_position: None,
         wal_position: None,
+        position: None,
         replication: None,
         extra: serde_json::Map::new(),
     };

@@ -213,7 +213,11 @@ fn malformed_positions_are_refused_with_invalid_input() {
             "bin.log.x",
         ],
     );
-    assert_all_invalid::<DatastoreKind>("datastore", &["", "MySQL", "oracle", "mongodb"]);
+    // Well-formed names of datastores core does not know parse (`DatastoreKind::Other`).
+    assert_all_invalid::<DatastoreKind>(
+        "datastore",
+        &["", "MySQL", "mongo db", "9lives", "oracle;"],
+    );
 }
 
 #[test]

@@ -368,8 +368,13 @@ fn malformed_snapshot_documents_are_refused_with_typed_errors() {
         "sha256",
     );
     assert_invalid_document(
+        with(&|v| v["dataset"]["datastore"] = json!("Oracle DB")),
+        "is not a datastore name",
+    );
+    // A well-formed name core does not know parses, and then needs its own `position`.
+    assert_invalid_document(
         with(&|v| v["dataset"]["datastore"] = json!("oracle")),
-        "unknown variant",
+        "position is missing",
     );
     assert_invalid_document(
         with(&|v| {

@@ -23,8 +23,8 @@
 //! ## What ran live, and what did not
 //!
 //! * **MariaDB 10.11 with `mariabackup`/`mbstream`: exercised live.** The tests in `tests/`
-//!   start real throwaway MariaDB servers (core `testkit`) and run the whole backend
-//!   conformance suite against them (`tests/mariadb_conformance.rs`): snapshot under
+//!   start real throwaway MariaDB servers (module `testkit`, feature `testkit`) and run the
+//!   whole backend conformance suite against them (`tests/mariadb_conformance.rs`): snapshot under
 //!   continuous writes, attach by GTID and by binlog file/offset with row counts and
 //!   `CHECKSUM TABLE` equal on every table, two replicas from one snapshot, detach (twice) and
 //!   cleanup on the master, demote (twice), a snapshot with one flipped byte and a truncated one
@@ -108,6 +108,8 @@ pub mod sql;
 mod staging;
 mod status;
 mod strategy;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod unreturned;
 pub mod xbstream;
 

@@ -291,6 +291,7 @@ impl MysqlStrategy {
                 gtid_set,
             }),
             wal_position: None,
+            position: None,
             replication: Some(ReplicationGrant {
                 user,
                 password: Some(TransportSecret(password)),

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use common::{MariaDb, strategy_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
     AttachRequest, ReplicationStrategy, ReplicationStrategyExt, SnapshotRequest,
 };
 use trove_guest_mysql::config::{INIT_FILE, REPLICA_FILE};
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 /// Makes `write_override(name)` fail: its temp file path is taken by a non-empty directory
 /// (a name MariaDB's `!includedir` ignores).

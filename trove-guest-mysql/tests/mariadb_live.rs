@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use common::{MariaDb, master_with_rows, store, strategy_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
     AttachRequest, DatastoreKind, ReplicationStrategy, ReplicationStrategyExt, SnapshotRequest,
 };
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_refuses_snapshots_of_another_datastore_or_series_and_keeps_the_data() {

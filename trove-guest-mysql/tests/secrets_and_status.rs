@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::{MariaDb, master_with_rows, store, strategy_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
     AttachRequest, DetachOptions, ErrorKind, ReplicationStrategy, ReplicationStrategyExt, Role,
     Secret, SnapshotRequest, TransportSecret,
 };
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 /// A `tracing` writer collecting everything into memory.
 #[derive(Clone, Default)]

@@ -7,10 +7,10 @@ mod common;
 use common::{MariaDb, strategy_for};
 use trove_guest_core::position::MariaDbGtidList;
 use trove_guest_core::testkit::conformance::ConformanceBackend;
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
     AttachRequest, EnableMasterOptions, ErrorKind, ReplicationStrategy, SnapshotRequest,
 };
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_claiming_a_later_gtid_than_the_backup_is_refused_and_the_data_kept() {

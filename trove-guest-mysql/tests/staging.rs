@@ -10,11 +10,11 @@ use common::{MariaDb, strategy_for};
 use tokio::io::AsyncWriteExt;
 use trove_guest_core::store::CHUNK_SIZE;
 use trove_guest_core::testkit::conformance::ConformanceBackend;
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
     AttachRequest, ErrorKind, Phase, Progress, ReplicationStrategy, ReplicationStrategyExt,
     SnapshotDocument, SnapshotRequest, SnapshotStore, StageRequest,
 };
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 const CATCH_UP: Duration = Duration::from_secs(60);
 

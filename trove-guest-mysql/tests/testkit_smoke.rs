@@ -1,9 +1,9 @@
-//! The core testkit's MariaDB servers: they start, answer queries, start in parallel, and are
+//! This crate's testkit MariaDB servers: they start, answer queries, start in parallel, and are
 //! removed on drop.
 
 use std::time::Instant;
 
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_testkit_mariadb_server_answers_queries_and_is_removed_on_drop() {

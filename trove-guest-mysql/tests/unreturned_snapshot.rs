@@ -13,11 +13,11 @@ use tokio::sync::Notify;
 use trove_guest_core::store::{
     Expected, PendingUpload, SnapshotRead, StoredSnapshot, VerifyingReader,
 };
-use trove_guest_core::testkit::MariaDbOptions;
 use trove_guest_core::{
     ErrorKind, LocalSnapshotStore, Progress, ReplicationStrategy, Result, SnapshotRequest,
     SnapshotStore,
 };
+use trove_guest_mysql::testkit::MariaDbOptions;
 
 /// A local store whose commits publish the snapshot, say so, and then never return.
 #[derive(Debug)]

@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use common::{MariaDb, master_with_rows, options_for, strategy_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
     AttachRequest, ErrorKind, LocalSnapshotStore, OsUser, Progress, ReplicationStrategy,
     SnapshotDocument, SnapshotRequest, SnapshotStore,
 };
 use trove_guest_mysql::MysqlStrategy;
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 fn local_store() -> (tempfile::TempDir, Arc<LocalSnapshotStore>) {
     let dir = tempfile::Builder::new()

@@ -103,6 +103,8 @@ mod sql;
 mod staged;
 mod status;
 mod strategy;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod timeline;
 mod uncommitted;
 #[cfg(test)]

@@ -579,6 +579,7 @@ impl PostgresStrategy {
                 lsn: range.start,
                 timeline: range.timeline,
             }),
+            position: None,
             replication: Some(ReplicationGrant {
                 user: role,
                 password: Some(TransportSecret(password)),

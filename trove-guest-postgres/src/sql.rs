@@ -147,6 +147,18 @@ pub(crate) fn set_role_password(name: &str, scram_verifier: &str) -> Result<Stri
     ))
 }
 
+/// Sets the password of a login role (the test servers' administrator) to a SCRAM-SHA-256
+/// verifier, changing nothing else about the role. Never log the result.
+#[cfg(feature = "testkit")]
+pub(crate) fn set_admin_password(name: &str, scram_verifier: &str) -> Result<String> {
+    check_verifier(scram_verifier)?;
+    Ok(format!(
+        "ALTER ROLE {} PASSWORD {}",
+        quote_ident(name)?,
+        quote_literal(scram_verifier)?
+    ))
+}
+
 fn check_verifier(v: &str) -> Result<()> {
     if v.starts_with("SCRAM-SHA-256$") {
         Ok(())

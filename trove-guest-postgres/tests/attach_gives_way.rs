@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{AttachRequest, ReplicationStrategy};
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 
 #[tokio::test]
 async fn a_restored_standby_that_cannot_stream_gives_way_to_the_previous_data_directory() {

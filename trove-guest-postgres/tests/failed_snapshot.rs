@@ -10,11 +10,11 @@ use tokio::io::AsyncRead;
 use trove_guest_core::store::{
     Expected, PendingUpload, SnapshotRead, StoredSnapshot, VerifyingReader,
 };
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
     EnableMasterOptions, Error, LocalSnapshotStore, Progress, ReplicationStrategy, Result,
     SnapshotDocument, SnapshotRequest, SnapshotStore,
 };
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
 
 async fn names(m: &PostgresServer) -> (Vec<String>, Vec<String>) {

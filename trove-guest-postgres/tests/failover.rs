@@ -5,11 +5,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use trove_guest_core::strategy::Role;
-use trove_guest_core::testkit::{ClusterInit, PostgresOptions, PostgresServer};
 use trove_guest_core::{
     AttachRequest, DetachOptions, EnableMasterOptions, ErrorKind, ReplicationStrategy,
     ReplicationStrategyExt,
 };
+use trove_guest_postgres::testkit::{ClusterInit, PostgresOptions, PostgresServer};
 use trove_guest_postgres::{RejoinOptions, objects};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trove_guest_core::progress::Progress;
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
     AttachRequest, ErrorKind, LocalSnapshotStore, ReplicationStrategy, ReplicationStrategyExt,
     SnapshotDocument, SnapshotRequest, SnapshotStore,
 };
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, objects};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use trove_guest_core::secret::{Secret, TransportSecret};
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
     AttachRequest, DetachOptions, EnableMasterOptions, ReplicationStrategy, ReplicationStrategyExt,
     SnapshotRequest,
 };
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions, objects};
 
 /// Collects everything logged (at debug level) while the test runs.
@@ -256,8 +256,8 @@ async fn standby_passfile_is_private_to_the_server_account() {
 /// A `pg_basebackup` stand-in that records its command line, its environment and the mode of
 /// the passfile its connection string names, then runs the real one.
 fn recording_basebackup(dir: &std::path::Path) -> std::path::PathBuf {
-    let real = std::path::Path::new(trove_guest_core::testkit::postgres::DEFAULT_BIN_DIR)
-        .join("pg_basebackup");
+    let real =
+        std::path::Path::new(trove_guest_postgres::testkit::DEFAULT_BIN_DIR).join("pg_basebackup");
     let script = format!(
         r#"#!/bin/sh
 rec="$(dirname "$0")/record.txt"

@@ -6,10 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
     AttachRequest, DetachOptions, ReplicationStrategy, ReplicationStrategyExt, SnapshotRequest,
 };
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 
 /// The first column of every row, sorted bytewise (not by the server's collation).
 async fn column(m: &PostgresServer, sql: &str) -> Vec<String> {

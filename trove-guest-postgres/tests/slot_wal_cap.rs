@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
     DemoteOptions, EnableMasterOptions, LocalSnapshotStore, ReplicationStrategy,
 };
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
 
 async fn cap(m: &PostgresServer) -> String {

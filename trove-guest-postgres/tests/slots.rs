@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{AttachRequest, ReplicationStrategy, ReplicationStrategyExt};
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 
 #[tokio::test]
 async fn each_standby_streams_through_its_own_slot_and_the_snapshot_slot_is_released() {

@@ -5,10 +5,10 @@ mod common;
 use std::time::Duration;
 
 use trove_guest_core::progress::{Phase, Progress, ProgressEvent};
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
     AttachRequest, EnableMasterOptions, ReplicationStrategy, SnapshotRequest, StageRequest,
 };
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 
 /// The work directory's entries made by this crate (staging areas, staged copy, marker).
 fn leftovers(work_dir: &std::path::Path) -> Vec<String> {

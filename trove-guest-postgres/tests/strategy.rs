@@ -6,13 +6,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use trove_guest_core::strategy::Role;
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::wire::DatastoreKind;
 use trove_guest_core::{
-    AttachRequest, EnableMasterOptions, ErrorKind, ReplicationPosition, ReplicationStrategy,
-    SnapshotRequest,
+    AttachRequest, EnableMasterOptions, ErrorKind, OpaquePosition, ReplicationPosition,
+    ReplicationStrategy, SnapshotRequest,
 };
 use trove_guest_postgres::objects;
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 
 #[tokio::test]
 async fn enable_as_master_restarts_only_for_settings_that_need_it_and_is_idempotent() {
@@ -234,4 +234,18 @@ async fn a_standby_attached_again_from_a_newer_snapshot_streams_through_one_slot
         slots,
         vec![vec![Some("trove_slot_again_2:true".to_owned())]]
     );
+}
+
+#[tokio::test]
+async fn a_position_of_a_datastore_core_does_not_know_is_refused_not_waited_for() {
+    let (_d, store) = common::local_store();
+    let m = PostgresServer::start(PostgresOptions::new()).await.unwrap();
+    let sm = common::strategy(&m, store);
+    let redis = "redis".parse().unwrap();
+    let opaque = ReplicationPosition::Opaque(OpaquePosition::new(redis, "replid:1").unwrap());
+    let err = sm
+        .wait_for_txn(&opaque, Duration::from_secs(30))
+        .await
+        .expect_err("a Redis position is not a PostgreSQL one");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use trove_guest_core::ServiceControl;
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 
 #[tokio::test]
 async fn testkit_server_starts_answers_a_query_and_is_removed_on_drop() {

@@ -8,11 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use trove_guest_core::store::{PendingUpload, SnapshotRead, StoredSnapshot, VerifyingReader};
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
     EnableMasterOptions, Error, ErrorKind, LocalSnapshotStore, Phase, Progress,
     ReplicationStrategy, Result, SnapshotRequest, SnapshotStore, store::Expected,
 };
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
 
 /// Slot and `trove_repl_*` login names on the server.

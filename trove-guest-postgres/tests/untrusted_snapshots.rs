@@ -9,11 +9,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
     AttachRequest, ErrorKind, LocalSnapshotStore, Progress, ReplicationStrategy, SnapshotDocument,
     SnapshotStore,
 };
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 
 /// A ustar member (header with a correct checksum, data padded to 512 bytes).
 fn tar_member(name: &str, typeflag: u8, data: &[u8], link: &str) -> Vec<u8> {

@@ -168,10 +168,12 @@ async fn snapshot(
     .await)
 }
 
-fn family(kind: DatastoreKind) -> &'static str {
+/// The family the agent compares; a datastore core does not know is its own family.
+fn family(kind: &DatastoreKind) -> &str {
     match kind {
         DatastoreKind::Postgresql => "PostgreSQL",
-        _ => "MySQL/MariaDB",
+        DatastoreKind::Mysql | DatastoreKind::Mariadb => "MySQL/MariaDB",
+        other => other.as_str(),
     }
 }
 
@@ -179,18 +181,31 @@ fn family(kind: DatastoreKind) -> &'static str {
 fn check_snapshot(s: &AgentState, doc: &SnapshotDocument) -> Result<(), ApiError> {
     // Families only: a MySQL-family strategy may learn its flavor (MySQL or MariaDB) from the
     // server on first use, and refuses a snapshot of the other flavor itself (`Incompatible`).
-    let ours = family(s.strategy.datastore());
-    let theirs = family(doc.dataset.datastore);
+    let served = s.strategy.datastore();
+    let ours = family(&served);
+    let theirs = family(&doc.dataset.datastore);
     if ours != theirs {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            kinds::WRONG_DATASTORE,
-            format!(
-                "wrong datastore: the snapshot is of {} ({theirs}), this server runs {ours}",
-                doc.dataset.datastore
-            ),
-        )
-        .with_field("dataset.datastore"));
+        let (kind, message) = if doc.dataset.datastore.is_known() {
+            (
+                kinds::WRONG_DATASTORE,
+                format!(
+                    "wrong datastore: the snapshot is of {} ({theirs}), this server runs {ours}",
+                    doc.dataset.datastore
+                ),
+            )
+        } else {
+            (
+                kinds::UNKNOWN_DATASTORE,
+                format!(
+                    "unknown datastore at dataset.datastore: {} (this server runs {ours})",
+                    doc.dataset.datastore
+                ),
+            )
+        };
+        return Err(
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, kind, message)
+                .with_field("dataset.datastore"),
+        );
     }
     doc.validate().map_err(|e| {
         ApiError::new(

@@ -105,6 +105,7 @@ fn doc(href: &str) -> SnapshotDocument {
             gtid_set: None,
         }),
         wal_position: None,
+        position: None,
         replication: None,
         extra: Default::default(),
     }

@@ -5,8 +5,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use trove_guest_core::testkit::{MariaDbServer, PostgresServer};
 use trove_guest_core::{Error, Result};
+use trove_guest_mysql::testkit::MariaDbServer;
+use trove_guest_postgres::testkit::PostgresServer;
 
 /// Rows inserted per statement.
 const BATCH: u64 = 100_000;

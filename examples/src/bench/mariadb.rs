@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use trove_guest_core::testkit::MariaDbServer;
 use trove_guest_core::{Error, Result, Secret, ToolCommand};
+use trove_guest_mysql::testkit::MariaDbServer;
 
 use super::pipe::pipeline;
 use super::report::Sample;

@@ -1,7 +1,7 @@
 //! The provisioning benchmark behind the `bench` binary: how long it takes to build a replica of
 //! a master holding a given amount of data, measured side by side on the same data in one run.
 //!
-//! For each datastore the benchmark starts a fresh master (core testkit), loads the data, and
+//! For each datastore the benchmark starts a fresh master (the backend's testkit), loads the data, and
 //! then repeats every method `reps` times, each time on a fresh replica server:
 //!
 //! * **raw tools**, the physical limit of the approach: `mariabackup --backup --stream=xbstream
@@ -39,11 +39,12 @@ pub mod usage;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer, PostgresOptions, PostgresServer};
 use trove_guest_core::{
     DatastoreKind, DetachedReplica, EnableMasterOptions, Error, LocalSnapshotStore, Result, Secret,
     SharedStrategy, SnapshotDocument, SnapshotStore,
 };
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 
 use agent::{AgentRequest, HandleSpec, StoreSpec, run_child};
 use dataset::dir_bytes;

@@ -4,9 +4,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use trove_guest_core::testkit::PostgresServer;
-use trove_guest_core::testkit::postgres::DEFAULT_BIN_DIR;
 use trove_guest_core::{Error, OsUser, Result, ServiceControl, ToolCommand};
+use trove_guest_postgres::testkit::DEFAULT_BIN_DIR;
+use trove_guest_postgres::testkit::PostgresServer;
 
 use super::pipe::pipeline;
 use super::report::Sample;

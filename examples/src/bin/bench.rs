@@ -7,7 +7,7 @@
 //! cargo run -p trove-guest-examples --bin bench -- --quick --reps 1      # 64 MiB smoke run
 //! ```
 //!
-//! Needs root, MariaDB 10.11 with mariadb-backup and PostgreSQL 15 (the core testkit's
+//! Needs root, MariaDB 10.11 with mariadb-backup and PostgreSQL 15 (the backends' testkits'
 //! servers), `gzip` and `tar`. See `BENCHMARKS.md` for a real run.
 
 use std::path::PathBuf;

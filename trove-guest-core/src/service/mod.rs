@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 pub use local::{LocalProcess, Readiness};
+/// The signal type of [`LocalProcess::with_stop_signal`], re-exported so callers need no `nix`.
+pub use nix::sys::signal::Signal;
 pub use systemd::{DEFAULT_SYSTEMCTL_TIMEOUT, SystemdUnit};
 
 /// Whether the server runs.

@@ -1,13 +1,26 @@
-//! Throwaway real database servers for tests, and the backend conformance suite.
+//! The generic half of testing a backend against real servers, and the backend conformance
+//! suite.
 //!
-//! Servers are local processes in short temp directories on free loopback ports; they stop and
-//! their directories are removed on drop. They work as root (MariaDB with `--user=root`,
-//! PostgreSQL as the `postgres` OS account).
+//! Each backend owns its throwaway servers, behind its own `testkit` feature
+//! (`trove_guest_mysql::testkit::MariaDbServer`, `trove_guest_postgres::testkit::PostgresServer`),
+//! the way database drivers own their test servers. They are built from the pieces here: a
+//! [`TestService`] around the server's [`LocalProcess`](crate::LocalProcess) that `Drop` can stop
+//! without a runtime ([`stop_blocking`]), free loopback ports ([`free_port`],
+//! [`is_port_conflict`]), short instance directories ([`short_tempdir`]) and programs that fail
+//! with the package to install when missing ([`require_program`]).
+//!
+//! [`conformance`] runs the replication lifecycle against any backend through its
+//! [`ConformanceBackend`](conformance::ConformanceBackend) implementation; it names no datastore.
 
 pub mod conformance;
-pub mod mariadb;
-pub mod postgres;
+mod dirs;
+mod ports;
+mod process;
+mod programs;
 mod service;
 
-pub use mariadb::{MariaDbOptions, MariaDbServer};
-pub use postgres::{ClusterInit, PostgresOptions, PostgresServer};
+pub use dirs::{short_tempdir, tail};
+pub use ports::{PORT_ATTEMPTS, free_port, is_port_conflict};
+pub use process::{StopOptions, has_exited, is_root, stop_blocking};
+pub use programs::{missing_program, require_program};
+pub use service::TestService;

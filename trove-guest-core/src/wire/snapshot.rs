@@ -1,56 +1,9 @@
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
+use super::kind::DatastoreKind;
 use crate::error::{Error, Result};
-use crate::position::{BinlogFile, MariaDbGtidList, MysqlGtidSet, WalPosition};
+use crate::position::{BinlogFile, MariaDbGtidList, MysqlGtidSet, OpaquePosition, WalPosition};
 use crate::secret::TransportSecret;
-
-/// The datastore a snapshot was taken from (`dataset.datastore`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum DatastoreKind {
-    /// Oracle MySQL (and Percona Server).
-    Mysql,
-    /// MariaDB.
-    Mariadb,
-    /// PostgreSQL.
-    Postgresql,
-}
-
-impl DatastoreKind {
-    /// The lowercase name used on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatastoreKind::Mysql => "mysql",
-            DatastoreKind::Mariadb => "mariadb",
-            DatastoreKind::Postgresql => "postgresql",
-        }
-    }
-}
-
-impl fmt::Display for DatastoreKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for DatastoreKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "mysql" => Ok(DatastoreKind::Mysql),
-            "mariadb" => Ok(DatastoreKind::Mariadb),
-            "postgresql" | "postgres" => Ok(DatastoreKind::Postgresql),
-            other => Err(Error::invalid(
-                "datastore",
-                format!("unknown datastore {other:?}; expected mysql, mariadb or postgresql"),
-            )),
-        }
-    }
-}
 
 /// Where replicas reach the master (`master`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +95,13 @@ pub struct SnapshotDocument {
     /// Addition: PostgreSQL position, in place of `binlog_position`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_position: Option<WalPosition>,
+    /// Addition: the position of a datastore core has no typed position for
+    /// ([`DatastoreKind::Other`]), in place of `binlog_position` / `wal_position`:
+    /// `"position": {"datastore": "redis", "value": "<backend-defined text>"}`. Its
+    /// `datastore` is the document's `dataset.datastore`; only that datastore's backend reads
+    /// `value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<OpaquePosition>,
     /// Addition: the account (and slot) made for the replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationGrant>,
@@ -152,7 +112,8 @@ pub struct SnapshotDocument {
 
 impl SnapshotDocument {
     /// Checks what serde cannot: a non-empty host, a non-zero port, a position matching the
-    /// datastore and a well-formed SHA-256.
+    /// datastore (`binlog_position` for MySQL and MariaDB, `wal_position` for PostgreSQL,
+    /// `position` of the same datastore for any other) and a well-formed SHA-256.
     ///
     /// # Errors
     ///
@@ -178,6 +139,17 @@ impl SnapshotDocument {
                 "dataset.sha256 is not 64 lowercase hex digits",
             ));
         }
+        if let Some(p) = &self.position
+            && p.datastore != self.dataset.datastore
+        {
+            return Err(Error::invalid(
+                "snapshot document",
+                format!(
+                    "position.datastore is {} but dataset.datastore is {}",
+                    p.datastore, self.dataset.datastore
+                ),
+            ));
+        }
         match self.dataset.datastore {
             DatastoreKind::Mysql | DatastoreKind::Mariadb if self.binlog_position.is_none() => Err(
                 Error::invalid("snapshot document", "binlog_position is missing"),
@@ -186,6 +158,9 @@ impl SnapshotDocument {
                 "snapshot document",
                 "wal_position is missing",
             )),
+            DatastoreKind::Other(_) if self.position.is_none() => {
+                Err(Error::invalid("snapshot document", "position is missing"))
+            }
             _ => Ok(()),
         }
     }

@@ -7,18 +7,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use trove_guest_core::testkit::conformance::{ConformanceBackend, Fingerprint, TableFingerprint};
-use trove_guest_core::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_core::{
     Capabilities, DetachedReplica, LocalSnapshotStore, ReplicationStrategy, Result, SnapshotStore,
 };
 use trove_guest_mysql::config::ALL_FILES;
 use trove_guest_mysql::sql::{escape_like, quote_string};
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_mysql::{MysqlOptions, MysqlStrategy};
 
 pub const TABLES: [&str; 2] = ["t1", "t2"];
 pub const PREFIX: &str = "trove_repl_";
 
-/// Real MariaDB 10.11 servers from the core testkit, with `MysqlStrategy`.
+/// Real MariaDB 10.11 servers from this crate's testkit, with `MysqlStrategy`.
 pub struct MariaDb;
 
 pub fn options_for(server: &MariaDbServer) -> MysqlOptions {

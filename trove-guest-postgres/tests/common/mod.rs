@@ -8,11 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use trove_guest_core::strategy::Capabilities;
 use trove_guest_core::testkit::conformance::{ConformanceBackend, Fingerprint, TableFingerprint};
-use trove_guest_core::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_core::{
     DetachedReplica, EnableMasterOptions, LocalSnapshotStore, ReplicationStrategy,
     ReplicationStrategyExt, Result, SnapshotDocument, SnapshotRequest, SnapshotStore,
 };
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions, objects};
 
 pub const TABLES: [&str; 2] = ["accounts", "events"];

@@ -281,7 +281,8 @@ pub(crate) async fn run(args: &Args, env: &mut Env) -> DemoResult<String> {
             read_only: st.read_only.unwrap_or(true),
         });
     }
-    ui::indent(&control::pretty(&control::topology(kind, &members)));
+    let topology = control::topology(kind, &members).ctx("the topology document")?;
+    ui::indent(&control::pretty(&topology));
 
     // 7. Live writes.
     ui::heading(7, "Writes on the master arrive on the replica(s)");

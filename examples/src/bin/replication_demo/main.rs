@@ -49,7 +49,10 @@ fn parse_kind(s: &str) -> Result<DatastoreKind, String> {
              the library but has no local test server here"
                 .into(),
         ),
-        Ok(k) => Ok(k),
+        Ok(k @ (DatastoreKind::Mariadb | DatastoreKind::Postgresql)) => Ok(k),
+        Ok(other) => Err(format!(
+            "{other}: the demo runs MariaDB and PostgreSQL test servers only"
+        )),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -140,7 +143,7 @@ fn missing_programs(kind: DatastoreKind) -> Vec<(String, &'static str)> {
     let mut missing = Vec::new();
     match kind {
         DatastoreKind::Postgresql => {
-            let bin = Path::new(trove_guest_core::testkit::postgres::DEFAULT_BIN_DIR);
+            let bin = Path::new(trove_guest_postgres::testkit::DEFAULT_BIN_DIR);
             for p in ["postgres", "initdb", "pg_basebackup", "pg_ctl"] {
                 if !bin.join(p).is_file() {
                     missing.push((bin.join(p).display().to_string(), "postgresql-15"));
@@ -149,8 +152,8 @@ fn missing_programs(kind: DatastoreKind) -> Vec<(String, &'static str)> {
         }
         _ => {
             for p in [
-                trove_guest_core::testkit::mariadb::MARIADBD,
-                trove_guest_core::testkit::mariadb::MARIADB_INSTALL_DB,
+                trove_guest_mysql::testkit::MARIADBD,
+                trove_guest_mysql::testkit::MARIADB_INSTALL_DB,
             ] {
                 if !Path::new(p).is_file() {
                     missing.push((p.to_owned(), "mariadb-server"));

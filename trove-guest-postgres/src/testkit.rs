@@ -1,4 +1,5 @@
-//! Throwaway PostgreSQL servers for tests.
+//! Throwaway PostgreSQL servers for tests (feature `testkit`), built on core's generic harness
+//! ([`trove_guest_core::testkit`]).
 //!
 //! [`PostgresServer::start`] copies a template cluster (initialised once per process with
 //! `initdb`) into a short directory under `/tmp`, writes the instance's own configuration
@@ -28,23 +29,24 @@
 //! the `postgres` OS account; otherwise as the current user.
 
 use std::fmt;
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
 use tokio::sync::OnceCell;
+use trove_guest_core::error::IoResultExt;
+use trove_guest_core::service::Signal;
+use trove_guest_core::testkit::{
+    PORT_ATTEMPTS, StopOptions, TestService, free_port, has_exited, is_port_conflict, is_root,
+    require_program, short_tempdir, stop_blocking, tail,
+};
+use trove_guest_core::{
+    AdminConnection, DatastoreHandle, Error, LocalProcess, OsUser, Readiness, Result, Secret,
+    ServiceControl, ToolCommand,
+};
 
-use super::service::TestService;
-use crate::datastore::{AdminConnection, DatastoreHandle};
-use crate::error::{Error, IoResultExt, Result};
-use crate::runner::{OsUser, ToolCommand};
-use crate::secret::Secret;
-use crate::service::{LocalProcess, Readiness, ServiceControl};
+use crate::sql;
 
 /// Where Debian's PostgreSQL 15 programs live.
 pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
@@ -147,7 +149,7 @@ impl fmt::Debug for PostgresServer {
 
 /// The OS account PostgreSQL programs run as: `postgres` when we are root, else ourselves.
 fn server_user() -> Result<OsUser> {
-    if nix::unistd::geteuid().is_root() {
+    if is_root() {
         OsUser::lookup("postgres").map_err(|_| Error::NotFound {
             what: "OS user \"postgres\" (install the postgresql-15 package: apt-get install -y \
                    postgresql-15)"
@@ -158,19 +160,8 @@ fn server_user() -> Result<OsUser> {
     }
 }
 
-fn require_program(bin_dir: &Path, name: &str) -> Result<PathBuf> {
-    let p = bin_dir.join(name);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(Error::NotFound {
-            what: format!(
-                "PostgreSQL program {} (install the postgresql-15 package: apt-get install -y \
-                 postgresql-15)",
-                p.display()
-            ),
-        })
-    }
+fn program(bin_dir: &Path, name: &str) -> Result<PathBuf> {
+    require_program(bin_dir.join(name), "postgresql-15")
 }
 
 fn mkdir(path: &Path, mode: u32, owner: Option<OsUser>) -> Result<()> {
@@ -193,18 +184,8 @@ fn write_file(path: &Path, contents: &str, mode: u32, owner: Option<OsUser>) -> 
     Ok(())
 }
 
-fn short_tempdir(prefix: &str) -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/tmp")
-        .context(|| "create a directory under /tmp".to_owned())?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .context(|| format!("chmod {}", dir.path().display()))?;
-    Ok(dir)
-}
-
 async fn initdb(bin_dir: &Path, data: &Path, user: OsUser, cwd: &Path) -> Result<()> {
-    let initdb = require_program(bin_dir, "initdb")?;
+    let initdb = program(bin_dir, "initdb")?;
     mkdir(data, 0o700, Some(user))?;
     ToolCommand::new(initdb)
         .arg("-D")
@@ -268,14 +249,6 @@ async fn template(bin_dir: &Path, user: OsUser) -> Result<PathBuf> {
     }
 }
 
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .context(|| "bind 127.0.0.1:0 to find a free port".to_owned())?;
-    Ok(l.local_addr()
-        .context(|| "local address of a probe socket".to_owned())?
-        .port())
-}
-
 fn main_config(dir: &Path, port: u16, opts: &PostgresOptions) -> String {
     let d = dir.display();
     let mut s = format!(
@@ -335,17 +308,13 @@ async fn set_admin_password(
         .stdin_piped()
         .spawn()?;
     let mut stdin = tool.take_stdin().expect("stdin is piped");
-    let statement = format!("ALTER ROLE {ADMIN_USER} PASSWORD '{verifier}';\n");
+    let statement = format!("{};\n", sql::set_admin_password(ADMIN_USER, &verifier)?);
     stdin
         .write_all(statement.as_bytes())
         .await
         .context(|| "write to postgres --single".to_owned())?;
     drop(stdin);
     tool.wait().await
-}
-
-fn is_port_conflict(t: &str) -> bool {
-    t.contains("Address already in use") || t.contains("could not create any TCP/IP sockets")
 }
 
 impl PostgresServer {
@@ -361,9 +330,9 @@ impl PostgresServer {
     /// Not cancel safe: a cancelled start leaves the temp directory behind (the server process
     /// is killed with it).
     pub async fn start(opts: PostgresOptions) -> Result<Self> {
-        let postgres = require_program(&opts.bin_dir, "postgres")?;
+        let postgres = program(&opts.bin_dir, "postgres")?;
         let user = server_user()?;
-        let owner = nix::unistd::geteuid().is_root().then_some(user);
+        let owner = is_root().then_some(user);
         let dir = short_tempdir("tg-pg-")?;
         let path = dir.path().to_path_buf();
         let data = path.join("data");
@@ -416,7 +385,7 @@ impl PostgresServer {
                         .unwrap_or_default();
                     let _ = std::fs::remove_file(path.join("log/postgresql.log"));
                     let message = format!("{e}; server log: {}", tail(&log, 2000));
-                    if attempt < 8 && is_port_conflict(&message) {
+                    if attempt < PORT_ATTEMPTS && is_port_conflict(&message) {
                         continue;
                     }
                     return Err(Error::Service { message });
@@ -443,7 +412,7 @@ impl PostgresServer {
         let server = PostgresServer {
             dir: Some(dir),
             port,
-            service: control.inner.clone(),
+            service: control.process().clone(),
             control,
             handle,
         };
@@ -629,28 +598,10 @@ impl PostgresServer {
     }
 }
 
-fn tail(s: &str, n: usize) -> &str {
-    let mut start = s.len().saturating_sub(n);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
-}
-
-fn is_gone_or_zombie(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
 /// Whether `pid` is a live (not zombie) process whose command line names `data_dir`: a
 /// postmaster of this instance, not a recycled pid.
 fn is_postmaster_of(pid: u32, data_dir: &Path) -> bool {
-    if pid == 0 || is_gone_or_zombie(pid as i32) {
+    if pid == 0 || has_exited(pid) {
         return false;
     }
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -674,22 +625,19 @@ impl Drop for PostgresServer {
         // from the atomic kept on start/stop, or from `postmaster.pid` when the server was
         // started through `service()` directly; either is checked against /proc first.
         let data = self.handle.data_dir.clone();
-        let recorded = self.control.pid.load(Ordering::SeqCst);
+        let recorded = self.control.pid();
         let pid = if is_postmaster_of(recorded, &data) {
             Some(recorded)
         } else {
             postmaster_pid(&data)
         };
         if let Some(pid) = pid {
-            let target = Pid::from_raw(pid as i32);
-            let _ = kill(target, Signal::SIGINT);
-            let deadline = crate::deadline::deadline(Duration::from_secs(15)).into_std();
-            while !is_gone_or_zombie(pid as i32) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
             // The postmaster leads its process group (LocalProcess spawns it so): whatever of
-            // it is left goes now.
-            let _ = killpg(target, Signal::SIGKILL);
+            // it is left after the fast shutdown goes with the group.
+            stop_blocking(
+                pid,
+                &StopOptions::new(Signal::SIGINT, Duration::from_secs(15)).to_leader_only(),
+            );
         }
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir.path());

@@ -1,4 +1,5 @@
-//! Throwaway MariaDB servers for tests.
+//! Throwaway MariaDB servers for tests (feature `testkit`), built on core's generic harness
+//! ([`trove_guest_core::testkit`]).
 //!
 //! [`MariaDbServer::start`] copies a datadir template (initialised once per machine and MariaDB
 //! build with `mariadb-install-db`, then reused with `cp -a`, 0.02–0.05 s) into a short instance
@@ -21,18 +22,22 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::flavor::Flavor;
+use crate::sql::{Account, Sql};
 use mysql_async::prelude::Queryable;
 use tokio::sync::OnceCell;
-
-use super::service::TestService;
-use crate::datastore::{AdminConnection, DatastoreHandle};
-use crate::error::{Error, IoResultExt, Result};
-use crate::runner::ToolCommand;
-use crate::secret::Secret;
-use crate::service::{LocalProcess, Readiness, ServiceControl};
+use trove_guest_core::error::IoResultExt;
+use trove_guest_core::service::Signal;
+use trove_guest_core::testkit::{
+    PORT_ATTEMPTS, StopOptions, TestService, free_port, has_exited, is_port_conflict, is_root,
+    missing_program, require_program, stop_blocking,
+};
+use trove_guest_core::{
+    AdminConnection, DatastoreHandle, Error, LocalProcess, Readiness, Result, Secret,
+    ServiceControl, ToolCommand,
+};
 
 /// The server program.
 pub const MARIADBD: &str = "/usr/sbin/mariadbd";
@@ -41,8 +46,6 @@ pub const MARIADB_INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
 
 /// How long one test connection may take to log in.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-const PORT_ATTEMPTS: usize = 8;
 
 /// How a test server is set up.
 #[derive(Debug, Clone)]
@@ -116,26 +119,6 @@ pub struct MariaDbServer {
 
 static TEMPLATE: OnceCell<PathBuf> = OnceCell::const_new();
 
-fn missing(program: &str, package: &str) -> Error {
-    Error::NotFound {
-        what: format!(
-            "{program} (install the Debian package {package}: apt-get install -y {package})"
-        ),
-    }
-}
-
-fn require(program: &str, package: &str) -> Result<()> {
-    if Path::new(program).exists() {
-        Ok(())
-    } else {
-        Err(missing(program, package))
-    }
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 struct CnfPaths<'a> {
     dir: &'a Path,
     data: &'a Path,
@@ -146,7 +129,7 @@ struct CnfPaths<'a> {
 fn write_cnf(p: &CnfPaths<'_>, opts: &MariaDbOptions) -> Result<PathBuf> {
     let d = p.dir.display();
     let mut cnf = format!(
-        "# Throwaway test server written by trove-guest-core testkit.\n\
+        "# Throwaway test server written by the trove-guest-mysql testkit.\n\
          [mysqld]\n\
          datadir = {data}\n\
          socket = {d}/sock\n\
@@ -208,19 +191,17 @@ fn reap_orphans() {
         let Some(owner) = read_pid("owner.pid") else {
             continue;
         };
-        if !exited(owner) {
+        if !has_exited(owner) {
             continue;
         }
         if let Some(pid) = read_pid("mariadbd.pid") {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let ours = String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy());
-            if ours && !exited(pid) {
-                let p = nix::unistd::Pid::from_raw(pid as i32);
-                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
-                let started = Instant::now();
-                while !exited(pid) && started.elapsed() < Duration::from_secs(10) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+            if ours && !has_exited(pid) {
+                stop_blocking(
+                    pid,
+                    &StopOptions::new(Signal::SIGTERM, Duration::from_secs(10)),
+                );
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -232,8 +213,8 @@ async fn template() -> Result<PathBuf> {
     TEMPLATE
         .get_or_try_init(|| async {
             let _ = tokio::task::spawn_blocking(reap_orphans).await;
-            require(MARIADBD, "mariadb-server")?;
-            require(MARIADB_INSTALL_DB, "mariadb-server")?;
+            require_program(MARIADBD, "mariadb-server")?;
+            require_program(MARIADB_INSTALL_DB, "mariadb-server")?;
             let meta = std::fs::metadata(MARIADBD).context(|| format!("stat {MARIADBD}"))?;
             let stamp = meta
                 .modified()
@@ -272,7 +253,7 @@ async fn template() -> Result<PathBuf> {
                 cmd = cmd.arg("--user=root");
             }
             cmd.run().await.map_err(|e| match e {
-                Error::NotFound { .. } => missing(MARIADB_INSTALL_DB, "mariadb-server"),
+                Error::NotFound { .. } => missing_program(MARIADB_INSTALL_DB, "mariadb-server"),
                 other => other,
             })?;
             std::fs::write(data.join(".tg-complete"), b"").context(|| "mark template".into())?;
@@ -292,13 +273,6 @@ async fn template() -> Result<PathBuf> {
         })
         .await
         .cloned()
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context(|| "find a free port".into())?;
-    Ok(l.local_addr()
-        .context(|| "free port address".into())?
-        .port())
 }
 
 impl MariaDbServer {
@@ -392,10 +366,11 @@ impl MariaDbServer {
                     }
                     return Ok(server);
                 }
-                Err(Error::NotFound { .. }) => return Err(missing(MARIADBD, "mariadb-server")),
+                Err(Error::NotFound { .. }) => {
+                    return Err(missing_program(MARIADBD, "mariadb-server"));
+                }
                 Err(e) => {
-                    let text = e.to_string();
-                    if text.contains("Address already in use") || text.contains("Bind on TCP/IP") {
+                    if is_port_conflict(&e.to_string()) {
                         last_err = Some(e);
                         continue;
                     }
@@ -413,7 +388,8 @@ impl MariaDbServer {
         loop {
             match self.conn().await {
                 Ok(mut c) => {
-                    let answered = c.query_drop("SELECT 1").await.is_ok();
+                    let probe = Sql::server_identity();
+                    let answered = c.query_drop(probe.expose_text()).await.is_ok();
                     let _ = c.disconnect().await;
                     if answered {
                         return Ok(());
@@ -431,17 +407,19 @@ impl MariaDbServer {
 
     async fn set_root_password(&mut self, pw: Secret) -> Result<()> {
         let mut conn = self.conn().await?;
-        // The password is quoted for a string literal; it is never logged.
-        let quoted = pw.expose().replace('\\', "\\\\").replace('\'', "\\'");
-        conn.query_drop(format!(
-            "ALTER USER 'root'@'localhost' IDENTIFIED BY '{quoted}'"
-        ))
-        .await
-        .map_err(|_| Error::Datastore {
-            // The statement holds the password: neither it nor the server's message is kept.
-            message: "could not set the test server's root password".into(),
-            source: None,
-        })?;
+        let root = Account::new("root", "localhost")?;
+        let sql = Sql::new(Flavor::mariadb(10, 11, 0));
+        conn.query_drop(Sql::session_setup().expose_text())
+            .await
+            .map_err(|e| Error::datastore("test server session setup", e))?;
+        // The statement carries the password: it is never logged.
+        conn.query_drop(sql.set_password(&root, &pw).expose_text())
+            .await
+            .map_err(|_| Error::Datastore {
+                // The statement holds the password: neither it nor the server's message is kept.
+                message: "could not set the test server's root password".into(),
+                source: None,
+            })?;
         let _ = conn.disconnect().await;
         self.password = pw.clone();
         self.handle.admin.password = pw;
@@ -626,31 +604,14 @@ fn value_text(v: mysql_async::Value) -> Option<String> {
     }
 }
 
-/// Whether `pid` has exited (gone, or a zombie waiting to be reaped).
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state == 'Z' || state == 'X'),
-        Err(_) => true,
-    }
-}
-
 impl Drop for MariaDbServer {
     fn drop(&mut self) {
-        let pid = self.service.pid.load(Ordering::SeqCst);
+        let pid = self.service.pid();
         if pid != 0 {
-            let pgid = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
-            let started = Instant::now();
-            while !exited(pid) {
-                if started.elapsed() > Duration::from_secs(30) {
-                    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            stop_blocking(
+                pid,
+                &StopOptions::new(Signal::SIGTERM, Duration::from_secs(30)),
+            );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -1,0 +1,1 @@
+//! The kill -9 fault matrix (feature `failpoints`): filled in by the next commit.

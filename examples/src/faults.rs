@@ -1,0 +1,1161 @@
+//! The kill -9 fault matrix harness: real `guest_agent` processes parked at a failpoint, killed
+//! there, and restarted, with what is left checked.
+//!
+//! An [`Instance`] is a throwaway server (core's testkit) handed over to a `guest_agent` process
+//! started from a generated configuration file: the agent runs the server as its own child
+//! (`[service] kind = "process"` with a `pid_file`, so a restarted agent adopts a server that
+//! survived), keeps staging in the instance's work directory and snapshots in a store directory
+//! shared by the master's and the replica's agents. The agent is started with the test-only
+//! failpoint variables (`TROVE_GUEST_FAILPOINTS`, `TROVE_GUEST_FAILPOINT_DIR`; the binary must
+//! be built with the `failpoints` feature) and its temporary directory (`TMPDIR`: where secret
+//! option files live) inside the instance, so nothing it leaves escapes the check.
+//!
+//! A cell ([`run_cell`]) sets the scene for its step, calls the agent, waits (bounded) until the
+//! agent is parked at the failpoint, then applies its [`Fault`]: the agent alone is SIGKILLed,
+//! or the whole "host" goes (the agent, the server's process group, every tool the agent ran
+//! and every process naming the instance directory). It then "reboots": after a host crash the
+//! server is started again the way a boot would (failure ignored: its data directory may be
+//! aside), and a fresh agent without failpoints starts, which recovers before it serves. The
+//! cell then checks that the server answers and holds either its old data or the complete new
+//! replica (never a mixture), that no staging / old-data / secret / partial-upload / stale
+//! override file is left, that the master keeps no slot of a snapshot that never committed,
+//! and that the interrupted call, repeated, succeeds. [`CellRecord`]s are appended as JSON
+//! lines to `$TROVE_GUEST_MATRIX_REPORT` when it is set; the `reliability_report` binary turns
+//! them into the table of `RELIABILITY.md`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use trove_guest_core::testkit::conformance::Fingerprint;
+use trove_guest_core::{DatastoreKind, Error, Result, SnapshotDocument};
+
+use crate::api::{AttachQuery, SnapshotCall, StageCall};
+use crate::client::AgentClient;
+use crate::config::AgentConfig;
+use crate::sample::SampleDb;
+use crate::testbed::TestServer;
+
+/// Environment variable naming the JSON-lines file cells append their [`CellRecord`] to.
+pub const REPORT_ENV: &str = "TROVE_GUEST_MATRIX_REPORT";
+/// Environment variable overriding how long a cell waits for the agent to park (seconds).
+pub const PARK_LIMIT_ENV: &str = "TROVE_GUEST_MATRIX_PARK_SECS";
+
+/// Failpoints the core lifecycle places in the attach flow (both backends).
+pub const ATTACH_STEPS: [&str; 6] = [
+    "attach.staged",
+    "attach.stopped",
+    "attach.swapped",
+    "attach.configured",
+    "attach.started",
+    "attach.replicating",
+];
+/// Failpoints the core lifecycle places in the stage flow.
+pub const STAGE_STEPS: [&str; 2] = ["stage.extracting", "stage.prepared"];
+/// Failpoints the backends place in their other flows.
+pub const OTHER_STEPS: [&str; 5] = [
+    "snapshot.streaming",
+    "snapshot.uploaded",
+    "detach.begun",
+    "demote.begun",
+    "enable_master.begun",
+];
+
+/// Every failpoint of the matrix, in table order.
+pub fn all_steps() -> Vec<&'static str> {
+    ATTACH_STEPS
+        .iter()
+        .chain(STAGE_STEPS.iter())
+        .chain(OTHER_STEPS.iter())
+        .copied()
+        .collect()
+}
+
+/// What is killed while the agent is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Fault {
+    /// `kill -9` of the agent alone; the server (its own process group) keeps running.
+    AgentKilled,
+    /// The host dies: the agent, the server's process group and every tool process of the
+    /// instance are SIGKILLed; at "boot" the server is started again if it can be.
+    HostKilled,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fault::AgentKilled => "agent killed",
+            Fault::HostKilled => "host killed",
+        })
+    }
+}
+
+/// What a cell found, one JSON line of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CellRecord {
+    /// The failpoint.
+    pub step: String,
+    /// The fault applied there.
+    pub fault: Fault,
+    /// `mariadb` or `postgresql`.
+    pub datastore: String,
+    /// `old data`, `new replica`, or `failed: ...`.
+    pub result: String,
+    /// Leftovers found after recovery (empty when clean).
+    pub leftovers: Vec<String>,
+    /// Whether the interrupted call, repeated, succeeded.
+    pub retry_ok: bool,
+    /// What the restarted agent's recovery reported.
+    pub recovery: Vec<String>,
+    /// Why the cell failed, when it did (first problem found).
+    pub problem: Option<String>,
+}
+
+impl CellRecord {
+    fn new(step: &str, fault: Fault, kind: DatastoreKind) -> Self {
+        CellRecord {
+            step: step.to_owned(),
+            fault,
+            datastore: kind.to_string(),
+            result: "failed: not run".into(),
+            leftovers: Vec::new(),
+            retry_ok: false,
+            recovery: Vec::new(),
+            problem: None,
+        }
+    }
+
+    /// Whether the cell passed: an allowed data outcome, nothing left over, the retry worked.
+    pub fn passed(&self) -> bool {
+        self.problem.is_none()
+            && !self.result.starts_with("failed")
+            && self.leftovers.is_empty()
+            && self.retry_ok
+    }
+
+    fn fail(&mut self, problem: impl Into<String>) {
+        let problem = problem.into();
+        tracing::warn!(step = %self.step, fault = %self.fault, %problem, "cell problem");
+        if self.problem.is_none() {
+            self.problem = Some(problem);
+        }
+    }
+
+    /// Appends this record to `$TROVE_GUEST_MATRIX_REPORT` when it is set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be written.
+    pub fn append_to_report(&self) -> Result<()> {
+        let Some(path) = std::env::var_os(REPORT_ENV) else {
+            return Ok(());
+        };
+        let mut line = serde_json::to_string(self)
+            .map_err(|e| Error::invalid("cell record", e.to_string()))?;
+        line.push('\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("open {}", Path::new(&path).display()), e))?;
+        // One write of one line: appends from concurrent cells do not interleave.
+        f.write_all(line.as_bytes())
+            .map_err(|e| Error::io(format!("append to {}", Path::new(&path).display()), e))
+    }
+}
+
+/// Options of [`Instance::create`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InstanceOptions {
+    /// The agent binary (`env!("CARGO_BIN_EXE_guest_agent")` in the examples' tests).
+    pub agent_bin: PathBuf,
+    /// The server id.
+    pub server_id: u32,
+    /// The snapshot store directory (shared by a master's and its replicas' agents).
+    pub store_dir: PathBuf,
+    /// The port replicas are told to connect to (a [`TcpProxy`] in front of the server, say);
+    /// default the server's own.
+    ///
+    /// [`TcpProxy`]: trove_guest_core::testkit::TcpProxy
+    pub advertise_port: Option<u16>,
+}
+
+impl InstanceOptions {
+    /// An instance with server id `server_id` whose agent is `agent_bin`, storing snapshots in
+    /// `store_dir`.
+    pub fn new(
+        agent_bin: impl Into<PathBuf>,
+        server_id: u32,
+        store_dir: impl Into<PathBuf>,
+    ) -> Self {
+        InstanceOptions {
+            agent_bin: agent_bin.into(),
+            server_id,
+            store_dir: store_dir.into(),
+            advertise_port: None,
+        }
+    }
+
+    /// Sets [`InstanceOptions::advertise_port`].
+    pub fn with_advertise_port(mut self, port: u16) -> Self {
+        self.advertise_port = Some(port);
+        self
+    }
+}
+
+/// A throwaway server served by a `guest_agent` process. Dropping it kills the agent and every
+/// process of the instance and removes the instance.
+pub struct Instance {
+    server: Option<TestServer>,
+    kind: DatastoreKind,
+    opts: InstanceOptions,
+    agent_dir: PathBuf,
+    config_path: PathBuf,
+    work_dir: PathBuf,
+    config_dir: PathBuf,
+    pid_file: PathBuf,
+    client: AgentClient,
+    agent: Option<Child>,
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("kind", &self.kind)
+            .field("dir", &self.dir())
+            .field("agent", &self.client.base())
+            .finish()
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind 127.0.0.1:0", e))?;
+    Ok(l.local_addr()
+        .map_err(|e| Error::io("local address", e))?
+        .port())
+}
+
+fn toml_str(p: &Path) -> String {
+    // Paths here are temp directories of this process: no quotes or backslashes in them.
+    format!("\"{}\"", p.display())
+}
+
+fn tail(text: &str, n: usize) -> &str {
+    let mut start = text.len().saturating_sub(n);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+impl Instance {
+    /// Starts a fresh server of `kind`, stops it and writes the configuration of an agent that
+    /// will run it (the agent is not started: see [`Instance::start_agent`]).
+    ///
+    /// # Errors
+    ///
+    /// The testkit's (server does not start, program missing); [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a cancelled create can leave the instance directory behind.
+    pub async fn create(kind: DatastoreKind, opts: InstanceOptions) -> Result<Self> {
+        let server = TestServer::start(kind, opts.server_id).await?;
+        let dir = server.dir();
+        let handle = server.handle();
+        let agent_dir = dir.join("agent");
+        for sub in ["", "tmp", "failpoints"] {
+            let p = agent_dir.join(sub);
+            std::fs::create_dir_all(&p)
+                .map_err(|e| Error::io(format!("mkdir {}", p.display()), e))?;
+        }
+        // Secret files of PostgreSQL tools are made for the postgres account under TMPDIR.
+        std::fs::set_permissions(
+            agent_dir.join("tmp"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .map_err(|e| Error::io("chmod the agent's TMPDIR", e))?;
+        let pid_file = agent_dir.join("server.pid");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?)
+            .parse()
+            .expect("a loopback address");
+        let advertise = opts
+            .advertise_port
+            .map(|p| format!("advertise = {{ host = \"127.0.0.1\", port = {p} }}\n"))
+            .unwrap_or_default();
+        let text = match &server {
+            TestServer::Mariadb(s) => {
+                s.stop().await?;
+                let mut args = vec![format!("--defaults-file={}", s.config_file().display())];
+                if nix::unistd::geteuid().is_root() {
+                    args.push("--user=root".into());
+                }
+                format!(
+                    "instance_id = \"matrix-{id}\"\nlisten = \"{listen}\"\n\n\
+                     [datastore]\ntype = \"mariadb\"\ndata_dir = {data}\nconfig_dir = {conf}\n\
+                     work_dir = {work}\nserver_id = {id}\n{advertise}\n\
+                     [datastore.admin]\nport = {port}\nsocket = {sock}\nuser = \"root\"\n\n\
+                     [service]\nkind = \"process\"\nprogram = \"/usr/sbin/mariadbd\"\n\
+                     args = {args:?}\nready_unix = {sock}\npid_file = {pid}\n\n\
+                     [snapshot_store]\nurl = \"file://{store}\"\n\n\
+                     [mysql]\nbinlog_dir = {binlog}\nrelay_log_dir = {relay}\nserver_config = {cnf}\n",
+                    id = opts.server_id,
+                    data = toml_str(&s.data_dir()),
+                    conf = toml_str(&s.config_dir()),
+                    work = toml_str(&handle.work_dir),
+                    port = s.port(),
+                    sock = toml_str(&s.socket()),
+                    pid = toml_str(&pid_file),
+                    store = opts.store_dir.display(),
+                    binlog = toml_str(&s.binlog_dir()),
+                    relay = toml_str(&s.relay_log_dir()),
+                    cnf = toml_str(&s.config_file()),
+                )
+            }
+            TestServer::Postgres(s) => {
+                let command = s.service().command().clone();
+                s.stop().await?;
+                let args: Vec<String> = command
+                    .get_args()
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                let bin_dir = handle
+                    .bin_dir
+                    .clone()
+                    .or_else(|| command.program().parent().map(Path::to_path_buf))
+                    .unwrap_or_default();
+                let run_as = if nix::unistd::geteuid().is_root() {
+                    "run_as = \"postgres\"\n"
+                } else {
+                    ""
+                };
+                let os_user = if nix::unistd::geteuid().is_root() {
+                    "os_user = \"postgres\"\n"
+                } else {
+                    ""
+                };
+                format!(
+                    "instance_id = \"matrix-{id}\"\nlisten = \"{listen}\"\n\n\
+                     [datastore]\ntype = \"postgresql\"\ndata_dir = {data}\nconfig_dir = {conf}\n\
+                     work_dir = {work}\nbin_dir = {bin}\n{os_user}server_id = {id}\n{advertise}\n\
+                     [datastore.admin]\nport = {port}\nsocket = {sock}\nuser = \"{user}\"\n\n\
+                     [service]\nkind = \"process\"\nprogram = {program}\nargs = {args:?}\n\
+                     {run_as}ready_unix = {ready}\nstop_signal = \"SIGINT\"\npid_file = {pid}\n\n\
+                     [snapshot_store]\nurl = \"file://{store}\"\n",
+                    id = opts.server_id,
+                    data = toml_str(&s.data_dir()),
+                    conf = toml_str(&handle.config_dir),
+                    work = toml_str(&handle.work_dir),
+                    bin = toml_str(&bin_dir),
+                    port = s.port(),
+                    sock = toml_str(&s.socket_dir()),
+                    user = handle.admin.user,
+                    program = toml_str(command.program()),
+                    ready = toml_str(&s.socket_dir().join(format!(".s.PGSQL.{}", s.port()))),
+                    pid = toml_str(&pid_file),
+                    store = opts.store_dir.display(),
+                )
+            }
+        };
+        let config_path = agent_dir.join("agent.toml");
+        std::fs::write(&config_path, text)
+            .map_err(|e| Error::io(format!("write {}", config_path.display()), e))?;
+        // Fail here, not in the agent, on a configuration this harness got wrong.
+        AgentConfig::load(&config_path)?;
+        Ok(Instance {
+            kind,
+            agent_dir,
+            config_path,
+            work_dir: handle.work_dir.clone(),
+            config_dir: handle.config_dir.clone(),
+            pid_file,
+            client: AgentClient::new(format!("http://{listen}")),
+            agent: None,
+            server: Some(server),
+            opts,
+        })
+    }
+
+    /// The datastore.
+    pub fn kind(&self) -> DatastoreKind {
+        self.kind
+    }
+
+    /// The instance directory.
+    pub fn dir(&self) -> PathBuf {
+        self.server
+            .as_ref()
+            .map(TestServer::dir)
+            .unwrap_or_default()
+    }
+
+    /// The server (its handle, port, layout).
+    pub fn server(&self) -> &TestServer {
+        self.server.as_ref().expect("the server lives until drop")
+    }
+
+    /// A client of the agent.
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+
+    /// The directory the agent's failpoints mark where they parked.
+    pub fn failpoint_dir(&self) -> PathBuf {
+        self.agent_dir.join("failpoints")
+    }
+
+    /// The agent's log (stdout and stderr of every agent this instance started).
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.agent_dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Starts an agent with the failpoints `failpoints` armed and waits (bounded) until it
+    /// serves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Service`] with the tail of the agent's log when it exits (for example because
+    /// its recovery failed) or does not serve within two minutes; [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the agent process is kept and killed on drop.
+    pub async fn start_agent(&mut self, failpoints: &[&str]) -> Result<()> {
+        let log_path = self.agent_dir.join("agent.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(format!("open {}", log_path.display()), e))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| Error::io("clone the log handle", e))?;
+        let mut cmd = Command::new(&self.opts.agent_bin);
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .env("TMPDIR", self.agent_dir.join("tmp"))
+            .env("RUST_LOG", "info")
+            .env("TROVE_GUEST_FAILPOINT_DIR", self.failpoint_dir())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        if failpoints.is_empty() {
+            cmd.env_remove("TROVE_GUEST_FAILPOINTS");
+        } else {
+            cmd.env("TROVE_GUEST_FAILPOINTS", failpoints.join(","));
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("run {}", self.opts.agent_bin.display()), e))?;
+        self.agent = Some(child);
+        let started = Instant::now();
+        loop {
+            if self.client.status().await.is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.agent.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.agent = None;
+                return Err(Error::Service {
+                    message: format!(
+                        "guest_agent exited ({status}) before serving: {}",
+                        tail(&self.agent_log(), 1500)
+                    ),
+                });
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                return Err(Error::Service {
+                    message: format!(
+                        "guest_agent not serving after 120 s: {}",
+                        tail(&self.agent_log(), 1500)
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the agent cleanly (SIGTERM: it stops its server) and waits for it, bounded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn stop_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let started = Instant::now();
+            while !matches!(child.try_wait(), Ok(Some(_))) {
+                if started.elapsed() > Duration::from_secs(90) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// The server's pid as recorded in the agent's pid file, if that process still runs.
+    pub fn server_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(&self.pid_file).ok()?;
+        let pid: u32 = text.split_whitespace().next()?.parse().ok()?;
+        runs(pid).then_some(pid)
+    }
+
+    /// Applies `fault` (see [`Fault`]) and waits until what it killed is gone (bounded).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn kill(&mut self, fault: Fault) {
+        let agent_pid = self.agent.as_ref().map(Child::id);
+        let tools: Vec<u32> = agent_pid.map(children_of).unwrap_or_default();
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if fault == Fault::AgentKilled {
+            return;
+        }
+        if let Some(pid) = self.server_pid() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        for t in &tools {
+            let _ = killpg(Pid::from_raw(*t as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(*t as i32), Signal::SIGKILL);
+        }
+        self.kill_everything_of_the_instance().await;
+    }
+
+    async fn kill_everything_of_the_instance(&self) {
+        let dir = self.dir();
+        let started = Instant::now();
+        loop {
+            let left = pids_mentioning(&dir);
+            if left.is_empty() || started.elapsed() > Duration::from_secs(30) {
+                return;
+            }
+            for pid in left {
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// "Reboots" after `fault`: after a host crash the server is started the way a boot would
+    /// (its failure is ignored: the data directory may be aside), then a fresh agent without
+    /// failpoints starts; it recovers before it serves.
+    ///
+    /// # Errors
+    ///
+    /// As [`Instance::start_agent`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn reboot(&mut self, fault: Fault) -> Result<()> {
+        if fault == Fault::HostKilled {
+            self.boot_server().await;
+        }
+        self.start_agent(&[]).await
+    }
+
+    async fn boot_server(&self) {
+        let service = match AgentConfig::load(&self.config_path).and_then(|c| c.service()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "boot: no service");
+                return;
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(90), service.start()).await {
+            Ok(Ok(())) => tracing::info!("boot: the server started"),
+            Ok(Err(e)) => tracing::info!(error = %e, "boot: the server did not start"),
+            Err(_) => tracing::info!("boot: the server did not start in 90 s"),
+        }
+        // Init, not this process, owns the server from now on: the service is never dropped,
+        // so nothing kills its process group; the agent adopts it through the pid file.
+        std::mem::forget(service);
+    }
+
+    /// A sample-data connection to the server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`] when it cannot connect.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn sample(&self) -> Result<SampleDb> {
+        SampleDb::connect(self.kind, &self.server().handle().admin).await
+    }
+
+    /// The sample data's fingerprint, waiting (bounded, 90 s) until the server answers.
+    ///
+    /// # Errors
+    ///
+    /// The last error when the server does not answer in time.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn fingerprint(&self) -> Result<Fingerprint> {
+        let started = Instant::now();
+        loop {
+            let attempt = async {
+                let db = self.sample().await?;
+                let fp = db.fingerprint().await;
+                db.close().await;
+                fp
+            }
+            .await;
+            match attempt {
+                Ok(fp) => return Ok(fp),
+                Err(e) if started.elapsed() > Duration::from_secs(90) => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Writes the sample schema and rows `ids` (bounded retries while the server starts).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn load(&self, ids: std::ops::Range<u64>) -> Result<()> {
+        let db = self.sample().await?;
+        db.create_schema().await?;
+        let mut at = ids.start;
+        while at < ids.end {
+            let end = (at + 1000).min(ids.end);
+            db.insert_rows(at..end).await?;
+            at = end;
+        }
+        db.close().await;
+        Ok(())
+    }
+
+    /// What an interrupted change may have left: staging / old-data / failed directories
+    /// (`.tg-*`) in the work directory, secret files in the agent's temporary directory,
+    /// partial uploads (`.partial-*`) in the store, and stale override files.
+    ///
+    /// # Errors
+    ///
+    /// None: unreadable places are reported as leftovers.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (dir, what, pred) in [
+            (
+                self.work_dir.clone(),
+                "work directory",
+                (|n: &str| n.starts_with(".tg-")) as fn(&str) -> bool,
+            ),
+            (
+                self.agent_dir.join("tmp"),
+                "agent TMPDIR (secret files)",
+                |_| true,
+            ),
+            (self.opts.store_dir.clone(), "snapshot store", |n: &str| {
+                n.starts_with(".partial-") || n.starts_with(".manifest-partial-")
+            }),
+        ] {
+            match std::fs::read_dir(&dir) {
+                Ok(entries) => {
+                    for e in entries.flatten() {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if pred(&name) {
+                            out.push(format!("{what}: {name}"));
+                        }
+                    }
+                }
+                Err(e) => out.push(format!("{what} {} unreadable: {e}", dir.display())),
+            }
+        }
+        match self.kind {
+            DatastoreKind::Postgresql => {
+                let standby_file = self
+                    .config_dir
+                    .join(trove_guest_postgres::objects::STANDBY_FILE)
+                    .exists();
+                if let Ok(in_recovery) = self.pg_query("SELECT pg_is_in_recovery()::text").await {
+                    let in_recovery = in_recovery.first().is_some_and(|v| v == "true");
+                    if standby_file != in_recovery {
+                        out.push(format!(
+                            "stale override: standby file present = {standby_file} but in \
+                             recovery = {in_recovery}"
+                        ));
+                    }
+                }
+            }
+            _ => {
+                let init = self.config_dir.join(trove_guest_mysql::config::INIT_FILE);
+                if init.exists() {
+                    out.push(format!(
+                        "stale override: {}",
+                        trove_guest_mysql::config::INIT_FILE
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// PostgreSQL: the first column of every row of `sql` (a fixed test query).
+    async fn pg_query(&self, sql: &str) -> Result<Vec<String>> {
+        match self.server() {
+            TestServer::Postgres(s) => Ok(s
+                .query(sql)
+                .await?
+                .into_iter()
+                .filter_map(|r| r.into_iter().next().flatten())
+                .collect()),
+            TestServer::Mariadb(_) => Err(Error::unsupported("PostgreSQL query on MariaDB")),
+        }
+    }
+
+    /// PostgreSQL: the slots of snapshots (`trove_snap_*`) on this server; empty on MariaDB.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn snapshot_slots(&self) -> Result<BTreeSet<String>> {
+        if self.kind != DatastoreKind::Postgresql {
+            return Ok(BTreeSet::new());
+        }
+        let prefix = trove_guest_postgres::objects::SNAPSHOT_SLOT_PREFIX;
+        Ok(self
+            .pg_query("SELECT slot_name::text FROM pg_replication_slots")
+            .await?
+            .into_iter()
+            .filter(|s| s.starts_with(prefix))
+            .collect())
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(pid) = self.server_pid() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let dir = self.dir();
+        let started = Instant::now();
+        loop {
+            let left = pids_mentioning(&dir);
+            if left.is_empty() || started.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            for pid in left {
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(self.server.take());
+    }
+}
+
+/// Whether `pid` runs (exists, not a zombie).
+fn runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
+}
+
+/// Live processes whose command line mentions `path` (never this process).
+pub fn pids_mentioning(path: &Path) -> Vec<u32> {
+    let needle = path.as_os_str().as_encoded_bytes();
+    let me = std::process::id();
+    let mut out = Vec::new();
+    if needle.is_empty() {
+        return out;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || !runs(pid) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && cmd.windows(needle.len()).any(|w| w == needle)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The live children of `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// How long a cell waits for the agent to park ([`PARK_LIMIT_ENV`], default 180 s).
+pub fn park_limit() -> Duration {
+    std::env::var(PARK_LIMIT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(180), Duration::from_secs)
+}
+
+/// What a cell calls while its failpoint is armed, and repeats after the reboot.
+#[derive(Debug, Clone)]
+enum Call {
+    EnableMaster,
+    Snapshot(SnapshotCall),
+    Demote,
+    Detach,
+    Attach(Box<SnapshotDocument>),
+    Stage(StageCall),
+}
+
+impl Call {
+    async fn run(&self, client: &AgentClient) -> std::result::Result<(), String> {
+        let r = match self {
+            Call::EnableMaster => client.enable_master().await.map(drop),
+            Call::Snapshot(c) => client.snapshot(c, &mut |_| {}).await.map(drop),
+            Call::Demote => client.demote().await.map(drop),
+            Call::Detach => client.detach().await.map(drop),
+            Call::Attach(doc) => client
+                .attach(doc, &AttachQuery::default(), &mut |_| {})
+                .await
+                .map(drop),
+            Call::Stage(c) => client.stage(c, &mut |_| {}).await.map(drop),
+        };
+        r.map_err(|e| e.to_string())
+    }
+}
+
+/// Runs `call` on `client` and waits until the agent parks at `step` (the failpoint file
+/// appears in `dir`), bounded by [`park_limit`].
+///
+/// # Errors
+///
+/// A message when the call returned before parking or the limit passed.
+async fn call_until_parked(
+    client: &AgentClient,
+    call: &Call,
+    dir: &Path,
+    step: &str,
+) -> std::result::Result<(), String> {
+    let marker = dir.join(step);
+    let client = client.clone();
+    let call = call.clone();
+    let mut running = tokio::spawn(async move { call.run(&client).await });
+    let limit = park_limit();
+    let started = Instant::now();
+    loop {
+        if marker.exists() {
+            running.abort();
+            return Ok(());
+        }
+        if running.is_finished() {
+            let outcome = (&mut running).await.unwrap_or_else(|e| Err(e.to_string()));
+            // The marker is written just before parking: look once more.
+            if marker.exists() {
+                return Ok(());
+            }
+            return Err(format!(
+                "the flow never reached failpoint {step} (the call returned {})",
+                match outcome {
+                    Ok(()) => "success".to_owned(),
+                    Err(e) => format!("an error: {e}"),
+                }
+            ));
+        }
+        if started.elapsed() > limit {
+            running.abort();
+            return Err(format!("not parked at {step} after {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Which side the cell's fault hits.
+fn replica_side(step: &str) -> bool {
+    step.starts_with("attach.") || step.starts_with("stage.") || step == "detach.begun"
+}
+
+/// One cell of the matrix, as spelled in test names and the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CellSpec {
+    /// The failpoint.
+    pub step: &'static str,
+    /// The fault.
+    pub fault: Fault,
+    /// The datastore.
+    pub kind: DatastoreKind,
+}
+
+impl CellSpec {
+    /// The cell `step` × `fault` × `kind`.
+    pub fn new(step: &'static str, fault: Fault, kind: DatastoreKind) -> Self {
+        CellSpec { step, fault, kind }
+    }
+}
+
+const MASTER_ROWS: std::ops::Range<u64> = 0..3000;
+const REPLICA_OLD_ROWS: std::ops::Range<u64> = 1_000_000..1_000_500;
+const REPLICA_ID: &str = "matrix-replica";
+const SNAPSHOT_NAME: &str = "matrix-snapshot";
+
+/// Runs one cell end to end (see the module docs) and returns what it found; the record is
+/// also appended to the report file when [`REPORT_ENV`] is set.
+///
+/// A scene that could not be set (a server that does not start, an agent that does not serve
+/// before the fault) is recorded as `failed: the scene could not be set: ...`.
+///
+/// # Cancel safety
+///
+/// Cancel safe: instances are killed and removed on drop.
+pub async fn run_cell(spec: CellSpec, agent_bin: &Path) -> CellRecord {
+    match run_cell_inner(spec, agent_bin).await {
+        Ok(rec) => rec,
+        Err(e) => {
+            let mut rec = CellRecord::new(spec.step, spec.fault, spec.kind);
+            rec.result = format!("failed: the scene could not be set: {e}");
+            rec.fail(rec.result.clone());
+            if let Err(e) = rec.append_to_report() {
+                tracing::warn!(error = %e, "could not append to the matrix report");
+            }
+            rec
+        }
+    }
+}
+
+async fn run_cell_inner(spec: CellSpec, agent_bin: &Path) -> Result<CellRecord> {
+    let mut rec = CellRecord::new(spec.step, spec.fault, spec.kind);
+    let store = tempfile::Builder::new()
+        .prefix("tg-matrix-store-")
+        .tempdir()
+        .map_err(|e| Error::io("create the store directory", e))?;
+    let step = spec.step;
+    let armed = [step];
+    let mut master =
+        Instance::create(spec.kind, InstanceOptions::new(agent_bin, 1, store.path())).await?;
+    master
+        .start_agent(if replica_side(step) { &[] } else { &armed })
+        .await?;
+    master.load(MASTER_ROWS).await?;
+
+    // The scene: what runs before the armed call, and the call itself.
+    let snapshot_call = SnapshotCall {
+        replica_id: Some(REPLICA_ID.into()),
+        snapshot_name: Some(SNAPSHOT_NAME.into()),
+        ..SnapshotCall::default()
+    };
+    let mut replica: Option<Instance> = None;
+    let (call, old, new) = if !replica_side(step) {
+        if step != "enable_master.begun" {
+            master.client().enable_master().await.map_err(client_err)?;
+        }
+        if step == "demote.begun" {
+            master
+                .client()
+                .snapshot(&snapshot_call, &mut |_| {})
+                .await
+                .map_err(client_err)?;
+        }
+        let old = master.fingerprint().await?;
+        let call = match step {
+            "enable_master.begun" => Call::EnableMaster,
+            "demote.begun" => Call::Demote,
+            _ => Call::Snapshot(snapshot_call.clone()),
+        };
+        (call, old, None)
+    } else {
+        master.client().enable_master().await.map_err(client_err)?;
+        let doc = master
+            .client()
+            .snapshot(&snapshot_call, &mut |_| {})
+            .await
+            .map_err(client_err)?;
+        let new = master.fingerprint().await?;
+        let mut r =
+            Instance::create(spec.kind, InstanceOptions::new(agent_bin, 2, store.path())).await?;
+        r.start_agent(&armed).await?;
+        r.load(REPLICA_OLD_ROWS).await?;
+        let old = r.fingerprint().await?;
+        let call = if step == "detach.begun" {
+            r.client()
+                .attach(&doc, &AttachQuery::default(), &mut |_| {})
+                .await
+                .map_err(client_err)?;
+            Call::Detach
+        } else if step.starts_with("stage.") {
+            Call::Stage(StageCall {
+                snapshot_href: Some(doc.dataset.snapshot_href.clone()),
+                size_bytes: doc.dataset.size_bytes,
+                sha256: doc.dataset.sha256.clone(),
+                ..StageCall::default()
+            })
+        } else {
+            Call::Attach(Box::new(doc.clone()))
+        };
+        replica = Some(r);
+        let attach = Call::Attach(Box::new(doc));
+        (call, old, Some((new, attach)))
+    };
+    let target = replica.as_mut().unwrap_or(&mut master);
+
+    if let Err(e) = call_until_parked(target.client(), &call, &target.failpoint_dir(), step).await {
+        rec.result = format!("failed: {e}");
+        rec.fail(e);
+        rec.append_to_report()?;
+        return Ok(rec);
+    }
+    target.kill(spec.fault).await;
+    if let Err(e) = target.reboot(spec.fault).await {
+        rec.result = format!("failed: the agent did not come back: {e}");
+        rec.fail(rec.result.clone());
+        rec.append_to_report()?;
+        return Ok(rec);
+    }
+    rec.recovery = match target.client().recovery().await {
+        Ok(v) => v.actions.iter().map(ToString::to_string).collect(),
+        Err(e) => vec![format!("GET /v1/recovery failed: {e}")],
+    };
+
+    // The data: the old, or the complete new replica, never anything else.
+    let new_fp = new.as_ref().map(|(fp, _)| fp.clone());
+    match target.fingerprint().await {
+        Err(e) => {
+            rec.result = format!("failed: the server does not answer: {e}");
+            rec.fail(rec.result.clone());
+        }
+        Ok(fp) => {
+            let is_new = new_fp.as_ref() == Some(&fp);
+            let is_old = fp == old;
+            rec.result = if is_new && step != "detach.begun" && is_old {
+                "failed: old and new data are equal (the cell cannot tell them apart)".into()
+            } else if is_new {
+                "new replica".into()
+            } else if is_old {
+                "old data".into()
+            } else {
+                format!("failed: neither the old data nor the new replica: {fp:?}")
+            };
+            let allowed = match step {
+                "detach.begun" => rec.result == "new replica",
+                s if replica_side(s) => rec.result == "new replica" || rec.result == "old data",
+                _ => rec.result == "old data",
+            };
+            if !allowed {
+                rec.fail(format!(
+                    "data outcome {:?} is not allowed at {step}",
+                    rec.result
+                ));
+            }
+        }
+    }
+    rec.leftovers = target.leftovers().await;
+    if !rec.leftovers.is_empty() {
+        rec.fail(format!("leftovers: {:?}", rec.leftovers));
+    }
+    // A snapshot that never committed keeps no slot on the master.
+    if matches!(step, "snapshot.streaming" | "snapshot.uploaded") {
+        // Master-side steps: `target` is the master.
+        match target.snapshot_slots().await {
+            Ok(slots) if slots.is_empty() => {}
+            Ok(slots) => {
+                let msg = format!("slot of an uncommitted snapshot left: {slots:?}");
+                rec.leftovers.push(msg.clone());
+                rec.fail(msg);
+            }
+            Err(e) => rec.fail(format!("list the master's slots: {e}")),
+        }
+    }
+
+    // The same request again.
+    let retried = async {
+        call.run(target.client()).await?;
+        if let (Call::Stage(_), Some((_, attach))) = (&call, &new) {
+            attach.run(target.client()).await?;
+        }
+        if let Some((want, _)) = &new
+            && step != "detach.begun"
+        {
+            let fp = target.fingerprint().await.map_err(|e| e.to_string())?;
+            if &fp != want {
+                return Err(
+                    "after the retried attach the replica does not hold the master's \
+                            data"
+                        .to_owned(),
+                );
+            }
+        }
+        Ok::<_, String>(())
+    }
+    .await;
+    match retried {
+        Ok(()) => rec.retry_ok = true,
+        Err(e) => rec.fail(format!("the retried call failed: {e}")),
+    }
+    rec.append_to_report()?;
+    drop(replica);
+    drop(master);
+    Ok(rec)
+}
+
+fn client_err(e: crate::client::ClientError) -> Error {
+    Error::Service {
+        message: format!("setting the scene: {e}"),
+    }
+}

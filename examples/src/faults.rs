@@ -252,12 +252,49 @@ fn toml_str(p: &Path) -> String {
     format!("\"{}\"", p.display())
 }
 
-fn tail(text: &str, n: usize) -> &str {
-    let mut start = text.len().saturating_sub(n);
-    while !text.is_char_boundary(start) {
+/// The last `n` bytes of `text` without terminal colour codes.
+fn tail(text: &str, n: usize) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let mut start = plain.len().saturating_sub(n);
+    while !plain.is_char_boundary(start) {
         start += 1;
     }
-    &text[start..]
+    plain[start..].to_owned()
+}
+
+/// Makes this process the reaper of orphaned descendants (once).
+///
+/// A killed agent's server is reparented to the nearest subreaper; without one it goes to init,
+/// which in a container may never reap it, and the zombie keeps its pid "alive" for a lock file
+/// check (PostgreSQL's `postmaster.pid`). A real host crash leaves no process at all: being the
+/// subreaper lets [`reap`] clear what a simulated crash killed.
+fn become_subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(error = %e, "could not become the child subreaper");
+        }
+    });
+}
+
+/// Reaps `pid` if it is a dead child of this process (an orphan reparented here); anything else
+/// is left alone.
+fn reap(pid: u32) {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
 }
 
 impl Instance {
@@ -272,6 +309,7 @@ impl Instance {
     ///
     /// Not cancel safe: a cancelled create can leave the instance directory behind.
     pub async fn create(kind: DatastoreKind, opts: InstanceOptions) -> Result<Self> {
+        become_subreaper();
         let server = TestServer::start(kind, opts.server_id).await?;
         let dir = server.dir();
         let handle = server.handle();
@@ -472,16 +510,16 @@ impl Instance {
                 self.agent = None;
                 return Err(Error::Service {
                     message: format!(
-                        "guest_agent exited ({status}) before serving: {}",
-                        tail(&self.agent_log(), 1500)
+                        "guest_agent exited ({status}) before serving; its log ends: {}",
+                        tail(&self.agent_log(), 800)
                     ),
                 });
             }
             if started.elapsed() > Duration::from_secs(120) {
                 return Err(Error::Service {
                     message: format!(
-                        "guest_agent not serving after 120 s: {}",
-                        tail(&self.agent_log(), 1500)
+                        "guest_agent not serving after 120 s; its log ends: {}",
+                        tail(&self.agent_log(), 800)
                     ),
                 });
             }
@@ -531,7 +569,8 @@ impl Instance {
         if fault == Fault::AgentKilled {
             return;
         }
-        if let Some(pid) = self.server_pid() {
+        let server = self.server_pid();
+        if let Some(pid) = server {
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         for t in &tools {
@@ -539,6 +578,14 @@ impl Instance {
             let _ = kill(Pid::from_raw(*t as i32), Signal::SIGKILL);
         }
         self.kill_everything_of_the_instance().await;
+        // Nothing of the instance may survive as a zombie either (see `become_subreaper`).
+        let started = Instant::now();
+        for pid in server.into_iter().chain(tools) {
+            while exists(pid) && started.elapsed() < Duration::from_secs(30) {
+                reap(pid);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     async fn kill_everything_of_the_instance(&self) {
@@ -552,6 +599,7 @@ impl Instance {
             for pid in left {
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                reap(pid);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -779,6 +827,7 @@ impl Drop for Instance {
             for pid in left {
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                reap(pid);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -793,6 +842,11 @@ fn runs(pid: u32) -> bool {
             .and_then(|(_, rest)| rest.trim_start().chars().next())
             .is_some_and(|state| state != 'Z' && state != 'X')
     })
+}
+
+/// Whether `pid` exists at all (zombies included).
+fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Live processes whose command line mentions `path` (never this process).
@@ -1063,8 +1117,8 @@ async fn run_cell_inner(spec: CellSpec, agent_bin: &Path) -> Result<CellRecord> 
     }
     target.kill(spec.fault).await;
     if let Err(e) = target.reboot(spec.fault).await {
-        rec.result = format!("failed: the agent did not come back: {e}");
-        rec.fail(rec.result.clone());
+        rec.result = "failed: the restarted agent did not serve".into();
+        rec.fail(format!("the restarted agent did not serve: {e}"));
         rec.append_to_report()?;
         return Ok(rec);
     }

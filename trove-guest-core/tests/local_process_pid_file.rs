@@ -27,7 +27,10 @@ fn runs(pid: u32) -> bool {
 fn start_time(pid: u32) -> String {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let (_, rest) = stat.rsplit_once(')').expect("stat fields");
-    rest.split_whitespace().nth(19).expect("start time").to_owned()
+    rest.split_whitespace()
+        .nth(19)
+        .expect("start time")
+        .to_owned()
 }
 
 fn pid_in(file: &Path) -> u32 {
@@ -56,10 +59,20 @@ async fn server_left_by_a_killed_agent_is_adopted_and_stopped_not_started_twice(
 
     let second = LocalProcess::new(server(), ready(&listener)).with_pid_file(&pid_file);
     assert_eq!(second.status().await.unwrap(), ServiceStatus::Running);
-    second.start().await.expect("start adopts the running server");
-    assert_eq!(second.pid().await, Some(pid), "no second server was started");
+    second
+        .start()
+        .await
+        .expect("start adopts the running server");
+    assert_eq!(
+        second.pid().await,
+        Some(pid),
+        "no second server was started"
+    );
     second.stop().await.expect("stop the adopted server");
-    assert!(!runs(pid), "stop signalled the adopted server's group and waited");
+    assert!(
+        !runs(pid),
+        "stop signalled the adopted server's group and waited"
+    );
     assert_eq!(second.status().await.unwrap(), ServiceStatus::Stopped);
     assert!(!pid_file.exists(), "a stopped server leaves no pid file");
 

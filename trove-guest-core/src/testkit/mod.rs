@@ -7,7 +7,9 @@
 pub mod conformance;
 pub mod mariadb;
 pub mod postgres;
+mod proxy;
 mod service;
 
 pub use mariadb::{MariaDbOptions, MariaDbServer};
 pub use postgres::{ClusterInit, PostgresOptions, PostgresServer};
+pub use proxy::TcpProxy;

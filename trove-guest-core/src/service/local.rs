@@ -143,7 +143,7 @@ impl LocalProcess {
             }
             running.adopted = None;
         }
-        let p = self.from_pid_file()?;
+        let p = self.recorded_server()?;
         tracing::info!(
             pid = p.pid,
             program = %self.command.program_name(),
@@ -153,7 +153,7 @@ impl LocalProcess {
         Some(p)
     }
 
-    fn from_pid_file(&self) -> Option<ProcessId> {
+    fn recorded_server(&self) -> Option<ProcessId> {
         let path = self.pid_file.as_ref()?;
         let text = std::fs::read_to_string(path).ok()?;
         let mut fields = text.split_whitespace();

@@ -222,6 +222,7 @@ pub struct Instance {
     opts: InstanceOptions,
     agent_dir: PathBuf,
     config_path: PathBuf,
+    config_template: String,
     work_dir: PathBuf,
     config_dir: PathBuf,
     pid_file: PathBuf,
@@ -238,6 +239,9 @@ impl fmt::Debug for Instance {
             .finish()
     }
 }
+
+/// Where the `advertise` line goes in the generated configuration.
+const ADVERTISE_MARK: &str = "# @advertise@\n";
 
 fn free_port() -> Result<u16> {
     let l =
@@ -329,10 +333,7 @@ impl Instance {
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?)
             .parse()
             .expect("a loopback address");
-        let advertise = opts
-            .advertise_port
-            .map(|p| format!("advertise = {{ host = \"127.0.0.1\", port = {p} }}\n"))
-            .unwrap_or_default();
+        let advertise = ADVERTISE_MARK;
         let text = match &server {
             TestServer::Mariadb(s) => {
                 s.stop().await?;
@@ -409,11 +410,8 @@ impl Instance {
             }
         };
         let config_path = agent_dir.join("agent.toml");
-        std::fs::write(&config_path, text)
-            .map_err(|e| Error::io(format!("write {}", config_path.display()), e))?;
-        // Fail here, not in the agent, on a configuration this harness got wrong.
-        AgentConfig::load(&config_path)?;
-        Ok(Instance {
+        let instance = Instance {
+            config_template: text,
             kind,
             agent_dir,
             config_path,
@@ -424,7 +422,35 @@ impl Instance {
             agent: None,
             server: Some(server),
             opts,
-        })
+        };
+        instance.write_config()?;
+        Ok(instance)
+    }
+
+    fn write_config(&self) -> Result<()> {
+        let advertise = self
+            .opts
+            .advertise_port
+            .map(|p| format!("advertise = {{ host = \"127.0.0.1\", port = {p} }}\n"))
+            .unwrap_or_default();
+        let text = self.config_template.replace(ADVERTISE_MARK, &advertise);
+        std::fs::write(&self.config_path, text)
+            .map_err(|e| Error::io(format!("write {}", self.config_path.display()), e))?;
+        // Fail here, not in the agent, on a configuration this harness got wrong.
+        AgentConfig::load(&self.config_path).map(drop)
+    }
+
+    /// Tells replicas to connect to `port` on 127.0.0.1 instead of the server's own port (a
+    /// [`TcpProxy`] in front of it); takes effect at the next agent start.
+    ///
+    /// [`TcpProxy`]: trove_guest_core::testkit::TcpProxy
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the configuration cannot be written.
+    pub fn advertise_through(&mut self, port: u16) -> Result<()> {
+        self.opts.advertise_port = Some(port);
+        self.write_config()
     }
 
     /// The datastore.

@@ -498,6 +498,26 @@ impl Instance {
     ///
     /// Cancel safe: the agent process is kept and killed on drop.
     pub async fn start_agent(&mut self, failpoints: &[&str]) -> Result<()> {
+        // The server's port was free when the testkit chose it; between the testkit's stop and
+        // this start another test's server or an outgoing connection may hold it for a moment.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.start_agent_once(failpoints).await {
+                Err(Error::Service { message })
+                    if attempt < 4
+                        && (message.contains("Address already in use")
+                            || message.contains("could not bind IPv4 address")) =>
+                {
+                    tracing::info!(attempt, "the server's port is taken for now: trying again");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_agent_once(&mut self, failpoints: &[&str]) -> Result<()> {
         let log_path = self.agent_dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
             .create(true)

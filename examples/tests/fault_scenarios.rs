@@ -17,6 +17,12 @@ use trove_guest_examples::api::{AttachQuery, SnapshotCall};
 use trove_guest_examples::faults::{Instance, InstanceOptions};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_guest_agent");
+
+/// The agent binary: `TROVE_GUEST_AGENT_BIN` when set (a copy made right after the build, when
+/// a shared target directory may be rebuilt by others meanwhile), else the one cargo built.
+fn agent() -> std::path::PathBuf {
+    std::env::var_os("TROVE_GUEST_AGENT_BIN").map_or_else(|| AGENT.into(), Into::into)
+}
 const MASTER_ROWS: u64 = 3000;
 /// Rows the background writer adds start here.
 const WRITES_FROM: u64 = 100_000;
@@ -37,7 +43,7 @@ fn store() -> tempfile::TempDir {
 
 /// A master with sample data and binary logging / WAL senders on, served by its agent.
 async fn master(kind: DatastoreKind, store: &Path, proxy_port: Option<u16>) -> Instance {
-    let mut m = Instance::create(kind, InstanceOptions::new(AGENT, 1, store))
+    let mut m = Instance::create(kind, InstanceOptions::new(agent(), 1, store))
         .await
         .unwrap_or_else(|e| panic!("start a {kind} master: {e}"));
     if let Some(p) = proxy_port {
@@ -62,7 +68,7 @@ async fn replica(master: &Instance, store: &Path) -> Instance {
         )
         .await
         .expect("snapshot");
-    let mut r = Instance::create(master.kind(), InstanceOptions::new(AGENT, 2, store))
+    let mut r = Instance::create(master.kind(), InstanceOptions::new(agent(), 2, store))
         .await
         .expect("start the replica's server");
     r.start_agent(&[]).await.expect("replica agent serves");
@@ -167,7 +173,7 @@ async fn replica_restarted_during_catch_up(kind: DatastoreKind) {
 async fn link_cut_while_the_master_takes_writes(kind: DatastoreKind) {
     let dir = store();
     // The proxy forwards to the master's server; its port is known once the server exists.
-    let mut m = Instance::create(kind, InstanceOptions::new(AGENT, 1, dir.path()))
+    let mut m = Instance::create(kind, InstanceOptions::new(agent(), 1, dir.path()))
         .await
         .unwrap_or_else(|e| panic!("start a {kind} master: {e}"));
     let proxy = TcpProxy::start(format!("127.0.0.1:{}", m.server().port()).parse().unwrap())

@@ -1012,7 +1012,7 @@ async fn call_until_parked(
                 return Ok(());
             }
             return Err(format!(
-                "the flow never reached failpoint {step} (the call returned {})",
+                "failpoint {step} never reached (the call returned {})",
                 match outcome {
                     Ok(()) => "success".to_owned(),
                     Err(e) => format!("an error: {e}"),
@@ -1156,7 +1156,7 @@ async fn run_cell_inner(spec: CellSpec, agent_bin: &Path) -> Result<CellRecord> 
     let target = replica.as_mut().unwrap_or(&mut master);
 
     if let Err(e) = call_until_parked(target.client(), &call, &target.failpoint_dir(), step).await {
-        rec.result = format!("failed: {e}");
+        rec.result = "failed: not parked at the failpoint".into();
         rec.fail(e);
         rec.append_to_report()?;
         return Ok(rec);

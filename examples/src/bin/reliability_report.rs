@@ -123,7 +123,11 @@ fn render(records: &[CellRecord]) -> String {
                 r.step,
                 r.datastore,
                 r.fault,
-                r.problem.as_deref().unwrap_or(&r.result),
+                if r.leftovers.is_empty() {
+                    r.problem.clone().unwrap_or_else(|| r.result.clone())
+                } else {
+                    format!("left over: {}", r.leftovers.join(", "))
+                },
                 if r.recovery.is_empty() {
                     String::new()
                 } else {

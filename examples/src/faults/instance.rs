@@ -601,7 +601,25 @@ impl Instance {
         Ok(())
     }
 
-    /// What an interrupted change may have left: staging / old-data / failed directories
+    /// Processes of this instance other than its agent and the one server its pid file names:
+    /// a tool of the killed agent still running, or a second server on the same data.
+    pub fn stray_processes(&self) -> Vec<String> {
+        let agent = self.agent.as_ref().map(Child::id);
+        let server = self.server_pid();
+        pids_mentioning(&self.dir())
+            .into_iter()
+            .filter(|p| Some(*p) != agent && Some(*p) != server)
+            .map(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                let program = cmd.split_whitespace().next().unwrap_or("?").to_owned();
+                format!("process still runs: {program} (pid {p})")
+            })
+            .collect()
+    }
+
+    /// What an interrupted change may have left: processes other than the agent and its
+    /// server, staging / old-data / failed directories
     /// (`.tg-*`) in the work directory, secret files in the agent's temporary directory,
     /// partial uploads (`.partial-*`) in the store, and stale override files.
     ///
@@ -613,7 +631,7 @@ impl Instance {
     ///
     /// Cancel safe: read only.
     pub async fn leftovers(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.stray_processes();
         for (dir, what, pred) in [
             (
                 self.work_dir.clone(),

@@ -177,3 +177,59 @@ fn main() -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(
+        step: &str,
+        fault: &str,
+        result: &str,
+        leftovers: &[&str],
+        retry_ok: bool,
+    ) -> CellRecord {
+        serde_json::from_value(serde_json::json!({
+            "step": step, "fault": fault, "datastore": "mariadb", "result": result,
+            "leftovers": leftovers, "retry_ok": retry_ok, "recovery": [],
+            "problem": if leftovers.is_empty() { None } else { Some("leftovers") },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_last_record_of_a_cell_wins_and_cells_without_one_say_not_run() {
+        let md = render(&[
+            record("demote.begun", "agent_killed", "old data", &[".tg-x"], true),
+            record("demote.begun", "agent_killed", "old data", &[], true),
+            record(
+                "snapshot.uploaded",
+                "host_killed",
+                "old data",
+                &[".partial-y"],
+                true,
+            ),
+        ]);
+        let row = |step: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| `{step}` |")))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(
+            row("demote.begun").contains("| ✅ old data; clean; retry ok | not run |"),
+            "{md}"
+        );
+        assert!(
+            row("snapshot.uploaded").contains("| not run | ❌ old data; 1 leftover(s); retry ok |"),
+            "{md}"
+        );
+        assert!(md.contains("1 of 2 cells run passed"), "{md}");
+        assert!(md.contains("left over: .partial-y"), "{md}");
+        assert_eq!(
+            md.lines().filter(|l| l.starts_with("| `")).count(),
+            all_steps().len(),
+            "one row per failpoint"
+        );
+    }
+}

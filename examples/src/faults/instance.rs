@@ -765,7 +765,7 @@ fn exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Live processes whose command line mentions `path` (never this process).
+/// Live processes whose command line mentions `path` or a path under it (never this process).
 pub fn pids_mentioning(path: &Path) -> Vec<u32> {
     let needle = path.as_os_str().as_encoded_bytes();
     let me = std::process::id();
@@ -784,7 +784,10 @@ pub fn pids_mentioning(path: &Path) -> Vec<u32> {
             continue;
         }
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
-            && cmd.windows(needle.len()).any(|w| w == needle)
+            && cmd.windows(needle.len() + 1).any(|w| {
+                // The path itself or something under it, not a longer name sharing its prefix.
+                w[..needle.len()] == *needle && matches!(w[needle.len()], b'/' | 0)
+            })
         {
             out.push(pid);
         }

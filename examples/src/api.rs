@@ -15,6 +15,7 @@
 //! | `POST` | [`WAIT_FOR_TXN`] | [`WaitCall`] | `{}` |
 //! | `GET` | [`OPERATION`] | — | [`OperationView`] |
 //! | `GET` | [`EVENTS`] | — | NDJSON of [`EventLine`], until the client hangs up |
+//! | `GET` | [`RECOVERY`] | — | [`RecoveryView`] |
 //! | `POST` | `/instances/{id}/action` | `{"detach_replication": {}}` | the `DetachedReplica` |
 //!
 //! Replication changes (enable master, snapshot, attach, detach, cleanup, demote, read-only and
@@ -53,6 +54,8 @@ pub const WAIT_FOR_TXN: &str = "/v1/replication/wait-for-txn";
 pub const OPERATION: &str = "/v1/operation";
 /// `GET`: every progress event of this agent as NDJSON, live.
 pub const EVENTS: &str = "/v1/events";
+/// `GET`: what the recovery run at the agent's start did.
+pub const RECOVERY: &str = "/v1/recovery";
 
 /// The largest `timeout_secs` the attach query and the detach body accept: 24 hours. Every
 /// change holds the agent's single slot while it waits, so a longer wait is a mistake (and
@@ -176,6 +179,15 @@ pub struct OperationView {
     pub elapsed_secs: Option<f64>,
     /// Its latest progress event.
     pub last_event: Option<ProgressEvent>,
+}
+
+/// The answer of [`RECOVERY`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryView {
+    /// Whether recovery ran (an embedding that never calls `GuestAgent::recover` reports false).
+    pub ran: bool,
+    /// What the last recovery did, in order (empty when there was nothing to recover).
+    pub actions: Vec<trove_guest_core::RecoveryAction>,
 }
 
 /// One line of [`EVENTS`].

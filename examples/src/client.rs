@@ -411,4 +411,17 @@ impl AgentClient {
     pub async fn operation(&self) -> ClientResult<api::OperationView> {
         self.get(api::OPERATION).await
     }
+
+    /// `GET` [`api::RECOVERY`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn recovery(&self) -> ClientResult<api::RecoveryView> {
+        self.get(api::RECOVERY).await
+    }
 }

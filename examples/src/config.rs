@@ -30,6 +30,7 @@
 //! # args = ["--defaults-file=/etc/mysql/my.cnf", "--user=mysql"]
 //! # ready_unix = "/run/mysqld/mysqld.sock"       # or ready_tcp = "127.0.0.1:3306"
 //! # stop_signal = "SIGTERM"           # PostgreSQL: SIGINT (fast shutdown)
+//! # pid_file = "/var/lib/trove/server.pid"  # a restarted agent adopts the server it names
 //!
 //! [snapshot_store]
 //! url = "file:///var/lib/trove/snapshots"
@@ -167,6 +168,12 @@ pub enum ServiceSection {
         /// `SIGTERM` (default) or `SIGINT`.
         #[serde(default)]
         stop_signal: Option<String>,
+        /// Where the agent records the server's pid and start time. With it, the server outlives
+        /// an agent that dies without stopping it (killed, crashed), and the next agent adopts
+        /// that server instead of starting a second one on the same data directory. Without it
+        /// an agent that dies leaves an orphan server the next agent cannot control.
+        #[serde(default)]
+        pid_file: Option<PathBuf>,
     },
 }
 
@@ -288,6 +295,7 @@ impl AgentConfig {
                 ready_tcp,
                 ready_unix,
                 stop_signal,
+                pid_file,
             } => {
                 let readiness = match (ready_tcp, ready_unix) {
                     (Some(a), None) => Readiness::Tcp(*a),
@@ -302,6 +310,9 @@ impl AgentConfig {
                 let user = run_as.as_deref().map(OsUser::lookup).transpose()?;
                 let cmd = ToolCommand::new(program).args(args).run_as(user);
                 let mut p = LocalProcess::new(cmd, readiness);
+                if let Some(path) = pid_file {
+                    p = p.with_pid_file(path);
+                }
                 match stop_signal.as_deref() {
                     None | Some("SIGTERM") => {}
                     Some("SIGINT") => p = p.with_stop_signal(nix::sys::signal::Signal::SIGINT),
@@ -418,6 +429,7 @@ kind = "process"
 program = "/usr/sbin/mariadbd"
 args = ["--defaults-file=/etc/mysql/my.cnf"]
 ready_unix = "/run/mysqld/mysqld.sock"
+pid_file = "/run/trove/mariadbd.pid"
 
 [snapshot_store]
 url = "file:///tmp"

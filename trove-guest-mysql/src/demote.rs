@@ -38,6 +38,7 @@ impl MysqlStrategy {
             }
             s.exec(&sql.drop_user(&Account::new(user, host)?)).await?;
         }
+        trove_guest_core::lifecycle::failpoint("demote.begun").await;
         let vars = self.vars(&mut s, &sql).await?;
         s.close().await;
         let path = self.handle.config_dir.join(MASTER_FILE);

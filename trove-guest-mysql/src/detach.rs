@@ -28,6 +28,7 @@ impl MysqlStrategy {
         };
         if row.is_some() {
             s.exec(&sql.stop_replica()).await?;
+            trove_guest_core::lifecycle::failpoint("detach.begun").await;
             s.exec(&sql.reset_replica_all()).await?;
         }
         s.exec_all(&sql.set_read_only(false)).await?;

@@ -93,6 +93,7 @@ impl MysqlStrategy {
             };
             let text = master_override(flavor, self.handle.server_id, &base, was_on)?;
             write_override(&self.handle.config_dir, MASTER_FILE, &text)?;
+            trove_guest_core::lifecycle::failpoint("enable_master.begun").await;
         }
         if needs_restart {
             if !opts.allow_restart {
@@ -209,6 +210,7 @@ impl MysqlStrategy {
         // The producer's exit status decides before anything becomes visible; on failure the
         // pending upload is dropped, which discards it.
         tool.wait().await?;
+        trove_guest_core::lifecycle::failpoint("snapshot.uploaded").await;
         let (info_name, info_text) = tap.binlog_info()?;
         let info = BinlogInfo::parse(info_text)?;
         tracing::debug!(file = info_name, position = %info.log_file, "backup binlog position");

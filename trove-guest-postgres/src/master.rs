@@ -318,6 +318,7 @@ impl PostgresStrategy {
             }
             return Err(e);
         }
+        trove_guest_core::lifecycle::failpoint("enable_master.begun").await;
         if !pending.is_empty() {
             if !opts.allow_restart {
                 return Err(Error::unsupported(format!(
@@ -495,6 +496,7 @@ impl PostgresStrategy {
                     stderr_tail: stderr,
                 });
             }
+            trove_guest_core::lifecycle::failpoint("snapshot.uploaded").await;
             let range = parse_backup_range(&stderr).ok_or_else(|| {
                 unexpected(
                     "read the backup's WAL range",
@@ -727,6 +729,7 @@ impl PostgresStrategy {
         for role in members.iter().filter(|r| names::check_role(r).is_ok()) {
             drop_login(&db, role).await?;
         }
+        trove_guest_core::lifecycle::failpoint("demote.begun").await;
         for prefix in names::SLOT_PREFIXES {
             let slots = texts(
                 &db,

@@ -597,6 +597,7 @@ impl PostgresStrategy {
         if !promoted {
             return Err(Error::timeout("the standby to be promoted", opts.timeout));
         }
+        trove_guest_core::lifecycle::failpoint("detach.begun").await;
         // Without a checkpoint on the new timeline, pg_rewind against this server says "no
         // rewind required".
         db.batch("checkpoint after promotion", sql::CHECKPOINT)

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use trove_guest_core::{SharedStrategy, SnapshotStore};
+use trove_guest_core::{RecoverOptions, RecoveryReport, SharedStrategy, SnapshotStore};
 
 pub use error::ApiError;
 
@@ -46,6 +46,7 @@ pub(crate) struct AgentState {
     pub(crate) options: AgentOptions,
     pub(crate) slot: Arc<ops::OpSlot>,
     pub(crate) events: broadcast::Sender<EventLine>,
+    pub(crate) recovery: std::sync::Mutex<Option<RecoveryReport>>,
 }
 
 /// A guest agent for one server.
@@ -80,8 +81,40 @@ impl GuestAgent {
                 options,
                 slot: Arc::default(),
                 events,
+                recovery: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    /// Runs the strategy's recovery ([`ReplicationStrategy::recover`]) and keeps its report for
+    /// `GET /v1/recovery`. Call it once before serving: an interrupted change of an earlier
+    /// agent is rolled forward or back and its leftovers removed, so the first request finds a
+    /// consistent server. Each action is logged.
+    ///
+    /// [`ReplicationStrategy::recover`]: trove_guest_core::ReplicationStrategy::recover
+    ///
+    /// # Errors
+    ///
+    /// What the strategy's recovery reports (the server could not be started, a journaled step
+    /// could not be completed or undone); recovery can then be run again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, like the strategy's recovery; running it again completes it.
+    pub async fn recover(&self, opts: &RecoverOptions) -> trove_guest_core::Result<RecoveryReport> {
+        let report = self.state.strategy.recover(opts).await?;
+        if report.is_empty() {
+            tracing::info!("recovery: nothing to recover");
+        }
+        for action in &report.actions {
+            tracing::info!(%action, "recovery action");
+        }
+        *self
+            .state
+            .recovery
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report.clone());
+        Ok(report)
     }
 
     /// The axum router of the agent's API, to serve or to mount.

@@ -45,6 +45,7 @@ pub(crate) fn router(state: Arc<AgentState>) -> Router {
         .route(api::WAIT_FOR_TXN, post(wait_for_txn))
         .route(api::OPERATION, get(operation))
         .route(api::EVENTS, get(events))
+        .route(api::RECOVERY, get(recovery))
         .route("/instances/{id}/action", post(action))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
@@ -116,6 +117,18 @@ where
         Ok(done())
     })
     .await
+}
+
+async fn recovery(State(s): St) -> Json<api::RecoveryView> {
+    let report = s
+        .recovery
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    Json(api::RecoveryView {
+        ran: report.is_some(),
+        actions: report.map(|r| r.actions).unwrap_or_default(),
+    })
 }
 
 async fn status(State(s): St) -> Result<Json<ReplicationStatus>, ApiError> {

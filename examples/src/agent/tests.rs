@@ -10,9 +10,9 @@ use tokio::sync::Semaphore;
 use trove_guest_core::wire::{BinlogPosition, Dataset, MasterAddress};
 use trove_guest_core::{
     AttachOutcome, AttachRequest, Capabilities, DatastoreKind, DemoteOptions, DetachOptions,
-    DetachedReplica, EnableMasterOptions, LocalSnapshotStore, Phase, ReplicationPosition,
-    ReplicationStatus, ReplicationStrategy, Result, SnapshotDocument, SnapshotRequest,
-    SnapshotStore,
+    DetachedReplica, EnableMasterOptions, LocalSnapshotStore, Phase, RecoverOptions,
+    RecoveryAction, RecoveryReport, ReplicationPosition, ReplicationStatus, ReplicationStrategy,
+    Result, SnapshotDocument, SnapshotRequest, SnapshotStore,
 };
 
 use super::{AgentOptions, GuestAgent, RunningAgent};
@@ -78,6 +78,14 @@ impl ReplicationStrategy for FakeStrategy {
     }
     async fn replication_status(&self) -> Result<ReplicationStatus> {
         Ok(ReplicationStatus::default())
+    }
+    async fn recover(&self, _: &RecoverOptions) -> Result<RecoveryReport> {
+        let mut report = RecoveryReport::new();
+        report.push(RecoveryAction::Removed {
+            what: "staging".into(),
+            path: ".tg-stage-x".into(),
+        });
+        Ok(report)
     }
 }
 
@@ -415,4 +423,35 @@ async fn a_timeout_above_the_maximum_is_a_400_before_anything_changes() {
     let (status, reply) = f.client.post_raw(&path, body).await.unwrap();
     assert_eq!(status, 200, "the maximum itself is accepted: {reply}");
     assert_eq!(f.strategy.attaches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn recovery_report_is_served_once_the_agent_has_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let strategy = Arc::new(FakeStrategy {
+        store: store.clone(),
+        gate: Arc::new(Semaphore::new(1000)),
+        attaches: AtomicU32::new(0),
+    });
+    let agent = GuestAgent::new(
+        strategy,
+        store as Arc<dyn SnapshotStore>,
+        AgentOptions::new("inst-1"),
+    );
+    let not_yet = agent
+        .clone()
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let view = AgentClient::new(not_yet.url()).recovery().await.unwrap();
+    assert!(!view.ran && view.actions.is_empty(), "{view:?}");
+    not_yet.shutdown().await.unwrap();
+
+    let report = agent.recover(&RecoverOptions::new()).await.unwrap();
+    assert_eq!(report.actions.len(), 1);
+    let running = agent.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let view = AgentClient::new(running.url()).recovery().await.unwrap();
+    assert!(view.ran);
+    assert_eq!(view.actions, report.actions);
 }

@@ -7,13 +7,17 @@
 //! The configuration format is documented in `trove_guest_examples::config`. The agent listens
 //! where `listen` says (keep it on loopback or put authentication in front of it) and stops on
 //! Ctrl-C or SIGTERM; a replication change still running is aborted (every call is safe to
-//! repeat). It starts the server if it is not running; a `process` server is the agent's child
-//! and is stopped with it.
+//! repeat). Before it listens it runs the strategy's recovery (an interrupted change of an
+//! earlier agent is completed or undone, leftovers are removed; `GET /v1/recovery` shows what
+//! was done) and starts the server if it is not running. A `process` server is the agent's
+//! child and is stopped with it; with `pid_file` set, a server left running by an agent that
+//! was killed is adopted instead of started twice.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use trove_guest_core::RecoverOptions;
 use trove_guest_examples::config::{AgentConfig, ServiceSection};
 use trove_guest_examples::{AgentOptions, GuestAgent, backends};
 
@@ -46,18 +50,25 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = AgentConfig::load(&args.config)?;
     let handle = config.datastore_handle()?;
-    // The agent owns a `process` server (a systemd unit is merely started if stopped).
-    handle.service.start().await?;
     let store = config.snapshot_store()?;
     let handle_for_stop = handle.clone();
+    let service = handle.service.clone();
     let strategy = backends::strategy(config.datastore.kind, handle, store.clone(), &config.mysql)?;
     let agent = GuestAgent::new(
         strategy,
         store,
         AgentOptions::new(config.instance_id.clone()),
-    )
-    .spawn(config.listen)
-    .await?;
+    );
+    // Recovery first: after a crash the data directory may be aside, so the server is started
+    // (or adopted) only once an interrupted change has been completed or undone.
+    let report = agent
+        .recover(&RecoverOptions::new())
+        .await
+        .map_err(|e| format!("recovery failed, not serving: {e}"))?;
+    tracing::info!(actions = report.actions.len(), "recovery done");
+    // The agent owns a `process` server (a systemd unit is merely started if stopped).
+    service.start().await?;
+    let agent = agent.spawn(config.listen).await?;
     tracing::info!(
         url = %agent.url(),
         instance = %config.instance_id,

@@ -394,9 +394,15 @@ impl SnapshotStore for LocalSnapshotStore {
 
         let mut chunks = UploadChunks::new(data, name, progress);
         let read_result: Result<()> = async {
+            let mut sent = 0u64;
             while let Some(chunk) = chunks.next().await? {
                 if tx.send(chunk).await.is_err() {
                     return Ok(()); // writer failed; its error is reported below
+                }
+                sent += 1;
+                if sent == 1 {
+                    // Test-only: parks a snapshot mid-upload (bytes in the partial file).
+                    crate::lifecycle::failpoint("snapshot.streaming").await;
                 }
             }
             Ok(())

@@ -17,10 +17,12 @@ mod dirs;
 mod ports;
 mod process;
 mod programs;
+mod proxy;
 mod service;
 
 pub use dirs::{short_tempdir, tail};
 pub use ports::{PORT_ATTEMPTS, free_port, is_port_conflict};
 pub use process::{StopOptions, has_exited, is_root, stop_blocking};
 pub use programs::{missing_program, require_program};
+pub use proxy::TcpProxy;
 pub use service::TestService;

@@ -87,6 +87,10 @@ impl RestoreHooks for PostgresStrategy {
         self.db_wait().await.map(drop)
     }
 
+    async fn reconcile(&self) -> Result<Vec<RecoveryAction>> {
+        self.reconcile_standby_config().await
+    }
+
     async fn abandon_snapshot(&self, detail: &serde_json::Value) -> Result<Vec<RecoveryAction>> {
         self.abandon_snapshot_made(detail).await
     }

@@ -572,6 +572,30 @@ impl PostgresStrategy {
             })
     }
 
+    /// Recovery's check of the standby files: a server that is no standby (a detach promoted
+    /// it and died before removing them) must not keep them.
+    pub(crate) async fn reconcile_standby_config(
+        &self,
+    ) -> Result<Vec<trove_guest_core::RecoveryAction>> {
+        let any = STANDBY_FILES.iter().any(|f| self.config_file(f).exists());
+        if !any {
+            return Ok(Vec::new());
+        }
+        let db = self.db().await?;
+        if in_recovery(&db).await? {
+            return Ok(Vec::new());
+        }
+        let reload = flavor(&db).await?.standby_settings_reloadable();
+        self.remove_standby_config()?;
+        if reload {
+            db.one("reload configuration", sql::RELOAD, &[]).await?;
+        }
+        Ok(vec![trove_guest_core::RecoveryAction::Removed {
+            what: "standby settings of a promoted server".into(),
+            path: self.config_file(STANDBY_FILE).display().to_string(),
+        }])
+    }
+
     pub(crate) async fn detach_locked(&self, opts: &DetachOptions) -> Result<DetachedReplica> {
         let db = self.db().await?;
         let state = self.standby_state();

@@ -177,6 +177,21 @@ pub trait RestoreHooks: Send + Sync {
         Ok(())
     }
 
+    /// The last step of recovery, with the server running: makes the configuration agree with
+    /// what the server is after a crash between two statements of a change (PostgreSQL: a
+    /// promoted server still carrying its standby settings). The default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// The datastore's; recovery reports them and a later call tries again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Idempotent: a repeated call finishes the work.
+    async fn reconcile(&self) -> Result<Vec<RecoveryAction>> {
+        Ok(Vec::new())
+    }
+
     /// Recovery on a master: undoes what a snapshot that never committed made (a slot, an
     /// account), named by the `detail` its journal recorded. The default does nothing.
     ///

@@ -30,6 +30,8 @@ use super::report::{RecoverOptions, RecoveryAction, RecoveryReport};
 ///    ([`SnapshotStore::sweep_incomplete`](crate::SnapshotStore::sweep_incomplete), with
 ///    [`RecoverOptions::store_grace`]).
 /// 5. The server is started when it is not running ([`RecoverOptions::ensure_running`]).
+/// 6. With the server running, [`RestoreHooks::reconcile`] makes the configuration agree with
+///    what the server is (a promoted server loses leftover standby settings).
 ///
 /// # Errors
 ///
@@ -72,6 +74,11 @@ pub async fn recover<H: RestoreHooks + ?Sized>(
         handle.service.start().await?;
         hooks.wait_serving().await?;
         report.push(RecoveryAction::Started);
+    }
+    if handle.service.status().await? == ServiceStatus::Running {
+        for action in hooks.reconcile().await? {
+            report.push(action);
+        }
     }
     Ok(report)
 }

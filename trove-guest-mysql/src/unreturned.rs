@@ -87,17 +87,21 @@ impl UnreturnedSnapshot {
         self.lock.take()
     }
 
-    /// The snapshot failed: removes the snapshot and the account this call created, now.
-    pub(crate) async fn clean_up(mut self) {
-        let work = Work {
+    /// What is left to remove, taken out of the guard (which then removes nothing).
+    fn take_work(&mut self) -> Work {
+        Work {
             store: self.store.clone(),
             href: self.href.take(),
             admin: self.admin.clone(),
             sql: self.sql,
             account: self.account.take(),
             journal: Some(self.journal.clone()),
-        };
-        work.run().await;
+        }
+    }
+
+    /// The snapshot failed: removes the snapshot and the account this call created, now.
+    pub(crate) async fn clean_up(mut self) {
+        self.take_work().run().await;
     }
 }
 
@@ -182,14 +186,7 @@ impl Drop for UnreturnedSnapshot {
             return;
         }
         let lock = self.lock.take();
-        let work = Work {
-            store: self.store.clone(),
-            href: self.href.take(),
-            admin: self.admin.clone(),
-            sql: self.sql,
-            account: self.account.take(),
-            journal: Some(self.journal.clone()),
-        };
+        let work = self.take_work();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
                 href = ?work.href,

@@ -581,7 +581,7 @@ impl PostgresStrategy {
         if !any {
             return Ok(Vec::new());
         }
-        let db = self.db().await?;
+        let db = self.db_wait().await?;
         if in_recovery(&db).await? {
             return Ok(Vec::new());
         }

@@ -76,6 +76,8 @@ pub async fn recover<H: RestoreHooks + ?Sized>(
         report.push(RecoveryAction::Started);
     }
     if handle.service.status().await? == ServiceStatus::Running {
+        // Running is not answering yet (a server doing its own crash recovery after a reboot).
+        hooks.wait_serving().await?;
         for action in hooks.reconcile().await? {
             report.push(action);
         }

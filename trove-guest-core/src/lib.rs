@@ -58,6 +58,7 @@
 
 pub mod datastore;
 pub mod error;
+pub mod failover;
 pub mod lifecycle;
 pub mod poll;
 pub mod position;

@@ -231,10 +231,10 @@ impl MysqlStrategy {
     async fn kill_writers(&self, s: &mut Session, sql: &Sql) -> Result<usize> {
         let mut n = 0;
         for row in s.rows(&sql.writing_sessions()).await? {
-            if let Some(id) = row.get(&["id"]).and_then(|v| v.parse().ok()) {
-                if s.exec(&sql.kill_connection(id)).await.is_ok() {
-                    n += 1;
-                }
+            if let Some(id) = row.get(&["id"]).and_then(|v| v.parse().ok())
+                && s.exec(&sql.kill_connection(id)).await.is_ok()
+            {
+                n += 1;
             }
         }
         Ok(n)

@@ -51,6 +51,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod remote;
 pub mod sample;
 pub mod testbed;
 

@@ -2,8 +2,12 @@
 //! switchover and the time to a writable new master after a failover starts, on a master and
 //! two replicas of each datastore, median of several runs.
 //!
-//! **Switchover window**: a client writes one row per statement to the master, each write
-//! bounded by a 20 ms client timeout (a write blocked by the fence counts as refused when it
+//! Writes are the application's: on MariaDB an account without `READ_ONLY ADMIN` (the
+//! administrator bypasses `read_only` and would write on a replica).
+//!
+//! **Switchover window**: a client writes one row per statement to the master over a
+//! persistent connection (reopened after a failure), each write bounded by a 20 ms client
+//! timeout (a write blocked by the fence counts as refused when it
 //! times out; it is never committed). From the start of the first write that was not
 //! acknowledged, the client writes to the candidate until one is accepted: the window is the
 //! time between the two. Switchovers go back and forth on one cluster.
@@ -34,6 +38,7 @@ use crate::config::MysqlSection;
 
 const WAIT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_millis(20);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IDS: [&str; 3] = ["m1", "r2", "r3"];
 
 /// One server of the benchmark cluster.
@@ -106,7 +111,12 @@ impl Server {
 
     async fn create_table(&self) -> Result<()> {
         if let Server::Mariadb(_) = self {
-            self.execute("CREATE DATABASE bench").await?;
+            // The application's account: no READ_ONLY ADMIN, as applications run.
+            self.execute(
+                "CREATE DATABASE bench; CREATE USER 'bench'@'localhost'; \
+                 GRANT INSERT, SELECT ON bench.* TO 'bench'@'localhost'",
+            )
+            .await?;
         }
         self.execute(&format!(
             "CREATE TABLE {} (id BIGINT PRIMARY KEY)",
@@ -119,13 +129,26 @@ impl Server {
         format!("INSERT INTO {} VALUES ({id})", self.table())
     }
 
-    /// One bounded write; true when acknowledged.
-    async fn write(&self, id: u64) -> bool {
-        let sql = self.insert(id);
-        matches!(
-            tokio::time::timeout(WRITE_TIMEOUT, self.execute(&sql)).await,
-            Ok(Ok(()))
-        )
+    /// A connection of the application (MariaDB: the unprivileged `bench` account).
+    async fn connect(&self) -> Option<AppConn> {
+        match self {
+            Server::Mariadb(s) => {
+                let opts = mysql_async::OptsBuilder::default()
+                    .socket(Some(s.socket().to_string_lossy().into_owned()))
+                    .user(Some("bench"));
+                mysql_async::Conn::new(opts)
+                    .await
+                    .ok()
+                    .map(AppConn::Mariadb)
+            }
+            Server::Postgres(s) => {
+                let (client, conn) = tokio_postgres::connect(&s.conninfo(), tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                Some(AppConn::Postgres(client))
+            }
+        }
     }
 
     fn kill(&self) -> Result<()> {
@@ -145,6 +168,50 @@ impl Server {
             .map_err(|e| Error::Service {
                 message: format!("SIGKILL {pid}: {e}"),
             })
+    }
+}
+
+/// An application connection.
+enum AppConn {
+    Mariadb(mysql_async::Conn),
+    Postgres(tokio_postgres::Client),
+}
+
+/// The application: one persistent connection per server, reopened after a failure; each
+/// write bounded by [`WRITE_TIMEOUT`] (connecting by [`CONNECT_TIMEOUT`]).
+#[derive(Default)]
+struct App {
+    conns: [Option<AppConn>; 3],
+}
+
+impl App {
+    /// One write of row `id` on server `i`; true when acknowledged.
+    async fn write(&mut self, c: &Cluster, i: usize, id: u64) -> bool {
+        if self.conns[i].is_none() {
+            self.conns[i] = tokio::time::timeout(CONNECT_TIMEOUT, c.servers[i].connect())
+                .await
+                .ok()
+                .flatten();
+        }
+        let sql = c.servers[i].insert(id);
+        let ok = match self.conns[i].as_mut() {
+            None => false,
+            Some(AppConn::Mariadb(conn)) => {
+                use mysql_async::prelude::Queryable as _;
+                matches!(
+                    tokio::time::timeout(WRITE_TIMEOUT, conn.query_drop(&sql)).await,
+                    Ok(Ok(()))
+                )
+            }
+            Some(AppConn::Postgres(client)) => matches!(
+                tokio::time::timeout(WRITE_TIMEOUT, client.batch_execute(&sql)).await,
+                Ok(Ok(()))
+            ),
+        };
+        if !ok {
+            self.conns[i] = None;
+        }
+        ok
     }
 }
 
@@ -249,10 +316,11 @@ pub async fn run(kind: DatastoreKind, reps: u32) -> Result<FailoverTimings> {
         let fo = FailoverOptions::new();
         let flow = failover(&members, &fo);
         let probe = async {
+            let mut app = App::default();
             let mut id = 1_000_000u64;
             loop {
-                for s in &c.servers[1..] {
-                    if s.write(id).await {
+                for i in 1..3 {
+                    if app.write(&c, i, id).await {
                         return started.elapsed();
                     }
                     id += 1;
@@ -282,11 +350,12 @@ async fn one_switchover(
     let base = *next_id;
     *next_id += 1_000_000;
     let client = async {
+        let mut app = App::default();
         let mut id = base;
         // Write to the master until a write is not acknowledged...
         let refused_at = loop {
             let at = Instant::now();
-            if !c.servers[master].write(id).await {
+            if !app.write(c, master, id).await {
                 break at;
             }
             id += 1;
@@ -294,7 +363,7 @@ async fn one_switchover(
         // ...then to the candidate until one is.
         loop {
             id += 1;
-            if c.servers[candidate].write(id).await {
+            if app.write(c, candidate, id).await {
                 return refused_at.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(1)).await;

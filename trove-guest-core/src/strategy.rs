@@ -697,7 +697,8 @@ pub trait ReplicationStrategy: Send + Sync + fmt::Debug {
     /// from the new master) without a snapshot: a replica is re-pointed, a former master
     /// becomes a replica (PostgreSQL rewinds it first when its history forked). Returns once
     /// replication runs and has applied `source.position`, at most `opts.timeout`. Calling it
-    /// again while this server already replicates from `source` only waits.
+    /// again is safe: a server already replicating from `source` keeps its position and takes
+    /// the (possibly renewed) password of the context.
     ///
     /// # Errors
     ///

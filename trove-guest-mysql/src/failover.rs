@@ -374,12 +374,9 @@ impl MysqlStrategy {
 
         let mut s = self.session().await?;
         let row = self.replica_row(&mut s, &sql).await?;
-        let already = row.as_ref().is_some_and(|r| {
-            master_address(r).as_ref() == Some(&ctx.master)
-                && r.get(&["Master_User", "Source_User"]) == Some(grant.user.as_str())
-                && running(r) == (true, true)
-        });
-        if !already {
+        // Always reconfigured, even when it already follows this source: a repeated context
+        // carries a new password, which the replica must use when it reconnects.
+        {
             let st = self.gtid_state(&mut s, &sql).await?;
             if row.is_some() {
                 let own = self.errant(&st);
@@ -442,10 +439,12 @@ impl MysqlStrategy {
                     ),
                 });
             }
-            // From here on the server is a replica: refuse writes first, end anything that
-            // waits on a fence lock, then release it.
+            // From here on the server is a replica: refuse writes first; on a former master,
+            // end anything that waits on the fence lock, then release it.
             s.exec_all(&sql.set_read_only(true)).await?;
-            self.kill_writers(&mut s, &sql).await?;
+            if row.is_none() {
+                self.kill_writers(&mut s, &sql).await?;
+            }
             self.release_fence(&sql).await?;
             let _ = s.exec(&sql.stop_replica()).await;
             s.exec(&sql.reset_replica_all()).await?;

@@ -286,7 +286,11 @@ impl PostgresStrategy {
             .is_some_and(|s| s.master == ctx.master && s.user == grant.user)
             && self.config_file(STANDBY_FILE).exists()
             && self.receiver_status(&db).await?.as_deref() == Some("streaming");
-        if !already {
+        if already {
+            // A repeated context carries a new password: the receiver must use it when it
+            // reconnects.
+            self.write_passfile(&grant.user, &password)?;
+        } else {
             let wal = self.standby_wal(&db).await?;
             let holds = wal.holds();
             let fork = if wal.timeline == target.timeline {

@@ -106,7 +106,11 @@ pub(crate) fn data_dir_version(data_dir: &Path) -> Result<ServerVersion> {
 }
 
 impl PostgresStrategy {
-    fn write_passfile(&self, user: &str, password: &Secret) -> Result<std::path::PathBuf> {
+    pub(crate) fn write_passfile(
+        &self,
+        user: &str,
+        password: &Secret,
+    ) -> Result<std::path::PathBuf> {
         let path = self.config_file(PASSFILE);
         conf::write_atomic(
             &path,

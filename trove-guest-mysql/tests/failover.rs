@@ -239,6 +239,11 @@ async fn switchover_under_writes_keeps_every_acknowledged_write_and_the_old_mast
             .await
             .expect("a repeated re-point");
     }
+    // The renewed password is the one in use: the replica reconnects with it.
+    c.servers[0]
+        .execute("STOP SLAVE IO_THREAD; START SLAVE IO_THREAD")
+        .await
+        .unwrap();
     c.servers[1]
         .execute("INSERT INTO conf.t1 VALUES (1000000, 'again', 0)")
         .await

@@ -175,6 +175,18 @@ async fn switchover_under_writes_keeps_every_acknowledged_write_and_the_old_prim
         .attach_replica(&ctx, &RepointOptions::new().with_timeout(WAIT))
         .await
         .expect("repeated re-point");
+    // The renewed password is the one in use: the standby reconnects with it.
+    c.servers[1]
+        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+        .await
+        .unwrap();
+    common::insert_rows(&c.servers[1], 100_010..100_020)
+        .await
+        .unwrap();
+    c.strategies[0]
+        .catch_up_with(&*c.strategies[1], WAIT)
+        .await
+        .expect("the re-pointed standby reconnects with the renewed password");
 
     // And back.
     let back = switchover(

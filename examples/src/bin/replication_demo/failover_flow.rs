@@ -96,6 +96,7 @@ pub(crate) async fn run(args: &Args, env: &mut Env, failover: bool) -> DemoResul
         .ctx("create the snapshot store directory")?;
     let store: Arc<dyn SnapshotStore> =
         Arc::new(LocalSnapshotStore::new(store_dir.path()).ctx("open the snapshot store")?);
+    println!("   snapshot store  file://{}", store_dir.path().display());
     env.store_dir = Some(store_dir);
     for i in 0..3u32 {
         let server = start_server(kind, i + 1)
@@ -111,10 +112,11 @@ pub(crate) async fn run(args: &Args, env: &mut Env, failover: bool) -> DemoResul
             .await
             .ctx("start the guest agent")?;
         println!(
-            "   {name}  id {}  {kind} on 127.0.0.1:{}  agent {}",
+            "   {name}  id {}  {kind} on 127.0.0.1:{}  agent {}  dir {}",
             node.instance_id,
             node.server().port(),
-            node.url()
+            node.url(),
+            node.dir().display()
         );
         env.nodes.push(node);
     }

@@ -449,10 +449,11 @@ pub struct ReplicationStatus {
 ///
 /// One change at a time, for every backend: a call that changes the server
 /// ([`enable_as_master`](Self::enable_as_master), snapshot, stage, attach, detach, cleanup,
-/// demote, [`make_read_only`](Self::make_read_only), [`recover`](Self::recover)) fails at once
+/// demote, [`make_read_only`](Self::make_read_only), [`recover`](Self::recover), and the
+/// failover calls: replica context, re-point, fence, unfence, stop receiver) fails at once
 /// with [`Error::Busy`] while another change runs on the same strategy; it never queues. Calls
 /// that only read ([`replication_status`](Self::replication_status), positions,
-/// [`wait_for_txn`](Self::wait_for_txn)) run at any time. Backends implement this with
+/// [`get_last_txn`](Self::get_last_txn), [`wait_for_txn`](Self::wait_for_txn)) run at any time. Backends implement this with
 /// [`lifecycle::ChangeLock`](crate::lifecycle::ChangeLock).
 ///
 /// # Crash safety

@@ -35,7 +35,7 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     /// Datastore(s) to benchmark.
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, value_enum, default_value = "all", global = true)]
     datastore: Datastore,
     /// Data to load on the master (table + indexes): bytes or with a unit (64MiB, 1GiB, 4G).
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]

@@ -13,6 +13,12 @@
 //! | `PUT` | [`READ_ONLY`] | [`ReadOnlyCall`] | `{}` |
 //! | `GET` | [`LATEST_TXN`] | — | [`ReplicationPosition`](trove_guest_core::ReplicationPosition) |
 //! | `POST` | [`WAIT_FOR_TXN`] | [`WaitCall`] | `{}` |
+//! | `POST` | [`REPLICA_CONTEXT`] | [`ContextCall`] | [`ReplicaContext`](trove_guest_core::failover::ReplicaContext) |
+//! | `POST` | [`ATTACH_REPLICA`] | [`RepointCall`] | [`AttachOutcome`](trove_guest_core::AttachOutcome) |
+//! | `GET` | [`LAST_TXN`] | — | [`LastTxn`](trove_guest_core::failover::LastTxn) |
+//! | `POST` | [`FENCE`] | [`FenceCall`] (may be empty) | [`ReplicationPosition`](trove_guest_core::ReplicationPosition) |
+//! | `POST` | [`UNFENCE`] | — | `{}` |
+//! | `POST` | [`STOP_RECEIVER`] | [`FenceCall`] (may be empty) | [`LastTxn`](trove_guest_core::failover::LastTxn) |
 //! | `GET` | [`OPERATION`] | — | [`OperationView`] |
 //! | `GET` | [`EVENTS`] | — | NDJSON of [`EventLine`], until the client hangs up |
 //! | `GET` | [`RECOVERY`] | — | [`RecoveryView`] |
@@ -50,6 +56,18 @@ pub const READ_ONLY: &str = "/v1/replication/read-only";
 pub const LATEST_TXN: &str = "/v1/replication/latest-txn";
 /// `POST`: `wait_for_txn`.
 pub const WAIT_FOR_TXN: &str = "/v1/replication/wait-for-txn";
+/// `POST`: `get_replica_context`.
+pub const REPLICA_CONTEXT: &str = "/v1/replication/replica-context";
+/// `POST`: `attach_replica` (re-point without a snapshot).
+pub const ATTACH_REPLICA: &str = "/v1/replication/attach-replica";
+/// `GET`: `get_last_txn`.
+pub const LAST_TXN: &str = "/v1/replication/last-txn";
+/// `POST`: `fence_writes`.
+pub const FENCE: &str = "/v1/replication/fence";
+/// `POST`: `unfence_writes`.
+pub const UNFENCE: &str = "/v1/replication/unfence";
+/// `POST`: `stop_receiver`.
+pub const STOP_RECEIVER: &str = "/v1/replication/stop-receiver";
 /// `GET`: the replication change in progress, if any, with its latest progress event.
 pub const OPERATION: &str = "/v1/operation";
 /// `GET`: every progress event of this agent as NDJSON, live.
@@ -138,6 +156,37 @@ pub struct StreamQuery {
 pub struct DetachCall {
     /// How long to wait for replication to stop, at most [`MAX_TIMEOUT_SECS`] (a larger value
     /// is refused with `400` [`kinds::TIMEOUT_TOO_LONG`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// `DetachOptions::for_failover`: apply everything received, keep replication accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_failover: Option<bool>,
+}
+
+/// Body of [`REPLICA_CONTEXT`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextCall {
+    /// The server that will replicate (names its account and slot).
+    pub replica_id: String,
+}
+
+/// Body of [`ATTACH_REPLICA`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepointCall {
+    /// What the new source's [`REPLICA_CONTEXT`] returned.
+    pub context: trove_guest_core::failover::ReplicaContext,
+    /// How long to wait for replication to run and catch up (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Body of [`FENCE`] and [`STOP_RECEIVER`]; may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceCall {
+    /// Bound of the call (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use trove_guest_core::failover::{LastTxn, ReplicaContext};
 use trove_guest_core::wire::{DetachReplication, InstanceAction};
 use trove_guest_core::{
     AttachOutcome, DetachedReplica, ProgressEvent, ReplicationPosition, ReplicationStatus,
@@ -397,6 +398,128 @@ impl AgentClient {
             )
             .await?;
         Ok(())
+    }
+
+    /// `POST` [`api::DETACH`] with options (`for_failover`, timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn detach_with(&self, call: &api::DetachCall) -> ClientResult<DetachedReplica> {
+        self.post(api::DETACH, call).await
+    }
+
+    /// `POST` [`api::REPLICA_CONTEXT`]: what `replica_id` needs to replicate from this server.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`]; kind `conflict` when this server cannot serve replicas.
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped; a repeated
+    /// call gives the account a new password.
+    pub async fn replica_context(&self, replica_id: &str) -> ClientResult<ReplicaContext> {
+        self.post(
+            api::REPLICA_CONTEXT,
+            &api::ContextCall {
+                replica_id: replica_id.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// `POST` [`api::ATTACH_REPLICA`]: re-point this server at `context`'s source.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`]; kind `conflict` when this server has diverged.
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn attach_replica(
+        &self,
+        context: &ReplicaContext,
+        timeout: Duration,
+    ) -> ClientResult<AttachOutcome> {
+        self.post(
+            api::ATTACH_REPLICA,
+            &api::RepointCall {
+                context: context.clone(),
+                timeout_secs: Some(timeout.as_secs().max(1)),
+            },
+        )
+        .await
+    }
+
+    /// `GET` [`api::LAST_TXN`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn last_txn(&self) -> ClientResult<LastTxn> {
+        self.get(api::LAST_TXN).await
+    }
+
+    /// `POST` [`api::FENCE`]: refuse every write; returns the last transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn fence(&self, timeout: Duration) -> ClientResult<ReplicationPosition> {
+        self.post(
+            api::FENCE,
+            &api::FenceCall {
+                timeout_secs: Some(timeout.as_secs().max(1)),
+            },
+        )
+        .await
+    }
+
+    /// `POST` [`api::UNFENCE`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn unfence(&self) -> ClientResult<()> {
+        let _: serde_json::Value = self.post(api::UNFENCE, &serde_json::json!({})).await?;
+        Ok(())
+    }
+
+    /// `POST` [`api::STOP_RECEIVER`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The change runs to completion on the agent even if this future is dropped.
+    pub async fn stop_receiver(&self, timeout: Duration) -> ClientResult<LastTxn> {
+        self.post(
+            api::STOP_RECEIVER,
+            &api::FenceCall {
+                timeout_secs: Some(timeout.as_secs().max(1)),
+            },
+        )
+        .await
     }
 
     /// `GET` [`api::OPERATION`].

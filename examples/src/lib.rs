@@ -52,6 +52,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod faults;
+pub mod remote;
 pub mod sample;
 pub mod testbed;
 

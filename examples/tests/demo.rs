@@ -100,6 +100,41 @@ fn postgresql_demo_runs_end_to_end_and_cleans_up() {
 }
 
 #[test]
+fn mariadb_switchover_demo_switches_over_and_back_and_cleans_up() {
+    let (stdout, pid) = run_demo(&["--switchover", "--rows", "2000"]);
+    for marker in [
+        "== 3. Switchover: db-2 becomes the master",
+        "== 4. And back: db-1 is the master again",
+        "writes refused for",
+    ] {
+        assert!(stdout.contains(marker), "missing {marker:?} in:\n{stdout}");
+    }
+    assert_eq!(
+        stdout.matches("\"topology\"").count(),
+        3,
+        "the topology after each step:\n{stdout}"
+    );
+    assert_nothing_left(&stdout, pid, 4);
+}
+
+#[test]
+fn postgresql_failover_demo_promotes_a_replica_and_the_survivor_converges() {
+    let (stdout, pid) = run_demo(&["--failover", "--datastore", "postgresql", "--rows", "2000"]);
+    assert!(stdout.contains("lost: []"), "{stdout}");
+    let counts: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("db-") && l.ends_with(" rows"))
+        .collect();
+    assert_eq!(counts.len(), 2, "{stdout}");
+    assert_eq!(
+        counts[0].split(": ").nth(1),
+        counts[1].split(": ").nth(1),
+        "the survivor holds the new master's rows:\n{stdout}"
+    );
+    assert_nothing_left(&stdout, pid, 4);
+}
+
+#[test]
 fn interrupted_demo_exits_130_and_cleans_up() {
     let mut child = Command::new(DEMO)
         .args(["--rows", "20000"])

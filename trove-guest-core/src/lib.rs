@@ -60,6 +60,7 @@ pub mod archive;
 pub mod datastore;
 pub mod deadline;
 pub mod error;
+pub mod failover;
 pub mod lifecycle;
 pub mod poll;
 pub mod position;

@@ -326,12 +326,18 @@ impl AttachOutcome {
 pub struct DetachOptions {
     /// How long to wait for replication threads to stop / promotion to finish.
     pub timeout: Duration,
+    /// The replica becomes the new master of its former siblings (switchover, failover):
+    /// everything it received is applied before replication stops (nothing received is
+    /// discarded with the relay log), and the replication accounts it holds are kept, since
+    /// the other replicas will use them. Default false.
+    pub for_failover: bool,
 }
 
 impl Default for DetachOptions {
     fn default() -> Self {
         DetachOptions {
             timeout: Duration::from_secs(60),
+            for_failover: false,
         }
     }
 }
@@ -340,6 +346,16 @@ impl DetachOptions {
     /// Defaults (60 s timeout).
     pub fn new() -> Self {
         Self::default()
+    }
+    /// Sets [`DetachOptions::timeout`].
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+    /// Sets [`DetachOptions::for_failover`].
+    pub fn with_for_failover(mut self, on: bool) -> Self {
+        self.for_failover = on;
+        self
     }
 }
 
@@ -433,10 +449,11 @@ pub struct ReplicationStatus {
 ///
 /// One change at a time, for every backend: a call that changes the server
 /// ([`enable_as_master`](Self::enable_as_master), snapshot, stage, attach, detach, cleanup,
-/// demote, [`make_read_only`](Self::make_read_only), [`recover`](Self::recover)) fails at once
+/// demote, [`make_read_only`](Self::make_read_only), [`recover`](Self::recover), and the
+/// failover calls: replica context, re-point, fence, unfence, stop receiver) fails at once
 /// with [`Error::Busy`] while another change runs on the same strategy; it never queues. Calls
 /// that only read ([`replication_status`](Self::replication_status), positions,
-/// [`wait_for_txn`](Self::wait_for_txn)) run at any time. Backends implement this with
+/// [`get_last_txn`](Self::get_last_txn), [`wait_for_txn`](Self::wait_for_txn)) run at any time. Backends implement this with
 /// [`lifecycle::ChangeLock`](crate::lifecycle::ChangeLock).
 ///
 /// # Crash safety
@@ -651,6 +668,126 @@ pub trait ReplicationStrategy: Send + Sync + fmt::Debug {
     ///
     /// Cancel safe: read only.
     async fn replication_status(&self) -> Result<ReplicationStatus>;
+
+    /// What another server needs to replicate from this one without a snapshot: this server's
+    /// address and current position, where its history forked from its former master's, and a
+    /// replication account (and slot) named for `opts.replica_id`. Call it on a master; calling
+    /// it again for the same id gives the account a new password (contexts given earlier for
+    /// that id stop working).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] (the default); [`Error::InvalidInput`] for a bad replica id;
+    /// [`Error::WrongRole`] on a server that cannot serve replicas (not enabled as master, or
+    /// replicating); [`Error::Datastore`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: a repeated call finishes the work.
+    async fn get_replica_context(
+        &self,
+        opts: &crate::failover::ReplicaContextOptions,
+    ) -> Result<crate::failover::ReplicaContext> {
+        let _ = opts;
+        Err(Error::unsupported(
+            "replica contexts (re-pointing without a snapshot)",
+        ))
+    }
+
+    /// Starts replicating from `source` (a [`ReplicaContext`](crate::failover::ReplicaContext)
+    /// from the new master) without a snapshot: a replica is re-pointed, a former master
+    /// becomes a replica (PostgreSQL rewinds it first when its history forked). Returns once
+    /// replication runs and has applied `source.position`, at most `opts.timeout`. Calling it
+    /// again is safe: a server already replicating from `source` keeps its position and takes
+    /// the (possibly renewed) password of the context.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Diverged`] when this server holds transactions the source lacks (nothing is
+    /// changed; a fresh snapshot is needed); [`Error::Timeout`]; [`Error::Incompatible`] for a
+    /// source of another datastore; [`Error::Unsupported`] (the default); [`Error::Datastore`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a cancel can leave replication configured but not yet verified; a
+    /// repeated call completes it.
+    async fn attach_replica(
+        &self,
+        source: &crate::failover::ReplicaContext,
+        opts: &crate::failover::RepointOptions,
+    ) -> Result<AttachOutcome> {
+        let _ = (source, opts);
+        Err(Error::unsupported("re-pointing without a snapshot"))
+    }
+
+    /// The last transaction this server received and applied, the source it came from, and
+    /// the transactions it executed itself that no source sent (errant).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`]; [`Error::Unsupported`] (the default).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    async fn get_last_txn(&self) -> Result<crate::failover::LastTxn> {
+        Err(Error::unsupported("get_last_txn"))
+    }
+
+    /// Fences a master before a switchover: every client write is refused, privileged sessions
+    /// included, and sessions holding writes are ended; replicas keep receiving what was
+    /// committed. Returns the last transaction this server will have (what a candidate must
+    /// apply). Idempotent: on a fenced server it returns the same position.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when sessions cannot be ended within `opts.timeout`;
+    /// [`Error::Datastore`]; [`Error::Service`]; [`Error::Unsupported`] (the default).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a cancel can leave the server fenced; [`unfence_writes`](Self::unfence_writes)
+    /// or a repeated call settles it.
+    async fn fence_writes(
+        &self,
+        opts: &crate::failover::FenceOptions,
+    ) -> Result<ReplicationPosition> {
+        let _ = opts;
+        Err(Error::unsupported("fencing writes"))
+    }
+
+    /// Undoes [`fence_writes`](Self::fence_writes): the server accepts writes again.
+    /// Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`]; [`Error::Service`]; [`Error::Unsupported`] (the default).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a repeated call completes it.
+    async fn unfence_writes(&self) -> Result<()> {
+        Err(Error::unsupported("fencing writes"))
+    }
+
+    /// On a replica whose master is gone: stops receiving, lets everything already received be
+    /// applied (at most `opts.timeout`) and returns the last transaction. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when what was received is not applied in time; [`Error::Datastore`];
+    /// [`Error::Unsupported`] (the default).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: a repeated call finishes the work.
+    async fn stop_receiver(
+        &self,
+        opts: &crate::failover::FenceOptions,
+    ) -> Result<crate::failover::LastTxn> {
+        let _ = opts;
+        Err(Error::unsupported("stopping the receiver"))
+    }
 }
 
 /// Conveniences built on [`ReplicationStrategy`], implemented for every strategy.

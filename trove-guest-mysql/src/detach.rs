@@ -9,6 +9,10 @@ use crate::strategy::MysqlStrategy;
 
 impl MysqlStrategy {
     pub(crate) async fn detach_impl(&self, opts: &DetachOptions) -> Result<DetachedReplica> {
+        if opts.for_failover {
+            // Apply everything received before the relay log is reset with the connection.
+            self.drain_locked(opts.timeout).await?;
+        }
         tokio::time::timeout(opts.timeout, self.detach_steps())
             .await
             .map_err(|_| Error::timeout("replication to stop and reset", opts.timeout))?

@@ -99,6 +99,7 @@ pub mod config;
 mod demote;
 mod detach;
 mod error;
+mod failover;
 pub mod flavor;
 mod hooks;
 mod options;

@@ -721,6 +721,61 @@ impl Sql {
     }
 }
 
+/// Statements of switchover and failover (MariaDB).
+impl Sql {
+    /// MariaDB's GTID state (columns `binlog_pos`, `binlog_state`, `slave_pos`, `current_pos`,
+    /// `log_bin`, `server_id`).
+    pub fn gtid_state(&self) -> Statement {
+        Statement::plain(
+            "SELECT @@GLOBAL.gtid_binlog_pos AS binlog_pos, @@GLOBAL.gtid_binlog_state AS binlog_state, \
+             @@GLOBAL.gtid_slave_pos AS slave_pos, @@GLOBAL.gtid_current_pos AS current_pos, \
+             @@GLOBAL.log_bin AS log_bin, @@GLOBAL.server_id AS server_id",
+        )
+    }
+
+    /// Client sessions that hold or are running a write (column `id`): an open InnoDB
+    /// transaction or a running statement, other than this session, server threads and
+    /// replication (binlog dump) connections.
+    pub fn writing_sessions(&self) -> Statement {
+        Statement::plain(
+            "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() \
+             AND USER NOT IN ('system user', 'event_scheduler', 'unauthenticated user') \
+             AND COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID', 'Killed', \
+             'Slave_IO', 'Slave_SQL', 'Slave_worker') \
+             AND (COMMAND = 'Query' OR ID IN \
+             (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX))",
+        )
+    }
+
+    /// Bounds how long this session waits for a metadata or global lock.
+    pub fn lock_wait_timeout(&self, timeout: Duration) -> Statement {
+        Statement::plain(format!(
+            "SET SESSION lock_wait_timeout = {}",
+            timeout.as_secs().max(1)
+        ))
+    }
+
+    /// Takes the global read lock: every write blocks, privileged sessions included, while
+    /// this session holds it.
+    pub fn global_read_lock(&self) -> Statement {
+        Statement::plain("FLUSH TABLES WITH READ LOCK")
+    }
+
+    /// Releases the global read lock.
+    pub fn unlock_tables(&self) -> Statement {
+        Statement::plain("UNLOCK TABLES")
+    }
+
+    /// Stops the replica's receiver (IO thread) only; the applier goes on.
+    pub fn stop_replica_receiver(&self) -> Statement {
+        Statement::plain(if self.flavor.uses_replica_syntax() {
+            "STOP REPLICA IO_THREAD"
+        } else {
+            "STOP SLAVE IO_THREAD"
+        })
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn unquote_string(q: &str) -> Option<String> {
     let inner = q.strip_prefix('\'')?.strip_suffix('\'')?;

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
+use trove_guest_core::failover::{
+    FenceOptions, LastTxn, ReplicaContext, ReplicaContextOptions, RepointOptions,
+};
 use trove_guest_core::lifecycle::{self, ChangeGuard, ChangeLock, OwnedChangeGuard};
 use trove_guest_core::{
     AttachOutcome, AttachRequest, Capabilities, DatastoreHandle, DatastoreKind, DemoteOptions,
@@ -31,6 +34,8 @@ pub struct MysqlStrategy {
     pub(crate) opts: MysqlOptions,
     flavor: OnceCell<Flavor>,
     change: ChangeLock,
+    /// The session holding the global read lock while writes are fenced.
+    pub(crate) fence: tokio::sync::Mutex<Option<Session>>,
 }
 
 impl std::fmt::Debug for MysqlStrategy {
@@ -71,6 +76,7 @@ impl MysqlStrategy {
             opts,
             flavor: OnceCell::new(),
             change: ChangeLock::new(),
+            fence: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -263,5 +269,43 @@ impl ReplicationStrategy for MysqlStrategy {
 
     async fn replication_status(&self) -> Result<ReplicationStatus> {
         self.status_impl().await
+    }
+
+    /// Makes (or renews the password of) the account `<prefix><replica id>@'%'`, not
+    /// binary-logged, and returns it with this server's `gtid_binlog_pos` and, as
+    /// `forked_at`, its `gtid_slave_pos` (what it had replicated before it was promoted).
+    async fn get_replica_context(&self, opts: &ReplicaContextOptions) -> Result<ReplicaContext> {
+        let _g = self.guard("get_replica_context")?;
+        self.context_impl(opts).await
+    }
+
+    /// Re-points by GTID (`gtid_slave_pos` seeded from `gtid_current_pos`,
+    /// `MASTER_USE_GTID=slave_pos`), after refusing a server holding GTIDs the source lacks.
+    async fn attach_replica(
+        &self,
+        source: &ReplicaContext,
+        opts: &RepointOptions,
+    ) -> Result<AttachOutcome> {
+        let _g = self.guard("attach_replica")?;
+        self.repoint_impl(source, opts).await
+    }
+
+    async fn get_last_txn(&self) -> Result<LastTxn> {
+        self.last_txn_impl().await
+    }
+
+    async fn fence_writes(&self, opts: &FenceOptions) -> Result<ReplicationPosition> {
+        let _g = self.guard("fence_writes")?;
+        self.fence_impl(opts).await
+    }
+
+    async fn unfence_writes(&self) -> Result<()> {
+        let _g = self.guard("unfence_writes")?;
+        self.unfence_impl().await
+    }
+
+    async fn stop_receiver(&self, opts: &FenceOptions) -> Result<LastTxn> {
+        let _g = self.guard("stop_receiver")?;
+        self.stop_receiver_impl(opts).await
     }
 }

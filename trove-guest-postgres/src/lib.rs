@@ -93,6 +93,7 @@ mod client;
 mod commands;
 mod conf;
 mod error;
+mod failover;
 mod flavor;
 mod hooks;
 mod master;

@@ -44,10 +44,10 @@ pub struct AttachPlan {
 
 /// What a standby records about its primary (no secret), for detach.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct StandbyState {
-    master: MasterAddress,
-    user: String,
-    slot: Option<String>,
+pub(crate) struct StandbyState {
+    pub(crate) master: MasterAddress,
+    pub(crate) user: String,
+    pub(crate) slot: Option<String>,
 }
 
 const AUTO_CONF: &str = "postgresql.auto.conf";
@@ -106,7 +106,11 @@ pub(crate) fn data_dir_version(data_dir: &Path) -> Result<ServerVersion> {
 }
 
 impl PostgresStrategy {
-    fn write_passfile(&self, user: &str, password: &Secret) -> Result<std::path::PathBuf> {
+    pub(crate) fn write_passfile(
+        &self,
+        user: &str,
+        password: &Secret,
+    ) -> Result<std::path::PathBuf> {
         let path = self.config_file(PASSFILE);
         conf::write_atomic(
             &path,
@@ -119,7 +123,7 @@ impl PostgresStrategy {
 
     /// Writes the passfile, the standby override file and the state sidecar. `data_synced`:
     /// every file of the data directory is on disk already (a staged snapshot).
-    fn write_standby_config(
+    pub(crate) fn write_standby_config(
         &self,
         master: &MasterAddress,
         user: &str,
@@ -163,7 +167,7 @@ impl PostgresStrategy {
     }
 
     /// Removes the standby files; returns whether any existed.
-    fn remove_standby_config(&self) -> Result<bool> {
+    pub(crate) fn remove_standby_config(&self) -> Result<bool> {
         let mut any = false;
         for f in STANDBY_FILES {
             any |= conf::remove_if_exists(&self.config_file(f))?;
@@ -171,18 +175,28 @@ impl PostgresStrategy {
         Ok(any)
     }
 
-    fn standby_state(&self) -> Option<StandbyState> {
+    pub(crate) fn standby_state(&self) -> Option<StandbyState> {
         let text = std::fs::read_to_string(self.config_file(STANDBY_STATE)).ok()?;
         serde_json::from_str(&text).ok()
     }
 
-    fn write_data_file(&self, data_dir: &Path, name: &str, contents: &str) -> Result<()> {
+    pub(crate) fn write_data_file(
+        &self,
+        data_dir: &Path,
+        name: &str,
+        contents: &str,
+    ) -> Result<()> {
         conf::write_atomic(&data_dir.join(name), contents, 0o600, self.file_owner())
     }
 
     /// Waits until the WAL receiver streams and replay has passed `target`; returns the replay
     /// position.
-    async fn wait_streaming(&self, db: &Db, target: Lsn, timeout: Duration) -> Result<Lsn> {
+    pub(crate) async fn wait_streaming(
+        &self,
+        db: &Db,
+        target: Lsn,
+        timeout: Duration,
+    ) -> Result<Lsn> {
         let deadline = trove_guest_core::deadline(timeout);
         let receiver_sql = flavor(db).await?.wal_receiver_sql();
         // 5 ms doubling to 100 ms: a standby that streams at once is seen at once.

@@ -280,6 +280,18 @@ pub(crate) const TERMINATE_WRITERS: &str = "SELECT count(pg_terminate_backend(pi
      FROM pg_stat_activity WHERE backend_type = 'client backend' \
      AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL";
 
+/// Where a standby is, for failover: `(last received LSN, last replayed LSN, timeline of the
+/// last restartpoint, name of the newest timeline history file in pg_wal or '')`.
+pub(crate) const STANDBY_POSITIONS: &str = "SELECT pg_last_wal_receive_lsn()::text, \
+     pg_last_wal_replay_lsn()::text, (SELECT timeline_id FROM pg_control_checkpoint())::int4, \
+     coalesce((SELECT max(name) FROM pg_ls_waldir() WHERE name LIKE '%.history'), '')";
+
+/// Resumes WAL replay (paused by an operator): a failover applies everything received.
+pub(crate) const RESUME_REPLAY: &str = "SELECT pg_wal_replay_resume()";
+
+/// The WAL receiver's status, when one runs (any version).
+pub(crate) const WAL_RECEIVER_STATUS: &str = "SELECT status::text FROM pg_stat_wal_receiver";
+
 #[cfg(test)]
 mod tests {
     use super::*;

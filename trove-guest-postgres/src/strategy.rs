@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use trove_guest_core::failover::{
+    FenceOptions, LastTxn, ReplicaContext, ReplicaContextOptions, RepointOptions,
+};
 use trove_guest_core::lifecycle::{self, ChangeLock};
 use trove_guest_core::wire::{MasterAddress, ReplicationGrant};
 use trove_guest_core::{
@@ -417,5 +420,47 @@ impl ReplicationStrategy for PostgresStrategy {
 
     async fn replication_status(&self) -> Result<ReplicationStatus> {
         self.status().await
+    }
+
+    /// [`PostgresStrategy::grant_standby`] for `opts.replica_id` (login and slot), with this
+    /// primary's position and timeline history.
+    async fn get_replica_context(&self, opts: &ReplicaContextOptions) -> Result<ReplicaContext> {
+        self.context_impl(opts).await
+    }
+
+    /// A standby (or a fenced former primary) gets the new `primary_conninfo` and slot
+    /// (reloaded) and follows the source's latest timeline; it is refused with `Diverged` when
+    /// it holds WAL past the point where the source's history left its timeline. A primary
+    /// rejoins by `pg_rewind` ([`PostgresStrategy::rejoin_as_standby`]).
+    async fn attach_replica(
+        &self,
+        source: &ReplicaContext,
+        opts: &RepointOptions,
+    ) -> Result<AttachOutcome> {
+        self.repoint_impl(source, opts).await
+    }
+
+    async fn get_last_txn(&self) -> Result<LastTxn> {
+        self.last_txn_impl().await
+    }
+
+    /// Restarts the primary in recovery (see the module notes of `failover.rs`): no session can
+    /// write to a server in recovery.
+    async fn fence_writes(&self, opts: &FenceOptions) -> Result<ReplicationPosition> {
+        let _g = self.change.begin("fence_writes")?;
+        self.fence_locked(opts).await
+    }
+
+    async fn unfence_writes(&self) -> Result<()> {
+        let _g = self.change.begin("unfence_writes")?;
+        self.unfence_locked().await
+    }
+
+    async fn stop_receiver(&self, opts: &FenceOptions) -> Result<LastTxn> {
+        {
+            let _g = self.change.begin("stop_receiver")?;
+            self.stop_receiver_locked(opts).await?;
+        }
+        self.last_txn_impl().await
     }
 }

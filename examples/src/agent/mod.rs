@@ -7,6 +7,7 @@
 
 mod body;
 mod error;
+mod failover_routes;
 mod ops;
 mod routes;
 

@@ -28,7 +28,7 @@ use super::error::ApiError;
 use super::ops::run_change;
 use crate::api::{self, kinds};
 
-type St = State<Arc<AgentState>>;
+pub(super) type St = State<Arc<AgentState>>;
 
 pub(crate) fn router(state: Arc<AgentState>) -> Router {
     Router::new()
@@ -43,6 +43,21 @@ pub(crate) fn router(state: Arc<AgentState>) -> Router {
         .route(api::READ_ONLY, put(read_only))
         .route(api::LATEST_TXN, get(latest_txn))
         .route(api::WAIT_FOR_TXN, post(wait_for_txn))
+        .route(
+            api::REPLICA_CONTEXT,
+            post(super::failover_routes::replica_context),
+        )
+        .route(
+            api::ATTACH_REPLICA,
+            post(super::failover_routes::attach_replica),
+        )
+        .route(api::LAST_TXN, get(super::failover_routes::last_txn))
+        .route(api::FENCE, post(super::failover_routes::fence))
+        .route(api::UNFENCE, post(super::failover_routes::unfence))
+        .route(
+            api::STOP_RECEIVER,
+            post(super::failover_routes::stop_receiver),
+        )
         .route(api::OPERATION, get(operation))
         .route(api::EVENTS, get(events))
         .route(api::RECOVERY, get(recovery))
@@ -93,7 +108,12 @@ fn done() -> serde_json::Value {
 
 /// Runs the replication change `name` under the agent's slot (see [`run_change`]), handing `f`
 /// the strategy and the change's progress.
-async fn change<T, F, Fut>(s: &AgentState, name: &'static str, stream: bool, f: F) -> Response
+pub(super) async fn change<T, F, Fut>(
+    s: &AgentState,
+    name: &'static str,
+    stream: bool,
+    f: F,
+) -> Response
 where
     T: Serialize + Send + 'static,
     F: FnOnce(SharedStrategy, Progress) -> Fut + Send + 'static,
@@ -107,7 +127,11 @@ where
 }
 
 /// Runs a change that has no result of its own: it answers `{}` and never streams.
-async fn change_answering_done<F, Fut>(s: &AgentState, name: &'static str, f: F) -> Response
+pub(super) async fn change_answering_done<F, Fut>(
+    s: &AgentState,
+    name: &'static str,
+    f: F,
+) -> Response
 where
     F: FnOnce(SharedStrategy) -> Fut + Send + 'static,
     Fut: Future<Output = trove_guest_core::Result<()>> + Send + 'static,
@@ -361,6 +385,9 @@ fn detach_options(call: &api::DetachCall) -> Result<DetachOptions, ApiError> {
     let mut opts = DetachOptions::new();
     if let Some(t) = bounded_timeout(call.timeout_secs)? {
         opts.timeout = t;
+    }
+    if let Some(f) = call.for_failover {
+        opts.for_failover = f;
     }
     Ok(opts)
 }

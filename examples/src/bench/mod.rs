@@ -29,6 +29,7 @@
 pub mod agent;
 pub mod dataset;
 pub mod download_first;
+pub mod failover;
 pub mod machine;
 mod mariadb;
 pub mod pipe;

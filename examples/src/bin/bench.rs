@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p trove-guest-examples --bin bench -- --datastore all --size 1GiB --reps 3
 //! cargo run -p trove-guest-examples --bin bench -- --quick --reps 1      # 64 MiB smoke run
+//! cargo run --release -p trove-guest-examples --bin bench -- failover --reps 5   # switchover/failover
 //! ```
 //!
 //! Needs root, MariaDB 10.11 with mariadb-backup and PostgreSQL 15 (the backends' testkits'
@@ -34,7 +35,7 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     /// Datastore(s) to benchmark.
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, value_enum, default_value = "all", global = true)]
     datastore: Datastore,
     /// Data to load on the master (table + indexes): bytes or with a unit (64MiB, 1GiB, 4G).
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
@@ -73,6 +74,12 @@ enum Command {
     /// Internal: one agent call for a trove-guest row (request on stdin, report on stdout).
     #[command(hide = true)]
     Agent,
+    /// Switchover write-unavailability window and failover time (master + two replicas).
+    Failover {
+        /// Runs of each (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        reps: u32,
+    },
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -112,6 +119,15 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Failover { reps }) = args.command {
+        return match failover(args.datastore, reps).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench failover: {}", chain(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -131,6 +147,22 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+async fn failover(datastore: Datastore, reps: u32) -> trove_guest_core::Result<()> {
+    let kinds = match datastore {
+        Datastore::Mariadb => vec![DatastoreKind::Mariadb],
+        Datastore::Postgresql => vec![DatastoreKind::Postgresql],
+        Datastore::All => vec![DatastoreKind::Mariadb, DatastoreKind::Postgresql],
+    };
+    let mut results = Vec::new();
+    for kind in kinds {
+        let r = bench::failover::run(kind, reps.max(1)).await?;
+        eprintln!("{r:?}");
+        results.push(r);
+    }
+    println!("{}", bench::failover::markdown(&results));
+    Ok(())
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -17,7 +17,7 @@ use crate::{Args, Env};
 
 pub(crate) type DemoResult<T> = Result<T, String>;
 
-trait Ctx<T> {
+pub(crate) trait Ctx<T> {
     fn ctx(self, what: &str) -> DemoResult<T>;
 }
 

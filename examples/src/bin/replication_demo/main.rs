@@ -11,6 +11,7 @@
 //!
 //! Exit status: 0 done, 1 a step failed, 2 a program is missing, 130 interrupted.
 
+mod failover_flow;
 mod flow;
 mod ui;
 
@@ -40,6 +41,13 @@ pub(crate) struct Args {
     /// Rows per table written on the master after the replicas are attached.
     #[arg(long, default_value_t = 600)]
     pub(crate) writes: u64,
+    /// Instead of the design's flow: a master and two replicas, a switchover and back.
+    #[arg(long, conflicts_with = "failover")]
+    pub(crate) switchover: bool,
+    /// Instead of the design's flow: a master and two replicas, the master's server killed,
+    /// a failover, the survivor converging.
+    #[arg(long)]
+    pub(crate) failover: bool,
 }
 
 fn parse_kind(s: &str) -> Result<DatastoreKind, String> {
@@ -205,7 +213,13 @@ async fn main() -> ExitCode {
         ..Env::default()
     };
     let outcome = tokio::select! {
-        r = flow::run(&args, &mut env) => Some(r),
+        r = async {
+            if args.switchover || args.failover {
+                failover_flow::run(&args, &mut env, args.failover).await
+            } else {
+                flow::run(&args, &mut env).await
+            }
+        } => Some(r),
         _ = interrupted() => None,
     };
     if outcome.is_none() {

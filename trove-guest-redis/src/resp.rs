@@ -18,6 +18,10 @@ const MAX_REPLY: usize = 64 << 20;
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
+/// A reply, or the server's error text.
+type ReplyFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<std::result::Result<Reply, String>>> + Send + 'a>>;
+
 /// A reply other than an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reply {
@@ -173,9 +177,7 @@ impl Conn {
         &mut self.io
     }
 
-    fn read_reply(
-        &mut self,
-    ) -> Pin<Box<dyn Future<Output = Result<std::result::Result<Reply, String>>> + Send + '_>> {
+    fn read_reply(&mut self) -> ReplyFuture<'_> {
         Box::pin(async move {
             let line = self.read_line().await?;
             let (kind, rest) = line.split_at(line.len().min(1));

@@ -385,7 +385,7 @@ impl ReplicationStrategy for RedisStrategy {
                     "not a user this strategy made",
                 ));
             }
-            self.drop_users(&[user.clone()]).await?;
+            self.drop_users(std::slice::from_ref(user)).await?;
         }
         Ok(())
     }
@@ -477,13 +477,7 @@ mod tests {
 
     #[test]
     fn malformed_positions_are_refused() {
-        for p in [
-            "",
-            "abc:1",
-            &format!("{A}"),
-            &format!("{A}:x"),
-            &format!("{A}:-1"),
-        ] {
+        for p in ["", "abc:1", A, &format!("{A}:x"), &format!("{A}:-1")] {
             assert!(Pos::parse(p).is_err(), "{p}");
         }
     }

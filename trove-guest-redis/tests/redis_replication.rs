@@ -1,0 +1,267 @@
+//! Redis-specific behaviour the conformance suite cannot see, on real Redis servers.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use trove_guest_core::{
+    AttachRequest, DetachOptions, EnableMasterOptions, ErrorKind, LocalSnapshotStore, Progress,
+    ReplicationStrategy, ReplicationStrategyExt, SnapshotDocument, SnapshotRequest, SnapshotStore,
+};
+use trove_guest_redis::OVERRIDE_FILE;
+use trove_guest_redis::testkit::RedisServer;
+
+struct Pair {
+    _store_dir: tempfile::TempDir,
+    store: Arc<LocalSnapshotStore>,
+    master: RedisServer,
+    replica: RedisServer,
+    doc: SnapshotDocument,
+}
+
+/// A master with 300 keys per prefix, a snapshot taken while a writer adds more, and a fresh
+/// replica server with data of its own.
+async fn pair(replica_id: &str) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let master = common::start(1).await.unwrap();
+    let replica = common::start(2).await.unwrap();
+    common::insert_rows(&master, 0..300).await.unwrap();
+    common::insert_rows(&replica, 0..7).await.unwrap();
+    let ms = common::strategy(&master, store.clone());
+    ms.enable_as_master(&EnableMasterOptions::new())
+        .await
+        .unwrap();
+    let doc = ms
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id(replica_id))
+        .await
+        .unwrap();
+    Pair {
+        _store_dir: dir,
+        store,
+        master,
+        replica,
+        doc,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restored_replica_continues_from_the_snapshot_offset_with_a_partial_resync() {
+    let p = pair("partial").await;
+    common::insert_rows(&p.master, 300..400).await.unwrap();
+    let (ms, rs) = (
+        common::strategy(&p.master, p.store.clone()),
+        common::strategy(&p.replica, p.store.clone()),
+    );
+    rs.attach_replication_slave(&p.doc, &AttachRequest::new())
+        .await
+        .unwrap();
+    rs.catch_up_with(&*ms, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        common::fingerprint(&p.replica).await.unwrap(),
+        common::fingerprint(&p.master).await.unwrap()
+    );
+    let log = p.master.log_text();
+    assert!(
+        log.contains("Partial resynchronization request from"),
+        "{log}"
+    );
+    assert!(
+        log.contains("accepted. Sending"),
+        "the master sent only what followed the snapshot: {log}"
+    );
+    let status = rs.replication_status().await.unwrap();
+    assert_eq!(status.receiver_running, Some(true), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rdb_that_matches_its_hash_but_fails_redis_check_rdb_is_refused_and_old_data_serves() {
+    let p = pair("corrupt").await;
+    // A master that produced a bad RDB: the store's hash is of the bad bytes, so only the
+    // backend's own checks (redis-check-rdb, header) can refuse it.
+    let path = p.doc.dataset.snapshot_href.strip_prefix("file://").unwrap();
+    let good = std::fs::read(path).unwrap();
+    for (name, bytes) in [
+        ("flipped", {
+            let mut b = good.clone();
+            let mid = b.len() / 2;
+            b[mid] ^= 0x20;
+            b
+        }),
+        ("truncated", good[..good.len() / 2].to_vec()),
+    ] {
+        let pending = p
+            .store
+            .put(name, &mut bytes.as_slice(), &Progress::none())
+            .await
+            .unwrap();
+        let stored = pending.commit().await.unwrap();
+        let mut doc = p.doc.clone();
+        doc.dataset.snapshot_href = stored.href;
+        doc.dataset.size_bytes = Some(stored.size);
+        doc.dataset.sha256 = Some(stored.sha256);
+        let before = common::fingerprint(&p.replica).await.unwrap();
+        let rs = common::strategy(&p.replica, p.store.clone());
+        let err = rs
+            .attach_replication_slave(&doc, &AttachRequest::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{name}: {err}");
+        assert_eq!(
+            common::fingerprint(&p.replica).await.unwrap(),
+            before,
+            "{name}: old data serves"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rdb_taken_at_another_offset_than_its_document_says_is_refused() {
+    let p = pair("offset").await;
+    let mut doc = p.doc.clone();
+    let v = doc.position.as_ref().unwrap().value().to_owned();
+    let (id, off) = v.split_once(':').unwrap();
+    let moved = format!("{id}:{}", off.parse::<u64>().unwrap() + 1);
+    doc.position =
+        Some(trove_guest_core::OpaquePosition::new(doc.dataset.datastore, moved).unwrap());
+    let rs = common::strategy(&p.replica, p.store.clone());
+    let err = rs
+        .attach_replication_slave(&doc, &AttachRequest::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert_eq!(
+        common::fingerprint(&p.replica).await.unwrap().total_rows(),
+        14
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_user_may_only_sync_and_cleanup_cuts_the_replica_off() {
+    let p = pair("acl").await;
+    let (ms, rs) = (
+        common::strategy(&p.master, p.store.clone()),
+        common::strategy(&p.replica, p.store.clone()),
+    );
+    rs.attach_replication_slave(&p.doc, &AttachRequest::new())
+        .await
+        .unwrap();
+    let user = p.doc.replication.as_ref().unwrap().user.clone();
+    let acl = p.master.command(&["ACL", "GETUSER", &user]).await.unwrap();
+    let field = |name: &str| {
+        acl.iter()
+            .position(|f| f == name)
+            .map(|i| acl[i + 1].clone())
+    };
+    let mut rules: Vec<String> = field("commands")
+        .unwrap()
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    rules.sort();
+    assert_eq!(rules, ["+ping", "+psync", "+replconf", "-@all"], "{acl:?}");
+    assert_eq!(field("keys").as_deref(), Some(""), "no keys: {acl:?}");
+    assert_eq!(
+        field("channels").as_deref(),
+        Some(""),
+        "no channels: {acl:?}"
+    );
+    let detached = rs
+        .detach_replication_slave(&DetachOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(detached.replication_user.as_deref(), Some(user.as_str()));
+    ms.cleanup_source_on_replica_detach(&detached)
+        .await
+        .unwrap();
+    assert!(!common::users(&p.master).await.unwrap().contains(&user));
+    let saved = std::fs::read_to_string(p.master.instance_dir().join("users.acl")).unwrap();
+    assert!(
+        !saved.contains(&user),
+        "the ACL file no longer has the user: {saved}"
+    );
+    let info = p
+        .master
+        .command(&["INFO", "replication"])
+        .await
+        .unwrap()
+        .join("");
+    assert!(info.contains("connected_slaves:0"), "{info}");
+}
+
+/// Every file under `dir` containing `needle`, with its mode.
+fn files_containing(dir: &Path, needle: &[u8], out: &mut Vec<(String, u32)>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            files_containing(&path, needle, out);
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            out.push((
+                path.display().to_string(),
+                meta.permissions().mode() & 0o777,
+            ));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_password_is_only_in_the_0600_override_file() {
+    let p = pair("secret").await;
+    let password = p
+        .doc
+        .replication
+        .as_ref()
+        .unwrap()
+        .password
+        .as_ref()
+        .unwrap()
+        .0
+        .expose()
+        .to_owned();
+    let rs = common::strategy(&p.replica, p.store.clone());
+    rs.attach_replication_slave(&p.doc, &AttachRequest::new())
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    for s in [&p.master, &p.replica] {
+        files_containing(s.instance_dir(), password.as_bytes(), &mut found);
+    }
+    files_containing(p._store_dir.path(), password.as_bytes(), &mut found);
+    let expected = p
+        .replica
+        .handle()
+        .config_dir
+        .join(OVERRIDE_FILE)
+        .display()
+        .to_string();
+    assert_eq!(found, vec![(expected, 0o600)], "the password on disk");
+    for s in [&p.master, &p.replica] {
+        assert!(
+            !s.log_text().contains(&password),
+            "the server log has no password"
+        );
+    }
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        for f in ["cmdline", "environ"] {
+            if let Ok(b) = std::fs::read(e.path().join(f)) {
+                assert!(
+                    !b.windows(password.len()).any(|w| w == password.as_bytes()),
+                    "{:?}/{f}",
+                    e.path()
+                );
+            }
+        }
+    }
+    let status = format!("{:?} {:?}", rs.replication_status().await.unwrap(), rs);
+    assert!(!status.contains(&password));
+}

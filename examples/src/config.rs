@@ -6,7 +6,7 @@
 //! listen = "127.0.0.1:8780"           # loopback only unless you put TLS and auth in front
 //!
 //! [datastore]
-//! type = "mariadb"                    # mariadb | mysql | postgresql
+//! type = "mariadb"                    # mariadb | mysql | postgresql | redis
 //! data_dir = "/var/lib/mysql"
 //! config_dir = "/etc/mysql/mariadb.conf.d/trove"   # override files the strategy owns
 //! # work_dir = "/var/lib/trove-work"  # staging, same filesystem as data_dir (default: its parent)
@@ -77,7 +77,7 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatastoreSection {
-    /// `mariadb`, `mysql` or `postgresql`.
+    /// `mariadb`, `mysql`, `postgresql` or `redis`.
     #[serde(rename = "type")]
     pub kind: DatastoreKind,
     /// The data directory.
@@ -215,8 +215,8 @@ impl AgentConfig {
             return Err(Error::invalid(
                 "agent configuration",
                 format!(
-                    "datastore type = \"{}\": this agent has backends for mariadb, mysql and \
-                     postgresql only",
+                    "datastore type = \"{}\": this agent has backends for mariadb, mysql, \
+                     postgresql and redis only",
                     config.datastore.kind
                 ),
             ));

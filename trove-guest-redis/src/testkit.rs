@@ -224,13 +224,18 @@ impl RedisServer {
         self.dir.as_ref().map_or(Path::new("/"), |d| d.path())
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        let pid = self.control.pid();
+        (pid != 0 && !has_exited(pid)).then_some(pid)
+    }
+
     /// Everything the server logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.instance_dir().join("redis.log")).unwrap_or_default()
     }
 
-    /// Runs one command as the administrator; the reply flattened to text (nested arrays in
-    /// order, a nil as an empty string).
+    /// Runs one command as the administrator: [`admin_command`].
     ///
     /// # Errors
     ///
@@ -240,17 +245,31 @@ impl RedisServer {
     ///
     /// Not cancel safe for writes.
     pub async fn command(&self, args: &[&str]) -> Result<Vec<String>> {
-        fn flat(r: Reply, out: &mut Vec<String>) {
-            match r {
-                Reply::Array(Some(v)) => v.into_iter().for_each(|r| flat(r, out)),
-                r => out.push(r.text()),
-            }
-        }
-        let mut c = Conn::admin(&self.handle.admin).await?;
-        let mut out = Vec::new();
-        flat(c.call(&commands::test_command(args)).await?, &mut out);
-        Ok(out)
+        admin_command(&self.handle.admin, args).await
     }
+}
+
+/// Runs one command (test data, test checks) as the administrator of `admin`; the reply
+/// flattened to text (nested arrays in order, a nil as an empty string).
+///
+/// # Errors
+///
+/// [`Error::Datastore`] for a connection failure or an error reply.
+///
+/// # Cancel safety
+///
+/// Not cancel safe for writes.
+pub async fn admin_command(admin: &AdminConnection, args: &[&str]) -> Result<Vec<String>> {
+    fn flat(r: Reply, out: &mut Vec<String>) {
+        match r {
+            Reply::Array(Some(v)) => v.into_iter().for_each(|r| flat(r, out)),
+            r => out.push(r.text()),
+        }
+    }
+    let mut c = Conn::admin(admin).await?;
+    let mut out = Vec::new();
+    flat(c.call(&commands::test_command(args)).await?, &mut out);
+    Ok(out)
 }
 
 impl Drop for RedisServer {

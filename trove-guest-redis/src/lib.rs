@@ -12,8 +12,10 @@
 //!   `redis-check-rdb`, the replication id and offset of the document), swapped in; a 0600
 //!   override file in the handle's `config_dir` gets `replicaof`, `masteruser`, `masterauth`
 //!   and `replica-read-only yes`; the server starts on the RDB and continues from the
-//!   snapshot's offset (a partial resync), and the attach waits, bounded, until the link is up
-//!   and the offset reached.
+//!   snapshot's offset (a partial resync, while the master's `repl-backlog-size` still holds
+//!   everything written since the snapshot; otherwise Redis falls back to a full resync on its
+//!   own, just as consistent), and the attach waits, bounded, until the link is up and the
+//!   offset reached.
 //! * **Positions** compare as numbers within one replication id (or the previous id of a
 //!   promoted server, up to where it was promoted).
 //! * **Detach**: `REPLICAOF NO ONE`, the login forgotten, the override file removed.

@@ -117,11 +117,12 @@ impl RedisStrategy {
             Some((host, port, user)) => (Some(MasterAddress { host, port }), Some(user)),
             None => (None, None),
         };
+        // The file first: a restart after a crash here must not replicate again.
+        remove_if_exists(&path)?;
         if replicating {
             c.call(&commands::replicaof_no_one()).await?;
             c.call(&commands::forget_master_login()).await?;
         }
-        remove_if_exists(&path)?;
         Ok(DetachedReplica::new(user, None, master, replicating))
     }
 

@@ -15,6 +15,8 @@ use trove_guest_redis::OVERRIDE_FILE;
 use trove_guest_redis::testkit::RedisServer;
 
 struct Pair {
+    /// The next id the writer would have written.
+    next: u64,
     _store_dir: tempfile::TempDir,
     store: Arc<LocalSnapshotStore>,
     master: RedisServer,
@@ -22,8 +24,8 @@ struct Pair {
     doc: SnapshotDocument,
 }
 
-/// A master with 300 keys per prefix, a snapshot taken while a writer adds more, and a fresh
-/// replica server with data of its own.
+/// A master with 300 keys per prefix, a snapshot taken while a writer adds more (up to
+/// `Pair::next`), and a fresh replica server with 7 keys per prefix of its own.
 async fn pair(replica_id: &str) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
@@ -31,15 +33,37 @@ async fn pair(replica_id: &str) -> Pair {
     let replica = common::start(2).await.unwrap();
     common::insert_rows(&master, 0..300).await.unwrap();
     common::insert_rows(&replica, 0..7).await.unwrap();
+    // Room for every write between the snapshot and the attach: the replica then continues
+    // from the snapshot's offset (a partial resync) instead of a second full copy.
+    master
+        .command(&["CONFIG", "SET", "repl-backlog-size", "64mb"])
+        .await
+        .unwrap();
     let ms = common::strategy(&master, store.clone());
     ms.enable_as_master(&EnableMasterOptions::new())
         .await
         .unwrap();
-    let doc = ms
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id(replica_id))
-        .await
-        .unwrap();
+    // A writer runs while the snapshot is taken.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let snapshot = async {
+        let doc = ms
+            .get_replication_snapshot(&SnapshotRequest::new().with_replica_id(replica_id))
+            .await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        doc.unwrap()
+    };
+    let writes = async {
+        let mut next = 300;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            common::insert_rows(&master, next..next + 20).await.unwrap();
+            next += 20;
+            tokio::task::yield_now().await;
+        }
+        next
+    };
+    let (doc, next) = tokio::join!(snapshot, writes);
     Pair {
+        next,
         _store_dir: dir,
         store,
         master,
@@ -49,9 +73,12 @@ async fn pair(replica_id: &str) -> Pair {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_restored_replica_continues_from_the_snapshot_offset_with_a_partial_resync() {
+async fn keys_written_during_the_snapshot_arrive_and_the_replica_continues_with_a_partial_resync() {
     let p = pair("partial").await;
-    common::insert_rows(&p.master, 300..400).await.unwrap();
+    assert!(p.next > 300, "the writer wrote during the snapshot");
+    common::insert_rows(&p.master, p.next..p.next + 100)
+        .await
+        .unwrap();
     let (ms, rs) = (
         common::strategy(&p.master, p.store.clone()),
         common::strategy(&p.replica, p.store.clone()),
@@ -62,9 +89,16 @@ async fn the_restored_replica_continues_from_the_snapshot_offset_with_a_partial_
     rs.catch_up_with(&*ms, Duration::from_secs(60))
         .await
         .unwrap();
+    let master = common::fingerprint(&p.master).await.unwrap();
+    assert_eq!(
+        master.total_rows(),
+        2 * (p.next + 100),
+        "every key, both prefixes"
+    );
     assert_eq!(
         common::fingerprint(&p.replica).await.unwrap(),
-        common::fingerprint(&p.master).await.unwrap()
+        master,
+        "keys and values equal"
     );
     let log = p.master.log_text();
     assert!(
@@ -264,4 +298,61 @@ async fn the_replication_password_is_only_in_the_0600_override_file() {
     }
     let status = format!("{:?} {:?}", rs.replication_status().await.unwrap(), rs);
     assert!(!status.contains(&password));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_master_refuses_writes_until_made_writable_again() {
+    let master = common::start(1).await.unwrap();
+    let (_dir, store) = {
+        let d = tempfile::tempdir().unwrap();
+        let s = Arc::new(LocalSnapshotStore::new(d.path()).unwrap());
+        (d, s)
+    };
+    let ms = common::strategy(&master, store);
+    ms.make_read_only(true).await.unwrap();
+    let err = common::insert_rows(&master, 0..1).await.unwrap_err();
+    assert!(err.to_string().contains("NOREPLICAS"), "{err}");
+    assert_eq!(ms.replication_status().await.unwrap().read_only, Some(true));
+    ms.make_read_only(false).await.unwrap();
+    common::insert_rows(&master, 0..1).await.unwrap();
+    assert_eq!(
+        ms.replication_status().await.unwrap().read_only,
+        Some(false)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demote_and_snapshots_are_refused_on_a_replica_and_a_detached_replica_restarts_as_master() {
+    let p = pair("roles").await;
+    let rs = common::strategy(&p.replica, p.store.clone());
+    rs.attach_replication_slave(&p.doc, &AttachRequest::new())
+        .await
+        .unwrap();
+    let err = rs
+        .demote_replication_master(&trove_guest_core::DemoteOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, trove_guest_core::Error::WrongRole { .. }),
+        "{err}"
+    );
+    let err = rs
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, trove_guest_core::Error::WrongRole { .. }),
+        "{err}"
+    );
+    rs.detach_replication_slave(&DetachOptions::new())
+        .await
+        .unwrap();
+    p.replica.handle().service.restart().await.unwrap();
+    let st = rs.replication_status().await.unwrap();
+    assert_ne!(
+        st.role,
+        Some(trove_guest_core::Role::Replica),
+        "no replication settings survive: {st:?}"
+    );
+    assert!(!p.replica.handle().config_dir.join(OVERRIDE_FILE).exists());
 }

@@ -356,3 +356,58 @@ async fn demote_and_snapshots_are_refused_on_a_replica_and_a_detached_replica_re
     );
     assert!(!p.replica.handle().config_dir.join(OVERRIDE_FILE).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_drops_the_user_of_a_snapshot_whose_agent_died_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
+    let master = common::start(1).await.unwrap();
+    common::insert_rows(&master, 0..200).await.unwrap();
+    // A slow BGSAVE (10 ms a key) keeps the snapshot streaming while the "agent dies".
+    master
+        .command(&["CONFIG", "SET", "rdb-key-save-delay", "10000"])
+        .await
+        .unwrap();
+    let dying = common::strategy(&master, store.clone());
+    let req = SnapshotRequest::new().with_replica_id("lost");
+    let mut snapshot = Box::pin(dying.get_replication_snapshot(&req));
+    let user = "trove_repl_lost".to_owned();
+    let until = trove_guest_core::deadline(Duration::from_secs(30));
+    let mut backoff = trove_guest_core::poll::Backoff::new(Duration::from_millis(20));
+    loop {
+        let info = master
+            .command(&["INFO", "persistence"])
+            .await
+            .unwrap()
+            .join("");
+        if info.contains("rdb_bgsave_in_progress:1") {
+            break;
+        }
+        tokio::select! {
+            r = &mut snapshot => panic!("the snapshot ended before the kill: {r:?}"),
+            alive = backoff.tick(until) => assert!(alive, "the snapshot never started streaming"),
+        }
+    }
+    // Killed: no destructor runs, the journal and the user stay.
+    std::mem::forget(snapshot);
+    assert!(common::users(&master).await.unwrap().contains(&user));
+
+    let restarted = common::strategy(&master, store.clone());
+    let report = restarted
+        .recover(&trove_guest_core::RecoverOptions::new())
+        .await
+        .unwrap();
+    assert!(
+        report.actions.iter().any(|a| a.to_string().contains(&user)),
+        "{report:?}"
+    );
+    assert!(!common::users(&master).await.unwrap().contains(&user));
+    let again = restarted
+        .recover(&trove_guest_core::RecoverOptions::new())
+        .await
+        .unwrap();
+    assert!(
+        !again.actions.iter().any(|a| a.to_string().contains(&user)),
+        "recovery is done once: {again:?}"
+    );
+}

@@ -9,7 +9,7 @@ pub const USER_PREFIX: &str = "trove_repl_";
 
 /// A command ready to send: its name (all that errors and logs show) and its arguments.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Cmd {
+pub(crate) struct Cmd {
     name: &'static str,
     args: Vec<Vec<u8>>,
     secret: bool,
@@ -39,17 +39,17 @@ impl Cmd {
     }
 
     /// The command's name (`"ACL SETUSER"`), never its arguments.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.name
     }
 
     /// The words sent.
-    pub fn args(&self) -> &[Vec<u8>] {
+    pub(crate) fn args(&self) -> &[Vec<u8>] {
         &self.args
     }
 
     /// Whether an argument is a secret (the server's error text is then not repeated).
-    pub fn is_secret(&self) -> bool {
+    pub(crate) fn is_secret(&self) -> bool {
         self.secret
     }
 }
@@ -63,7 +63,7 @@ fn invalid(what: &str, reason: &str) -> Error {
 /// # Errors
 ///
 /// [`Error::InvalidInput`] otherwise.
-pub fn check_user(user: &str) -> Result<()> {
+pub(crate) fn check_user(user: &str) -> Result<()> {
     let ok = !user.is_empty()
         && user.len() <= 64
         && user
@@ -81,7 +81,7 @@ pub fn check_user(user: &str) -> Result<()> {
 /// # Errors
 ///
 /// [`Error::InvalidInput`] for an empty or over-long id.
-pub fn replication_user(replica_id: &str) -> Result<String> {
+pub(crate) fn replication_user(replica_id: &str) -> Result<String> {
     if replica_id.is_empty() || replica_id.len() > 48 {
         return Err(invalid("replica id", "must be 1 to 48 bytes"));
     }
@@ -104,7 +104,7 @@ pub fn replication_user(replica_id: &str) -> Result<String> {
 /// # Errors
 ///
 /// [`Error::InvalidInput`] otherwise.
-pub fn check_host(host: &str) -> Result<()> {
+pub(crate) fn check_host(host: &str) -> Result<()> {
     let ok = !host.is_empty()
         && host.len() <= 253
         && host
@@ -126,7 +126,7 @@ pub fn check_host(host: &str) -> Result<()> {
 /// # Errors
 ///
 /// [`Error::InvalidInput`] (without the password) otherwise.
-pub fn check_password(password: &Secret) -> Result<()> {
+pub(crate) fn check_password(password: &Secret) -> Result<()> {
     let p = password.expose();
     let ok = (16..=128).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric());
     if ok {
@@ -144,7 +144,7 @@ pub fn check_password(password: &Secret) -> Result<()> {
 /// # Errors
 ///
 /// [`Error::InvalidInput`] for a bad user name.
-pub fn auth(user: &str, password: &Secret) -> Result<Cmd> {
+pub(crate) fn auth(user: &str, password: &Secret) -> Result<Cmd> {
     check_user(user)?;
     let mut c = Cmd::new("AUTH", &["AUTH", user, password.expose()]);
     c.secret = true;
@@ -153,7 +153,7 @@ pub fn auth(user: &str, password: &Secret) -> Result<Cmd> {
 
 /// Any command, for test servers and test data only (feature `testkit`).
 #[cfg(feature = "testkit")]
-pub fn test_command(args: &[&str]) -> Cmd {
+pub(crate) fn test_command(args: &[&str]) -> Cmd {
     Cmd::new("test command", args)
 }
 
@@ -164,7 +164,7 @@ pub fn test_command(args: &[&str]) -> Cmd {
 ///
 /// [`Error::InvalidInput`] for a bad user name or password.
 #[cfg(feature = "testkit")]
-pub fn admin_acl_file(user: &str, password: &Secret) -> Result<String> {
+pub(crate) fn admin_acl_file(user: &str, password: &Secret) -> Result<String> {
     check_user(user)?;
     check_password(password)?;
     let hash = hex::encode(Sha256::digest(password.expose().as_bytes()));
@@ -174,17 +174,17 @@ pub fn admin_acl_file(user: &str, password: &Secret) -> Result<String> {
 }
 
 /// `PING`.
-pub fn ping() -> Cmd {
+pub(crate) fn ping() -> Cmd {
     Cmd::new("PING", &["PING"])
 }
 
 /// `INFO <section>` for a fixed section.
-pub fn info(section: &'static str) -> Cmd {
+pub(crate) fn info(section: &'static str) -> Cmd {
     Cmd::new("INFO", &["INFO", section])
 }
 
 /// `CONFIG GET name` for a fixed name.
-pub fn config_get(name: &'static str) -> Cmd {
+pub(crate) fn config_get(name: &'static str) -> Cmd {
     Cmd::new("CONFIG GET", &["CONFIG", "GET", name])
 }
 
@@ -193,7 +193,7 @@ pub fn config_get(name: &'static str) -> Cmd {
 /// # Errors
 ///
 /// [`Error::InvalidInput`] for a value with whitespace or control characters.
-pub fn config_set(name: &'static str, value: &str) -> Result<Cmd> {
+pub(crate) fn config_set(name: &'static str, value: &str) -> Result<Cmd> {
     if value
         .bytes()
         .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"')
@@ -207,7 +207,7 @@ pub fn config_set(name: &'static str, value: &str) -> Result<Cmd> {
 }
 
 /// `CONFIG SET masteruser "" masterauth ""`: forgets the replication login.
-pub fn forget_master_login() -> Cmd {
+pub(crate) fn forget_master_login() -> Cmd {
     Cmd::new(
         "CONFIG SET",
         &["CONFIG", "SET", "masteruser", "", "masterauth", ""],
@@ -217,7 +217,7 @@ pub fn forget_master_login() -> Cmd {
 /// The ACL rules of a replication user: enabled, password given as its SHA-256, no keys, no
 /// channels, only what a replica sends while it syncs and streams. Without `new`, only the
 /// password is added (an existing user keeps its other passwords and its replicas).
-pub fn replication_rules(password: &Secret, new: bool) -> Vec<String> {
+pub(crate) fn replication_rules(password: &Secret, new: bool) -> Vec<String> {
     let hash = format!(
         "#{}",
         hex::encode(Sha256::digest(password.expose().as_bytes()))
@@ -243,7 +243,7 @@ pub fn replication_rules(password: &Secret, new: bool) -> Vec<String> {
 /// # Errors
 ///
 /// [`Error::InvalidInput`] for a bad user name or password.
-pub fn create_replication_user(user: &str, password: &Secret, new: bool) -> Result<Cmd> {
+pub(crate) fn create_replication_user(user: &str, password: &Secret, new: bool) -> Result<Cmd> {
     check_user(user)?;
     check_password(password)?;
     let rules = replication_rules(password, new);
@@ -259,60 +259,52 @@ pub fn create_replication_user(user: &str, password: &Secret, new: bool) -> Resu
 /// # Errors
 ///
 /// [`Error::InvalidInput`] for a bad user name.
-pub fn drop_user(user: &str) -> Result<Cmd> {
+pub(crate) fn drop_user(user: &str) -> Result<Cmd> {
     check_user(user)?;
     Ok(Cmd::new("ACL DELUSER", &["ACL", "DELUSER", user]))
 }
 
 /// `ACL USERS`.
-pub fn users() -> Cmd {
+pub(crate) fn users() -> Cmd {
     Cmd::new("ACL USERS", &["ACL", "USERS"])
 }
 
 /// `ACL SAVE` (when the server keeps its users in an ACL file).
-pub fn acl_save() -> Cmd {
+pub(crate) fn acl_save() -> Cmd {
     Cmd::new("ACL SAVE", &["ACL", "SAVE"])
 }
 
 /// `PSYNC ? -1`: a full resynchronisation, answered `+FULLRESYNC <replid> <offset>` and the
 /// RDB as a bulk payload.
-pub fn psync_full() -> Cmd {
+pub(crate) fn psync_full() -> Cmd {
     Cmd::new("PSYNC", &["PSYNC", "?", "-1"])
 }
 
 /// `REPLCONF capa psync2`: what a replica announces before `PSYNC`.
-pub fn replconf_capa() -> Cmd {
+pub(crate) fn replconf_capa() -> Cmd {
     Cmd::new("REPLCONF", &["REPLCONF", "capa", "psync2"])
 }
 
-/// `REPLICAOF host port`.
-///
-/// # Errors
-///
-/// [`Error::InvalidInput`] for a bad host.
-pub fn replicaof(host: &str, port: u16) -> Result<Cmd> {
-    check_host(host)?;
-    Ok(Cmd::new(
-        "REPLICAOF",
-        &["REPLICAOF", host, &port.to_string()],
-    ))
-}
-
 /// `REPLICAOF NO ONE`.
-pub fn replicaof_no_one() -> Cmd {
+pub(crate) fn replicaof_no_one() -> Cmd {
     Cmd::new("REPLICAOF", &["REPLICAOF", "NO", "ONE"])
 }
 
 /// The write fence of `make_read_only`: with more required replicas than can exist, a master
 /// refuses every write (`NOREPLICAS`) while replication and reads go on.
-pub const FENCE_REPLICAS: &str = "1000000";
+pub(crate) const FENCE_REPLICAS: &str = "1000000";
 
 /// The replica's override file: where it replicates from, as whom, read-only.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidInput`] for a bad host, user or password.
-pub fn replica_override(host: &str, port: u16, user: &str, password: &Secret) -> Result<String> {
+pub(crate) fn replica_override(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &Secret,
+) -> Result<String> {
     check_host(host)?;
     check_user(user)?;
     check_password(password)?;
@@ -327,7 +319,7 @@ pub fn replica_override(host: &str, port: u16, user: &str, password: &Secret) ->
 }
 
 /// `(host, port, user)` of an override file written by [`replica_override`].
-pub fn parse_replica_override(text: &str) -> Option<(String, u16, String)> {
+pub(crate) fn parse_replica_override(text: &str) -> Option<(String, u16, String)> {
     let mut master = None;
     let mut user = None;
     for line in text.lines() {
@@ -372,7 +364,7 @@ mod tests {
 
     #[test]
     fn hosts_and_values_that_could_inject_are_refused() {
-        assert!(replicaof("h\nreplicaof evil 1", 1).is_err());
+        assert!(check_host("h\nreplicaof evil 1").is_err());
         assert!(replica_override("h st", 1, "u", &Secret::random(32)).is_err());
         assert!(config_set("min-replicas-to-write", "1 2").is_err());
         assert!(check_password(&Secret::new("short")).is_err());

@@ -11,7 +11,9 @@
 //!   hooks: the verified RDB is written into the staging directory, checked (header,
 //!   `redis-check-rdb`, the replication id and offset of the document), swapped in; a 0600
 //!   override file in the handle's `config_dir` gets `replicaof`, `masteruser`, `masterauth`
-//!   and `replica-read-only yes`; the server starts on the RDB and continues from the
+//!   and `replica-read-only yes` (`replicaof` read at start rather than a `REPLICAOF` command
+//!   after it: only then does Redis take the RDB's replication id and offset as the point to
+//!   continue from); the server starts on the RDB and continues from the
 //!   snapshot's offset (a partial resync, while the master's `repl-backlog-size` still holds
 //!   everything written since the snapshot; otherwise Redis falls back to a full resync on its
 //!   own, just as consistent), and the attach waits, bounded, until the link is up and the
@@ -27,14 +29,14 @@
 //! dump.rdb` and `appendonly no`, and should keep users in an `aclfile` (replication users are
 //! then saved with `ACL SAVE`).
 //!
-//! Commands sent to Redis are built in one module ([`commands`]), which validates every name
+//! Commands sent to Redis are built in one module (`commands.rs`), which validates every name
 //! and value in them; passwords never appear on a command line, in the environment, in logs,
 //! in `Debug` output or in errors, and on disk only in the 0600 override file.
 //!
 //! Ran live: core's conformance suite and this crate's tests against Redis 7.0 (Debian
 //! `redis-server`).
 
-pub mod commands;
+mod commands;
 mod master;
 mod rdb;
 mod replica;
@@ -43,5 +45,6 @@ mod strategy;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use commands::USER_PREFIX;
 pub use replica::{AttachPlan, RDB_FILE};
 pub use strategy::{OVERRIDE_FILE, RedisStrategy, RedisStrategyOptions};

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use trove_guest_core::strategy::Capabilities;
 use trove_guest_core::testkit::conformance::{ConformanceBackend, Fingerprint, TableFingerprint};
 use trove_guest_core::{DetachedReplica, ReplicationStrategy, Result, SnapshotStore};
-use trove_guest_redis::commands::USER_PREFIX;
+use trove_guest_redis::USER_PREFIX;
 use trove_guest_redis::testkit::{RedisOptions, RedisServer};
 use trove_guest_redis::{RedisStrategy, RedisStrategyOptions};
 

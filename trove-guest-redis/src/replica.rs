@@ -280,6 +280,11 @@ impl RestoreHooks for RedisStrategy {
         vec![self.override_path()]
     }
 
+    /// The override file half written by a `configure` that was killed (it holds the password).
+    fn transient_files(&self) -> Vec<PathBuf> {
+        vec![self.override_path().with_extension("tmp")]
+    }
+
     /// Writes the 0600 override file: `replicaof`, `masteruser`, `masterauth`, read-only.
     async fn configure(&self, plan: &AttachPlan, _previous: &Path, _staged: bool) -> Result<()> {
         let text = commands::replica_override(

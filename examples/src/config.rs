@@ -452,6 +452,13 @@ url = "file:///tmp"
     }
 
     #[test]
+    fn redis_type_is_served_by_the_redis_backend() {
+        let c = AgentConfig::parse(&EXAMPLE.replace("\"mariadb\"", "\"redis\"")).unwrap();
+        assert_eq!(c.datastore.kind.as_str(), "redis");
+        assert!(crate::backends::supports(c.datastore.kind));
+    }
+
+    #[test]
     fn the_shipped_example_file_parses() {
         let c = AgentConfig::parse(include_str!("../config/guest-agent.toml")).unwrap();
         assert_eq!(c.datastore.kind, DatastoreKind::Mariadb);

@@ -7,6 +7,7 @@ use trove_guest_core::{
 };
 use trove_guest_mysql::{MysqlOptions, MysqlStrategy};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
+use trove_guest_redis::{RedisStrategy, RedisStrategyOptions};
 
 use crate::config::MysqlSection;
 
@@ -15,7 +16,7 @@ pub fn supports(kind: DatastoreKind) -> bool {
     matches!(
         kind,
         DatastoreKind::Mysql | DatastoreKind::Mariadb | DatastoreKind::Postgresql
-    )
+    ) || kind.as_str() == "redis"
 }
 
 /// The strategy for `kind` acting on `handle`, storing snapshots in `store`.
@@ -41,9 +42,14 @@ pub fn strategy(
             store,
             mysql_options(mysql).with_expected_datastore(kind),
         )),
+        k if k.as_str() == "redis" => Arc::new(RedisStrategy::new(
+            handle,
+            store,
+            RedisStrategyOptions::new(),
+        )),
         other => {
             return Err(Error::unsupported(format!(
-                "the {other} datastore (this agent has backends for mysql, mariadb and postgresql)"
+                "the {other} datastore (this agent has backends for mysql, mariadb, postgresql and redis)"
             )));
         }
     })

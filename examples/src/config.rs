@@ -6,7 +6,7 @@
 //! listen = "127.0.0.1:8780"           # loopback only unless you put TLS and auth in front
 //!
 //! [datastore]
-//! type = "mariadb"                    # mariadb | mysql | postgresql
+//! type = "mariadb"                    # mariadb | mysql | postgresql | redis
 //! data_dir = "/var/lib/mysql"
 //! config_dir = "/etc/mysql/mariadb.conf.d/trove"   # override files the strategy owns
 //! # work_dir = "/var/lib/trove-work"  # staging, same filesystem as data_dir (default: its parent)
@@ -77,7 +77,7 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatastoreSection {
-    /// `mariadb`, `mysql` or `postgresql`.
+    /// `mariadb`, `mysql`, `postgresql` or `redis`.
     #[serde(rename = "type")]
     pub kind: DatastoreKind,
     /// The data directory.
@@ -215,8 +215,8 @@ impl AgentConfig {
             return Err(Error::invalid(
                 "agent configuration",
                 format!(
-                    "datastore type = \"{}\": this agent has backends for mariadb, mysql and \
-                     postgresql only",
+                    "datastore type = \"{}\": this agent has backends for mariadb, mysql, \
+                     postgresql and redis only",
                     config.datastore.kind
                 ),
             ));
@@ -449,6 +449,13 @@ url = "file:///tmp"
     fn unknown_datastore_type_is_rejected_with_its_name() {
         let e = AgentConfig::parse(&EXAMPLE.replace("\"mariadb\"", "\"oracle\"")).unwrap_err();
         assert!(e.to_string().contains("oracle"), "{e}");
+    }
+
+    #[test]
+    fn redis_type_is_served_by_the_redis_backend() {
+        let c = AgentConfig::parse(&EXAMPLE.replace("\"mariadb\"", "\"redis\"")).unwrap();
+        assert_eq!(c.datastore.kind.as_str(), "redis");
+        assert!(crate::backends::supports(c.datastore.kind));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! * [`config`]: the agent's configuration file and how it becomes a strategy.
 //! * [`control`]: the few control-plane pieces the demo plays (instance ids, the instance-create
 //!   request with `slaveOf`, the `topology` document).
-//! * [`sample`]: sample data and checksums on MariaDB and PostgreSQL test servers.
+//! * [`sample`]: sample data and checksums on MariaDB, PostgreSQL and Redis test servers.
 //!
 //! Embedding the agent in a program of your own (a MariaDB server reached over its socket and
 //! restarted by systemd, snapshots in a local directory):

@@ -1,5 +1,6 @@
-//! Sample data on a MariaDB/MySQL or PostgreSQL server: a two-table schema, deterministic rows,
-//! and per-table row counts and checksums to compare a replica with its master.
+//! Sample data on a MariaDB/MySQL, PostgreSQL or Redis server: a two-table schema (Redis: two
+//! key prefixes, `trove_demo:products:<id>`), deterministic rows, and per-table row counts and
+//! checksums to compare a replica with its master.
 //!
 //! Rows are derived from their id, so any two servers that applied the same ids hold equal
 //! data. Statements are built only from integers and fixed text (nothing from outside).
@@ -70,9 +71,10 @@ impl SampleDb {
                 *db.pg.lock().await = Some(db.pg_connect().await?);
             }
             DatastoreKind::Mysql | DatastoreKind::Mariadb => drop(db.my_conn().await?),
+            _ if db.is_redis() => drop(db.redis(&["PING"]).await?),
             other => {
                 return Err(Error::unsupported(format!(
-                    "sample data in a {other} server (MySQL, MariaDB and PostgreSQL only)"
+                    "sample data in a {other} server (MySQL, MariaDB, PostgreSQL and Redis only)"
                 )));
             }
         }
@@ -81,6 +83,53 @@ impl SampleDb {
 
     fn is_pg(&self) -> bool {
         self.kind == DatastoreKind::Postgresql
+    }
+
+    fn is_redis(&self) -> bool {
+        self.kind.as_str() == "redis"
+    }
+
+    async fn redis(&self, args: &[&str]) -> Result<Vec<String>> {
+        trove_guest_redis::testkit::admin_command(&self.admin, args).await
+    }
+
+    /// Redis: the sorted keys of a sample "table".
+    async fn redis_keys(&self, table: &str) -> Result<Vec<String>> {
+        let pattern = format!("{SCHEMA}:{table}:*");
+        let mut cursor = "0".to_owned();
+        let mut keys = Vec::new();
+        loop {
+            let r = self
+                .redis(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"])
+                .await?;
+            cursor = r.first().cloned().unwrap_or_else(|| "0".into());
+            keys.extend(r.into_iter().skip(1));
+            if cursor == "0" {
+                break;
+            }
+        }
+        // Ids in numeric order; SCAN may return a key twice.
+        keys.sort_by_key(|k| (k.len(), k.clone()));
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Redis: count and SHA-256 of `key=value` lines in id order.
+    async fn redis_fingerprint(&self, table: &str) -> Result<TableFingerprint> {
+        use sha2::Digest as _;
+        let keys = self.redis_keys(table).await?;
+        let mut h = sha2::Sha256::new();
+        for chunk in keys.chunks(1000) {
+            let mut args = vec!["MGET"];
+            args.extend(chunk.iter().map(String::as_str));
+            for (k, v) in chunk.iter().zip(self.redis(&args).await?) {
+                h.update(format!("{k}={v}\n"));
+            }
+        }
+        Ok(TableFingerprint {
+            rows: keys.len() as u64,
+            checksum: hex::encode(h.finalize()),
+        })
     }
 
     async fn pg_connect(&self) -> Result<tokio_postgres::Client> {
@@ -156,6 +205,9 @@ impl SampleDb {
     ///
     /// Cancel safe: each statement is idempotent.
     pub async fn create_schema(&self) -> Result<()> {
+        if self.is_redis() {
+            return Ok(());
+        }
         match self.is_pg() {
             false => {
                 self.exec(&format!(
@@ -196,6 +248,28 @@ impl SampleDb {
     pub async fn insert_rows(&self, ids: Range<u64>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
+        }
+        if self.is_redis() {
+            // One MSET: both "tables" get the ids at once.
+            let mut words = vec!["MSET".to_owned()];
+            for i in ids {
+                words.push(format!("{SCHEMA}:products:{i}"));
+                words.push(format!(
+                    "product-{i}#{}.{:02}#{}",
+                    i % 1000,
+                    i % 100,
+                    payload(i)
+                ));
+                words.push(format!("{SCHEMA}:orders:{i}"));
+                words.push(format!(
+                    "{}#{}#order {i}: {}",
+                    i / 3,
+                    1 + i % 9,
+                    payload(i * 7)
+                ));
+            }
+            let args: Vec<&str> = words.iter().map(String::as_str).collect();
+            return self.redis(&args).await.map(drop);
         }
         let products: Vec<String> = ids
             .clone()
@@ -305,6 +379,9 @@ impl SampleDb {
             .iter()
             .find(|t| **t == table)
             .ok_or_else(|| Error::invalid("sample table", table.to_owned()))?;
+        if self.is_redis() {
+            return Ok(self.redis_keys(table).await?.len() as u64);
+        }
         let v = self
             .scalar_text(&format!("SELECT COUNT(*) FROM {SCHEMA}.{table}"))
             .await?;
@@ -325,6 +402,11 @@ impl SampleDb {
     pub async fn fingerprint(&self) -> Result<Fingerprint> {
         let mut out = Fingerprint::default();
         for table in TABLES {
+            if self.is_redis() {
+                out.0
+                    .insert(table.to_owned(), self.redis_fingerprint(table).await?);
+                continue;
+            }
             let cols = match table {
                 "products" => "id, name, price, payload",
                 _ => "id, product_id, qty, note",
@@ -364,6 +446,14 @@ impl SampleDb {
     ///
     /// Cancel safe: read only.
     pub async fn size_bytes(&self) -> Result<u64> {
+        if self.is_redis() {
+            let info = self.redis(&["INFO", "memory"]).await?.join("");
+            return Ok(info
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory_dataset:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0));
+        }
         if !self.is_pg() {
             // InnoDB's table statistics lag behind bulk loads; refresh them (not binlogged).
             let tables: Vec<String> = TABLES.iter().map(|t| format!("{SCHEMA}.{t}")).collect();
@@ -399,6 +489,15 @@ impl SampleDb {
     ///
     /// Cancel safe: read only.
     pub async fn server_version(&self) -> Result<String> {
+        if self.is_redis() {
+            let info = self.redis(&["INFO", "server"]).await?.join("");
+            return Ok(info
+                .lines()
+                .find_map(|l| l.strip_prefix("redis_version:"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned());
+        }
         let sql = if self.is_pg() {
             "SHOW server_version"
         } else {

@@ -13,19 +13,22 @@ use trove_guest_core::{
 };
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
+use trove_guest_redis::testkit::{RedisOptions, RedisServer};
 
 use crate::agent::{AgentOptions, GuestAgent, RunningAgent};
 use crate::backends;
 use crate::client::AgentClient;
 use crate::config::MysqlSection;
 
-/// A throwaway server of either datastore.
+/// A throwaway server of any datastore the examples run.
 #[derive(Debug)]
 pub enum TestServer {
     /// MariaDB.
     Mariadb(MariaDbServer),
     /// PostgreSQL.
     Postgres(PostgresServer),
+    /// Redis.
+    Redis(RedisServer),
 }
 
 impl TestServer {
@@ -47,8 +50,11 @@ impl TestServer {
             DatastoreKind::Mariadb => Ok(TestServer::Mariadb(
                 MariaDbServer::start(MariaDbOptions::new(server_id)).await?,
             )),
+            k if k.as_str() == "redis" => Ok(TestServer::Redis(
+                RedisServer::start(RedisOptions::new().with_server_id(server_id)).await?,
+            )),
             other => Err(Error::unsupported(format!(
-                "{other} test servers (the testkit runs MariaDB and PostgreSQL)"
+                "{other} test servers (the testkits run MariaDB, PostgreSQL and Redis)"
             ))),
         }
     }
@@ -58,6 +64,7 @@ impl TestServer {
         match self {
             TestServer::Mariadb(_) => DatastoreKind::Mariadb,
             TestServer::Postgres(_) => DatastoreKind::Postgresql,
+            TestServer::Redis(_) => "redis".parse().expect("a valid datastore name"),
         }
     }
 
@@ -66,6 +73,7 @@ impl TestServer {
         match self {
             TestServer::Mariadb(s) => s.handle(),
             TestServer::Postgres(s) => s.handle(),
+            TestServer::Redis(s) => s.handle(),
         }
     }
 
@@ -74,6 +82,7 @@ impl TestServer {
         match self {
             TestServer::Mariadb(s) => s.port(),
             TestServer::Postgres(s) => s.port(),
+            TestServer::Redis(s) => s.port(),
         }
     }
 
@@ -82,6 +91,7 @@ impl TestServer {
         match self {
             TestServer::Mariadb(s) => s.dir().to_path_buf(),
             TestServer::Postgres(s) => s.instance_dir().to_path_buf(),
+            TestServer::Redis(s) => s.instance_dir().to_path_buf(),
         }
     }
 
@@ -94,7 +104,7 @@ impl TestServer {
                 relay_log_dir: Some(s.relay_log_dir()),
                 server_config: Some(s.config_file()),
             },
-            TestServer::Postgres(_) => MysqlSection::default(),
+            TestServer::Postgres(_) | TestServer::Redis(_) => MysqlSection::default(),
         }
     }
 

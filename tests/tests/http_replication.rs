@@ -62,6 +62,10 @@ async fn full_cycle_over_http(kind: DatastoreKind) {
     );
     match kind {
         DatastoreKind::Postgresql => assert!(doc.wal_position.is_some()),
+        k if k.as_str() == "redis" => {
+            let p = doc.position.as_ref().expect("an opaque position");
+            assert_eq!(p.datastore, kind);
+        }
         _ => assert!(doc.binlog_position.is_some()),
     }
 
@@ -176,4 +180,9 @@ async fn mariadb_snapshot_attach_detach_cleanup_demote_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_snapshot_attach_detach_cleanup_demote_over_http() {
     full_cycle_over_http(DatastoreKind::Postgresql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_snapshot_attach_detach_cleanup_demote_over_http() {
+    full_cycle_over_http("redis".parse().expect("a datastore name")).await;
 }

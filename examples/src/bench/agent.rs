@@ -314,6 +314,7 @@ pub async fn server_pgid(server: &TestServer) -> Option<u32> {
             .ok()
             .and_then(|t| t.trim().parse().ok()),
         TestServer::Postgres(s) => s.service().pid().await,
+        TestServer::Redis(s) => s.pid(),
     }
 }
 

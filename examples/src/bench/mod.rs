@@ -490,10 +490,16 @@ async fn run_datastore(
                 postgres::pgid(p).await?,
             )
         }
+        TestServer::Redis(_) => {
+            return Err(Error::unsupported(
+                "benchmarking Redis (the benchmark loads MariaDB and PostgreSQL)",
+            ));
+        }
     };
     let data_dir = match &server {
         TestServer::Mariadb(m) => m.data_dir(),
         TestServer::Postgres(p) => p.data_dir(),
+        TestServer::Redis(r) => r.handle().data_dir,
     };
     let warmed = tokio::task::spawn_blocking(move || dataset::warm_page_cache(&data_dir))
         .await
@@ -518,6 +524,7 @@ async fn run_datastore(
     let pgid = match &server {
         TestServer::Mariadb(m) => mariadb::pgid(m).unwrap_or(pgid),
         TestServer::Postgres(p) => postgres::pgid(p).await.unwrap_or(pgid),
+        TestServer::Redis(_) => pgid,
     };
     let repl_password = Secret::random(24);
     if let TestServer::Mariadb(m) = &server {
@@ -650,6 +657,9 @@ async fn run_method(
                 _ => postgres::logical(&side, server_id).await,
             }
         }
+        (TestServer::Redis(_), _) => Err(Error::unsupported(
+            "Redis baselines (the benchmark compares MariaDB and PostgreSQL tools)",
+        )),
     }
 }
 

@@ -58,6 +58,9 @@ fn kill_server(server: &TestServer) -> DemoResult<()> {
     let pid_file = match server {
         TestServer::Mariadb(s) => s.dir().join("mariadbd.pid"),
         TestServer::Postgres(s) => s.data_dir().join("postmaster.pid"),
+        TestServer::Redis(_) => {
+            return Err("switchover and failover are for MariaDB and PostgreSQL".into());
+        }
     };
     let text = std::fs::read_to_string(&pid_file).ctx("read the master's pid file")?;
     let pid: i32 = text

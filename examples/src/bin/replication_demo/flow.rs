@@ -402,6 +402,7 @@ pub(crate) async fn run(args: &Args, env: &mut Env) -> DemoResult<String> {
     let st = master.client.status().await.ctx("status after demote")?;
     let removed = match kind {
         DatastoreKind::Postgresql => "replication slots, logins, pg_hba entries and WAL settings",
+        k if k.as_str() == "redis" => "replication ACL users and the write fence",
         _ => "binary logging, replication accounts and override files",
     };
     println!(

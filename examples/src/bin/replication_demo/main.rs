@@ -29,7 +29,7 @@ use trove_guest_examples::testbed::{Node, TestServer, left_behind};
     about = "Run the trove replication design on real local servers"
 )]
 pub(crate) struct Args {
-    /// mariadb or postgresql.
+    /// mariadb, postgresql or redis.
     #[arg(long, default_value = "mariadb", value_parser = parse_kind)]
     pub(crate) datastore: DatastoreKind,
     /// Replicas to attach from the one snapshot.
@@ -58,8 +58,9 @@ fn parse_kind(s: &str) -> Result<DatastoreKind, String> {
                 .into(),
         ),
         Ok(k @ (DatastoreKind::Mariadb | DatastoreKind::Postgresql)) => Ok(k),
+        Ok(k) if k.as_str() == "redis" => Ok(k),
         Ok(other) => Err(format!(
-            "{other}: the demo runs MariaDB and PostgreSQL test servers only"
+            "{other}: the demo runs MariaDB, PostgreSQL and Redis test servers only"
         )),
         Err(e) => Err(e.to_string()),
     }
@@ -155,6 +156,16 @@ fn missing_programs(kind: DatastoreKind) -> Vec<(String, &'static str)> {
             for p in ["postgres", "initdb", "pg_basebackup", "pg_ctl"] {
                 if !bin.join(p).is_file() {
                     missing.push((bin.join(p).display().to_string(), "postgresql-15"));
+                }
+            }
+        }
+        k if k.as_str() == "redis" => {
+            for (p, package) in [
+                ("/usr/bin/redis-server", "redis-server"),
+                ("/usr/bin/redis-check-rdb", "redis-tools"),
+            ] {
+                if !Path::new(p).is_file() {
+                    missing.push((p.to_owned(), package));
                 }
             }
         }

@@ -188,7 +188,7 @@ impl MysqlStrategy {
             parallel: Some(req.parallel.unwrap_or(self.opts.backup_parallel).max(1)),
         });
         let started = std::time::Instant::now();
-        let mut tool = cmd.spawn().map_err(|e| match e {
+        let mut tool = self.handle.tool(cmd)?.spawn().map_err(|e| match e {
             Error::NotFound { what } => Error::NotFound {
                 what: format!(
                     "{what} (MariaDB: Debian package mariadb-backup; MySQL: Percona XtraBackup)"

@@ -89,7 +89,7 @@ pub use progress::{Phase, Progress, ProgressEvent};
 pub use runner::{OsUser, RunningTool, SecretFile, ToolCommand};
 pub use secret::{Secret, TransportSecret};
 #[cfg(feature = "container")]
-pub use service::{ContainerError, ContainerService};
+pub use service::{ContainerError, ContainerService, ContainerSpec};
 pub use service::{LocalProcess, Readiness, ServiceControl, ServiceStatus, SystemdUnit};
 #[cfg(feature = "object-store")]
 pub use store::ObjectSnapshotStore;

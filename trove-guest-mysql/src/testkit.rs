@@ -35,8 +35,8 @@ use trove_guest_core::testkit::{
     missing_program, require_program, stop_blocking,
 };
 use trove_guest_core::{
-    AdminConnection, DatastoreHandle, Error, LocalProcess, Readiness, Result, Secret,
-    ServiceControl, ToolCommand,
+    AdminConnection, ContainerExec, ContainerService, ContainerSpec, DatastoreHandle, Error,
+    LocalProcess, OsUser, Readiness, Result, Secret, ServiceControl, ToolCommand, ToolPlace,
 };
 
 /// The server program.
@@ -66,6 +66,156 @@ pub struct MariaDbOptions {
     pub redo_log_size: String,
     /// How long to wait for the server to accept connections (default 60 s).
     pub start_timeout: Duration,
+    /// Run the server in a container (see [`ContainerOptions`]) instead of as a host process.
+    pub container: Option<ContainerOptions>,
+}
+
+/// The image tag of the local MariaDB test image ([`ContainerOptions::from_env`] builds it
+/// when missing).
+pub const MARIADB_TEST_IMAGE: &str = "localhost/trove-guest-mariadb:10.11";
+/// The `mysql` account of the test image (Debian's MariaDB packages): uid and gid.
+pub const IMAGE_MYSQL_USER: OsUser = OsUser { uid: 100, gid: 101 };
+
+/// Where and how a containerised test server runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ContainerOptions {
+    /// The engine's Docker-API socket.
+    pub socket: PathBuf,
+    /// The image (MariaDB server, mariabackup, mbstream).
+    pub image: String,
+    /// The command-line client used for `exec` (`podman` or `docker`).
+    pub client: PathBuf,
+}
+
+static ENGINE: OnceCell<ContainerOptions> = OnceCell::const_new();
+
+impl ContainerOptions {
+    /// The engine and image from the environment, prepared once per test process:
+    /// `TROVE_GUEST_CONTAINER_SOCKET` names a running engine's socket (Docker, or
+    /// `podman system service`); when unset, a private `podman system service` is started
+    /// (it exits by itself two minutes after its last request). `TROVE_GUEST_MARIADB_IMAGE`
+    /// names the image (default [`MARIADB_TEST_IMAGE`], built from Debian packages by
+    /// `trove-guest-mysql/testkit/build-mariadb-image.sh` when missing, about 2 minutes once).
+    /// `TROVE_GUEST_CONTAINER_CLIENT` names the exec client (default `podman`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when podman is missing; [`Error::Service`] when the engine does not
+    /// answer or the image cannot be built.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: an engine or image build may be left running.
+    pub async fn from_env() -> Result<Self> {
+        ENGINE
+            .get_or_try_init(|| async {
+                let client = std::env::var_os("TROVE_GUEST_CONTAINER_CLIENT")
+                    .map_or_else(|| PathBuf::from("podman"), PathBuf::from);
+                let image = std::env::var("TROVE_GUEST_MARIADB_IMAGE")
+                    .unwrap_or_else(|_| MARIADB_TEST_IMAGE.to_string());
+                let socket = match std::env::var_os("TROVE_GUEST_CONTAINER_SOCKET") {
+                    Some(s) => PathBuf::from(s),
+                    None => start_private_engine().await?,
+                };
+                let probe = ContainerService::new(&socket, "probe")?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match probe.client()?.ping().await {
+                        Ok(_) => break,
+                        Err(e) if Instant::now() > deadline => {
+                            return Err(Error::Service {
+                                message: format!(
+                                    "no container engine answers on {}: {e}",
+                                    socket.display()
+                                ),
+                            });
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                let exists = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    probe.client()?.inspect_image(&image),
+                )
+                .await;
+                if !matches!(exists, Ok(Ok(_))) {
+                    let script = concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/testkit/build-mariadb-image.sh"
+                    );
+                    ToolCommand::new("sh")
+                        .arg(script)
+                        .arg(&image)
+                        .timeout(Duration::from_secs(900))
+                        .run()
+                        .await
+                        .map_err(|e| Error::Service {
+                            message: format!("building test image {image} failed: {e}"),
+                        })?;
+                }
+                Ok(ContainerOptions {
+                    socket,
+                    image,
+                    client,
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    fn exec_args(&self) -> Vec<String> {
+        let url = format!("unix://{}", self.socket.display());
+        if self
+            .client
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("podman"))
+        {
+            vec!["--remote".into(), "--url".into(), url]
+        } else {
+            vec!["--host".into(), url]
+        }
+    }
+}
+
+async fn start_private_engine() -> Result<PathBuf> {
+    require_program("podman", "podman")?;
+    let dir = tempfile::Builder::new()
+        .prefix("tg-podman-")
+        .tempdir()
+        .context(|| "create the engine directory".into())?
+        .keep();
+    let conf = dir.join("containers.conf");
+    // Explicit limits and runc: the defaults fail on hosts whose cgroups or limits crun cannot
+    // handle.
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+         [engine]\nruntime = \"runc\"\n",
+    )
+    .context(|| format!("write {}", conf.display()))?;
+    let socket = dir.join("podman.sock");
+    let child = std::process::Command::new("podman")
+        .args(["system", "service", "--time=120"])
+        .arg(format!("unix://{}", socket.display()))
+        .env("CONTAINERS_CONF", &conf)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Error::io("start podman system service", e))?;
+    // It exits by itself when idle; it is not waited for.
+    drop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            return Err(Error::Service {
+                message: "podman system service did not create its socket in 30 s".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(socket)
 }
 
 impl Default for MariaDbOptions {
@@ -78,6 +228,7 @@ impl Default for MariaDbOptions {
             buffer_pool: "64M".into(),
             redo_log_size: "32M".into(),
             start_timeout: Duration::from_secs(60),
+            container: None,
         }
     }
 }
@@ -100,6 +251,11 @@ impl MariaDbOptions {
         self.root_password = Some(password);
         self
     }
+    /// Runs the server in a container.
+    pub fn in_container(mut self, container: ContainerOptions) -> Self {
+        self.container = Some(container);
+        self
+    }
     /// Adds a `[mysqld]` setting.
     pub fn with_setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((name.into(), value.into()));
@@ -112,9 +268,16 @@ impl MariaDbOptions {
 pub struct MariaDbServer {
     dir: PathBuf,
     port: u16,
-    service: Arc<TestService>,
+    service: ServerService,
     handle: DatastoreHandle,
     password: Secret,
+}
+
+/// What runs the server.
+#[derive(Debug)]
+enum ServerService {
+    Local(Arc<TestService>),
+    Container(Arc<ContainerService>, ContainerOptions),
 }
 
 static TEMPLATE: OnceCell<PathBuf> = OnceCell::const_new();
@@ -303,7 +466,109 @@ impl MariaDbServer {
         }
     }
 
+    async fn start_in_container(
+        dir: PathBuf,
+        template: &Path,
+        opts: &MariaDbOptions,
+        c: &ContainerOptions,
+    ) -> Result<Self> {
+        for sub in ["conf.d", "binlog", "relay", "tmp", "work"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .context(|| format!("mkdir {}", dir.join(sub).display()))?;
+        }
+        std::fs::write(dir.join("owner.pid"), std::process::id().to_string())
+            .context(|| "write owner.pid".into())?;
+        let data = dir.join("data");
+        ToolCommand::new("cp")
+            .arg("-a")
+            .arg(template)
+            .arg(&data)
+            .run()
+            .await?;
+        let port = free_port()?;
+        // The instance directory is mounted at the same path in the container, so the option
+        // file's paths hold on both sides.
+        write_cnf(
+            &CnfPaths {
+                dir: &dir,
+                data: &data,
+                port,
+                server_id: opts.server_id,
+            },
+            opts,
+        )?;
+        ToolCommand::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", IMAGE_MYSQL_USER.uid, IMAGE_MYSQL_USER.gid))
+            .arg(&dir)
+            .run()
+            .await?;
+        let name = format!(
+            "trove-{}",
+            dir.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let socket = dir.join("sock");
+        let service = Arc::new(
+            ContainerService::new(&c.socket, &name)?
+                .with_readiness(Readiness::Unix(socket.clone()))
+                .with_start_timeout(opts.start_timeout)
+                .with_stop_grace(Duration::from_secs(30)),
+        );
+        let spec = ContainerSpec::new(
+            &c.image,
+            vec![
+                "mariadbd".into(),
+                format!("--defaults-file={}", dir.join("my.cnf").display()),
+                "--user=mysql".into(),
+            ],
+        )
+        .with_bind(&dir, &dir)
+        .with_host_network(true);
+        service.create(&spec).await?;
+        let tools = ToolPlace::Container(
+            ContainerExec::new(&c.socket, &name)
+                .with_client(&c.client)
+                .with_mount(&dir, &dir),
+        );
+        let admin =
+            AdminConnection::new("127.0.0.1", port, "root", Secret::new("")).with_socket(&socket);
+        let handle = DatastoreHandle::new(
+            admin,
+            &data,
+            dir.join("conf.d"),
+            service.clone() as Arc<dyn ServiceControl>,
+        )
+        .with_server_id(opts.server_id)
+        .with_work_dir(dir.join("work"))
+        .with_os_user(IMAGE_MYSQL_USER)
+        .with_tools(tools);
+        let mut server = MariaDbServer {
+            dir,
+            port,
+            service: ServerService::Container(service.clone(), c.clone()),
+            handle,
+            password: Secret::new(""),
+        };
+        service.start().await?;
+        server.wait_answering(opts.start_timeout).await?;
+        if let Some(pw) = &opts.root_password {
+            server.set_root_password(pw.clone()).await?;
+        }
+        Ok(server)
+    }
+
+    /// The container the server runs in, when it does.
+    pub fn container(&self) -> Option<&ContainerService> {
+        match &self.service {
+            ServerService::Container(s, _) => Some(s),
+            ServerService::Local(_) => None,
+        }
+    }
+
     async fn start_in(dir: PathBuf, template: &Path, opts: &MariaDbOptions) -> Result<Self> {
+        if let Some(c) = &opts.container {
+            return Self::start_in_container(dir, template, opts, c).await;
+        }
         for sub in ["conf.d", "binlog", "relay", "tmp", "work"] {
             std::fs::create_dir_all(dir.join(sub))
                 .context(|| format!("mkdir {}", dir.join(sub).display()))?;
@@ -353,7 +618,7 @@ impl MariaDbServer {
                     let mut server = MariaDbServer {
                         dir,
                         port,
-                        service,
+                        service: ServerService::Local(service),
                         handle,
                         password: Secret::new(""),
                     };
@@ -574,7 +839,10 @@ impl MariaDbServer {
     ///
     /// Not cancel safe.
     pub async fn stop(&self) -> Result<()> {
-        self.service.stop().await
+        match &self.service {
+            ServerService::Local(s) => s.stop().await,
+            ServerService::Container(s, _) => s.stop().await,
+        }
     }
 
     /// Starts the server again after [`MariaDbServer::stop`].
@@ -587,7 +855,10 @@ impl MariaDbServer {
     ///
     /// Not cancel safe.
     pub async fn restart(&self) -> Result<()> {
-        self.service.restart().await
+        match &self.service {
+            ServerService::Local(s) => s.restart().await,
+            ServerService::Container(s, _) => s.restart().await,
+        }
     }
 }
 
@@ -606,7 +877,23 @@ fn value_text(v: mysql_async::Value) -> Option<String> {
 
 impl Drop for MariaDbServer {
     fn drop(&mut self) {
-        let pid = self.service.pid();
+        if let ServerService::Container(s, c) = &self.service {
+            // The test created this container: remove it (bounded by the engine's stop
+            // timeout), then its files.
+            let _ = std::process::Command::new(&c.client)
+                .args(c.exec_args())
+                .args(["rm", "-f", "-t", "10", s.container()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        let ServerService::Local(service) = &self.service else {
+            return;
+        };
+        let pid = service.pid();
         if pid != 0 {
             stop_blocking(
                 pid,

@@ -96,6 +96,56 @@ impl From<ContainerError> for Error {
     }
 }
 
+/// What [`ContainerService::create`] creates: an image, its command, bind mounts, host
+/// networking and explicit resource limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContainerSpec {
+    /// The image reference (for example `localhost/trove-guest-mariadb:10.11`).
+    pub image: String,
+    /// The command and its arguments.
+    pub cmd: Vec<String>,
+    /// `HOST:CONTAINER` bind mounts.
+    pub binds: Vec<String>,
+    /// Share the host's network (the server's port is then the same inside and out; bind it
+    /// to a loopback address).
+    pub host_network: bool,
+    /// `(name, soft, hard)` limits, such as `("nofile", 20000, 20000)`.
+    pub ulimits: Vec<(String, i64, i64)>,
+}
+
+impl ContainerSpec {
+    /// Runs `cmd` in `image`, with `nofile` 20000 and `nproc` 32768 (engines whose default
+    /// limits exceed what an unprivileged runtime may set fail otherwise).
+    pub fn new(image: impl Into<String>, cmd: Vec<String>) -> Self {
+        ContainerSpec {
+            image: image.into(),
+            cmd,
+            binds: Vec::new(),
+            host_network: false,
+            ulimits: vec![
+                ("nofile".into(), 20000, 20000),
+                ("nproc".into(), 32768, 32768),
+            ],
+        }
+    }
+
+    /// Adds the bind mount of host path `host` at `container`.
+    #[must_use]
+    pub fn with_bind(mut self, host: &Path, container: &Path) -> Self {
+        self.binds
+            .push(format!("{}:{}", host.display(), container.display()));
+        self
+    }
+
+    /// Sets [`ContainerSpec::host_network`].
+    #[must_use]
+    pub fn with_host_network(mut self, on: bool) -> Self {
+        self.host_network = on;
+        self
+    }
+}
+
 /// A server that runs in an existing, named container (created by the deployment with its image,
 /// data volume and ports). `start` starts it and waits until it is ready, `stop` stops it with a
 /// grace period. Nothing is created, removed or stopped on drop: an agent that stops leaves the
@@ -226,6 +276,136 @@ impl ContainerService {
             .await?;
         let state = info.state.unwrap_or_default();
         Ok((state.running.unwrap_or(false), state.exit_code.unwrap_or(0)))
+    }
+
+    /// Creates the container (not started) from `spec`.
+    ///
+    /// # Errors
+    ///
+    /// [`ContainerError::ImageMissing`] naming the image; daemon unreachable; an existing
+    /// container of that name ([`ContainerError::Api`], HTTP 409): nothing is replaced.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the container may have been created.
+    pub async fn create(&self, spec: &ContainerSpec) -> std::result::Result<(), ContainerError> {
+        use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
+        use bollard::query_parameters::CreateContainerOptions;
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            host_config: Some(HostConfig {
+                binds: Some(spec.binds.clone()),
+                network_mode: spec.host_network.then(|| "host".to_string()),
+                ulimits: Some(
+                    spec.ulimits
+                        .iter()
+                        .map(|(name, soft, hard)| ResourcesUlimits {
+                            name: Some(name.clone()),
+                            soft: Some(*soft),
+                            hard: Some(*hard),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions {
+            name: Some(self.container.clone()),
+            ..Default::default()
+        };
+        match self
+            .bounded(
+                "create",
+                self.api_timeout,
+                self.client()?.create_container(Some(opts), body),
+            )
+            .await
+        {
+            Err(ContainerError::ImageMissing { .. }) => Err(ContainerError::ImageMissing {
+                image: spec.image.clone(),
+            }),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Removes the container (stopped at once when running). Only for containers the caller
+    /// created; a missing container is success.
+    ///
+    /// # Errors
+    ///
+    /// Daemon unreachable, timeout.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn remove(&self) -> std::result::Result<(), ContainerError> {
+        use bollard::query_parameters::RemoveContainerOptions;
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        };
+        match self
+            .bounded(
+                "remove",
+                self.api_timeout,
+                self.client()?.remove_container(&self.container, Some(opts)),
+            )
+            .await
+        {
+            Err(ContainerError::ContainerMissing { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Checks that host directory `host` is visible in the container at `container` through one
+    /// of its bind mounts (the mount's source is `host` or one of its parents), so the data
+    /// directory the agent swaps is the one the server uses.
+    ///
+    /// # Errors
+    ///
+    /// [`ContainerError::Api`] naming both paths when no mount matches; daemon unreachable,
+    /// container missing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn check_mount(
+        &self,
+        host: &Path,
+        container: &Path,
+    ) -> std::result::Result<(), ContainerError> {
+        let info = self
+            .bounded(
+                "inspect",
+                self.api_timeout,
+                self.client()?
+                    .inspect_container(&self.container, None::<InspectContainerOptions>),
+            )
+            .await?;
+        let ok = info.mounts.unwrap_or_default().iter().any(|m| {
+            let (Some(src), Some(dst)) = (&m.source, &m.destination) else {
+                return false;
+            };
+            host.strip_prefix(src)
+                .ok()
+                .is_some_and(|rest| Path::new(dst).join(rest) == container)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(ContainerError::Api {
+                call: "check mounts",
+                container: self.container.clone(),
+                message: format!(
+                    "{} is not mounted at {} (the bind mount is not the directory the server                      uses; fix the container's mounts or the configured paths)",
+                    host.display(),
+                    container.display()
+                ),
+            })
+        }
     }
 
     async fn log_tail(&self) -> String {

@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+/// The Docker Engine API client `ContainerService` uses, for callers that need more of the API.
 #[cfg(feature = "container")]
-pub use container::{CONTAINER_API_VERSION, ContainerError, ContainerService};
+pub use bollard;
+#[cfg(feature = "container")]
+pub use container::{CONTAINER_API_VERSION, ContainerError, ContainerService, ContainerSpec};
 pub use local::{LocalProcess, Readiness};
 /// The signal type of [`LocalProcess::with_stop_signal`], re-exported so callers need no `nix`.
 pub use nix::sys::signal::Signal;

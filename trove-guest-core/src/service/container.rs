@@ -266,14 +266,31 @@ impl ContainerService {
     ///
     /// Cancel safe: read only.
     pub async fn state(&self) -> std::result::Result<(bool, i64), ContainerError> {
-        let info = self
-            .bounded(
-                "inspect",
-                self.api_timeout,
-                self.client()?
-                    .inspect_container(&self.container, None::<InspectContainerOptions>),
-            )
-            .await?;
+        let mut attempts = 0;
+        let info = loop {
+            let got = self
+                .bounded(
+                    "inspect",
+                    self.api_timeout,
+                    self.client()?
+                        .inspect_container(&self.container, None::<InspectContainerOptions>),
+                )
+                .await;
+            match got {
+                // Podman briefly reports a container that just exited as `stopped`, a state the
+                // Docker API does not have, before it settles on `exited`: ask again.
+                Err(ContainerError::Api { message, .. })
+                    if message.contains("unknown variant `stopped`") =>
+                {
+                    attempts += 1;
+                    if attempts >= 50 {
+                        return Ok((false, -1));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other?,
+            }
+        };
         let state = info.state.unwrap_or_default();
         Ok((state.running.unwrap_or(false), state.exit_code.unwrap_or(0)))
     }

@@ -277,7 +277,132 @@ pub struct MariaDbServer {
 #[derive(Debug)]
 enum ServerService {
     Local(Arc<TestService>),
-    Container(Arc<ContainerService>, ContainerOptions),
+    /// The container, its engine, and whether this test kit created it (only then is it
+    /// removed on drop).
+    Container(Arc<ContainerService>, ContainerOptions, bool),
+}
+
+/// A server the user already runs in a container ("bring your own server"), described by
+/// environment variables so the conformance suite can run against it. For server id `N`:
+///
+/// | variable | meaning |
+/// |---|---|
+/// | `TROVE_GUEST_CONTAINER_SOCKET` | the engine's Docker-API socket (shared) |
+/// | `TROVE_GUEST_CONTAINER_CLIENT` | exec client, `podman` (default) or `docker` (shared) |
+/// | `TROVE_GUEST_BYO_N_CONTAINER` | the server's container |
+/// | `TROVE_GUEST_BYO_N_TOOLS_CONTAINER` | where the backup tools run (default: the server's) |
+/// | `TROVE_GUEST_BYO_N_DIR` | the instance directory on the host, bind-mounted at the same path |
+/// | `TROVE_GUEST_BYO_N_PORT` | the server's port on 127.0.0.1 |
+/// | `TROVE_GUEST_BYO_N_PASSWORD_FILE` | root's password (first line; a 0600 file), optional |
+/// | `TROVE_GUEST_BYO_N_OS_USER` | the container's database account, `uid:gid` (default `100:101`) |
+///
+/// The instance directory has the test kit's layout: `my.cnf` (the server's option file),
+/// `data/`, `conf.d/` (included by `my.cnf`), `binlog/`, `relay/`, `work/`, `tmp/` and the
+/// server's socket `sock`. The suite changes the server (schema, binary logging, replication):
+/// give it fresh servers. It never creates, stops for good, or removes them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ExistingServer {
+    /// The engine and exec client.
+    pub engine: ContainerOptions,
+    /// The server's container.
+    pub container: String,
+    /// The backup tools' container.
+    pub tools_container: String,
+    /// The instance directory (same path on the host and in the containers).
+    pub dir: PathBuf,
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    /// Root's password.
+    pub password: Secret,
+    /// The container's database account.
+    pub os_user: OsUser,
+}
+
+impl ExistingServer {
+    /// The server with id `server_id` from the environment (see the type's documentation);
+    /// `None` when `TROVE_GUEST_BYO_<id>_CONTAINER` is unset.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the variable that is missing or malformed.
+    pub fn from_env(server_id: u32) -> Result<Option<Self>> {
+        Self::from_vars(server_id, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`ExistingServer::from_env`], reading the variables through `lookup`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExistingServer::from_env`].
+    pub fn from_vars(
+        server_id: u32,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>> {
+        let var = |k: &str| lookup(&format!("TROVE_GUEST_BYO_{server_id}_{k}"));
+        let Some(container) = var("CONTAINER") else {
+            return Ok(None);
+        };
+        let need = |k: &str| {
+            var(k).ok_or_else(|| {
+                Error::invalid(
+                    "bring-your-own server",
+                    format!("TROVE_GUEST_BYO_{server_id}_{k} is not set"),
+                )
+            })
+        };
+        let socket = lookup("TROVE_GUEST_CONTAINER_SOCKET").ok_or_else(|| {
+            Error::invalid(
+                "bring-your-own server",
+                "TROVE_GUEST_CONTAINER_SOCKET is not set",
+            )
+        })?;
+        let client = lookup("TROVE_GUEST_CONTAINER_CLIENT")
+            .map_or_else(|| PathBuf::from("podman"), PathBuf::from);
+        let port = need("PORT")?.parse().map_err(|_| {
+            Error::invalid(
+                "bring-your-own server",
+                format!("TROVE_GUEST_BYO_{server_id}_PORT is not a port"),
+            )
+        })?;
+        let password = match var("PASSWORD_FILE") {
+            Some(f) => {
+                let text = std::fs::read_to_string(&f).context(|| format!("read {f}"))?;
+                Secret::new(text.lines().next().unwrap_or_default())
+            }
+            None => Secret::new(""),
+        };
+        let os_user = match var("OS_USER") {
+            None => IMAGE_MYSQL_USER,
+            Some(u) => {
+                let parsed = u.split_once(':').and_then(|(a, b)| {
+                    Some(OsUser {
+                        uid: a.parse().ok()?,
+                        gid: b.parse().ok()?,
+                    })
+                });
+                parsed.ok_or_else(|| {
+                    Error::invalid(
+                        "bring-your-own server",
+                        format!("TROVE_GUEST_BYO_{server_id}_OS_USER {u:?}: expected uid:gid"),
+                    )
+                })?
+            }
+        };
+        Ok(Some(ExistingServer {
+            engine: ContainerOptions {
+                socket: PathBuf::from(socket),
+                image: String::new(),
+                client,
+            },
+            tools_container: var("TOOLS_CONTAINER").unwrap_or_else(|| container.clone()),
+            container,
+            dir: PathBuf::from(need("DIR")?),
+            port,
+            password,
+            os_user,
+        }))
+    }
 }
 
 static TEMPLATE: OnceCell<PathBuf> = OnceCell::const_new();
@@ -545,7 +670,7 @@ impl MariaDbServer {
         let mut server = MariaDbServer {
             dir,
             port,
-            service: ServerService::Container(service.clone(), c.clone()),
+            service: ServerService::Container(service.clone(), c.clone(), true),
             handle,
             password: Secret::new(""),
         };
@@ -557,10 +682,64 @@ impl MariaDbServer {
         Ok(server)
     }
 
+    /// Adopts a server the user runs ([`ExistingServer`]): starts its container when stopped
+    /// and waits until it answers. Dropping the returned server leaves container and files in
+    /// place.
+    ///
+    /// # Errors
+    ///
+    /// The container's [`ContainerError`](trove_guest_core::ContainerError) as
+    /// [`Error::Service`]; [`Error::Datastore`] when it does not answer.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the container may be left starting.
+    pub async fn adopt(existing: ExistingServer, server_id: u32) -> Result<Self> {
+        let dir = existing.dir.clone();
+        let socket = dir.join("sock");
+        let service = Arc::new(
+            ContainerService::new(&existing.engine.socket, &existing.container)?
+                .with_readiness(Readiness::Unix(socket.clone()))
+                .with_stop_grace(Duration::from_secs(30)),
+        );
+        let tools = ToolPlace::Container(
+            ContainerExec::new(&existing.engine.socket, &existing.tools_container)
+                .with_client(&existing.engine.client)
+                .with_mount(&dir, &dir),
+        );
+        let admin = AdminConnection::new(
+            "127.0.0.1",
+            existing.port,
+            "root",
+            existing.password.clone(),
+        )
+        .with_socket(&socket);
+        let handle = DatastoreHandle::new(
+            admin,
+            dir.join("data"),
+            dir.join("conf.d"),
+            service.clone() as Arc<dyn ServiceControl>,
+        )
+        .with_server_id(server_id)
+        .with_work_dir(dir.join("work"))
+        .with_os_user(existing.os_user)
+        .with_tools(tools);
+        let server = MariaDbServer {
+            dir,
+            port: existing.port,
+            service: ServerService::Container(service.clone(), existing.engine.clone(), false),
+            handle,
+            password: existing.password.clone(),
+        };
+        service.start().await?;
+        server.wait_answering(Duration::from_secs(60)).await?;
+        Ok(server)
+    }
+
     /// The container the server runs in, when it does.
     pub fn container(&self) -> Option<&ContainerService> {
         match &self.service {
-            ServerService::Container(s, _) => Some(s),
+            ServerService::Container(s, _, _) => Some(s),
             ServerService::Local(_) => None,
         }
     }
@@ -841,7 +1020,7 @@ impl MariaDbServer {
     pub async fn stop(&self) -> Result<()> {
         match &self.service {
             ServerService::Local(s) => s.stop().await,
-            ServerService::Container(s, _) => s.stop().await,
+            ServerService::Container(s, _, _) => s.stop().await,
         }
     }
 
@@ -857,7 +1036,7 @@ impl MariaDbServer {
     pub async fn restart(&self) -> Result<()> {
         match &self.service {
             ServerService::Local(s) => s.restart().await,
-            ServerService::Container(s, _) => s.restart().await,
+            ServerService::Container(s, _, _) => s.restart().await,
         }
     }
 }
@@ -877,7 +1056,11 @@ fn value_text(v: mysql_async::Value) -> Option<String> {
 
 impl Drop for MariaDbServer {
     fn drop(&mut self) {
-        if let ServerService::Container(s, c) = &self.service {
+        if let ServerService::Container(_, _, false) = &self.service {
+            // Not ours: the container and its files stay as the user left them.
+            return;
+        }
+        if let ServerService::Container(s, c, true) = &self.service {
             // The test created this container: remove it (bounded by the engine's stop
             // timeout), then its files.
             let _ = std::process::Command::new(&c.client)

@@ -179,7 +179,7 @@ impl ContainerOptions {
 }
 
 async fn start_private_engine() -> Result<PathBuf> {
-    require_program("podman", "podman")?;
+    require_program("/usr/bin/podman", "podman")?;
     let dir = tempfile::Builder::new()
         .prefix("tg-podman-")
         .tempdir()
@@ -195,7 +195,7 @@ async fn start_private_engine() -> Result<PathBuf> {
     )
     .context(|| format!("write {}", conf.display()))?;
     let socket = dir.join("podman.sock");
-    let child = std::process::Command::new("podman")
+    let child = std::process::Command::new("/usr/bin/podman")
         .args(["system", "service", "--time=120"])
         .arg(format!("unix://{}", socket.display()))
         .env("CONTAINERS_CONF", &conf)

@@ -17,6 +17,13 @@
 //! Secret files are created by the backends in the work directory (0600, in a 0700 directory),
 //! so they reach the container through that bind mount with their permissions, never on argv or
 //! in the environment. A tool's environment would go on the client's argv and is refused.
+//!
+//! Limits: a timeout or a dropped future kills the client, not the process in the container. A
+//! streaming tool (backup, extract) stops at its next write to the closed stdout or its read of
+//! the closed stdin; a tool without pipes (`--prepare`, `pg_rewind`) runs on to its end in the
+//! container, and a retry's fresh staging directory keeps it from mattering. A tool missing in
+//! the image fails as [`Error::ToolFailed`](crate::Error::ToolFailed) named
+//! `TOOL (in container NAME)`, with the engine's "executable file not found" in the stderr tail.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

@@ -180,6 +180,26 @@ impl ContainerOptions {
 
 async fn start_private_engine() -> Result<PathBuf> {
     require_program("/usr/bin/podman", "podman")?;
+    // Directories of private engines that have exited (nothing answers on their socket).
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Old enough that its engine, which exits two minutes after its last request, had
+            // its socket long ago: a younger one may belong to a process still starting it.
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(600));
+            if name.starts_with("tg-podman-")
+                && old
+                && std::os::unix::net::UnixStream::connect(e.path().join("podman.sock")).is_err()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let dir = tempfile::Builder::new()
         .prefix("tg-podman-")
         .tempdir()

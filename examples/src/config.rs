@@ -31,6 +31,15 @@
 //! # ready_unix = "/run/mysqld/mysqld.sock"       # or ready_tcp = "127.0.0.1:3306"
 //! # stop_signal = "SIGTERM"           # PostgreSQL: SIGINT (fast shutdown)
 //! # pid_file = "/var/lib/trove/server.pid"  # a restarted agent adopts the server it names
+//! # kind = "container"                # or: a server in a container (Docker or Podman API)
+//! # socket = "/run/podman/podman.sock"  # the engine's Docker-API socket
+//! # container = "trove-mariadb"      # the server's container (created by the deployment)
+//! # tools_container = "trove-backup"  # optional: where backup tools run (default: container)
+//! # client = "docker"                 # exec client: docker (default) or podman
+//! # mounts = [{ host = "/srv/trove", container = "/var/lib/trove" }]  # data, config, work dirs
+//! # ready_tcp = "127.0.0.1:3306"      # or ready_unix = ...
+//! # start_timeout_secs = 120
+//! # stop_grace_secs = 60
 //!
 //! [snapshot_store]
 //! url = "file:///var/lib/trove/snapshots"
@@ -49,9 +58,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
+use std::time::Duration;
+
 use trove_guest_core::{
-    AdminConnection, DatastoreHandle, DatastoreKind, Error, LocalProcess, LocalSnapshotStore,
-    OsUser, Readiness, Result, Secret, ServiceControl, SnapshotStore, SystemdUnit, ToolCommand,
+    AdminConnection, ContainerExec, ContainerService, DatastoreHandle, DatastoreKind, Error,
+    LocalProcess, LocalSnapshotStore, OsUser, Readiness, Result, Secret, ServiceControl,
+    SnapshotStore, SystemdUnit, ToolCommand, ToolPlace,
 };
 
 /// The whole configuration file.
@@ -140,6 +152,20 @@ fn localhost() -> String {
     "127.0.0.1".into()
 }
 
+/// An OS account by name, or as numeric `uid:gid` (a container's account).
+fn parse_os_user(u: &str) -> Result<OsUser> {
+    if let Some((uid, gid)) = u.split_once(':') {
+        let (Ok(uid), Ok(gid)) = (uid.parse(), gid.parse()) else {
+            return Err(Error::invalid(
+                "os_user",
+                format!("{u:?}: expected uid:gid"),
+            ));
+        };
+        return Ok(OsUser { uid, gid });
+    }
+    OsUser::lookup(u)
+}
+
 /// `[service]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -175,6 +201,51 @@ pub enum ServiceSection {
         #[serde(default)]
         pid_file: Option<PathBuf>,
     },
+    /// A server in a container, over the Docker Engine API (Docker, or Podman's service). The
+    /// agent starts and stops this existing container; it never creates or removes it, and
+    /// stopping the agent leaves it running. The backup and restore tools run by `exec` in
+    /// `tools_container` (default: the server's container); `datastore.os_user` is then the
+    /// container's database account as `"uid:gid"`.
+    Container {
+        /// The engine's Unix socket.
+        socket: PathBuf,
+        /// The server's container.
+        container: String,
+        /// The container the backup tools run in (a separate tools image, as Trove runs
+        /// them); default the server's.
+        #[serde(default)]
+        tools_container: Option<String>,
+        /// The exec client: `docker` (default) or `podman`, or a path to one.
+        #[serde(default)]
+        client: Option<PathBuf>,
+        /// Bind mounts shared with the containers: the data, config and work directories must
+        /// each lie in one. Mount a parent of the data directory, not the directory itself: a
+        /// restore swaps the data directory by rename.
+        #[serde(default)]
+        mounts: Vec<MountSection>,
+        /// Ready when this TCP address accepts connections.
+        #[serde(default)]
+        ready_tcp: Option<SocketAddr>,
+        /// Ready when this Unix socket (on the host, in a mount) accepts connections.
+        #[serde(default)]
+        ready_unix: Option<PathBuf>,
+        /// Bound of a start, seconds (default 120).
+        #[serde(default)]
+        start_timeout_secs: Option<u64>,
+        /// How long a stop lets the server shut down before it is killed, seconds (default 60).
+        #[serde(default)]
+        stop_grace_secs: Option<u64>,
+    },
+}
+
+/// One bind mount of `[service] mounts`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountSection {
+    /// The host path.
+    pub host: PathBuf,
+    /// The path inside the containers.
+    pub container: PathBuf,
 }
 
 /// Backend settings of the agent's configuration file (`[mysql]`; every key optional).
@@ -325,7 +396,99 @@ impl AgentConfig {
                 }
                 Ok(Arc::new(p))
             }
+            ServiceSection::Container {
+                socket,
+                container,
+                ready_tcp,
+                ready_unix,
+                start_timeout_secs,
+                stop_grace_secs,
+                ..
+            } => {
+                let mut c = ContainerService::new(socket, container.clone())
+                    .map_err(|e| Error::invalid("service container", e.to_string()))?;
+                match (ready_tcp, ready_unix) {
+                    (Some(a), None) => c = c.with_readiness(Readiness::Tcp(*a)),
+                    (None, Some(p)) => c = c.with_readiness(Readiness::Unix(p.clone())),
+                    (None, None) => {}
+                    _ => {
+                        return Err(Error::invalid(
+                            "service",
+                            "set at most one of ready_tcp or ready_unix",
+                        ));
+                    }
+                }
+                if let Some(t) = start_timeout_secs {
+                    c = c.with_start_timeout(Duration::from_secs(*t));
+                }
+                if let Some(t) = stop_grace_secs {
+                    c = c.with_stop_grace(Duration::from_secs(*t));
+                }
+                Ok(Arc::new(c))
+            }
         }
+    }
+
+    /// Where the datastore's tools run: on the host, or by `exec` in the configured container.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when the data, config or work directory lies in no mount.
+    pub fn tool_place(&self) -> Result<ToolPlace> {
+        let ServiceSection::Container {
+            socket,
+            container,
+            tools_container,
+            client,
+            mounts,
+            ..
+        } = &self.service
+        else {
+            return Ok(ToolPlace::Host);
+        };
+        let mut exec = ContainerExec::new(
+            socket,
+            tools_container.clone().unwrap_or_else(|| container.clone()),
+        );
+        if let Some(c) = client {
+            exec = exec.with_client(c);
+        }
+        for m in mounts {
+            exec = exec.with_mount(&m.host, &m.container);
+        }
+        let place = ToolPlace::Container(exec);
+        let d = &self.datastore;
+        let work = d
+            .work_dir
+            .clone()
+            .or_else(|| d.data_dir.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        for (what, dir) in [
+            ("data_dir", &d.data_dir),
+            ("config_dir", &d.config_dir),
+            ("work_dir", &work),
+        ] {
+            place.path_for_tool(dir).map_err(|_| {
+                Error::invalid(
+                    "service mounts",
+                    format!(
+                        "datastore.{what} {} is in none of [service] mounts: the tools in the \
+                         container would not see it",
+                        dir.display()
+                    ),
+                )
+            })?;
+            if what == "data_dir" && mounts.iter().any(|m| &m.host == dir) {
+                return Err(Error::invalid(
+                    "service mounts",
+                    format!(
+                        "{} is mounted itself: mount its parent, a restore swaps it by rename",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        Ok(place)
     }
 
     /// The handle a strategy acts on.
@@ -358,8 +521,9 @@ impl AgentConfig {
             h = h.with_bin_dir(b);
         }
         if let Some(u) = &d.os_user {
-            h = h.with_os_user(OsUser::lookup(u)?);
+            h = h.with_os_user(parse_os_user(u)?);
         }
+        h = h.with_tools(self.tool_place()?);
         if let Some(a) = &d.advertise {
             h = h.with_advertise(a.host.clone(), a.port);
         }
@@ -434,6 +598,49 @@ pid_file = "/run/trove/mariadbd.pid"
 [snapshot_store]
 url = "file:///tmp"
 "#;
+
+    /// A complete configuration for MariaDB in a container, with the backup tools in a
+    /// separate container (as `docs/examples/agent-container.toml`).
+    const CONTAINER_EXAMPLE: &str = include_str!("../../docs/examples/agent-container.toml");
+
+    #[test]
+    fn the_container_example_parses_into_a_container_handle() {
+        // The password file is the deployment's; the handle is built without it here.
+        let example = CONTAINER_EXAMPLE.replace("password_file = ", "# password_file = ");
+        let c = AgentConfig::parse(&example).unwrap();
+        assert!(matches!(c.service, ServiceSection::Container { .. }));
+        let h = c.datastore_handle().unwrap();
+        assert_eq!(h.os_user, Some(OsUser { uid: 100, gid: 101 }));
+        let cmd = h
+            .tool(ToolCommand::new("mariabackup").arg("--datadir=/srv/trove/db1/data"))
+            .unwrap();
+        assert_eq!(
+            cmd.display(),
+            "docker --host unix:///run/podman/podman.sock exec trove-db1-backup mariabackup \
+             --datadir=/var/lib/trove/data"
+        );
+        // A data directory outside the mounts is refused before anything runs.
+        let bad = example.replace(
+            "data_dir = \"/srv/trove/db1/data\"",
+            "data_dir = \"/elsewhere/data\"",
+        );
+        let e = AgentConfig::parse(&bad)
+            .unwrap()
+            .datastore_handle()
+            .unwrap_err();
+        assert!(e.to_string().contains("none of [service] mounts"), "{e}");
+        // Mounting the data directory itself is refused: a swap by rename would lose it.
+        let bad = example.replace(
+            "host = \"/srv/trove/db1\"",
+            "host = \"/srv/trove/db1/data\"",
+        );
+        assert!(
+            AgentConfig::parse(&bad)
+                .unwrap()
+                .datastore_handle()
+                .is_err()
+        );
+    }
 
     #[test]
     fn the_documented_example_parses_into_a_handle() {

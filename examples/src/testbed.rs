@@ -59,6 +59,38 @@ impl TestServer {
         }
     }
 
+    /// Like [`TestServer::start`]; with `in_container`, a MariaDB server runs in a container of
+    /// the local engine (the testkit's `ContainerOptions::from_env`), controlled over the Docker
+    /// API, its backup tools run by `exec`.
+    ///
+    /// # Errors
+    ///
+    /// As [`TestServer::start`]; [`Error::Unsupported`] for a containerised PostgreSQL.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn start_placed(
+        kind: DatastoreKind,
+        server_id: u32,
+        in_container: bool,
+    ) -> Result<Self> {
+        if !in_container {
+            return Self::start(kind, server_id).await;
+        }
+        match kind {
+            DatastoreKind::Mariadb => {
+                let c = trove_guest_mysql::testkit::ContainerOptions::from_env().await?;
+                Ok(TestServer::Mariadb(
+                    MariaDbServer::start(MariaDbOptions::new(server_id).in_container(c)).await?,
+                ))
+            }
+            other => Err(Error::unsupported(format!(
+                "{other} test servers in containers (the testkit runs MariaDB in containers)"
+            ))),
+        }
+    }
+
     /// The datastore.
     pub fn kind(&self) -> DatastoreKind {
         match self {

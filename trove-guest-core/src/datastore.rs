@@ -4,7 +4,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::runner::OsUser;
+use crate::error::Result;
+use crate::place::ToolPlace;
+use crate::runner::{OsUser, ToolCommand};
 use crate::secret::Secret;
 use crate::service::ServiceControl;
 use crate::wire::MasterAddress;
@@ -90,6 +92,10 @@ pub struct DatastoreHandle {
     /// Directory holding the datastore's programs (for example `/usr/lib/postgresql/15/bin`);
     /// programs are looked up in `PATH` when absent.
     pub bin_dir: Option<PathBuf>,
+    /// Where the backup and restore tools run: on the host (default) or through `exec` in a
+    /// container. For a container, the data, config and work directories must lie in its bind
+    /// mounts, and [`DatastoreHandle::os_user`] is the container's database account (uid:gid).
+    pub tools: ToolPlace,
 }
 
 impl DatastoreHandle {
@@ -119,7 +125,23 @@ impl DatastoreHandle {
             server_id: 1,
             os_user: None,
             bin_dir: None,
+            tools: ToolPlace::Host,
         }
+    }
+
+    /// Sets [`DatastoreHandle::tools`].
+    pub fn with_tools(mut self, place: ToolPlace) -> Self {
+        self.tools = place;
+        self
+    }
+
+    /// `cmd` prepared to run where this datastore's tools run ([`ToolPlace::prepare`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ToolPlace::prepare`].
+    pub fn tool(&self, cmd: ToolCommand) -> Result<ToolCommand> {
+        self.tools.prepare(cmd)
     }
 
     /// Sets [`DatastoreHandle::advertise`].

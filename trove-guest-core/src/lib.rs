@@ -62,6 +62,7 @@ pub mod deadline;
 pub mod error;
 pub mod failover;
 pub mod lifecycle;
+pub mod place;
 pub mod poll;
 pub mod position;
 pub mod progress;
@@ -79,6 +80,7 @@ pub use datastore::{AdminConnection, DatastoreHandle};
 pub use deadline::deadline;
 pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::{RecoverOptions, RecoveryAction, RecoveryReport};
+pub use place::{BindMount, ContainerExec, ToolPlace};
 pub use position::{
     BinlogCoordinates, BinlogFile, Lsn, MariaDbGtidList, MysqlGtidSet, OpaquePosition,
     ReplicationPosition, WalPosition,
@@ -86,6 +88,8 @@ pub use position::{
 pub use progress::{Phase, Progress, ProgressEvent};
 pub use runner::{OsUser, RunningTool, SecretFile, ToolCommand};
 pub use secret::{Secret, TransportSecret};
+#[cfg(feature = "container")]
+pub use service::{ContainerError, ContainerService, ContainerSpec};
 pub use service::{LocalProcess, Readiness, ServiceControl, ServiceStatus, SystemdUnit};
 #[cfg(feature = "object-store")]
 pub use store::ObjectSnapshotStore;

@@ -179,9 +179,66 @@ pub struct ToolCommand {
     stdin: Io,
     stdout: Io,
     timeout: Option<Duration>,
+    /// The name errors use, when it is not the program's (a tool run through `exec`).
+    label: Option<String>,
+}
+
+/// A [`ToolCommand`] taken apart, so [`ToolPlace`](crate::place::ToolPlace) can rebuild it
+/// around an `exec` client.
+#[derive(Debug)]
+pub(crate) struct ToolParts {
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) user: Option<OsUser>,
+    pub(crate) stdin_piped: bool,
+    #[cfg_attr(not(test), expect(dead_code))]
+    pub(crate) stdout_piped: bool,
+    stdin: Io,
+    stdout: Io,
+    timeout: Option<Duration>,
+}
+
+impl ToolParts {
+    /// `program args` with this command's stdin, stdout and timeout, run as the agent in the
+    /// agent's working directory.
+    pub(crate) fn rebuild(
+        self,
+        program: PathBuf,
+        args: Vec<OsString>,
+        label: String,
+    ) -> ToolCommand {
+        ToolCommand {
+            label: Some(label),
+            program,
+            args,
+            cwd: None,
+            env: Vec::new(),
+            user: None,
+            stdin: self.stdin,
+            stdout: self.stdout,
+            timeout: self.timeout,
+        }
+    }
 }
 
 impl ToolCommand {
+    pub(crate) fn into_parts(self) -> ToolParts {
+        ToolParts {
+            stdin_piped: matches!(self.stdin, Io::Piped),
+            stdout_piped: matches!(self.stdout, Io::Piped),
+            program: self.program,
+            args: self.args,
+            cwd: self.cwd,
+            env: self.env,
+            user: self.user,
+            stdin: self.stdin,
+            stdout: self.stdout,
+            timeout: self.timeout,
+        }
+    }
+
     /// A command for `program` (a path, or a name looked up in `PATH`).
     pub fn new(program: impl Into<PathBuf>) -> Self {
         ToolCommand {
@@ -193,6 +250,7 @@ impl ToolCommand {
             stdin: Io::Null,
             stdout: Io::Null,
             timeout: None,
+            label: None,
         }
     }
 
@@ -266,6 +324,9 @@ impl ToolCommand {
 
     /// The program's file name, for messages.
     pub fn program_name(&self) -> String {
+        if let Some(label) = &self.label {
+            return label.clone();
+        }
         self.program
             .file_name()
             .unwrap_or(self.program.as_os_str())

@@ -50,8 +50,9 @@ impl MysqlStrategy {
         }
         prepare_extraction_dir(dir, owner)?;
         let parallel = Some(self.opts.extract_parallel.max(1));
-        let tool = extract_command(&self.stream_tool(flavor), dir, parallel)
-            .run_as(owner)
+        let tool = self
+            .handle
+            .tool(extract_command(&self.stream_tool(flavor), dir, parallel).run_as(owner))?
             .spawn()?;
         let mut inspector = Inspector::new(ArchiveFormat::Xbstream, href);
         archive::pump(href, reader, total, tool, &mut inspector, progress).await
@@ -70,15 +71,18 @@ impl MysqlStrategy {
         let owner = extraction_user(self.handle.os_user);
         write_prepare_options(href, dir, owner)?;
         progress.phase(Phase::Apply, format!("{} --prepare", flavor.backup_tool()));
-        prepare_command(
-            &self.backup_tool(flavor),
-            dir,
-            self.opts.prepare_memory.as_deref(),
-        )
-        .run_as(owner)
-        .timeout(self.opts.prepare_timeout)
-        .run()
-        .await?;
+        self.handle
+            .tool(
+                prepare_command(
+                    &self.backup_tool(flavor),
+                    dir,
+                    self.opts.prepare_memory.as_deref(),
+                )
+                .run_as(owner)
+                .timeout(self.opts.prepare_timeout),
+            )?
+            .run()
+            .await?;
         if let Some(owner) = owner {
             let tree = dir.to_path_buf();
             tokio::task::spawn_blocking(move || own_tree(&tree, owner))

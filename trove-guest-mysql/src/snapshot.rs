@@ -172,10 +172,22 @@ impl MysqlStrategy {
             .prefix(trove_guest_core::lifecycle::BACKUP_SCRATCH_PREFIX)
             .tempdir_in(&self.handle.work_dir)
             .context(|| format!("create scratch dir in {}", self.handle.work_dir.display()))?;
+        // Paths inside the option file are the tool's: mapped into its container when it runs
+        // in one.
+        let server_config = self
+            .opts
+            .server_config
+            .as_deref()
+            .map(|p| self.handle.tools.path_for_tool(p))
+            .transpose()?;
+        let mut admin = self.handle.admin.clone();
+        if let Some(sock) = &admin.socket {
+            admin.socket = Some(self.handle.tools.path_for_tool(sock)?);
+        }
         let secret = SecretFile::new_in(
             &self.handle.work_dir,
             "backup.cnf",
-            &tool_option_file(self.opts.server_config.as_deref(), &self.handle.admin)?,
+            &tool_option_file(server_config.as_deref(), &admin)?,
             None,
         )?;
         let tool_path = self.backup_tool(flavor);
@@ -188,7 +200,7 @@ impl MysqlStrategy {
             parallel: Some(req.parallel.unwrap_or(self.opts.backup_parallel).max(1)),
         });
         let started = std::time::Instant::now();
-        let mut tool = cmd.spawn().map_err(|e| match e {
+        let mut tool = self.handle.tool(cmd)?.spawn().map_err(|e| match e {
             Error::NotFound { what } => Error::NotFound {
                 what: format!(
                     "{what} (MariaDB: Debian package mariadb-backup; MySQL: Percona XtraBackup)"

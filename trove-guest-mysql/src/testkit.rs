@@ -35,8 +35,8 @@ use trove_guest_core::testkit::{
     missing_program, require_program, stop_blocking,
 };
 use trove_guest_core::{
-    AdminConnection, DatastoreHandle, Error, LocalProcess, Readiness, Result, Secret,
-    ServiceControl, ToolCommand,
+    AdminConnection, ContainerExec, ContainerService, ContainerSpec, DatastoreHandle, Error,
+    LocalProcess, OsUser, Readiness, Result, Secret, ServiceControl, ToolCommand, ToolPlace,
 };
 
 /// The server program.
@@ -66,6 +66,176 @@ pub struct MariaDbOptions {
     pub redo_log_size: String,
     /// How long to wait for the server to accept connections (default 60 s).
     pub start_timeout: Duration,
+    /// Run the server in a container (see [`ContainerOptions`]) instead of as a host process.
+    pub container: Option<ContainerOptions>,
+}
+
+/// The image tag of the local MariaDB test image ([`ContainerOptions::from_env`] builds it
+/// when missing).
+pub const MARIADB_TEST_IMAGE: &str = "localhost/trove-guest-mariadb:10.11";
+/// The `mysql` account of the test image (Debian's MariaDB packages): uid and gid.
+pub const IMAGE_MYSQL_USER: OsUser = OsUser { uid: 100, gid: 101 };
+
+/// Where and how a containerised test server runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ContainerOptions {
+    /// The engine's Docker-API socket.
+    pub socket: PathBuf,
+    /// The image (MariaDB server, mariabackup, mbstream).
+    pub image: String,
+    /// The command-line client used for `exec` (`podman` or `docker`).
+    pub client: PathBuf,
+}
+
+static ENGINE: OnceCell<ContainerOptions> = OnceCell::const_new();
+
+impl ContainerOptions {
+    /// The engine and image from the environment, prepared once per test process:
+    /// `TROVE_GUEST_CONTAINER_SOCKET` names a running engine's socket (Docker, or
+    /// `podman system service`); when unset, a private `podman system service` is started
+    /// (it exits by itself two minutes after its last request). `TROVE_GUEST_MARIADB_IMAGE`
+    /// names the image (default [`MARIADB_TEST_IMAGE`], built from Debian packages by
+    /// `trove-guest-mysql/testkit/build-mariadb-image.sh` when missing, about 2 minutes once).
+    /// `TROVE_GUEST_CONTAINER_CLIENT` names the exec client (default `podman`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when podman is missing; [`Error::Service`] when the engine does not
+    /// answer or the image cannot be built.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: an engine or image build may be left running.
+    pub async fn from_env() -> Result<Self> {
+        ENGINE
+            .get_or_try_init(|| async {
+                let client = std::env::var_os("TROVE_GUEST_CONTAINER_CLIENT")
+                    .map_or_else(|| PathBuf::from("podman"), PathBuf::from);
+                let image = std::env::var("TROVE_GUEST_MARIADB_IMAGE")
+                    .unwrap_or_else(|_| MARIADB_TEST_IMAGE.to_string());
+                let socket = match std::env::var_os("TROVE_GUEST_CONTAINER_SOCKET") {
+                    Some(s) => PathBuf::from(s),
+                    None => start_private_engine().await?,
+                };
+                let probe = ContainerService::new(&socket, "probe")?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match probe.client()?.ping().await {
+                        Ok(_) => break,
+                        Err(e) if Instant::now() > deadline => {
+                            return Err(Error::Service {
+                                message: format!(
+                                    "no container engine answers on {}: {e}",
+                                    socket.display()
+                                ),
+                            });
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                let exists = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    probe.client()?.inspect_image(&image),
+                )
+                .await;
+                if !matches!(exists, Ok(Ok(_))) {
+                    let script = concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/testkit/build-mariadb-image.sh"
+                    );
+                    ToolCommand::new("sh")
+                        .arg(script)
+                        .arg(&image)
+                        .timeout(Duration::from_secs(900))
+                        .run()
+                        .await
+                        .map_err(|e| Error::Service {
+                            message: format!("building test image {image} failed: {e}"),
+                        })?;
+                }
+                Ok(ContainerOptions {
+                    socket,
+                    image,
+                    client,
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    fn exec_args(&self) -> Vec<String> {
+        let url = format!("unix://{}", self.socket.display());
+        if self
+            .client
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("podman"))
+        {
+            vec!["--remote".into(), "--url".into(), url]
+        } else {
+            vec!["--host".into(), url]
+        }
+    }
+}
+
+async fn start_private_engine() -> Result<PathBuf> {
+    require_program("/usr/bin/podman", "podman")?;
+    // Directories of private engines that have exited (nothing answers on their socket).
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Old enough that its engine, which exits two minutes after its last request, had
+            // its socket long ago: a younger one may belong to a process still starting it.
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(600));
+            if name.starts_with("tg-podman-")
+                && old
+                && std::os::unix::net::UnixStream::connect(e.path().join("podman.sock")).is_err()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("tg-podman-")
+        .tempdir()
+        .context(|| "create the engine directory".into())?
+        .keep();
+    let conf = dir.join("containers.conf");
+    // Explicit limits and runc: the defaults fail on hosts whose cgroups or limits crun cannot
+    // handle.
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+         [engine]\nruntime = \"runc\"\n",
+    )
+    .context(|| format!("write {}", conf.display()))?;
+    let socket = dir.join("podman.sock");
+    let child = std::process::Command::new("/usr/bin/podman")
+        .args(["system", "service", "--time=120"])
+        .arg(format!("unix://{}", socket.display()))
+        .env("CONTAINERS_CONF", &conf)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Error::io("start podman system service", e))?;
+    // It exits by itself when idle; it is not waited for.
+    drop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            return Err(Error::Service {
+                message: "podman system service did not create its socket in 30 s".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(socket)
 }
 
 impl Default for MariaDbOptions {
@@ -78,6 +248,7 @@ impl Default for MariaDbOptions {
             buffer_pool: "64M".into(),
             redo_log_size: "32M".into(),
             start_timeout: Duration::from_secs(60),
+            container: None,
         }
     }
 }
@@ -100,6 +271,11 @@ impl MariaDbOptions {
         self.root_password = Some(password);
         self
     }
+    /// Runs the server in a container.
+    pub fn in_container(mut self, container: ContainerOptions) -> Self {
+        self.container = Some(container);
+        self
+    }
     /// Adds a `[mysqld]` setting.
     pub fn with_setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((name.into(), value.into()));
@@ -112,9 +288,141 @@ impl MariaDbOptions {
 pub struct MariaDbServer {
     dir: PathBuf,
     port: u16,
-    service: Arc<TestService>,
+    service: ServerService,
     handle: DatastoreHandle,
     password: Secret,
+}
+
+/// What runs the server.
+#[derive(Debug)]
+enum ServerService {
+    Local(Arc<TestService>),
+    /// The container, its engine, and whether this test kit created it (only then is it
+    /// removed on drop).
+    Container(Arc<ContainerService>, ContainerOptions, bool),
+}
+
+/// A server the user already runs in a container ("bring your own server"), described by
+/// environment variables so the conformance suite can run against it. For server id `N`:
+///
+/// | variable | meaning |
+/// |---|---|
+/// | `TROVE_GUEST_CONTAINER_SOCKET` | the engine's Docker-API socket (shared) |
+/// | `TROVE_GUEST_CONTAINER_CLIENT` | exec client, `podman` (default) or `docker` (shared) |
+/// | `TROVE_GUEST_BYO_N_CONTAINER` | the server's container |
+/// | `TROVE_GUEST_BYO_N_TOOLS_CONTAINER` | where the backup tools run (default: the server's) |
+/// | `TROVE_GUEST_BYO_N_DIR` | the instance directory on the host, bind-mounted at the same path |
+/// | `TROVE_GUEST_BYO_N_PORT` | the server's port on 127.0.0.1 |
+/// | `TROVE_GUEST_BYO_N_PASSWORD_FILE` | root's password (first line; a 0600 file), optional |
+/// | `TROVE_GUEST_BYO_N_OS_USER` | the container's database account, `uid:gid` (default `100:101`) |
+///
+/// The instance directory has the test kit's layout: `my.cnf` (the server's option file),
+/// `data/`, `conf.d/` (included by `my.cnf`), `binlog/`, `relay/`, `work/`, `tmp/` and the
+/// server's socket `sock`. The suite changes the server (schema, binary logging, replication):
+/// give it fresh servers. It never creates, stops for good, or removes them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ExistingServer {
+    /// The engine and exec client.
+    pub engine: ContainerOptions,
+    /// The server's container.
+    pub container: String,
+    /// The backup tools' container.
+    pub tools_container: String,
+    /// The instance directory (same path on the host and in the containers).
+    pub dir: PathBuf,
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    /// Root's password.
+    pub password: Secret,
+    /// The container's database account.
+    pub os_user: OsUser,
+}
+
+impl ExistingServer {
+    /// The server with id `server_id` from the environment (see the type's documentation);
+    /// `None` when `TROVE_GUEST_BYO_<id>_CONTAINER` is unset.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the variable that is missing or malformed.
+    pub fn from_env(server_id: u32) -> Result<Option<Self>> {
+        Self::from_vars(server_id, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`ExistingServer::from_env`], reading the variables through `lookup`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ExistingServer::from_env`].
+    pub fn from_vars(
+        server_id: u32,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>> {
+        let var = |k: &str| lookup(&format!("TROVE_GUEST_BYO_{server_id}_{k}"));
+        let Some(container) = var("CONTAINER") else {
+            return Ok(None);
+        };
+        let need = |k: &str| {
+            var(k).ok_or_else(|| {
+                Error::invalid(
+                    "bring-your-own server",
+                    format!("TROVE_GUEST_BYO_{server_id}_{k} is not set"),
+                )
+            })
+        };
+        let socket = lookup("TROVE_GUEST_CONTAINER_SOCKET").ok_or_else(|| {
+            Error::invalid(
+                "bring-your-own server",
+                "TROVE_GUEST_CONTAINER_SOCKET is not set",
+            )
+        })?;
+        let client = lookup("TROVE_GUEST_CONTAINER_CLIENT")
+            .map_or_else(|| PathBuf::from("podman"), PathBuf::from);
+        let port = need("PORT")?.parse().map_err(|_| {
+            Error::invalid(
+                "bring-your-own server",
+                format!("TROVE_GUEST_BYO_{server_id}_PORT is not a port"),
+            )
+        })?;
+        let password = match var("PASSWORD_FILE") {
+            Some(f) => {
+                let text = std::fs::read_to_string(&f).context(|| format!("read {f}"))?;
+                Secret::new(text.lines().next().unwrap_or_default())
+            }
+            None => Secret::new(""),
+        };
+        let os_user = match var("OS_USER") {
+            None => IMAGE_MYSQL_USER,
+            Some(u) => {
+                let parsed = u.split_once(':').and_then(|(a, b)| {
+                    Some(OsUser {
+                        uid: a.parse().ok()?,
+                        gid: b.parse().ok()?,
+                    })
+                });
+                parsed.ok_or_else(|| {
+                    Error::invalid(
+                        "bring-your-own server",
+                        format!("TROVE_GUEST_BYO_{server_id}_OS_USER {u:?}: expected uid:gid"),
+                    )
+                })?
+            }
+        };
+        Ok(Some(ExistingServer {
+            engine: ContainerOptions {
+                socket: PathBuf::from(socket),
+                image: String::new(),
+                client,
+            },
+            tools_container: var("TOOLS_CONTAINER").unwrap_or_else(|| container.clone()),
+            container,
+            dir: PathBuf::from(need("DIR")?),
+            port,
+            password,
+            os_user,
+        }))
+    }
 }
 
 static TEMPLATE: OnceCell<PathBuf> = OnceCell::const_new();
@@ -303,7 +611,163 @@ impl MariaDbServer {
         }
     }
 
+    async fn start_in_container(
+        dir: PathBuf,
+        template: &Path,
+        opts: &MariaDbOptions,
+        c: &ContainerOptions,
+    ) -> Result<Self> {
+        for sub in ["conf.d", "binlog", "relay", "tmp", "work"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .context(|| format!("mkdir {}", dir.join(sub).display()))?;
+        }
+        std::fs::write(dir.join("owner.pid"), std::process::id().to_string())
+            .context(|| "write owner.pid".into())?;
+        let data = dir.join("data");
+        ToolCommand::new("cp")
+            .arg("-a")
+            .arg(template)
+            .arg(&data)
+            .run()
+            .await?;
+        let port = free_port()?;
+        // The instance directory is mounted at the same path in the container, so the option
+        // file's paths hold on both sides.
+        write_cnf(
+            &CnfPaths {
+                dir: &dir,
+                data: &data,
+                port,
+                server_id: opts.server_id,
+            },
+            opts,
+        )?;
+        ToolCommand::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", IMAGE_MYSQL_USER.uid, IMAGE_MYSQL_USER.gid))
+            .arg(&dir)
+            .run()
+            .await?;
+        let name = format!(
+            "trove-{}",
+            dir.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let socket = dir.join("sock");
+        let service = Arc::new(
+            ContainerService::new(&c.socket, &name)?
+                .with_readiness(Readiness::Unix(socket.clone()))
+                .with_start_timeout(opts.start_timeout)
+                .with_stop_grace(Duration::from_secs(30)),
+        );
+        let spec = ContainerSpec::new(
+            &c.image,
+            vec![
+                "mariadbd".into(),
+                format!("--defaults-file={}", dir.join("my.cnf").display()),
+                "--user=mysql".into(),
+            ],
+        )
+        .with_bind(&dir, &dir)
+        .with_host_network(true);
+        service.create(&spec).await?;
+        let tools = ToolPlace::Container(
+            ContainerExec::new(&c.socket, &name)
+                .with_client(&c.client)
+                .with_mount(&dir, &dir),
+        );
+        let admin =
+            AdminConnection::new("127.0.0.1", port, "root", Secret::new("")).with_socket(&socket);
+        let handle = DatastoreHandle::new(
+            admin,
+            &data,
+            dir.join("conf.d"),
+            service.clone() as Arc<dyn ServiceControl>,
+        )
+        .with_server_id(opts.server_id)
+        .with_work_dir(dir.join("work"))
+        .with_os_user(IMAGE_MYSQL_USER)
+        .with_tools(tools);
+        let mut server = MariaDbServer {
+            dir,
+            port,
+            service: ServerService::Container(service.clone(), c.clone(), true),
+            handle,
+            password: Secret::new(""),
+        };
+        service.start().await?;
+        server.wait_answering(opts.start_timeout).await?;
+        if let Some(pw) = &opts.root_password {
+            server.set_root_password(pw.clone()).await?;
+        }
+        Ok(server)
+    }
+
+    /// Adopts a server the user runs ([`ExistingServer`]): starts its container when stopped
+    /// and waits until it answers. Dropping the returned server leaves container and files in
+    /// place.
+    ///
+    /// # Errors
+    ///
+    /// The container's [`ContainerError`](trove_guest_core::ContainerError) as
+    /// [`Error::Service`]; [`Error::Datastore`] when it does not answer.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the container may be left starting.
+    pub async fn adopt(existing: ExistingServer, server_id: u32) -> Result<Self> {
+        let dir = existing.dir.clone();
+        let socket = dir.join("sock");
+        let service = Arc::new(
+            ContainerService::new(&existing.engine.socket, &existing.container)?
+                .with_readiness(Readiness::Unix(socket.clone()))
+                .with_stop_grace(Duration::from_secs(30)),
+        );
+        let tools = ToolPlace::Container(
+            ContainerExec::new(&existing.engine.socket, &existing.tools_container)
+                .with_client(&existing.engine.client)
+                .with_mount(&dir, &dir),
+        );
+        let admin = AdminConnection::new(
+            "127.0.0.1",
+            existing.port,
+            "root",
+            existing.password.clone(),
+        )
+        .with_socket(&socket);
+        let handle = DatastoreHandle::new(
+            admin,
+            dir.join("data"),
+            dir.join("conf.d"),
+            service.clone() as Arc<dyn ServiceControl>,
+        )
+        .with_server_id(server_id)
+        .with_work_dir(dir.join("work"))
+        .with_os_user(existing.os_user)
+        .with_tools(tools);
+        let server = MariaDbServer {
+            dir,
+            port: existing.port,
+            service: ServerService::Container(service.clone(), existing.engine.clone(), false),
+            handle,
+            password: existing.password.clone(),
+        };
+        service.start().await?;
+        server.wait_answering(Duration::from_secs(60)).await?;
+        Ok(server)
+    }
+
+    /// The container the server runs in, when it does.
+    pub fn container(&self) -> Option<&ContainerService> {
+        match &self.service {
+            ServerService::Container(s, _, _) => Some(s),
+            ServerService::Local(_) => None,
+        }
+    }
+
     async fn start_in(dir: PathBuf, template: &Path, opts: &MariaDbOptions) -> Result<Self> {
+        if let Some(c) = &opts.container {
+            return Self::start_in_container(dir, template, opts, c).await;
+        }
         for sub in ["conf.d", "binlog", "relay", "tmp", "work"] {
             std::fs::create_dir_all(dir.join(sub))
                 .context(|| format!("mkdir {}", dir.join(sub).display()))?;
@@ -353,7 +817,7 @@ impl MariaDbServer {
                     let mut server = MariaDbServer {
                         dir,
                         port,
-                        service,
+                        service: ServerService::Local(service),
                         handle,
                         password: Secret::new(""),
                     };
@@ -574,7 +1038,10 @@ impl MariaDbServer {
     ///
     /// Not cancel safe.
     pub async fn stop(&self) -> Result<()> {
-        self.service.stop().await
+        match &self.service {
+            ServerService::Local(s) => s.stop().await,
+            ServerService::Container(s, _, _) => s.stop().await,
+        }
     }
 
     /// Starts the server again after [`MariaDbServer::stop`].
@@ -587,7 +1054,10 @@ impl MariaDbServer {
     ///
     /// Not cancel safe.
     pub async fn restart(&self) -> Result<()> {
-        self.service.restart().await
+        match &self.service {
+            ServerService::Local(s) => s.restart().await,
+            ServerService::Container(s, _, _) => s.restart().await,
+        }
     }
 }
 
@@ -606,7 +1076,27 @@ fn value_text(v: mysql_async::Value) -> Option<String> {
 
 impl Drop for MariaDbServer {
     fn drop(&mut self) {
-        let pid = self.service.pid();
+        if let ServerService::Container(_, _, false) = &self.service {
+            // Not ours: the container and its files stay as the user left them.
+            return;
+        }
+        if let ServerService::Container(s, c, true) = &self.service {
+            // The test created this container: remove it (bounded by the engine's stop
+            // timeout), then its files.
+            let _ = std::process::Command::new(&c.client)
+                .args(c.exec_args())
+                .args(["rm", "-f", "-t", "10", s.container()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        let ServerService::Local(service) = &self.service else {
+            return;
+        };
+        let pid = service.pid();
         if pid != 0 {
             stop_blocking(
                 pid,

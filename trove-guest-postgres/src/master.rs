@@ -468,13 +468,15 @@ impl PostgresStrategy {
                 )?)
             };
             let conninfo = commands::admin_conninfo(admin, passfile.as_ref().map(|p| p.path()))?;
-            let mut tool = commands::basebackup(
-                self.handle.program("pg_basebackup"),
-                &conninfo,
-                &format!("trove-guest {slot}"),
-                version.flavor(),
-            )
-            .spawn()
+            let mut tool = self
+                .handle
+                .tool(commands::basebackup(
+                    self.handle.program("pg_basebackup"),
+                    &conninfo,
+                    &format!("trove-guest {slot}"),
+                    version.flavor(),
+                ))?
+                .spawn()
             .map_err(|e| match e {
                 Error::NotFound { what } => Error::NotFound {
                     what: format!(

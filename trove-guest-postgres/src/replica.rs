@@ -698,15 +698,19 @@ impl PostgresStrategy {
 
         // pg_rewind needs a cleanly stopped target.
         self.handle.service.stop().await?;
-        let spawned = commands::rewind(
-            self.handle.program("pg_rewind"),
-            &data,
-            &source_server,
-            &self.handle.work_dir,
-            self.tool_user(),
-        )
-        .timeout(self.opts.rewind_timeout)
-        .spawn();
+        let spawned = self
+            .handle
+            .tool(
+                commands::rewind(
+                    self.handle.program("pg_rewind"),
+                    &data,
+                    &source_server,
+                    &self.handle.work_dir,
+                    self.tool_user(),
+                )
+                .timeout(self.opts.rewind_timeout),
+            )
+            .and_then(trove_guest_core::ToolCommand::spawn);
         let mut tool = match spawned {
             Ok(t) => t,
             Err(e) => {

@@ -42,13 +42,17 @@ impl PostgresStrategy {
         staging: &Path,
         progress: &Progress,
     ) -> Result<u64> {
-        let tool = ToolCommand::new(&self.opts.tar_program)
-            .args(["-x", "-f", "-", "--no-same-owner", "-C"])
-            .arg(staging)
-            .current_dir(staging)
-            .run_as(self.tool_user())
-            .stdin_piped()
-            .timeout(self.opts.extract_timeout)
+        let tool = self
+            .handle
+            .tool(
+                ToolCommand::new(&self.opts.tar_program)
+                    .args(["-x", "-f", "-", "--no-same-owner", "-C"])
+                    .arg(staging)
+                    .current_dir(staging)
+                    .run_as(self.tool_user())
+                    .stdin_piped()
+                    .timeout(self.opts.extract_timeout),
+            )?
             .spawn()?;
         let mut inspector = Inspector::new(ArchiveFormat::Tar, href);
         let done = archive::pump(href, reader, total, tool, &mut inspector, progress).await?;

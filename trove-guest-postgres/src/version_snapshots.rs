@@ -130,3 +130,63 @@ fn version_specific_settings_sql_and_commands_postgresql_15() {
 fn version_specific_settings_sql_and_commands_postgresql_16() {
     insta::assert_snapshot!(render(160002));
 }
+
+#[test]
+fn pg_basebackup_and_pg_rewind_in_a_container_exec_with_container_paths() {
+    use trove_guest_core::{ContainerExec, OsUser, ToolPlace};
+    let place = ToolPlace::Container(
+        ContainerExec::new("/run/podman/podman.sock", "pg1")
+            .with_client("podman")
+            .with_mount("/srv/trove/pg1", "/var/lib/postgresql/trove"),
+    );
+    let admin = AdminConnection::new("127.0.0.1", 5432, "postgres", Secret::new(ADMIN_PASSWORD))
+        .with_socket("/srv/trove/pg1/run");
+    let conninfo = commands::admin_conninfo(
+        &admin,
+        Some(Path::new("/srv/trove/pg1/work/.tg-secret-x/pgpass")),
+    )
+    .unwrap();
+    let basebackup = commands::basebackup(
+        "/usr/lib/postgresql/15/bin/pg_basebackup".into(),
+        &conninfo,
+        "trove-guest trove_snap_r1",
+        ServerVersion::from_num(150_000).unwrap().flavor(),
+    );
+    let out = place.prepare(basebackup).unwrap();
+    let args: Vec<String> = out
+        .get_args()
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        &args[..8],
+        [
+            "--remote",
+            "--url",
+            "unix:///run/podman/podman.sock",
+            "exec",
+            "pg1",
+            "/usr/lib/postgresql/15/bin/pg_basebackup",
+            "-d",
+            "host='/var/lib/postgresql/trove/run' port=5432 user='postgres' \
+             application_name='trove-guest-basebackup' \
+             passfile='/var/lib/postgresql/trove/work/.tg-secret-x/pgpass'",
+        ]
+    );
+    assert!(!out.display().contains(ADMIN_PASSWORD));
+
+    let rewind = commands::rewind(
+        "/usr/lib/postgresql/15/bin/pg_rewind".into(),
+        Path::new("/srv/trove/pg1/data"),
+        "host=10.0.0.5 port=5432 user=trove_repl_r1",
+        Path::new("/srv/trove/pg1/work"),
+        Some(OsUser { uid: 999, gid: 999 }),
+    );
+    assert_eq!(
+        place.prepare(rewind).unwrap().display(),
+        "podman --remote --url unix:///run/podman/podman.sock exec -u 999:999 -w \
+         /var/lib/postgresql/trove/work pg1 /usr/lib/postgresql/15/bin/pg_rewind \
+         --target-pgdata=/var/lib/postgresql/trove/data \
+         --source-server=host=10.0.0.5 port=5432 user=trove_repl_r1"
+    );
+}

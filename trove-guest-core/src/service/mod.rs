@@ -2,9 +2,11 @@
 //!
 //! [`ServiceControl`] is what a strategy calls when a change needs a restart (binary logging,
 //! restores). Implementations: [`LocalProcess`] (a server run as a child process: test servers,
-//! the demo) and [`SystemdUnit`] (real VMs). An embedding agent can plug in its own, such as a
-//! container runtime.
+//! the demo), [`SystemdUnit`] (real VMs) and, with feature `container`, `ContainerService` (a
+//! server in a container, over the Docker Engine API). An embedding agent can plug in its own.
 
+#[cfg(feature = "container")]
+mod container;
 mod local;
 mod systemd;
 
@@ -13,6 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+/// The Docker Engine API client `ContainerService` uses, for callers that need more of the API.
+#[cfg(feature = "container")]
+pub use bollard;
+#[cfg(feature = "container")]
+pub use container::{CONTAINER_API_VERSION, ContainerError, ContainerService, ContainerSpec};
 pub use local::{LocalProcess, Readiness};
 /// The signal type of [`LocalProcess::with_stop_signal`], re-exported so callers need no `nix`.
 pub use nix::sys::signal::Signal;

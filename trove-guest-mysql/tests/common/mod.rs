@@ -183,3 +183,134 @@ impl ConformanceBackend for MariaDb {
         Ok(left)
     }
 }
+
+/// The same servers run in containers of the local engine ([`ContainerOptions::from_env`]):
+/// `MysqlStrategy` controls them over the Docker API and runs mariabackup and mbstream by
+/// `exec` in the server's container.
+pub struct MariaDbInContainer;
+
+/// Starts a containerised test server with `opts`.
+pub async fn start_in_container(opts: MariaDbOptions) -> Result<MariaDbServer> {
+    let c = trove_guest_mysql::testkit::ContainerOptions::from_env().await?;
+    MariaDbServer::start(opts.in_container(c)).await
+}
+
+#[async_trait]
+impl ConformanceBackend for MariaDbInContainer {
+    type Server = MariaDbServer;
+
+    fn capabilities(&self) -> Capabilities {
+        MariaDb.capabilities()
+    }
+
+    async fn start_server(&self, server_id: u32) -> Result<MariaDbServer> {
+        start_in_container(MariaDbOptions::new(server_id)).await
+    }
+
+    fn strategy(
+        &self,
+        server: &MariaDbServer,
+        store: Arc<dyn SnapshotStore>,
+    ) -> Arc<dyn ReplicationStrategy> {
+        strategy_for(server, store)
+    }
+
+    async fn create_schema(&self, server: &MariaDbServer) -> Result<()> {
+        MariaDb.create_schema(server).await
+    }
+
+    async fn insert_rows(&self, server: &MariaDbServer, ids: Range<u64>) -> Result<()> {
+        MariaDb.insert_rows(server, ids).await
+    }
+
+    async fn fingerprint(&self, server: &MariaDbServer) -> Result<Fingerprint> {
+        MariaDb.fingerprint(server).await
+    }
+
+    async fn replica_traces(
+        &self,
+        master: &MariaDbServer,
+        replica: &DetachedReplica,
+    ) -> Result<Vec<String>> {
+        MariaDb.replica_traces(master, replica).await
+    }
+
+    async fn replication_leftovers(&self, server: &MariaDbServer) -> Result<Vec<String>> {
+        MariaDb.replication_leftovers(server).await
+    }
+}
+
+/// Bring your own servers: server id `N` is the [`ExistingServer`] described for it (by
+/// `TROVE_GUEST_BYO_N_*` variables); an id without one is an error naming the variable.
+pub struct MariaDbByo {
+    pub servers: std::collections::BTreeMap<u32, trove_guest_mysql::testkit::ExistingServer>,
+}
+
+impl MariaDbByo {
+    /// Servers 1..=3 from the environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// Servers 1..=3 from `lookup`.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut servers = std::collections::BTreeMap::new();
+        for id in 1..=3 {
+            if let Some(s) = trove_guest_mysql::testkit::ExistingServer::from_vars(id, &lookup)? {
+                servers.insert(id, s);
+            }
+        }
+        Ok(MariaDbByo { servers })
+    }
+}
+
+#[async_trait]
+impl ConformanceBackend for MariaDbByo {
+    type Server = MariaDbServer;
+
+    fn capabilities(&self) -> Capabilities {
+        MariaDb.capabilities()
+    }
+
+    async fn start_server(&self, server_id: u32) -> Result<MariaDbServer> {
+        let Some(s) = self.servers.get(&server_id) else {
+            return Err(trove_guest_core::Error::invalid(
+                "bring-your-own server",
+                format!("TROVE_GUEST_BYO_{server_id}_CONTAINER is not set"),
+            ));
+        };
+        MariaDbServer::adopt(s.clone(), server_id).await
+    }
+
+    fn strategy(
+        &self,
+        server: &MariaDbServer,
+        store: Arc<dyn SnapshotStore>,
+    ) -> Arc<dyn ReplicationStrategy> {
+        strategy_for(server, store)
+    }
+
+    async fn create_schema(&self, server: &MariaDbServer) -> Result<()> {
+        MariaDb.create_schema(server).await
+    }
+
+    async fn insert_rows(&self, server: &MariaDbServer, ids: Range<u64>) -> Result<()> {
+        MariaDb.insert_rows(server, ids).await
+    }
+
+    async fn fingerprint(&self, server: &MariaDbServer) -> Result<Fingerprint> {
+        MariaDb.fingerprint(server).await
+    }
+
+    async fn replica_traces(
+        &self,
+        master: &MariaDbServer,
+        replica: &DetachedReplica,
+    ) -> Result<Vec<String>> {
+        MariaDb.replica_traces(master, replica).await
+    }
+
+    async fn replication_leftovers(&self, server: &MariaDbServer) -> Result<Vec<String>> {
+        MariaDb.replication_leftovers(server).await
+    }
+}

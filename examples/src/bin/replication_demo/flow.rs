@@ -70,7 +70,11 @@ pub(crate) async fn run(args: &Args, env: &mut Env) -> DemoResult<String> {
     // 1. Servers and agents.
     ui::heading(
         1,
-        "Servers and guest agents (local processes, loopback only)",
+        if args.container {
+            "Servers in containers (Docker API) and guest agents (loopback only)"
+        } else {
+            "Servers and guest agents (local processes, loopback only)"
+        },
     );
     let t = Instant::now();
     let store_dir = tempfile::Builder::new()
@@ -82,8 +86,11 @@ pub(crate) async fn run(args: &Args, env: &mut Env) -> DemoResult<String> {
     println!("   snapshot store  file://{}", store_dir.path().display());
     env.store_dir = Some(store_dir);
     for i in 0..=n {
-        env.starting
-            .push(tokio::spawn(TestServer::start(kind, i as u32 + 1)));
+        env.starting.push(tokio::spawn(TestServer::start_placed(
+            kind,
+            i as u32 + 1,
+            args.container,
+        )));
     }
     let mut index = 0;
     while !env.starting.is_empty() {

@@ -48,6 +48,11 @@ pub(crate) struct Args {
     /// a failover, the survivor converging.
     #[arg(long)]
     pub(crate) failover: bool,
+    /// MariaDB servers in containers of the local engine (Podman or Docker, over the Docker
+    /// API; `TROVE_GUEST_CONTAINER_SOCKET`, or a private `podman system service`), the backup
+    /// tools run by `exec` in them.
+    #[arg(long, conflicts_with_all = ["switchover", "failover"])]
+    pub(crate) container: bool,
 }
 
 fn parse_kind(s: &str) -> Result<DatastoreKind, String> {

@@ -89,6 +89,11 @@ pub async fn dispatch(strategy: &SharedStrategy, req: &Request) -> Result<Value,
         "get_replication_snapshot" => {
             let info = arg(req, "snapshot_info")?;
             let id = translate::snapshot_id(info).map_err(translate_failure)?;
+            // As Trove's guest does: the master is made a master first (idempotent).
+            strategy
+                .enable_as_master(&EnableMasterOptions::new())
+                .await
+                .map_err(strategy_failure)?;
             let sreq = SnapshotRequest::new().with_snapshot_name(id.clone());
             let doc = strategy
                 .get_replication_snapshot(&sreq)

@@ -436,10 +436,8 @@ impl TroveRpcServer {
                     }
                 }
                 inner["args"] = Value::Object(enc);
-                inner["_context_context"] = Value::String(
-                    json!({"context": k.encrypt(&json!({})), "csz-instance-id": guest.guest_id})
-                        .to_string(),
-                );
+                inner["_context_context"] = Value::String(k.encrypt(&json!({})));
+                inner["_context_csz-instance-id"] = Value::String(guest.guest_id.clone());
             }
             None => inner["args"] = args,
         }

@@ -1,0 +1,249 @@
+//! A stock Trove client (`trove.guestagent.api.API`, Trove 26 from PyPI) drives our agents over
+//! oslo.messaging on a real RabbitMQ broker, in secure and plain modes, in front of real
+//! servers: snapshot on the master, replica built through `prepare(snapshot=...)`, writes
+//! arrive, re-point with `attach_replica`, detach, demote; and the failure cases.
+
+use std::time::Duration;
+
+use serde_json::json;
+use trove_guest_core::{DatastoreKind, Secret};
+use trove_guest_examples::rpc::{GuestInfo, RpcOptions, TroveRpcServer};
+use trove_guest_examples::sample::SampleDb;
+use trove_guest_examples::testbed::Node;
+use trove_guest_tests::trove::{RabbitBroker, TroveClient};
+use trove_guest_tests::{node, temp_store};
+
+fn serve(broker: &RabbitBroker, n: &Node, key: Option<&str>) -> tokio::task::JoinHandle<()> {
+    let opts = RpcOptions::new(
+        Secret::new(broker.amqp_url()),
+        GuestInfo::new(n.instance_id.clone(), key),
+    )
+    .with_max_backoff(Duration::from_secs(2));
+    let server = TroveRpcServer::new(n.strategy.clone(), opts);
+    tokio::spawn(async move {
+        server
+            .run(futures_pending())
+            .await
+            .expect("the RPC server runs");
+    })
+}
+
+async fn futures_pending() {
+    std::future::pending::<()>().await;
+}
+
+fn key() -> String {
+    // A 32-character instance key, as Trove generates one.
+    trove_guest_examples::control::new_instance_id().replace('-', "")
+}
+
+/// Waits (bounded) until the replica has applied the master's latest transaction.
+async fn catch_up(master: &mut TroveClient, replica: &mut TroveClient) {
+    let mut last = None;
+    for _ in 0..60 {
+        let txn = master
+            .call("get_latest_txn_id", json!({}))
+            .await
+            .expect("get_latest_txn_id on the master");
+        assert!(txn.is_string(), "a plain-string txn id: {txn}");
+        match replica.call("wait_for_txn", json!({"txn": txn})).await {
+            Ok(_) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    panic!("the replica never caught up: {last:?}");
+}
+
+async fn trove_flow(kind: DatastoreKind, secure: bool) {
+    let mut broker = RabbitBroker::start().await;
+    let store = temp_store();
+    let master = node(kind, 1, &store, "trove-m").await;
+    let replica = node(kind, 2, &store, "trove-r").await;
+    let (mkey, rkey) = if secure {
+        (Some(key()), Some(format!("{}x", &key()[1..])))
+    } else {
+        (None, None)
+    };
+    let _ms = serve(&broker, &master, mkey.as_deref());
+    let _rs = serve(&broker, &replica, rkey.as_deref());
+    let url = broker.transport_url();
+    let mut m = TroveClient::start(&url, &master.instance_id, mkey.as_deref()).await;
+    let mut r = TroveClient::start(&url, &replica.instance_id, rkey.as_deref()).await;
+
+    assert_eq!(
+        m.call("rpc_ping", json!({})).await.expect("ping"),
+        json!(true)
+    );
+    assert_eq!(
+        m.call("backup_required_for_replication", json!({}))
+            .await
+            .expect("backup_required_for_replication"),
+        json!(true)
+    );
+
+    let mdb = SampleDb::connect(kind, &master.server().handle().admin)
+        .await
+        .expect("connect to the master");
+    mdb.create_schema().await.expect("schema");
+    mdb.load(500, |_| {})
+        .await
+        .expect("rows before the snapshot");
+
+    let backup_id = trove_guest_examples::control::new_instance_id();
+    let snapshot_info = json!({
+        "id": backup_id, "instance_id": master.instance_id, "name": "snap",
+        "storage_driver": "swift", "swift_url": null,
+        "datastore": kind.to_string(), "datastore_version": "test", "replica_number": 1,
+    });
+    let snap = m
+        .call(
+            "get_replication_snapshot",
+            json!({"snapshot_info": snapshot_info, "replica_source_config": "[mysqld]\nlog_bin = on\n"}),
+        )
+        .await
+        .expect("get_replication_snapshot through Trove");
+    assert_eq!(snap["dataset"]["snapshot_id"], json!(backup_id));
+    assert!(snap["dataset"]["dataset_size"].is_f64(), "{snap}");
+
+    // The replica is built through prepare(snapshot=...), a cast.
+    r.call(
+        "prepare",
+        json!({"memory_mb": 512, "packages": [], "databases": [], "users": [],
+               "snapshot": snap}),
+    )
+    .await
+    .expect("prepare cast");
+    catch_up(&mut m, &mut r).await;
+
+    mdb.insert_rows(500..600).await.expect("rows after attach");
+    catch_up(&mut m, &mut r).await;
+    let rdb = SampleDb::connect(kind, &replica.server().handle().admin)
+        .await
+        .expect("connect to the replica");
+    assert_eq!(
+        rdb.fingerprint().await.expect("replica"),
+        mdb.fingerprint().await.expect("master"),
+        "replica data equals master data"
+    );
+    let last = r
+        .call("get_last_txn", json!({}))
+        .await
+        .expect("get_last_txn");
+    assert!(last.is_array(), "{last}");
+
+    // Failure cases: unknown method, missing argument, wrong key; the agent keeps serving.
+    let e = r
+        .call("_raw:no_such_method", json!({}))
+        .await
+        .expect_err("unknown method");
+    assert_eq!(e.class, "GuestError", "{e:?}");
+    let e = r
+        .call("_raw:wait_for_txn", json!({}))
+        .await
+        .expect_err("missing argument");
+    assert_eq!(e.class, "GuestError", "{e:?}");
+    if secure {
+        let mut wrong = TroveClient::start(&url, &replica.instance_id, Some(&key())).await;
+        let e = wrong
+            .call("rpc_ping", json!({}))
+            .await
+            .expect_err("wrong key");
+        assert_eq!(e.class, "GuestError", "{e:?}");
+        wrong.stop().await;
+    }
+    assert_eq!(
+        r.call("rpc_ping", json!({})).await.expect("still serving"),
+        json!(true)
+    );
+
+    // Broker restarted: the agents reconnect and serve again.
+    broker.restart().await;
+    let mut ping = None;
+    for _ in 0..30 {
+        match m.call("rpc_ping", json!({})).await {
+            Ok(v) => {
+                ping = Some(v);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    assert_eq!(
+        ping,
+        Some(json!(true)),
+        "the agent serves after a broker restart"
+    );
+    let mut ping = None;
+    for _ in 0..30 {
+        match r.call("rpc_ping", json!({})).await {
+            Ok(v) => {
+                ping = Some(v);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    assert_eq!(ping, Some(json!(true)));
+
+    // Detach, then re-point the replica with attach_replica and the master's context.
+    let detached = r
+        .call("detach_replica", json!({"for_failover": false}))
+        .await
+        .expect("detach_replica");
+    assert!(detached.get("replication_user").is_some(), "{detached}");
+    m.call(
+        "_raw:cleanup_source_on_replica_detach",
+        json!({"replica_info": detached}),
+    )
+    .await
+    .expect("cleanup_source_on_replica_detach");
+    let ctx = m
+        .call("get_replica_context", json!({}))
+        .await
+        .expect("get_replica_context");
+    r.call(
+        "attach_replica",
+        json!({"replica_info": ctx, "slave_config": "[mysqld]\nread_only = on\n"}),
+    )
+    .await
+    .expect("attach_replica (re-point)");
+    mdb.insert_rows(600..650)
+        .await
+        .expect("rows after re-point");
+    catch_up(&mut m, &mut r).await;
+
+    // Detach again and demote the master.
+    r.call("detach_replica", json!({"for_failover": true}))
+        .await
+        .expect("detach for failover");
+    m.call("demote_replication_master", json!({}))
+        .await
+        .expect("demote_replication_master");
+    m.call("make_read_only", json!({"read_only": false}))
+        .await
+        .expect("make_read_only");
+
+    m.stop().await;
+    r.stop().await;
+    rdb.close().await;
+    mdb.close().await;
+    master.shutdown().await;
+    replica.shutdown().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trove_drives_mariadb_secure() {
+    trove_flow(DatastoreKind::Mariadb, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trove_drives_mariadb_plain() {
+    trove_flow(DatastoreKind::Mariadb, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trove_drives_postgresql_secure() {
+    trove_flow(DatastoreKind::Postgresql, true).await;
+}

@@ -56,6 +56,10 @@ async fn catch_up(master: &mut TroveClient, replica: &mut TroveClient) {
 }
 
 async fn trove_flow(kind: DatastoreKind, secure: bool) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut broker = RabbitBroker::start().await;
     let store = temp_store();
     let master = node(kind, 1, &store, "trove-m").await;

@@ -21,8 +21,8 @@
 use serde_json::{Value, json};
 use trove_guest_core::failover::{LastTxn, ReplicaContext};
 use trove_guest_core::{
-    DatastoreKind, DetachedReplica, Lsn, MariaDbGtidList, MysqlGtidSet, ReplicationPosition,
-    SnapshotDocument,
+    BinlogCoordinates, BinlogFile, DatastoreKind, DetachedReplica, Lsn, MariaDbGtidList,
+    MysqlGtidSet, ReplicationPosition, SnapshotDocument,
 };
 
 /// The key under which our own document rides inside Trove's snapshot dict.
@@ -150,6 +150,16 @@ pub fn txn_from_trove(
     txn: &str,
 ) -> Result<ReplicationPosition, TranslateError> {
     let bad = |e: trove_guest_core::Error| invalid("txn", e.to_string());
+    // Binary log coordinates `file:offset` (a MySQL-family server without GTIDs).
+    if matches!(kind, DatastoreKind::Mariadb | DatastoreKind::Mysql)
+        && let Some((file, pos)) = txn.rsplit_once(':')
+        && let (Ok(log_file), Ok(log_position)) = (file.parse::<BinlogFile>(), pos.parse::<u64>())
+    {
+        return Ok(ReplicationPosition::Binlog(BinlogCoordinates {
+            log_file,
+            log_position,
+        }));
+    }
     Ok(match kind {
         DatastoreKind::Mariadb => {
             ReplicationPosition::MariadbGtid(txn.parse::<MariaDbGtidList>().map_err(bad)?)
@@ -256,6 +266,11 @@ mod tests {
         for (kind, s) in [
             (DatastoreKind::Mariadb, "0-1-42,1-2-7"),
             (DatastoreKind::Postgresql, "0/3000060"),
+            (DatastoreKind::Mariadb, "mysql-bin.000001:328"),
+            (
+                DatastoreKind::Mysql,
+                "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
+            ),
         ] {
             let p = txn_from_trove(&kind, s).unwrap();
             assert_eq!(txn_to_trove(&p), s);

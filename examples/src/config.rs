@@ -39,6 +39,11 @@
 //! binlog_dir = "/var/log/mysql/binlog"
 //! relay_log_dir = "/var/log/mysql/relay"
 //! server_config = "/etc/mysql/my.cnf" # read by mariabackup for InnoDB file locations
+//!
+//! [trove_rpc]                         # optional: also serve OpenStack Trove over RabbitMQ
+//! guest_info = "/etc/trove/conf.d/guest_info.conf"  # guest_id, instance_rpc_encr_key (0600)
+//! transport_url_file = "/etc/trove/transport_url"   # amqp://user:pass@host:5672/%2f (0600)
+//! # heartbeat_secs = 60               # heartbeats to trove-conductor; 0: none
 //! ```
 //!
 //! Passwords are never inline: `password_file` names a file only its owner can read.
@@ -71,6 +76,42 @@ pub struct AgentConfig {
     /// MariaDB/MySQL backend settings.
     #[serde(default)]
     pub mysql: MysqlSection,
+    /// Trove's RPC front end (oslo.messaging over AMQP), when set.
+    #[serde(default)]
+    pub trove_rpc: Option<TroveRpcSection>,
+}
+
+/// `[trove_rpc]`: serve a stock OpenStack Trove control plane over RabbitMQ.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TroveRpcSection {
+    /// Trove's `guest_info.conf` (`guest_id`, `instance_rpc_encr_key`; 0600 when it holds the key).
+    pub guest_info: PathBuf,
+    /// File holding the AMQP URL (with the broker password) on its first line; mode 0600.
+    pub transport_url_file: PathBuf,
+    /// Seconds between heartbeats to trove-conductor (default 60; 0: none).
+    #[serde(default)]
+    pub heartbeat_secs: Option<u64>,
+}
+
+impl TroveRpcSection {
+    /// The RPC front end's options.
+    ///
+    /// # Errors
+    ///
+    /// Unreadable or loosely permitted files, a `guest_info.conf` without `guest_id`.
+    pub fn rpc_options(&self) -> Result<crate::rpc::RpcOptions> {
+        let url = read_password_file(&self.transport_url_file)?;
+        let guest = crate::rpc::GuestInfo::load(&self.guest_info)
+            .map_err(|e| Error::invalid("trove_rpc.guest_info", e.to_string()))?;
+        let heartbeat = match self.heartbeat_secs {
+            Some(0) => None,
+            Some(n) => Some(std::time::Duration::from_secs(n)),
+            None => Some(std::time::Duration::from_secs(60)),
+        };
+        Ok(crate::rpc::RpcOptions::new(url, guest).with_heartbeat(heartbeat))
+    }
 }
 
 /// `[datastore]`.

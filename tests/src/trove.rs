@@ -40,6 +40,14 @@ impl RabbitBroker {
     /// # Panics
     ///
     /// When `rabbitmq-server` (Debian package `rabbitmq-server`) is missing or does not start.
+    ///
+    /// # Errors
+    ///
+    /// None: failures panic (a test harness).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it kills a broker already spawned.
     pub async fn start() -> Self {
         assert!(
             Path::new(RABBITMQ_SERVER).exists(),
@@ -131,7 +139,15 @@ impl RabbitBroker {
         format!("rabbit://guest:guest@127.0.0.1:{}/", self.port)
     }
 
-    /// Stops the broker (its whole process group) and waits for it to exit.
+    /// Stops the broker (its whole process group) and waits (bounded) for it to exit.
+    ///
+    /// # Errors
+    ///
+    /// None: a broker that does not stop is killed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the broker is signalled first; dropping the value kills it.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
@@ -152,6 +168,14 @@ impl RabbitBroker {
     }
 
     /// Stops and starts the broker again (same node, ports and data).
+    ///
+    /// # Errors
+    ///
+    /// None: failures panic.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the broker may be left stopped.
     pub async fn restart(&mut self) {
         self.stop().await;
         self.launch().await;
@@ -256,6 +280,14 @@ impl TroveClient {
     /// # Panics
     ///
     /// When the venv cannot be made or the client does not start.
+    ///
+    /// # Errors
+    ///
+    /// None: failures panic.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the child is killed on drop.
     pub async fn start(transport_url: &str, instance_id: &str, key: Option<&str>) -> Self {
         let venv = trove_venv();
         let dir = tempfile::Builder::new()
@@ -306,6 +338,10 @@ impl TroveClient {
     /// # Panics
     ///
     /// When the client dies or does not answer within 40 minutes (beyond Trove's own timeouts).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a dropped call's answer would be read by the next call.
     pub async fn call(&mut self, method: &str, kwargs: Value) -> Result<Value, TroveError> {
         let req = json!({"method": method, "kwargs": kwargs});
         self.stdin
@@ -327,7 +363,15 @@ impl TroveClient {
         Ok(v["ok"].clone())
     }
 
-    /// Stops the client.
+    /// Stops the client (bounded wait, then kill).
+    ///
+    /// # Errors
+    ///
+    /// None.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the child is killed on drop.
     pub async fn stop(mut self) {
         drop(self.stdin);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;

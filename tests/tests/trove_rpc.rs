@@ -55,6 +55,89 @@ async fn catch_up(master: &mut TroveClient, replica: &mut TroveClient) {
     panic!("the replica never caught up: {last:?}");
 }
 
+/// Sends the same call twice (same `_unique_id`) and a different one after it, straight over
+/// AMQP: exactly one answer for the duplicated call, then the other's.
+async fn duplicate_dropped(broker: &RabbitBroker, instance_id: &str) {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to the broker");
+    let ch = conn.create_channel().await.expect("channel");
+    let reply_q = "reply_dupcheck0000000000000000000000";
+    ch.queue_declare(
+        reply_q,
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("reply queue");
+    let mut replies = ch
+        .basic_consume(
+            reply_q,
+            "",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume replies");
+    let send = |msg_id: &'static str, uid: &'static str| {
+        let inner = json!({"method": "rpc_ping", "args": {}, "version": "1.0",
+            "_msg_id": msg_id, "_reply_q": reply_q, "_timeout": null, "_unique_id": uid});
+        json!({"oslo.version": "2.0", "oslo.message": inner.to_string()}).to_string()
+    };
+    let props = BasicProperties::default().with_content_type("application/json".into());
+    for (m, u) in [
+        ("dupmsg", "dupuid"),
+        ("dupmsg", "dupuid"),
+        ("barrier", "barrieruid"),
+    ] {
+        ch.basic_publish(
+            "trove",
+            &format!("guestagent.{instance_id}"),
+            BasicPublishOptions::default(),
+            send(m, u).as_bytes(),
+            props.clone(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    }
+    let mut seen = Vec::new();
+    loop {
+        let d = tokio::time::timeout(Duration::from_secs(60), replies.next())
+            .await
+            .expect("a reply within 60 s")
+            .expect("reply stream open")
+            .expect("reply delivery");
+        assert_eq!(
+            d.properties.content_type().as_ref().map(|c| c.as_str()),
+            Some("application/json")
+        );
+        let outer: serde_json::Value = serde_json::from_slice(&d.data).expect("JSON reply");
+        let inner: serde_json::Value =
+            serde_json::from_str(outer["oslo.message"].as_str().expect("oslo.message"))
+                .expect("inner JSON");
+        let id = inner["_msg_id"].as_str().expect("_msg_id").to_owned();
+        seen.push(id.clone());
+        if id == "barrier" {
+            break;
+        }
+    }
+    assert_eq!(seen, ["dupmsg", "barrier"], "the duplicate was dropped");
+    let _ = conn.close(200, "done").await;
+}
+
 async fn trove_flow(kind: DatastoreKind, secure: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -160,6 +243,10 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
         r.call("rpc_ping", json!({})).await.expect("still serving"),
         json!(true)
     );
+
+    if !secure {
+        duplicate_dropped(&broker, &replica.instance_id).await;
+    }
 
     // Broker restarted: the agents reconnect and serve again.
     broker.restart().await;

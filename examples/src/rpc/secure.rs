@@ -34,12 +34,10 @@ pub enum SecureError {
         /// The decoded length.
         len: usize,
     },
-    /// The padding is wrong: almost always a wrong key.
-    #[error("decryption failed: bad padding (wrong instance key?)")]
-    BadPadding,
-    /// The plaintext is not UTF-8 JSON: a wrong key whose padding happened to look valid.
-    #[error("decrypted value is not JSON (wrong instance key?)")]
-    NotJson,
+    /// Bad padding or a plaintext that is not JSON: a wrong key or a corrupted ciphertext. The
+    /// two are deliberately one answer, so that replies are no padding oracle.
+    #[error("cannot decrypt: wrong instance key or corrupted ciphertext")]
+    Rejected,
 }
 
 /// The per-instance cipher key. Its `Debug` shows nothing of the key.
@@ -85,8 +83,8 @@ impl SecureKey {
     ///
     /// # Errors
     ///
-    /// A typed [`SecureError`] for a non-string, bad base64, truncated ciphertext, bad padding or
-    /// a plaintext that is not JSON; never panics.
+    /// A typed [`SecureError`] for a non-string, bad base64, truncated ciphertext, or a wrong key
+    /// / corrupted ciphertext ([`SecureError::Rejected`]); never panics.
     pub fn decrypt(&self, value: &Value) -> Result<Value, SecureError> {
         let s = value.as_str().ok_or(SecureError::NotAString)?;
         let raw = B64.decode(s.trim()).map_err(|_| SecureError::BadBase64)?;
@@ -99,9 +97,13 @@ impl SecureKey {
             .map_err(|_| SecureError::Truncated { len: raw.len() })?;
         let plain = Dec::new(&self.key.into(), &iv.into())
             .decrypt_padded_vec_mut::<Pkcs7>(ct)
-            .map_err(|_| SecureError::BadPadding)?;
-        let text = String::from_utf8(plain).map_err(|_| SecureError::NotJson)?;
-        serde_json::from_str(&text).map_err(|_| SecureError::NotJson)
+            .map_err(|_| SecureError::Rejected);
+        // One outcome for every failure past the length checks (no padding oracle).
+        plain
+            .ok()
+            .and_then(|p| String::from_utf8(p).ok())
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or(SecureError::Rejected)
     }
 }
 
@@ -202,7 +204,7 @@ mod tests {
         let c = k.encrypt(&json!({"x": "some value long enough for two blocks"}));
         assert!(matches!(
             wrong.decrypt(&Value::String(c.clone())),
-            Err(SecureError::BadPadding | SecureError::NotJson)
+            Err(SecureError::Rejected)
         ));
         let raw = B64.decode(&c).unwrap();
         let short = B64.encode(&raw[..raw.len() - 5]);

@@ -286,7 +286,11 @@ impl TroveRpcServer {
                         let mut seen = self.lock_seen();
                         match seen.0.get(uid) {
                             Some(Seen::Running) => Some(None),
-                            Some(Seen::Done(r)) => Some(r.clone()),
+                            // A broker redelivery of a call already answered (the reply or
+                            // the ack was lost with the connection): answer it again. A plain
+                            // duplicate is dropped.
+                            Some(Seen::Done(r)) if d.redelivered => Some(r.clone()),
+                            Some(Seen::Done(_)) => Some(None),
                             None => {
                                 seen.0.insert(uid.clone(), Seen::Running);
                                 seen.1.push_back(uid.clone());

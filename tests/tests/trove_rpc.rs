@@ -55,10 +55,27 @@ async fn catch_up(master: &mut TroveClient, replica: &mut TroveClient) {
     panic!("the replica never caught up: {last:?}");
 }
 
+async fn next_reply(replies: &mut lapin::Consumer) -> String {
+    use futures::StreamExt;
+    let d = tokio::time::timeout(Duration::from_secs(60), replies.next())
+        .await
+        .expect("a reply within 60 s")
+        .expect("reply stream open")
+        .expect("reply delivery");
+    assert_eq!(
+        d.properties.content_type().as_ref().map(|c| c.as_str()),
+        Some("application/json")
+    );
+    let outer: serde_json::Value = serde_json::from_slice(&d.data).expect("JSON reply");
+    let inner: serde_json::Value =
+        serde_json::from_str(outer["oslo.message"].as_str().expect("oslo.message"))
+            .expect("inner JSON");
+    inner["_msg_id"].as_str().expect("_msg_id").to_owned()
+}
+
 /// Sends the same call twice (same `_unique_id`) and a different one after it, straight over
 /// AMQP: exactly one answer for the duplicated call, then the other's.
 async fn duplicate_dropped(broker: &RabbitBroker, instance_id: &str) {
-    use futures::StreamExt;
     use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
     use lapin::types::FieldTable;
     use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -96,39 +113,34 @@ async fn duplicate_dropped(broker: &RabbitBroker, instance_id: &str) {
         json!({"oslo.version": "2.0", "oslo.message": inner.to_string()}).to_string()
     };
     let props = BasicProperties::default().with_content_type("application/json".into());
-    for (m, u) in [
-        ("dupmsg", "dupuid"),
-        ("dupmsg", "dupuid"),
-        ("barrier", "barrieruid"),
-    ] {
-        ch.basic_publish(
-            "trove",
-            &format!("guestagent.{instance_id}"),
-            BasicPublishOptions::default(),
-            send(m, u).as_bytes(),
-            props.clone(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
-    }
-    let mut seen = Vec::new();
-    loop {
-        let d = tokio::time::timeout(Duration::from_secs(60), replies.next())
+    let publish = |m: &'static str, u: &'static str| {
+        let ch = ch.clone();
+        let props = props.clone();
+        let body = send(m, u);
+        let key = format!("guestagent.{instance_id}");
+        async move {
+            ch.basic_publish(
+                "trove",
+                &key,
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                props,
+            )
             .await
-            .expect("a reply within 60 s")
-            .expect("reply stream open")
-            .expect("reply delivery");
-        assert_eq!(
-            d.properties.content_type().as_ref().map(|c| c.as_str()),
-            Some("application/json")
-        );
-        let outer: serde_json::Value = serde_json::from_slice(&d.data).expect("JSON reply");
-        let inner: serde_json::Value =
-            serde_json::from_str(outer["oslo.message"].as_str().expect("oslo.message"))
-                .expect("inner JSON");
-        let id = inner["_msg_id"].as_str().expect("_msg_id").to_owned();
+            .expect("publish")
+            .await
+            .expect("confirm");
+        }
+    };
+    // Twice back to back (the second while the first may still run), once more after its answer,
+    // then a barrier: the only answers are the first one's and the barrier's.
+    publish("dupmsg", "dupuid").await;
+    publish("dupmsg", "dupuid").await;
+    let mut seen = vec![next_reply(&mut replies).await];
+    publish("dupmsg", "dupuid").await;
+    publish("barrier", "barrieruid").await;
+    loop {
+        let id = next_reply(&mut replies).await;
         seen.push(id.clone());
         if id == "barrier" {
             break;
@@ -136,6 +148,26 @@ async fn duplicate_dropped(broker: &RabbitBroker, instance_id: &str) {
     }
     assert_eq!(seen, ["dupmsg", "barrier"], "the duplicate was dropped");
     let _ = conn.close(200, "done").await;
+}
+
+async fn repoint(
+    m: &mut TroveClient,
+    r: &mut TroveClient,
+    mdb: &SampleDb,
+    rows: std::ops::Range<u64>,
+) {
+    let ctx = m
+        .call("get_replica_context", json!({}))
+        .await
+        .expect("get_replica_context");
+    r.call(
+        "attach_replica",
+        json!({"replica_info": ctx, "slave_config": "[mysqld]\nread_only = on\n"}),
+    )
+    .await
+    .expect("attach_replica (re-point)");
+    mdb.insert_rows(rows).await.expect("rows after re-point");
+    catch_up(m, r).await;
 }
 
 async fn trove_flow(kind: DatastoreKind, secure: bool) {
@@ -277,7 +309,11 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     }
     assert_eq!(ping, Some(json!(true)));
 
-    // Detach, then re-point the replica with attach_replica and the master's context.
+    // Detach, then re-point the replica with attach_replica and the master's context (a
+    // PostgreSQL replica is re-pointed while attached: once detached it has its own timeline).
+    if kind == DatastoreKind::Postgresql {
+        repoint(&mut m, &mut r, &mdb, 600..650).await;
+    }
     let detached = r
         .call("detach_replica", json!({"for_failover": false}))
         .await
@@ -289,20 +325,9 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     )
     .await
     .expect("cleanup_source_on_replica_detach");
-    let ctx = m
-        .call("get_replica_context", json!({}))
-        .await
-        .expect("get_replica_context");
-    r.call(
-        "attach_replica",
-        json!({"replica_info": ctx, "slave_config": "[mysqld]\nread_only = on\n"}),
-    )
-    .await
-    .expect("attach_replica (re-point)");
-    mdb.insert_rows(600..650)
-        .await
-        .expect("rows after re-point");
-    catch_up(&mut m, &mut r).await;
+    if kind != DatastoreKind::Postgresql {
+        repoint(&mut m, &mut r, &mdb, 600..650).await;
+    }
 
     // Detach again and demote the master.
     r.call("detach_replica", json!({"for_failover": true}))
@@ -337,4 +362,9 @@ async fn trove_drives_mariadb_plain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trove_drives_postgresql_secure() {
     trove_flow(DatastoreKind::Postgresql, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trove_drives_postgresql_plain() {
+    trove_flow(DatastoreKind::Postgresql, false).await;
 }

@@ -487,6 +487,35 @@ url = "file:///tmp"
     }
 
     #[test]
+    fn trove_rpc_section_reads_its_files_and_refuses_loose_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = dir.path().join("guest_info.conf");
+        let url = dir.path().join("transport_url");
+        std::fs::write(
+            &info,
+            "[DEFAULT]\nguest_id = i-1\ninstance_rpc_encr_key = k\n",
+        )
+        .unwrap();
+        std::fs::write(&url, "amqp://u:p@127.0.0.1:5672/%2f\n").unwrap();
+        for p in [&info, &url] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let text = format!(
+            "{EXAMPLE}\n[trove_rpc]\nguest_info = {:?}\ntransport_url_file = {:?}\n",
+            info.display().to_string(),
+            url.display().to_string()
+        );
+        let c = AgentConfig::parse(&text).unwrap();
+        let section = c.trove_rpc.clone().unwrap();
+        let opts = section.rpc_options().unwrap();
+        assert_eq!(opts.guest.guest_id, "i-1");
+        assert!(opts.guest.key.is_some());
+        assert!(!format!("{opts:?}").contains("u:p"));
+        std::fs::set_permissions(&info, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(section.rpc_options().is_err());
+    }
+
+    #[test]
     fn unknown_datastore_type_is_rejected_with_its_name() {
         let e = AgentConfig::parse(&EXAMPLE.replace("\"mariadb\"", "\"oracle\"")).unwrap_err();
         assert!(e.to_string().contains("oracle"), "{e}");

@@ -18,7 +18,8 @@ fn serve(broker: &RabbitBroker, n: &Node, key: Option<&str>) -> tokio::task::Joi
         Secret::new(broker.amqp_url()),
         GuestInfo::new(n.instance_id.clone(), key),
     )
-    .with_max_backoff(Duration::from_secs(2));
+    .with_max_backoff(Duration::from_secs(2))
+    .with_heartbeat(Some(Duration::from_secs(2)));
     let server = TroveRpcServer::new(n.strategy.clone(), opts);
     tokio::spawn(async move {
         server
@@ -71,6 +72,68 @@ async fn next_reply(replies: &mut lapin::Consumer) -> String {
         serde_json::from_str(outer["oslo.message"].as_str().expect("oslo.message"))
             .expect("inner JSON");
     inner["_msg_id"].as_str().expect("_msg_id").to_owned()
+}
+
+/// A heartbeat cast reaches the `trove-conductor` topic, as Trove's guest sends it.
+async fn heartbeat_arrives(broker: &RabbitBroker, instance_id: &str) {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::{Connection, ConnectionProperties};
+
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to the broker");
+    let ch = conn.create_channel().await.expect("channel");
+    let q = "conductor-check";
+    ch.queue_declare(
+        q,
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue");
+    ch.queue_bind(
+        q,
+        "trove",
+        "trove-conductor",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind");
+    let mut msgs = ch
+        .basic_consume(
+            q,
+            "",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    for _ in 0..20 {
+        let d = tokio::time::timeout(Duration::from_secs(60), msgs.next())
+            .await
+            .expect("a conductor message within 60 s")
+            .expect("stream open")
+            .expect("delivery");
+        let outer: serde_json::Value = serde_json::from_slice(&d.data).expect("JSON");
+        let inner: serde_json::Value =
+            serde_json::from_str(outer["oslo.message"].as_str().expect("oslo.message"))
+                .expect("inner");
+        if inner["method"] == "heartbeat" && inner["args"]["instance_id"] == instance_id {
+            assert_eq!(inner["args"]["payload"]["service_status"], "healthy");
+            let _ = conn.close(200, "done").await;
+            return;
+        }
+    }
+    panic!("no heartbeat from {instance_id}");
 }
 
 /// Sends the same call twice (same `_unique_id`) and a different one after it, straight over
@@ -278,6 +341,7 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
 
     if !secure {
         duplicate_dropped(&broker, &replica.instance_id).await;
+        heartbeat_arrives(&broker, &replica.instance_id).await;
     }
 
     // Broker restarted: the agents reconnect and serve again.

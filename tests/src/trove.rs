@@ -28,6 +28,8 @@ fn free_port() -> u16 {
 pub struct RabbitBroker {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The broker's own epmd, a child of the harness (so it goes with the broker).
+    epmd: Option<Child>,
     port: u16,
     dist_port: u16,
     epmd_port: u16,
@@ -65,6 +67,7 @@ impl RabbitBroker {
             node: format!("tgtest{}x{port}@localhost", std::process::id()),
             dir,
             child: None,
+            epmd: None,
         };
         std::fs::write(
             b.dir.path().join("rabbitmq.conf"),
@@ -72,6 +75,25 @@ impl RabbitBroker {
         )
         .expect("broker config");
         std::fs::write(b.dir.path().join("enabled_plugins"), "[].\n").expect("plugins file");
+        let epmd = Command::new("epmd")
+            .args(["-port", &b.epmd_port.to_string(), "-address", "127.0.0.1"])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start epmd (Debian package erlang-base, installed with rabbitmq-server)");
+        b.epmd = Some(epmd);
+        for _ in 0..40 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", b.epmd_port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         b.launch().await;
         b
     }
@@ -202,13 +224,9 @@ impl Drop for RabbitBroker {
             let _ = nix_kill(pid);
             let _ = child.start_kill();
         }
-        // The epmd the broker started on its own port.
-        let _ = std::process::Command::new("epmd")
-            .args(["-port", &self.epmd_port.to_string(), "-kill"])
-            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        if let Some(epmd) = self.epmd.as_mut() {
+            let _ = epmd.start_kill();
+        }
     }
 }
 

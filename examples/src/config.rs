@@ -48,6 +48,11 @@
 //! binlog_dir = "/var/log/mysql/binlog"
 //! relay_log_dir = "/var/log/mysql/relay"
 //! server_config = "/etc/mysql/my.cnf" # read by mariabackup for InnoDB file locations
+//!
+//! [trove_rpc]                         # optional: also serve OpenStack Trove over RabbitMQ
+//! guest_info = "/etc/trove/conf.d/guest_info.conf"  # guest_id, instance_rpc_encr_key (0600)
+//! transport_url_file = "/etc/trove/transport_url"   # amqp://user:pass@host:5672/%2f (0600)
+//! # heartbeat_secs = 60               # heartbeats to trove-conductor; 0: none
 //! ```
 //!
 //! Passwords are never inline: `password_file` names a file only its owner can read.
@@ -83,6 +88,42 @@ pub struct AgentConfig {
     /// MariaDB/MySQL backend settings.
     #[serde(default)]
     pub mysql: MysqlSection,
+    /// Trove's RPC front end (oslo.messaging over AMQP), when set.
+    #[serde(default)]
+    pub trove_rpc: Option<TroveRpcSection>,
+}
+
+/// `[trove_rpc]`: serve a stock OpenStack Trove control plane over RabbitMQ.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TroveRpcSection {
+    /// Trove's `guest_info.conf` (`guest_id`, `instance_rpc_encr_key`; 0600 when it holds the key).
+    pub guest_info: PathBuf,
+    /// File holding the AMQP URL (with the broker password) on its first line; mode 0600.
+    pub transport_url_file: PathBuf,
+    /// Seconds between heartbeats to trove-conductor (default 60; 0: none).
+    #[serde(default)]
+    pub heartbeat_secs: Option<u64>,
+}
+
+impl TroveRpcSection {
+    /// The RPC front end's options.
+    ///
+    /// # Errors
+    ///
+    /// Unreadable or loosely permitted files, a `guest_info.conf` without `guest_id`.
+    pub fn rpc_options(&self) -> Result<crate::rpc::RpcOptions> {
+        let url = read_password_file(&self.transport_url_file)?;
+        let guest = crate::rpc::GuestInfo::load(&self.guest_info)
+            .map_err(|e| Error::invalid("trove_rpc.guest_info", e.to_string()))?;
+        let heartbeat = match self.heartbeat_secs {
+            Some(0) => None,
+            Some(n) => Some(std::time::Duration::from_secs(n)),
+            None => Some(std::time::Duration::from_secs(60)),
+        };
+        Ok(crate::rpc::RpcOptions::new(url, guest).with_heartbeat(heartbeat))
+    }
 }
 
 /// `[datastore]`.
@@ -650,6 +691,35 @@ url = "file:///tmp"
         assert_eq!(h.server_id, 7);
         assert_eq!(h.advertise.port, 3306);
         assert!(c.snapshot_store().unwrap().owns("file:///tmp/x.snap"));
+    }
+
+    #[test]
+    fn trove_rpc_section_reads_its_files_and_refuses_loose_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = dir.path().join("guest_info.conf");
+        let url = dir.path().join("transport_url");
+        std::fs::write(
+            &info,
+            "[DEFAULT]\nguest_id = i-1\ninstance_rpc_encr_key = k\n",
+        )
+        .unwrap();
+        std::fs::write(&url, "amqp://u:p@127.0.0.1:5672/%2f\n").unwrap();
+        for p in [&info, &url] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let text = format!(
+            "{EXAMPLE}\n[trove_rpc]\nguest_info = {:?}\ntransport_url_file = {:?}\n",
+            info.display().to_string(),
+            url.display().to_string()
+        );
+        let c = AgentConfig::parse(&text).unwrap();
+        let section = c.trove_rpc.clone().unwrap();
+        let opts = section.rpc_options().unwrap();
+        assert_eq!(opts.guest.guest_id, "i-1");
+        assert!(opts.guest.key.is_some());
+        assert!(!format!("{opts:?}").contains("u:p"));
+        std::fs::set_permissions(&info, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(section.rpc_options().is_err());
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub mod config;
 pub mod control;
 pub mod faults;
 pub mod remote;
+pub mod rpc;
 pub mod sample;
 pub mod testbed;
 

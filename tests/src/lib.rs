@@ -1,6 +1,8 @@
 //! Cross-crate integration tests for trove-guest against real servers; the tests live in
 //! `tests/`. This library holds what they share.
 
+pub mod trove;
+
 use std::sync::Arc;
 
 use trove_guest_core::{DatastoreKind, LocalSnapshotStore, SnapshotStore};

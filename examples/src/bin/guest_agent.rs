@@ -4,7 +4,9 @@
 //! guest_agent --config /etc/trove/guest-agent.toml
 //! ```
 //!
-//! The configuration format is documented in `trove_guest_examples::config`. The agent listens
+//! The configuration format is documented in `trove_guest_examples::config`. With a
+//! `[trove_rpc]` section it also serves a stock OpenStack Trove control plane over RabbitMQ
+//! (oslo.messaging, queue `guestagent.<guest_id>`; see `trove_guest_examples::rpc`). The agent listens
 //! where `listen` says (keep it on loopback or put authentication in front of it) and stops on
 //! Ctrl-C or SIGTERM; a replication change still running is aborted (every call is safe to
 //! repeat). Before it listens it runs the strategy's recovery (an interrupted change of an
@@ -19,6 +21,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use trove_guest_core::RecoverOptions;
 use trove_guest_examples::config::{AgentConfig, ServiceSection};
+use trove_guest_examples::rpc::TroveRpcServer;
 use trove_guest_examples::{AgentOptions, GuestAgent, backends};
 
 /// Command-line arguments.
@@ -54,8 +57,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let handle_for_stop = handle.clone();
     let service = handle.service.clone();
     let strategy = backends::strategy(config.datastore.kind, handle, store.clone(), &config.mysql)?;
+    let rpc = match &config.trove_rpc {
+        Some(section) => Some(section.rpc_options()?),
+        None => None,
+    };
     let agent = GuestAgent::new(
-        strategy,
+        strategy.clone(),
         store,
         AgentOptions::new(config.instance_id.clone()),
     );
@@ -75,12 +82,29 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         datastore = %config.datastore.kind,
         "guest agent serving"
     );
+    // Trove's RPC front end, next to the HTTP API, on the same strategy.
+    let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rpc_task = rpc.map(|opts| {
+        let server = TroveRpcServer::new(strategy.clone(), opts);
+        tracing::info!(queue = %server.queue(), "serving Trove RPC");
+        tokio::spawn(server.run(async move {
+            let _ = rpc_stopped.await;
+        }))
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     tracing::info!("stopping");
+    let _ = rpc_stop.send(());
+    if let Some(task) = rpc_task {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Trove RPC front end failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("Trove RPC front end did not stop within 5 s"),
+        }
+    }
     agent.shutdown().await?;
     if matches!(config.service, ServiceSection::Process { .. }) {
         handle_for_stop.service.stop().await?;

@@ -1,0 +1,466 @@
+//! The oslo.messaging RPC server over AMQP 0-9-1, as Trove's guest runs it.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use trove_guest_core::{Secret, SharedStrategy};
+
+use super::dispatch;
+use super::envelope::{self, Failure, Request};
+use super::guest_info::GuestInfo;
+
+/// Trove's control exchange.
+pub const EXCHANGE: &str = "trove";
+/// Trove's conductor topic (heartbeats).
+pub const CONDUCTOR_TOPIC: &str = "trove-conductor";
+
+/// How the RPC front end reaches the broker and whom it serves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RpcOptions {
+    /// The AMQP URL (`amqp://user:password@host:port/vhost`); a secret: never logged.
+    pub url: Secret,
+    /// The instance id and key from Trove's `guest_info.conf`.
+    pub guest: GuestInfo,
+    /// The longest pause between reconnection attempts (default 30 s; doubling from 250 ms).
+    pub max_backoff: Duration,
+    /// How often a heartbeat goes to trove-conductor (default 60 s; `None`: never).
+    pub heartbeat: Option<Duration>,
+    /// How many `_unique_id`s are remembered to drop duplicates (default 4096).
+    pub remember: usize,
+}
+
+impl RpcOptions {
+    /// Options for `guest` on the broker at `url`.
+    pub fn new(url: Secret, guest: GuestInfo) -> Self {
+        RpcOptions {
+            url,
+            guest,
+            max_backoff: Duration::from_secs(30),
+            heartbeat: Some(Duration::from_secs(60)),
+            remember: 4096,
+        }
+    }
+
+    /// Sets the longest pause between reconnection attempts.
+    pub fn with_max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+
+    /// Sets (or disables) the heartbeat period.
+    pub fn with_heartbeat(mut self, d: Option<Duration>) -> Self {
+        self.heartbeat = d;
+        self
+    }
+}
+
+/// Why the RPC server stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// The broker refused the queue layout (for example a queue declared with other flags).
+    #[error("broker refused the queue layout: {0}")]
+    Topology(String),
+}
+
+/// What became of a message id.
+enum Seen {
+    Running,
+    Done(Option<(String, Vec<u8>)>),
+}
+
+struct Shared {
+    strategy: SharedStrategy,
+    opts: RpcOptions,
+    /// The channel replies go out on; replaced after each reconnection.
+    channel: Mutex<Option<Channel>>,
+    seen: std::sync::Mutex<(HashMap<String, Seen>, VecDeque<String>)>,
+    changes: Mutex<()>,
+}
+
+/// Trove's RPC front end for one strategy.
+#[derive(Clone)]
+pub struct TroveRpcServer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TroveRpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TroveRpcServer")
+            .field("guest", &self.shared.opts.guest)
+            .finish()
+    }
+}
+
+fn props() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_content_encoding("utf-8".into())
+        .with_delivery_mode(2)
+        .with_priority(0)
+        .with_headers(FieldTable::default())
+}
+
+impl TroveRpcServer {
+    /// A server for `strategy`.
+    pub fn new(strategy: SharedStrategy, opts: RpcOptions) -> Self {
+        TroveRpcServer {
+            shared: Arc::new(Shared {
+                strategy,
+                opts,
+                channel: Mutex::new(None),
+                seen: std::sync::Mutex::new((HashMap::new(), VecDeque::new())),
+                changes: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The queue Trove sends to: `guestagent.<guest_id>`.
+    pub fn queue(&self) -> String {
+        format!("guestagent.{}", self.shared.opts.guest.guest_id)
+    }
+
+    /// Serves until `shutdown` completes, reconnecting with backoff whenever the broker goes
+    /// away. Each call is acknowledged only once its reply is published (a call interrupted by a
+    /// broker restart is redelivered and answered then; its `_unique_id` keeps it from running
+    /// twice); a cast is acknowledged once it has started.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Topology`] when the broker refuses the queue layout (not retried).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling stops consuming; methods already running finish in their own tasks.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RpcError> {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let session = self.session();
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                r = session => match r {
+                    Err(SessionEnd::Fatal(e)) => return Err(e),
+                    Err(SessionEnd::Lost(why)) => {
+                        tracing::warn!(%why, retry_in = ?backoff, "broker connection lost");
+                        *self.shared.channel.lock().await = None;
+                    }
+                    Ok(()) => {
+                        backoff = Duration::from_millis(250);
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.shared.opts.max_backoff);
+        }
+    }
+
+    async fn session(&self) -> Result<(), SessionEnd> {
+        let lost = |e: lapin::Error| SessionEnd::Lost(e.to_string());
+        let url = self.shared.opts.url.expose().to_owned();
+        let conn = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .map_err(|e| SessionEnd::Lost(redact(&e.to_string(), &url)))?;
+        let ch = conn.create_channel().await.map_err(lost)?;
+        let topo = |e: lapin::Error| match e {
+            lapin::Error::ProtocolError(p) => SessionEnd::Fatal(RpcError::Topology(p.to_string())),
+            other => SessionEnd::Lost(other.to_string()),
+        };
+        ch.basic_qos(0, BasicQosOptions::default())
+            .await
+            .map_err(lost)?;
+        ch.exchange_declare(
+            EXCHANGE,
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(topo)?;
+        let topic = self.queue();
+        let server = format!("{topic}.{}", self.shared.opts.guest.guest_id);
+        for name in [&topic, &server] {
+            ch.queue_declare(name, QueueDeclareOptions::default(), FieldTable::default())
+                .await
+                .map_err(topo)?;
+            ch.queue_bind(
+                name,
+                EXCHANGE,
+                name,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(topo)?;
+        }
+        let fanout = format!("{topic}_fanout");
+        ch.exchange_declare(
+            &fanout,
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(topo)?;
+        let fanout_q = format!("{fanout}_{}", envelope::new_id());
+        let mut fargs = FieldTable::default();
+        fargs.insert("x-expires".into(), AMQPValue::LongInt(1_800_000));
+        ch.queue_declare(&fanout_q, QueueDeclareOptions::default(), fargs)
+            .await
+            .map_err(topo)?;
+        ch.queue_bind(
+            &fanout_q,
+            &fanout,
+            &topic,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(topo)?;
+        let mut consumers = futures::stream::select_all(Vec::new());
+        for q in [&topic, &server, &fanout_q] {
+            let c = ch
+                .basic_consume(q, "", BasicConsumeOptions::default(), FieldTable::default())
+                .await
+                .map_err(lost)?;
+            consumers.push(c);
+        }
+        *self.shared.channel.lock().await = Some(ch.clone());
+        tracing::info!(queue = %topic, "serving Trove RPC");
+        let heartbeat = self.heartbeats(ch.clone());
+        tokio::pin!(heartbeat);
+        loop {
+            tokio::select! {
+                () = &mut heartbeat => {}
+                d = consumers.next() => match d {
+                    Some(Ok(d)) => self.on_delivery(d),
+                    Some(Err(e)) => return Err(lost(e)),
+                    None => return Err(SessionEnd::Lost("consumer closed".into())),
+                }
+            }
+        }
+    }
+
+    fn on_delivery(&self, d: lapin::message::Delivery) {
+        let key = self.shared.opts.guest.key.as_ref();
+        let me = self.clone();
+        match envelope::decode(&d.data, key) {
+            Err((err, to)) => {
+                tracing::warn!(error = %err, method = ?to.method, "undecodable message");
+                tokio::spawn(async move {
+                    if let (Some(m), Some(q)) = (&to.msg_id, &to.reply_q) {
+                        let f = match &err {
+                            envelope::EnvelopeError::Decrypt { .. } => {
+                                Failure::trove("GuestError", err.to_string())
+                            }
+                            _ => Failure::remote("ValueError", err.to_string()),
+                        };
+                        me.publish(q, &envelope::failure_body(m, &f)).await;
+                    }
+                    let _ = d.acker.ack(BasicAckOptions::default()).await;
+                });
+            }
+            Ok(req) => {
+                let uid = req.unique_id.clone();
+                if let Some(uid) = &uid {
+                    let dup = {
+                        let mut seen = self.lock_seen();
+                        match seen.0.get(uid) {
+                            Some(Seen::Running) => Some(None),
+                            // A broker redelivery of a call already answered (the reply or
+                            // the ack was lost with the connection): answer it again. A plain
+                            // duplicate is dropped.
+                            Some(Seen::Done(r)) if d.redelivered => Some(r.clone()),
+                            Some(Seen::Done(_)) => Some(None),
+                            None => {
+                                seen.0.insert(uid.clone(), Seen::Running);
+                                seen.1.push_back(uid.clone());
+                                let cap = self.shared.opts.remember.max(1);
+                                while seen.1.len() > cap {
+                                    if let Some(old) = seen.1.pop_front() {
+                                        seen.0.remove(&old);
+                                    }
+                                }
+                                None
+                            }
+                        }
+                    };
+                    if let Some(cached) = dup {
+                        tracing::info!(method = %req.method, "duplicate message dropped");
+                        tokio::spawn(async move {
+                            if let Some((q, body)) = cached {
+                                me.publish(&q, &body).await;
+                            }
+                            let _ = d.acker.ack(BasicAckOptions::default()).await;
+                        });
+                        return;
+                    }
+                }
+                tokio::spawn(async move { me.handle(req, d).await });
+            }
+        }
+    }
+
+    fn lock_seen(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Seen>, VecDeque<String>)> {
+        self.shared
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn handle(&self, req: Request, d: lapin::message::Delivery) {
+        let call = req.is_call();
+        if !call {
+            // A cast has no reply to wait for: acknowledge it once it has been taken on.
+            let _ = d.acker.ack(BasicAckOptions::default()).await;
+        }
+        tracing::info!(method = %req.method, call, "rpc");
+        let result = {
+            let _guard = if dispatch::is_change(&req.method) {
+                Some(self.shared.changes.lock().await)
+            } else {
+                None
+            };
+            dispatch::dispatch(&self.shared.strategy, &req).await
+        };
+        if let Err(f) = &result {
+            tracing::warn!(method = %req.method, class = %f.class, message = %f.message, "rpc failed");
+        }
+        let reply = match (&req.msg_id, &req.reply_q) {
+            (Some(m), Some(q)) => {
+                let body = match &result {
+                    Ok(v) => envelope::reply_body(m, v, self.shared.opts.guest.key.as_ref()),
+                    Err(f) => envelope::failure_body(m, f),
+                };
+                Some((q.clone(), body))
+            }
+            _ => None,
+        };
+        if let Some(uid) = &req.unique_id
+            && let Some(s) = self.lock_seen().0.get_mut(uid)
+        {
+            *s = Seen::Done(reply.clone());
+        }
+        if let Some((q, body)) = reply
+            && self.publish(&q, &body).await
+        {
+            let _ = d.acker.ack(BasicAckOptions::default()).await;
+        }
+    }
+
+    /// Publishes a reply on the current channel; false when there is none or it failed (the
+    /// unacknowledged call is then redelivered after reconnecting and answered from the cache).
+    async fn publish(&self, reply_q: &str, body: &[u8]) -> bool {
+        let ch = self.shared.channel.lock().await.clone();
+        let Some(ch) = ch else { return false };
+        let sent = ch
+            .basic_publish(
+                "",
+                reply_q,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props(),
+            )
+            .await;
+        match sent {
+            Ok(confirm) => confirm.await.is_ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reply not sent");
+                false
+            }
+        }
+    }
+
+    /// Heartbeats to trove-conductor, as Trove's guest sends them (a cast of `heartbeat`).
+    async fn heartbeats(&self, ch: Channel) {
+        let Some(period) = self.shared.opts.heartbeat else {
+            return futures::future::pending().await;
+        };
+        loop {
+            let body = self.heartbeat_body();
+            if let Err(e) = ch
+                .basic_publish(
+                    EXCHANGE,
+                    CONDUCTOR_TOPIC,
+                    BasicPublishOptions::default(),
+                    &body,
+                    props(),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "heartbeat not sent");
+            }
+            tokio::time::sleep(period).await;
+        }
+    }
+
+    fn heartbeat_body(&self) -> Vec<u8> {
+        let guest = &self.shared.opts.guest;
+        let sent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let args = json!({
+            "instance_id": guest.guest_id,
+            "payload": {"service_status": "healthy"},
+            "sent": sent,
+        });
+        let mut inner =
+            json!({"method": "heartbeat", "version": "1.0", "_unique_id": envelope::new_id()});
+        match &guest.key {
+            Some(k) => {
+                let mut enc = serde_json::Map::new();
+                if let Value::Object(a) = args {
+                    for (name, v) in a {
+                        let wrapped =
+                            json!({"entity": k.encrypt(&v), "csz-instance-id": guest.guest_id});
+                        enc.insert(name, Value::String(wrapped.to_string()));
+                    }
+                }
+                inner["args"] = Value::Object(enc);
+                inner["_context_context"] = Value::String(k.encrypt(&json!({})));
+                inner["_context_csz-instance-id"] = Value::String(guest.guest_id.clone());
+            }
+            None => inner["args"] = args,
+        }
+        json!({"oslo.version": "2.0", "oslo.message": inner.to_string()})
+            .to_string()
+            .into_bytes()
+    }
+}
+
+enum SessionEnd {
+    Lost(String),
+    Fatal(RpcError),
+}
+
+/// Removes the URL (which holds the broker password) from an error message.
+fn redact(msg: &str, url: &str) -> String {
+    if url.is_empty() {
+        msg.to_owned()
+    } else {
+        msg.replace(url, "<amqp url>")
+    }
+}

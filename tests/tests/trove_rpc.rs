@@ -1,0 +1,434 @@
+//! A stock Trove client (`trove.guestagent.api.API`, Trove 26 from PyPI) drives our agents over
+//! oslo.messaging on a real RabbitMQ broker, in secure and plain modes, in front of real
+//! servers: snapshot on the master, replica built through `prepare(snapshot=...)`, writes
+//! arrive, re-point with `attach_replica`, detach, demote; and the failure cases.
+
+use std::time::Duration;
+
+use serde_json::json;
+use trove_guest_core::{DatastoreKind, Secret};
+use trove_guest_examples::rpc::{GuestInfo, RpcOptions, TroveRpcServer};
+use trove_guest_examples::sample::SampleDb;
+use trove_guest_examples::testbed::Node;
+use trove_guest_tests::trove::{RabbitBroker, TroveClient};
+use trove_guest_tests::{node, temp_store};
+
+fn serve(broker: &RabbitBroker, n: &Node, key: Option<&str>) -> tokio::task::JoinHandle<()> {
+    let opts = RpcOptions::new(
+        Secret::new(broker.amqp_url()),
+        GuestInfo::new(n.instance_id.clone(), key),
+    )
+    .with_max_backoff(Duration::from_secs(2))
+    .with_heartbeat(Some(Duration::from_secs(2)));
+    let server = TroveRpcServer::new(n.strategy.clone(), opts);
+    tokio::spawn(async move {
+        server
+            .run(futures_pending())
+            .await
+            .expect("the RPC server runs");
+    })
+}
+
+async fn futures_pending() {
+    std::future::pending::<()>().await;
+}
+
+fn key() -> String {
+    // A 32-character instance key, as Trove generates one.
+    trove_guest_examples::control::new_instance_id().replace('-', "")
+}
+
+/// Waits (bounded) until the replica has applied the master's latest transaction.
+async fn catch_up(master: &mut TroveClient, replica: &mut TroveClient) {
+    let mut last = None;
+    for _ in 0..60 {
+        let txn = master
+            .call("get_latest_txn_id", json!({}))
+            .await
+            .expect("get_latest_txn_id on the master");
+        assert!(txn.is_string(), "a plain-string txn id: {txn}");
+        match replica.call("wait_for_txn", json!({"txn": txn})).await {
+            Ok(_) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    panic!("the replica never caught up: {last:?}");
+}
+
+async fn next_reply(replies: &mut lapin::Consumer) -> String {
+    use futures::StreamExt;
+    let d = tokio::time::timeout(Duration::from_secs(60), replies.next())
+        .await
+        .expect("a reply within 60 s")
+        .expect("reply stream open")
+        .expect("reply delivery");
+    assert_eq!(
+        d.properties.content_type().as_ref().map(|c| c.as_str()),
+        Some("application/json")
+    );
+    let outer: serde_json::Value = serde_json::from_slice(&d.data).expect("JSON reply");
+    let inner: serde_json::Value =
+        serde_json::from_str(outer["oslo.message"].as_str().expect("oslo.message"))
+            .expect("inner JSON");
+    inner["_msg_id"].as_str().expect("_msg_id").to_owned()
+}
+
+/// A heartbeat cast reaches the `trove-conductor` topic, as Trove's guest sends it.
+async fn heartbeat_arrives(broker: &RabbitBroker, instance_id: &str) {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::{Connection, ConnectionProperties};
+
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to the broker");
+    let ch = conn.create_channel().await.expect("channel");
+    let q = "conductor-check";
+    ch.queue_declare(
+        q,
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue");
+    ch.queue_bind(
+        q,
+        "trove",
+        "trove-conductor",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind");
+    let mut msgs = ch
+        .basic_consume(
+            q,
+            "",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    for _ in 0..20 {
+        let d = tokio::time::timeout(Duration::from_secs(60), msgs.next())
+            .await
+            .expect("a conductor message within 60 s")
+            .expect("stream open")
+            .expect("delivery");
+        let outer: serde_json::Value = serde_json::from_slice(&d.data).expect("JSON");
+        let inner: serde_json::Value =
+            serde_json::from_str(outer["oslo.message"].as_str().expect("oslo.message"))
+                .expect("inner");
+        if inner["method"] == "heartbeat" && inner["args"]["instance_id"] == instance_id {
+            assert_eq!(inner["args"]["payload"]["service_status"], "healthy");
+            let _ = conn.close(200, "done").await;
+            return;
+        }
+    }
+    panic!("no heartbeat from {instance_id}");
+}
+
+/// Sends the same call twice (same `_unique_id`) and a different one after it, straight over
+/// AMQP: exactly one answer for the duplicated call, then the other's.
+async fn duplicate_dropped(broker: &RabbitBroker, instance_id: &str) {
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to the broker");
+    let ch = conn.create_channel().await.expect("channel");
+    let reply_q = "reply_dupcheck0000000000000000000000";
+    ch.queue_declare(
+        reply_q,
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("reply queue");
+    let mut replies = ch
+        .basic_consume(
+            reply_q,
+            "",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume replies");
+    let send = |msg_id: &'static str, uid: &'static str| {
+        let inner = json!({"method": "rpc_ping", "args": {}, "version": "1.0",
+            "_msg_id": msg_id, "_reply_q": reply_q, "_timeout": null, "_unique_id": uid});
+        json!({"oslo.version": "2.0", "oslo.message": inner.to_string()}).to_string()
+    };
+    let props = BasicProperties::default().with_content_type("application/json".into());
+    let publish = |m: &'static str, u: &'static str| {
+        let ch = ch.clone();
+        let props = props.clone();
+        let body = send(m, u);
+        let key = format!("guestagent.{instance_id}");
+        async move {
+            ch.basic_publish(
+                "trove",
+                &key,
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                props,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        }
+    };
+    // Twice back to back (the second while the first may still run), once more after its answer,
+    // then a barrier: the only answers are the first one's and the barrier's.
+    publish("dupmsg", "dupuid").await;
+    publish("dupmsg", "dupuid").await;
+    let mut seen = vec![next_reply(&mut replies).await];
+    publish("dupmsg", "dupuid").await;
+    publish("barrier", "barrieruid").await;
+    loop {
+        let id = next_reply(&mut replies).await;
+        seen.push(id.clone());
+        if id == "barrier" {
+            break;
+        }
+    }
+    assert_eq!(seen, ["dupmsg", "barrier"], "the duplicate was dropped");
+    let _ = conn.close(200, "done").await;
+}
+
+async fn repoint(
+    m: &mut TroveClient,
+    r: &mut TroveClient,
+    mdb: &SampleDb,
+    rows: std::ops::Range<u64>,
+) {
+    let ctx = m
+        .call("get_replica_context", json!({}))
+        .await
+        .expect("get_replica_context");
+    r.call(
+        "attach_replica",
+        json!({"replica_info": ctx, "slave_config": "[mysqld]\nread_only = on\n"}),
+    )
+    .await
+    .expect("attach_replica (re-point)");
+    mdb.insert_rows(rows).await.expect("rows after re-point");
+    catch_up(m, r).await;
+}
+
+async fn trove_flow(kind: DatastoreKind, secure: bool) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut broker = RabbitBroker::start().await;
+    let store = temp_store();
+    let master = node(kind, 1, &store, "trove-m").await;
+    let replica = node(kind, 2, &store, "trove-r").await;
+    let (mkey, rkey) = if secure {
+        (Some(key()), Some(format!("{}x", &key()[1..])))
+    } else {
+        (None, None)
+    };
+    let _ms = serve(&broker, &master, mkey.as_deref());
+    let _rs = serve(&broker, &replica, rkey.as_deref());
+    let url = broker.transport_url();
+    let mut m = TroveClient::start(&url, &master.instance_id, mkey.as_deref()).await;
+    let mut r = TroveClient::start(&url, &replica.instance_id, rkey.as_deref()).await;
+
+    assert_eq!(
+        m.call("rpc_ping", json!({})).await.expect("ping"),
+        json!(true)
+    );
+    assert_eq!(
+        m.call("backup_required_for_replication", json!({}))
+            .await
+            .expect("backup_required_for_replication"),
+        json!(true)
+    );
+
+    let mdb = SampleDb::connect(kind, &master.server().handle().admin)
+        .await
+        .expect("connect to the master");
+    mdb.create_schema().await.expect("schema");
+    mdb.load(500, |_| {})
+        .await
+        .expect("rows before the snapshot");
+
+    let backup_id = trove_guest_examples::control::new_instance_id();
+    let snapshot_info = json!({
+        "id": backup_id, "instance_id": master.instance_id, "name": "snap",
+        "storage_driver": "swift", "swift_url": null,
+        "datastore": kind.to_string(), "datastore_version": "test", "replica_number": 1,
+    });
+    let snap = m
+        .call(
+            "get_replication_snapshot",
+            json!({"snapshot_info": snapshot_info, "replica_source_config": "[mysqld]\nlog_bin = on\n"}),
+        )
+        .await
+        .expect("get_replication_snapshot through Trove");
+    assert_eq!(snap["dataset"]["snapshot_id"], json!(backup_id));
+    assert!(snap["dataset"]["dataset_size"].is_f64(), "{snap}");
+
+    // The replica is built through prepare(snapshot=...), a cast.
+    r.call(
+        "prepare",
+        json!({"memory_mb": 512, "packages": [], "databases": [], "users": [],
+               "snapshot": snap}),
+    )
+    .await
+    .expect("prepare cast");
+    catch_up(&mut m, &mut r).await;
+
+    mdb.insert_rows(500..600).await.expect("rows after attach");
+    catch_up(&mut m, &mut r).await;
+    let rdb = SampleDb::connect(kind, &replica.server().handle().admin)
+        .await
+        .expect("connect to the replica");
+    assert_eq!(
+        rdb.fingerprint().await.expect("replica"),
+        mdb.fingerprint().await.expect("master"),
+        "replica data equals master data"
+    );
+    let last = r
+        .call("get_last_txn", json!({}))
+        .await
+        .expect("get_last_txn");
+    assert!(last.is_array(), "{last}");
+
+    // Failure cases: unknown method, missing argument, wrong key; the agent keeps serving.
+    let e = r
+        .call("_raw:no_such_method", json!({}))
+        .await
+        .expect_err("unknown method");
+    assert_eq!(e.class, "GuestError", "{e:?}");
+    let e = r
+        .call("_raw:wait_for_txn", json!({}))
+        .await
+        .expect_err("missing argument");
+    assert_eq!(e.class, "GuestError", "{e:?}");
+    if secure {
+        let mut wrong = TroveClient::start(&url, &replica.instance_id, Some(&key())).await;
+        let e = wrong
+            .call("rpc_ping", json!({}))
+            .await
+            .expect_err("wrong key");
+        assert_eq!(e.class, "GuestError", "{e:?}");
+        wrong.stop().await;
+    }
+    assert_eq!(
+        r.call("rpc_ping", json!({})).await.expect("still serving"),
+        json!(true)
+    );
+
+    if !secure {
+        duplicate_dropped(&broker, &replica.instance_id).await;
+        heartbeat_arrives(&broker, &replica.instance_id).await;
+    }
+
+    // Broker restarted: the agents reconnect and serve again.
+    broker.restart().await;
+    let mut ping = None;
+    for _ in 0..30 {
+        match m.call("rpc_ping", json!({})).await {
+            Ok(v) => {
+                ping = Some(v);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    assert_eq!(
+        ping,
+        Some(json!(true)),
+        "the agent serves after a broker restart"
+    );
+    let mut ping = None;
+    for _ in 0..30 {
+        match r.call("rpc_ping", json!({})).await {
+            Ok(v) => {
+                ping = Some(v);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    assert_eq!(ping, Some(json!(true)));
+
+    // Detach, then re-point the replica with attach_replica and the master's context (a
+    // PostgreSQL replica is re-pointed while attached: once detached it has its own timeline).
+    if kind == DatastoreKind::Postgresql {
+        repoint(&mut m, &mut r, &mdb, 600..650).await;
+    }
+    let detached = r
+        .call("detach_replica", json!({"for_failover": false}))
+        .await
+        .expect("detach_replica");
+    assert!(detached.get("replication_user").is_some(), "{detached}");
+    m.call(
+        "_raw:cleanup_source_on_replica_detach",
+        json!({"replica_info": detached}),
+    )
+    .await
+    .expect("cleanup_source_on_replica_detach");
+    if kind != DatastoreKind::Postgresql {
+        repoint(&mut m, &mut r, &mdb, 600..650).await;
+    }
+
+    // Detach again and demote the master.
+    r.call("detach_replica", json!({"for_failover": true}))
+        .await
+        .expect("detach for failover");
+    m.call("demote_replication_master", json!({}))
+        .await
+        .expect("demote_replication_master");
+    m.call("make_read_only", json!({"read_only": false}))
+        .await
+        .expect("make_read_only");
+
+    m.stop().await;
+    r.stop().await;
+    rdb.close().await;
+    mdb.close().await;
+    master.shutdown().await;
+    replica.shutdown().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trove_drives_mariadb_secure() {
+    trove_flow(DatastoreKind::Mariadb, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trove_drives_mariadb_plain() {
+    trove_flow(DatastoreKind::Mariadb, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trove_drives_postgresql_secure() {
+    trove_flow(DatastoreKind::Postgresql, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trove_drives_postgresql_plain() {
+    trove_flow(DatastoreKind::Postgresql, false).await;
+}

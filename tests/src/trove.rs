@@ -254,6 +254,15 @@ pub fn trove_venv() -> PathBuf {
         return venv;
     }
     std::fs::create_dir_all(venv.parent().expect("parent")).expect("venv parent");
+    // Tests in several threads and binaries may ask at once: one builds, the others wait.
+    static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _in_process = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = std::fs::File::create(venv.with_extension("lock")).expect("venv lock file");
+    lock.lock().expect("lock the venv");
+    if done.exists() {
+        return venv;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
     let ok = std::process::Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)

@@ -413,22 +413,30 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     broker.stop().await;
 }
 
+/// One flow at a time: each runs a broker, two servers, two agents and Trove's client, which is
+/// all two cores can carry without turning bounded waits into flakes.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trove_drives_mariadb_secure() {
+    let _one = ONE_AT_A_TIME.lock().await;
     trove_flow(DatastoreKind::Mariadb, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trove_drives_mariadb_plain() {
+    let _one = ONE_AT_A_TIME.lock().await;
     trove_flow(DatastoreKind::Mariadb, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trove_drives_postgresql_secure() {
+    let _one = ONE_AT_A_TIME.lock().await;
     trove_flow(DatastoreKind::Postgresql, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trove_drives_postgresql_plain() {
+    let _one = ONE_AT_A_TIME.lock().await;
     trove_flow(DatastoreKind::Postgresql, false).await;
 }

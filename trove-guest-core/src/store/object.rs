@@ -44,9 +44,9 @@ const MAX_MANIFEST_BYTES: u64 = 64 << 10;
 /// Hrefs are `<base_url>/<name>.snap`; [`SnapshotStore::owns`] accepts exactly those.
 #[derive(Debug, Clone)]
 pub struct ObjectSnapshotStore {
-    store: Arc<dyn ObjectStore>,
-    base_url: String,
-    prefix: ObjectPath,
+    pub(super) store: Arc<dyn ObjectStore>,
+    pub(super) base_url: String,
+    pub(super) prefix: ObjectPath,
 }
 
 impl ObjectSnapshotStore {
@@ -117,6 +117,11 @@ impl ObjectSnapshotStore {
         ObjectPath::parse(path).map_err(|e| e.to_string())
     }
 
+    /// The object store underneath (for tests and tools that inspect what is stored).
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
     /// The base URL hrefs start with (without a trailing `/`).
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -164,7 +169,16 @@ impl ObjectSnapshotStore {
         let key = self.manifest_key(name);
         let got = match self.store.get(&key).await {
             Ok(g) => g,
-            Err(object_store::Error::NotFound { .. }) => {
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                #[cfg(feature = "s3")]
+                if let Some(problem) = super::s3::classify(&e) {
+                    return Err(Error::StoreAccess {
+                        problem,
+                        message: format!("read manifest {key}"),
+                        source: Some(Box::new(e)),
+                    });
+                }
+                let _ = e;
                 return Err(Error::NotFound {
                     what: format!("snapshot {href}"),
                 });
@@ -187,7 +201,12 @@ impl ObjectSnapshotStore {
     }
 }
 
-fn store_error(message: String, e: object_store::Error) -> Error {
+pub(super) fn store_error(message: String, e: object_store::Error) -> Error {
+    #[cfg(feature = "s3")]
+    let e = match super::s3::access_error(&message, e) {
+        Ok(access) => return access,
+        Err(e) => e,
+    };
     Error::Store {
         message,
         source: Some(Box::new(e)),
@@ -354,9 +373,15 @@ impl SnapshotStore for ObjectSnapshotStore {
             store: Arc::clone(&self.store),
             key: Some(temp_key.clone()),
         };
-        writer.shutdown().await.map_err(|e| Error::Store {
-            message: format!("complete upload {temp_key}"),
-            source: Some(Box::new(e)),
+        writer.shutdown().await.map_err(|e| {
+            let message = format!("complete upload {temp_key}");
+            match e.downcast::<object_store::Error>() {
+                Ok(e) => store_error(message, e),
+                Err(e) => Error::Store {
+                    message,
+                    source: Some(Box::new(e)),
+                },
+            }
         })?;
         let (size, sha256) = chunks.finish();
         Ok(Box::new(ObjectPending {

@@ -1,0 +1,265 @@
+//! `ObjectSnapshotStore` over S3, live against a local moto server (`testkit::s3`).
+//!
+//! The server is installed into a virtual environment on first use and started per test on a
+//! free loopback port; a test fails (never skips) when it cannot be installed or started.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
+
+use object_store::PutPayload;
+use object_store::path::Path as ObjectPath;
+use sha2::{Digest, Sha256};
+use trove_guest_core::store::{Expected, ObjectSnapshotStore, S3Config, SnapshotStore};
+use trove_guest_core::testkit::s3::MotoServer;
+use trove_guest_core::{Error, ErrorKind, Progress, StoreAccessProblem};
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 31 + usize::from(seed)) % 251) as u8)
+        .collect()
+}
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+async fn server_with_bucket(bucket: &str) -> MotoServer {
+    let server = MotoServer::start().await.expect("moto server");
+    server.create_bucket(bucket).await.expect("create bucket");
+    server
+}
+
+fn access_problem(e: &Error) -> Option<StoreAccessProblem> {
+    match e {
+        Error::StoreAccess { problem, .. } => Some(*problem),
+        _ => None,
+    }
+}
+
+async fn put_commit(store: &ObjectSnapshotStore, name: &str, data: &[u8]) -> String {
+    let mut src = data;
+    let pending = store.put(name, &mut src, &Progress::none()).await.unwrap();
+    pending.commit().await.unwrap().href
+}
+
+#[tokio::test]
+async fn snapshots_round_trip_through_s3_in_parts() {
+    let server = server_with_bucket("snaps").await;
+    let store = ObjectSnapshotStore::s3(&server.config("snaps", "trove/snapshots")).unwrap();
+    store.check_access().await.unwrap();
+    // Several parts and a short last one.
+    let data = pattern(21 << 20, 1);
+    let href = put_commit(&store, "s1", &data).await;
+    assert_eq!(href, "s3://snaps/trove/snapshots/s1.snap");
+    assert!(store.owns(&href));
+    let m = store.stat(&href).await.unwrap();
+    assert_eq!(m.size, data.len() as u64);
+    assert_eq!(m.sha256, sha(&data));
+    let expected = Expected {
+        size: Some(m.size),
+        sha256: Some(m.sha256.clone()),
+    };
+    let got = common::read_all(&store, &href, &expected).await.unwrap();
+    assert!(got == data, "read back what was written");
+    // A wrong expectation is refused before streaming.
+    let wrong = Expected {
+        size: Some(1),
+        sha256: None,
+    };
+    assert_eq!(
+        store.get(&href, &wrong).await.unwrap_err().kind(),
+        ErrorKind::Integrity
+    );
+    // A taken name is refused at commit.
+    let mut src = &data[..10];
+    let again = store.put("s1", &mut src, &Progress::none()).await.unwrap();
+    assert_eq!(
+        again.commit().await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    store.delete(&href).await.unwrap();
+    common::assert_lookups_fail(&store, &href, ErrorKind::NotFound).await;
+}
+
+#[tokio::test]
+async fn a_damaged_object_is_refused() {
+    let server = server_with_bucket("snaps").await;
+    let store = ObjectSnapshotStore::s3(&server.config("snaps", "p")).unwrap();
+    let data = pattern(9 << 20, 2);
+    let href = put_commit(&store, "s1", &data).await;
+    // Same size, one byte flipped, in every data object of the snapshot.
+    let inner = store.object_store().clone();
+    let mut listed = Vec::new();
+    let mut stream = inner.list(Some(&ObjectPath::from("p")));
+    while let Some(m) = futures::StreamExt::next(&mut stream).await {
+        listed.push(m.unwrap());
+    }
+    let mut damaged = 0;
+    for m in listed {
+        let key = m.location.to_string();
+        if key.ends_with(".json") {
+            continue;
+        }
+        let mut bytes = inner
+            .get(&m.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        inner
+            .put(&m.location, PutPayload::from(bytes))
+            .await
+            .unwrap();
+        damaged += 1;
+    }
+    assert!(damaged >= 1, "found the data objects");
+    let err = common::read_all(&store, &href, &Expected::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_a_typed_error() {
+    let server = server_with_bucket("snaps").await;
+    let store = ObjectSnapshotStore::s3(&server.config("no-such-bucket", "p")).unwrap();
+    let err = store.check_access().await.unwrap_err();
+    assert_eq!(
+        access_problem(&err),
+        Some(StoreAccessProblem::BucketMissing),
+        "{err}"
+    );
+    let href = store.snapshot_href("s1").unwrap();
+    let err = store.stat(&href).await.unwrap_err();
+    assert_eq!(
+        access_problem(&err),
+        Some(StoreAccessProblem::BucketMissing),
+        "{err}"
+    );
+    let mut src = &b"data"[..];
+    let err = store
+        .put("s1", &mut src, &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        access_problem(&err),
+        Some(StoreAccessProblem::BucketMissing),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_are_a_typed_error_and_never_shown() {
+    let server = server_with_bucket("snaps").await;
+    let creds = server.unknown_credentials_file().await.unwrap();
+    let mut config = server.config("snaps", "p");
+    config.credentials_file = creds;
+    let store = ObjectSnapshotStore::s3(&config).unwrap();
+    let err = store.check_access().await.unwrap_err();
+    assert_eq!(
+        access_problem(&err),
+        Some(StoreAccessProblem::BadCredentials),
+        "{err}"
+    );
+    let mut src = &b"data"[..];
+    let err = store
+        .put("s1", &mut src, &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        access_problem(&err),
+        Some(StoreAccessProblem::BadCredentials),
+        "{err}"
+    );
+    let shown = format!("{err} {err:?} {store:?} {config:?}");
+    assert!(
+        !shown.contains("not-a-secret-anyone-has"),
+        "secret shown: {shown}"
+    );
+    // The good key is never shown either.
+    let good = std::fs::read_to_string(server.credentials_file()).unwrap();
+    let secret = good
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+        .unwrap();
+    let ok = ObjectSnapshotStore::s3(&server.config("snaps", "p")).unwrap();
+    assert!(!format!("{ok:?}").contains(secret));
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_a_typed_error() {
+    let server = server_with_bucket("snaps").await;
+    let port = trove_guest_core::testkit::free_port().unwrap();
+    let config = server
+        .config("snaps", "p")
+        .with_endpoint(format!("http://127.0.0.1:{port}"))
+        .with_retries(1, Duration::from_secs(2));
+    let store = ObjectSnapshotStore::s3(&config).unwrap();
+    let err = store.check_access().await.unwrap_err();
+    let mut chain = String::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(e) = cur {
+        chain.push_str(&format!("[{e}] "));
+        cur = e.source();
+    }
+    assert_eq!(
+        access_problem(&err),
+        Some(StoreAccessProblem::Unreachable),
+        "{chain}"
+    );
+}
+
+#[tokio::test]
+async fn credentials_files_others_can_read_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("creds");
+    std::fs::write(
+        &path,
+        "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = s3cr3t-value\n",
+    )
+    .unwrap();
+    for mode in [0o644, 0o640, 0o604, 0o660] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = ObjectSnapshotStore::s3(&S3Config::new("snaps", &path)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "mode {mode:o}: {err}");
+        assert!(!format!("{err} {err:?}").contains("s3cr3t-value"));
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ObjectSnapshotStore::s3(&S3Config::new("snaps", &path)).unwrap();
+    // Missing the secret.
+    std::fs::write(&path, "aws_access_key_id = AKIAEXAMPLE\n").unwrap();
+    let err = ObjectSnapshotStore::s3(&S3Config::new("snaps", &path)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // A symlink to a private file is refused too.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    assert!(ObjectSnapshotStore::s3(&S3Config::new("snaps", &link)).is_err());
+}
+
+#[test]
+fn s3_urls_give_bucket_and_prefix() {
+    let c = S3Config::from_url("s3://my-bucket/trove/snaps/", "/c").unwrap();
+    assert_eq!(
+        (c.bucket.as_str(), c.prefix.as_str()),
+        ("my-bucket", "trove/snaps")
+    );
+    assert_eq!(c.url(), "s3://my-bucket/trove/snaps");
+    let c = S3Config::from_url("s3://my-bucket", "/c").unwrap();
+    assert_eq!(c.url(), "s3://my-bucket");
+    for bad in [
+        "file:///x",
+        "s3://",
+        "s3://UPPER/x",
+        "s3://b?x",
+        "s3://bucket/../x",
+        "s3://ab",
+    ] {
+        assert!(S3Config::from_url(bad, "/c").is_err(), "{bad}");
+    }
+}

@@ -11,7 +11,10 @@ use std::time::Duration;
 use object_store::PutPayload;
 use object_store::path::Path as ObjectPath;
 use sha2::{Digest, Sha256};
-use trove_guest_core::store::{Expected, ObjectSnapshotStore, S3Config, SnapshotStore};
+use tokio::io::AsyncReadExt as _;
+use trove_guest_core::store::{
+    Expected, FollowOptions, ObjectSnapshotStore, S3Config, SnapshotStore,
+};
 use trove_guest_core::testkit::s3::MotoServer;
 use trove_guest_core::{Error, ErrorKind, Progress, StoreAccessProblem};
 
@@ -262,4 +265,163 @@ fn s3_urls_give_bucket_and_prefix() {
     ] {
         assert!(S3Config::from_url(bad, "/c").is_err(), "{bad}");
     }
+}
+
+/// A source the test feeds by hand: the upload sees data only when the test sends it.
+fn hand_fed() -> (
+    tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    impl tokio::io::AsyncRead + Send + Unpin,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (tx, tokio_util::io::StreamReader::new(Box::pin(stream)))
+}
+
+fn follow_opts() -> FollowOptions {
+    FollowOptions::new()
+        .with_start_timeout(Duration::from_secs(60))
+        .with_stall_timeout(Duration::from_secs(60))
+        .with_poll_interval(Duration::from_millis(50))
+}
+
+#[tokio::test]
+async fn a_follower_reads_segments_before_the_upload_ends_and_ends_verified() {
+    let server = server_with_bucket("snaps").await;
+    let store = ObjectSnapshotStore::s3(&server.config("snaps", "f")).unwrap();
+    let seg = ObjectSnapshotStore::DEFAULT_SEGMENT_SIZE;
+    let data = pattern(3 * seg + 12345, 3);
+    let href = store.snapshot_href("live").unwrap();
+    let (tx, mut src) = hand_fed();
+    let uploader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let pending = store.put("live", &mut src, &Progress::none()).await?;
+            pending.commit().await
+        })
+    };
+    // The first two segments' worth, and nothing more until the follower has read a segment.
+    for c in data[..2 * seg].chunks(1 << 20) {
+        tx.send(Ok(bytes::Bytes::copy_from_slice(c))).await.unwrap();
+    }
+    let mut reader = store
+        .follow(&href, &Expected::default(), &follow_opts())
+        .await
+        .unwrap();
+    let mut got = vec![0u8; seg];
+    reader.read_exact(&mut got).await.unwrap();
+    assert!(got[..] == data[..seg], "first segment");
+    assert!(
+        !uploader.is_finished(),
+        "the upload is still waiting for its data, so the follower read it mid-upload"
+    );
+    for c in data[2 * seg..].chunks(1 << 20) {
+        tx.send(Ok(bytes::Bytes::copy_from_slice(c))).await.unwrap();
+    }
+    drop(tx);
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).await.unwrap();
+    got.extend_from_slice(&rest);
+    assert!(got == data, "followed stream equals the data");
+    let stored = uploader.await.unwrap().unwrap();
+    assert_eq!(stored.sha256, sha(&data));
+    // And the committed snapshot reads back whole.
+    let again = common::read_all(&store, &href, &Expected::default())
+        .await
+        .unwrap();
+    assert!(again == data);
+}
+
+#[tokio::test]
+async fn a_follower_of_an_abandoned_upload_fails_with_an_integrity_error() {
+    let server = server_with_bucket("snaps").await;
+    let store = ObjectSnapshotStore::s3(&server.config("snaps", "f")).unwrap();
+    let seg = ObjectSnapshotStore::DEFAULT_SEGMENT_SIZE;
+    let data = pattern(2 * seg, 4);
+    let href = store.snapshot_href("gone").unwrap();
+    let (tx, mut src) = hand_fed();
+    let uploader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .put("gone", &mut src, &Progress::none())
+                .await
+                .map(|_| ())
+        })
+    };
+    for c in data.chunks(1 << 20) {
+        tx.send(Ok(bytes::Bytes::copy_from_slice(c))).await.unwrap();
+    }
+    let mut reader = store
+        .follow(&href, &Expected::default(), &follow_opts())
+        .await
+        .unwrap();
+    let mut first = vec![0u8; seg];
+    reader.read_exact(&mut first).await.unwrap();
+    // The backup tool fails: the upload ends with an error and is never committed.
+    tx.send(Err(std::io::Error::other("backup tool died")))
+        .await
+        .unwrap();
+    drop(tx);
+    assert!(uploader.await.unwrap().is_err());
+    let mut rest = Vec::new();
+    let err = reader.read_to_end(&mut rest).await.unwrap_err();
+    let err = Error::from_read("follow", err);
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    common::assert_lookups_fail(&store, &href, ErrorKind::NotFound).await;
+}
+
+#[tokio::test]
+async fn a_damaged_segment_is_refused_while_following() {
+    let server = server_with_bucket("snaps").await;
+    let store = ObjectSnapshotStore::s3(&server.config("snaps", "f")).unwrap();
+    let seg = ObjectSnapshotStore::DEFAULT_SEGMENT_SIZE;
+    let data = pattern(2 * seg, 5);
+    let href = store.snapshot_href("bad").unwrap();
+    let (tx, mut src) = hand_fed();
+    let uploader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let p = store.put("bad", &mut src, &Progress::none()).await?;
+            p.commit().await
+        })
+    };
+    for c in data[..seg].chunks(1 << 20) {
+        tx.send(Ok(bytes::Bytes::copy_from_slice(c))).await.unwrap();
+    }
+    // Wait (bounded) for the first segment to land, then damage it in place.
+    let inner = store.object_store().clone();
+    let deadline = trove_guest_core::deadline(Duration::from_secs(60));
+    let mut backoff = trove_guest_core::poll::Backoff::new(Duration::from_millis(100));
+    let key = loop {
+        let mut l = inner.list(Some(&ObjectPath::from("f/bad.snap.parts")));
+        let mut found = None;
+        while let Some(m) = futures::StreamExt::next(&mut l).await {
+            found = Some(m.unwrap().location);
+        }
+        if let Some(k) = found {
+            break k;
+        }
+        assert!(backoff.tick(deadline).await, "first segment never landed");
+    };
+    let mut bytes = inner
+        .get(&key)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    bytes[7] ^= 0x01;
+    inner.put(&key, PutPayload::from(bytes)).await.unwrap();
+    let mut reader = store
+        .follow(&href, &Expected::default(), &follow_opts())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let err = reader.read_to_end(&mut out).await.unwrap_err();
+    assert_eq!(Error::from_read("follow", err).kind(), ErrorKind::Integrity);
+    drop(tx);
+    let _ = uploader.await;
 }

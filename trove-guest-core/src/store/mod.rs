@@ -17,6 +17,8 @@ mod local;
 mod object;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "object-store")]
+mod segments;
 mod stream;
 mod sweep;
 mod tail;

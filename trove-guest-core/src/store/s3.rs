@@ -279,7 +279,8 @@ impl ObjectSnapshotStore {
         let s3 = b
             .build()
             .map_err(|e| Error::invalid("S3 store configuration", e.to_string()))?;
-        ObjectSnapshotStore::new(Arc::new(s3), &config.url())
+        Ok(ObjectSnapshotStore::new(Arc::new(s3), &config.url())?
+            .with_segments(ObjectSnapshotStore::DEFAULT_SEGMENT_SIZE))
     }
 
     /// Lists the store's prefix once: proves the bucket exists, the credentials are accepted

@@ -425,3 +425,111 @@ async fn a_damaged_segment_is_refused_while_following() {
     drop(tx);
     let _ = uploader.await;
 }
+
+#[tokio::test]
+async fn sweep_removes_uploads_no_manifest_names_and_keeps_snapshots() {
+    let server = server_with_bucket("snaps").await;
+    let store = ObjectSnapshotStore::s3(&server.config("snaps", "w")).unwrap();
+    let data = pattern(3 << 20, 6);
+    let href = put_commit(&store, "kept", &data).await;
+    // An upload whose uploader was killed: its segment stays, no manifest names it.
+    let inner = store.object_store().clone();
+    let orphan = ObjectPath::from(format!(
+        "w/lost.snap.parts/abcdefghijkl/00000000-{}",
+        sha(b"x")
+    ));
+    inner
+        .put(&orphan, PutPayload::from_static(b"x"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .sweep_incomplete(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let removed = store.sweep_incomplete(Duration::ZERO).await.unwrap();
+    assert_eq!(removed, ["lost.snap.parts/abcdefghijkl".to_owned()]);
+    assert!(inner.head(&orphan).await.is_err());
+    let again = common::read_all(&store, &href, &Expected::default())
+        .await
+        .unwrap();
+    assert!(again == data, "the complete snapshot is untouched");
+}
+
+/// Incompressible bytes (xorshift), so compressed segments land as the raw data streams.
+#[cfg(feature = "zstd")]
+fn noise(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[cfg(feature = "zstd")]
+#[tokio::test]
+async fn the_zstd_wrapper_follows_an_s3_upload_and_verifies_the_raw_bytes() {
+    use std::sync::Arc;
+    use trove_guest_core::store::ZstdSnapshotStore;
+    let server = server_with_bucket("snaps").await;
+    let s3 = ObjectSnapshotStore::s3(&server.config("snaps", "z")).unwrap();
+    let store = ZstdSnapshotStore::new(Arc::new(s3));
+    let seg = ObjectSnapshotStore::DEFAULT_SEGMENT_SIZE;
+    let data = noise(4 * seg + 777, 0x9e37_79b9_7f4a_7c15);
+    let href = store.snapshot_href("zz").unwrap();
+    let (tx, mut src) = hand_fed();
+    let uploader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let p = store.put("zz", &mut src, &Progress::none()).await?;
+            p.commit().await
+        })
+    };
+    for c in data[..3 * seg].chunks(1 << 20) {
+        tx.send(Ok(bytes::Bytes::copy_from_slice(c))).await.unwrap();
+    }
+    let expected = Expected {
+        size: Some(data.len() as u64),
+        sha256: Some(sha(&data)),
+    };
+    let mut reader = store
+        .follow(&href, &expected, &follow_opts())
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 1 << 20];
+    reader.read_exact(&mut got).await.unwrap();
+    assert!(
+        !uploader.is_finished(),
+        "read while the upload waits for data"
+    );
+    for c in data[3 * seg..].chunks(1 << 20) {
+        tx.send(Ok(bytes::Bytes::copy_from_slice(c))).await.unwrap();
+    }
+    drop(tx);
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).await.unwrap();
+    got.extend_from_slice(&rest);
+    assert!(
+        got == data,
+        "followed and decompressed stream equals the data"
+    );
+    uploader.await.unwrap().unwrap();
+    // A wrong expectation fails the followed stream at its end.
+    let wrong = Expected {
+        size: None,
+        sha256: Some(sha(b"other")),
+    };
+    let mut r = store.follow(&href, &wrong, &follow_opts()).await;
+    if let Ok(r) = r.as_mut() {
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).await.unwrap_err();
+        assert_eq!(Error::from_read("follow", err).kind(), ErrorKind::Integrity);
+    } else {
+        assert_eq!(r.err().unwrap().kind(), ErrorKind::Integrity);
+    }
+}

@@ -627,9 +627,11 @@ impl SnapshotStore for ObjectSnapshotStore {
 
     /// Lists the key prefix and deletes, when last modified more than `older_than` ago,
     /// temporary upload objects (`.partial-*`, left by a process killed between the upload
-    /// and its commit) and data objects without a manifest. Unfinished multipart parts are not
-    /// listed by object stores: a bucket lifecycle rule has to expire those. Returns the keys'
-    /// file names.
+    /// and its commit), data objects without a manifest, and the segments of uploads no
+    /// manifest names (`<name>.snap.parts/<upload>`; an upload marked aborted goes after a
+    /// minute). Segmented uploads leave no multipart parts; the single-object layout's
+    /// unfinished multipart parts are not listed by object stores, so a bucket lifecycle rule
+    /// has to expire those. Returns the keys' store-relative names.
     async fn sweep_incomplete(&self, older_than: std::time::Duration) -> Result<Vec<String>> {
         let listed = self
             .store
@@ -667,6 +669,37 @@ impl SnapshotStore for ObjectSnapshotStore {
             }
             tracing::info!(key = %meta.location, "removed an incomplete upload from the snapshot store");
             removed.push(file.to_owned());
+        }
+        for dir in &listed.common_prefixes {
+            let Some(file) = dir.filename() else { continue };
+            let Some(name) = file.strip_suffix(super::segments::PARTS_SUFFIX) else {
+                continue;
+            };
+            let live = match self.read_segmented_manifest(&self.href_for(name)).await {
+                Ok(m) => m.map(|m| m.upload),
+                Err(Error::NotFound { .. } | Error::InvalidInput { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let uploads = self
+                .store
+                .list_with_delimiter(Some(dir))
+                .await
+                .map_err(|e| store_error(format!("list {dir}"), e))?;
+            for upload in uploads.common_prefixes {
+                let id = upload.filename().unwrap_or_default().to_owned();
+                if live.as_deref() == Some(id.as_str()) {
+                    continue;
+                }
+                let (newest, aborted) =
+                    super::segments::newest_and_aborted(&self.store, &upload).await?;
+                let old = now.saturating_sub(newest) >= older_than.as_secs();
+                if !(old || aborted && now.saturating_sub(newest) >= 60) {
+                    continue;
+                }
+                super::segments::remove_prefix(&self.store, &upload, true).await;
+                tracing::info!(key = %upload, "removed an incomplete upload from the snapshot store");
+                removed.push(format!("{file}/{id}"));
+            }
         }
         removed.sort();
         Ok(removed)

@@ -81,6 +81,22 @@ pub(super) async fn abort_upload(store: &Arc<dyn ObjectStore>, upload_dir: &Obje
     remove_prefix(store, upload_dir, false).await;
 }
 
+/// The newest modification (seconds since the epoch) under an upload's dir, and whether it is
+/// marked aborted.
+pub(super) async fn newest_and_aborted(
+    store: &Arc<dyn ObjectStore>,
+    dir: &ObjectPath,
+) -> Result<(u64, bool)> {
+    let mut l = store.list(Some(dir));
+    let (mut newest, mut aborted) = (0u64, false);
+    while let Some(m) = l.next().await {
+        let m = m.map_err(|e| store_error(format!("list {dir}"), e))?;
+        aborted |= m.location.filename() == Some(ABORTED);
+        newest = newest.max(u64::try_from(m.last_modified.timestamp()).unwrap_or(0));
+    }
+    Ok((newest, aborted))
+}
+
 /// Deletes everything under `dir` (keeping the `aborted` marker unless `all`).
 pub(super) async fn remove_prefix(store: &Arc<dyn ObjectStore>, dir: &ObjectPath, all: bool) {
     let mut listed = store.list(Some(dir));

@@ -581,6 +581,7 @@ url = "file:///tmp"
     fn s3_stores_need_a_private_credentials_file() {
         let base = r#"
 instance_id = "i-1"
+listen = "127.0.0.1:8780"
 [datastore]
 type = "mariadb"
 data_dir = "/d"

@@ -49,7 +49,7 @@ use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use agent::{AgentRequest, HandleSpec, StoreSpec, run_child};
 use dataset::dir_bytes;
 use machine::Machine;
-use report::{DatastoreReport, Report, Row, Sample};
+use report::{DatastoreReport, Report, Row, RowRole, Sample};
 use usage::{Cost, group_ticks};
 
 use crate::testbed::TestServer;
@@ -70,6 +70,8 @@ pub struct BenchOptions {
     pub zstd: bool,
     /// Also run trove-guest restoring from a complete download (no overlap).
     pub download_first: bool,
+    /// Also run trove-guest with an S3 store on a local moto server (`testkit::s3`).
+    pub s3: bool,
     /// Scratch directory (snapshot stores, pipeline files); must be on the servers' filesystem
     /// for the numbers to mean what they say.
     pub scratch: PathBuf,
@@ -98,6 +100,7 @@ impl BenchOptions {
             parallel: Some(2),
             zstd: true,
             download_first: true,
+            s3: true,
             scratch: std::env::temp_dir(),
             exe: std::env::current_exe().map_err(|e| Error::io("find this program", e))?,
             disk_test_bytes: 1 << 30,
@@ -112,6 +115,19 @@ impl BenchOptions {
 pub(crate) struct Env {
     pub(crate) scratch: PathBuf,
     pub(crate) exe: PathBuf,
+    /// The local S3 server and its store, for the S3 rows.
+    pub(crate) s3: Option<(trove_guest_core::testkit::s3::MotoServer, agent::S3Spec)>,
+}
+
+/// How the raw tools' stream reaches the extractor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Straight through a pipe.
+    Direct,
+    /// Through `tee` into a file as it passes (the floor for keeping a snapshot).
+    Tee,
+    /// Trove-style: gzip into a file, then gunzip out of it.
+    Gzip,
 }
 
 /// One way of provisioning a replica.
@@ -120,12 +136,14 @@ enum Method {
     Raw {
         parallel: Option<u32>,
     },
+    RawFile,
     TroveGuest {
         parallel: Option<u32>,
         zstd: bool,
         download_first: bool,
         overlap: bool,
         durable: bool,
+        s3: bool,
     },
     TroveStyle,
     Logical,
@@ -144,7 +162,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
     };
     out.push((
         Method::Raw { parallel: None },
-        Row::new("raw tools", raw_detail, true),
+        Row::new("raw tools", raw_detail, true).with_role(RowRole::Raw, None),
     ));
     if let (true, Some(n)) = (maria, opts.parallel) {
         out.push((
@@ -153,15 +171,29 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
                 format!("raw tools --parallel={n}"),
                 format!("as raw tools, `mariabackup --parallel={n}`"),
                 false,
-            ),
+            )
+            .with_role(RowRole::Raw, Some(n)),
         ));
     }
+    let tee = if maria {
+        "`mariabackup --backup --stream=xbstream | tee file | mbstream -x` (the file written \
+         as the stream passes, no fsync), then as raw tools: the floor for any design that keeps \
+         the snapshot"
+    } else {
+        "`pg_basebackup -D - -Ft -X fetch | tee file | tar -x` (the file written as the stream \
+         passes, no fsync), then as raw tools: the floor for any design that keeps the snapshot"
+    };
+    out.push((
+        Method::RawFile,
+        Row::new("raw tools through a file", tee, false).with_role(RowRole::RawFile, None),
+    ));
     let tg = |parallel, zstd, download_first, overlap| Method::TroveGuest {
         parallel,
         zstd,
         download_first,
         overlap,
         durable: true,
+        s3: false,
     };
     let default_parallel = if maria {
         "; backup and extraction with the strategy's default `--parallel` (half the cores, at \
@@ -180,7 +212,8 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
                  agent process holding both strategies){default_parallel}"
             ),
             false,
-        ),
+        )
+        .with_role(RowRole::TroveGuest, None),
     ));
     if let (true, Some(n)) = (maria, opts.parallel) {
         out.push((
@@ -189,7 +222,8 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
                 format!("trove-guest --parallel={n}"),
                 format!("as trove-guest, `SnapshotRequest::with_parallel({n})` for the backup"),
                 false,
-            ),
+            )
+            .with_role(RowRole::TroveGuest, Some(n)),
         ));
     }
     out.push((
@@ -199,6 +233,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             download_first: false,
             overlap: true,
             durable: false,
+            s3: false,
         },
         Row::new(
             "trove-guest, transient store",
@@ -206,7 +241,8 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
              (`Durability::PageCache`: no fsync before the commit; reads still verify size and \
              SHA-256): what keeping a durable snapshot costs",
             false,
-        ),
+        )
+        .with_role(RowRole::TroveGuest, None),
     ));
     out.push((
         tg(None, false, false, false),
@@ -215,8 +251,30 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             "`get_replication_snapshot` (agent process 1), then `attach_replication_slave` on a \
              fresh server (agent process 2), one after the other: no overlap",
             false,
-        ),
+        )
+        .with_role(RowRole::TroveGuest, None),
     ));
+    if opts.s3 {
+        out.push((
+            Method::TroveGuest {
+                parallel: None,
+                zstd: false,
+                download_first: false,
+                overlap: true,
+                durable: true,
+                s3: true,
+            },
+            Row::new(
+                "trove-guest, S3 store",
+                "as trove-guest, with snapshots in S3 (`ObjectSnapshotStore::s3`, segments of \
+                 8 MiB, two in flight each way) on a local moto server (`moto[server]`, Python, \
+                 loopback HTTP): the replica follows the segmented upload. The moto server's own \
+                 CPU is not in the CPU column",
+                false,
+            )
+            .with_role(RowRole::TroveGuest, None),
+        ));
+    }
     if opts.zstd {
         out.push((
             tg(None, true, false, false),
@@ -260,6 +318,11 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
         "`pg_dump | psql` into a fresh server (no replication afterwards: see notes)"
     };
     out.push((Method::Logical, Row::new("logical dump", logical, false)));
+    for (_, r) in &mut out {
+        if r.method.starts_with("trove-guest") && r.role == RowRole::Other {
+            r.role = RowRole::TroveGuest;
+        }
+    }
     if !opts.only.is_empty() {
         out.retain(|(_, r)| r.reference || opts.only.iter().any(|o| r.method.contains(o.as_str())));
     }
@@ -282,6 +345,7 @@ struct TroveGuestRun {
     download_first: bool,
     overlap: bool,
     durable: bool,
+    s3: bool,
 }
 
 async fn trove_guest(
@@ -296,13 +360,27 @@ async fn trove_guest(
         download_first,
         overlap,
         durable,
+        s3,
     } = how;
     let root = env.scratch.join(format!("store-{server_id}"));
+    let s3 = if s3 {
+        let (_, spec) = env
+            .s3
+            .as_ref()
+            .ok_or_else(|| Error::invalid("bench", "S3 rows without an S3 server"))?;
+        Some(agent::S3Spec {
+            prefix: format!("{}/{server_id}", spec.prefix),
+            ..spec.clone()
+        })
+    } else {
+        None
+    };
     let store = StoreSpec {
         root: root.clone(),
         zstd_workers: zstd.then_some(1),
         download_first: false,
         page_cache: !durable,
+        s3: s3.clone(),
     };
     let before = group_ticks(master.pgid);
     if overlap {
@@ -310,7 +388,7 @@ async fn trove_guest(
             &env.exe,
             &AgentRequest::Provision {
                 master: Box::new(HandleSpec::of(&master.server)?),
-                store,
+                store: store.clone(),
                 name: format!("bench-{server_id}"),
                 replica_id: format!("bench{server_id}"),
                 parallel,
@@ -318,12 +396,18 @@ async fn trove_guest(
             },
         )
         .await?;
-        let stored = dir_bytes(&root, &[]);
+        let mut stored = dir_bytes(&root, &[]);
         let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
         let doc = p
             .doc
             .clone()
             .ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
+        if s3.is_some() {
+            stored = doc.dataset.size_bytes.unwrap_or(0);
+            if let Ok(st) = store.open() {
+                let _ = st.delete(&doc.dataset.snapshot_href).await;
+            }
+        }
         forget_replica(master, &doc, p.detached.as_ref()).await;
         let _ = std::fs::remove_dir_all(&root);
         return Ok(Sample {
@@ -613,6 +697,7 @@ async fn run_method(
                 download_first,
                 overlap,
                 durable,
+                s3,
             },
         ) => {
             let how = TroveGuestRun {
@@ -621,6 +706,7 @@ async fn run_method(
                 download_first,
                 overlap,
                 durable,
+                s3,
             };
             trove_guest(env, master, server_id, how).await
         }
@@ -632,9 +718,12 @@ async fn run_method(
             };
             match other {
                 Method::Raw { parallel } => {
-                    mariadb::physical(env, &side, server_id, parallel, false).await
+                    mariadb::physical(env, &side, server_id, parallel, Via::Direct).await
                 }
-                Method::TroveStyle => mariadb::physical(env, &side, server_id, None, true).await,
+                Method::RawFile => mariadb::physical(env, &side, server_id, None, Via::Tee).await,
+                Method::TroveStyle => {
+                    mariadb::physical(env, &side, server_id, None, Via::Gzip).await
+                }
                 _ => mariadb::logical(env, &side, server_id).await,
             }
         }
@@ -644,8 +733,9 @@ async fn run_method(
                 pgid: master.pgid,
             };
             match other {
-                Method::Raw { .. } => postgres::physical(env, &side, server_id, false).await,
-                Method::TroveStyle => postgres::physical(env, &side, server_id, true).await,
+                Method::Raw { .. } => postgres::physical(env, &side, server_id, Via::Direct).await,
+                Method::RawFile => postgres::physical(env, &side, server_id, Via::Tee).await,
+                Method::TroveStyle => postgres::physical(env, &side, server_id, Via::Gzip).await,
                 _ => postgres::logical(&side, server_id).await,
             }
         }
@@ -671,9 +761,30 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
                 e,
             )
         })?;
+    let s3 = if opts.s3
+        && (opts.only.is_empty()
+            || opts
+                .only
+                .iter()
+                .any(|o| "trove-guest, S3 store".contains(o.as_str())))
+    {
+        log("starting the local S3 server (moto)");
+        let server = trove_guest_core::testkit::s3::MotoServer::start().await?;
+        server.create_bucket("bench").await?;
+        let spec = agent::S3Spec {
+            endpoint: server.endpoint().to_owned(),
+            bucket: "bench".into(),
+            prefix: "snapshots".into(),
+            credentials_file: server.credentials_file(),
+        };
+        Some((server, spec))
+    } else {
+        None
+    };
     let env = Env {
         scratch: scratch.path().to_path_buf(),
         exe: opts.exe.clone(),
+        s3,
     };
     let started_utc = utc_now();
     log("probing the machine (disk write test)");

@@ -144,6 +144,7 @@ enum Method {
         overlap: bool,
         durable: bool,
         s3: bool,
+        replicas: u32,
     },
     TroveStyle,
     Logical,
@@ -194,6 +195,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
         overlap,
         durable: true,
         s3: false,
+        replicas: 1,
     };
     let default_parallel = if maria {
         "; backup and extraction with the strategy's default `--parallel` (half the cores, at \
@@ -234,6 +236,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             overlap: true,
             durable: false,
             s3: false,
+            replicas: 1,
         },
         Row::new(
             "trove-guest, transient store",
@@ -263,6 +266,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
                 overlap: true,
                 durable: true,
                 s3: true,
+                replicas: 1,
             },
             Row::new(
                 "trove-guest, S3 store",
@@ -274,6 +278,37 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             )
             .with_role(RowRole::TroveGuest, None),
         ));
+        for replicas in [1, 3] {
+            let (name, detail) = if replicas == 1 {
+                (
+                    "trove-guest, S3 store, snapshot then attach".to_owned(),
+                    "as snapshot then attach, with snapshots in S3 on the local moto server: the \
+                     one-replica baseline of the fan-out row"
+                        .to_owned(),
+                )
+            } else {
+                (
+                    format!("trove-guest, S3 store, snapshot then {replicas} replicas at once"),
+                    format!(
+                        "one `get_replication_snapshot` into S3, then {replicas} fresh servers \
+                         attach from it at the same time (one agent process each); wall time \
+                         until the last replica replicates"
+                    ),
+                )
+            };
+            out.push((
+                Method::TroveGuest {
+                    parallel: None,
+                    zstd: false,
+                    download_first: false,
+                    overlap: false,
+                    durable: true,
+                    s3: true,
+                    replicas,
+                },
+                Row::new(name, detail, false).with_role(RowRole::Other, None),
+            ));
+        }
     }
     if opts.zstd {
         out.push((
@@ -319,7 +354,10 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
     };
     out.push((Method::Logical, Row::new("logical dump", logical, false)));
     for (_, r) in &mut out {
-        if r.method.starts_with("trove-guest") && r.role == RowRole::Other {
+        if r.method.starts_with("trove-guest")
+            && r.role == RowRole::Other
+            && !r.method.contains("replicas at once")
+        {
             r.role = RowRole::TroveGuest;
         }
     }
@@ -346,6 +384,7 @@ struct TroveGuestRun {
     overlap: bool,
     durable: bool,
     s3: bool,
+    replicas: u32,
 }
 
 async fn trove_guest(
@@ -361,6 +400,7 @@ async fn trove_guest(
         overlap,
         durable,
         s3,
+        replicas,
     } = how;
     let root = env.scratch.join(format!("store-{server_id}"));
     let s3 = if s3 {
@@ -431,24 +471,87 @@ async fn trove_guest(
         },
     )
     .await?;
-    let stored = dir_bytes(&root, &[]);
+    let stored = if s3.is_some() {
+        a.doc
+            .as_ref()
+            .and_then(|d| d.dataset.size_bytes)
+            .unwrap_or(0)
+    } else {
+        dir_bytes(&root, &[])
+    };
     let doc = a
         .doc
         .clone()
         .ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
+    if replicas > 1 {
+        let requests: Vec<AgentRequest> = (0..replicas)
+            .map(|i| AgentRequest::Attach {
+                kind: master.server.kind(),
+                store: StoreSpec {
+                    download_first,
+                    ..store.clone()
+                },
+                doc: doc.clone(),
+                server_id: 1000 + server_id * 10 + i,
+            })
+            .collect();
+        let attaches = requests.iter().map(|r| run_child(&env.exe, r));
+        let done = futures::future::join_all(attaches).await;
+        let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
+        let mut wall = 0f64;
+        let mut cpu = a.cost.cpu + master_cpu;
+        let mut rss = a.peak_rss_kib;
+        let mut first_err = None;
+        let mut phases = a.cost.phases.clone();
+        for r in done {
+            match r {
+                Ok(b) => {
+                    wall = wall.max(b.cost.wall);
+                    cpu += b.cost.cpu;
+                    rss = rss.max(b.peak_rss_kib);
+                    forget_replica(master, &doc, b.detached.as_ref()).await;
+                    if phases.len() == a.cost.phases.len() {
+                        phases.extend(b.cost.phases.iter().cloned());
+                    }
+                }
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        if let Ok(st) = store.open() {
+            let _ = st.delete(&doc.dataset.snapshot_href).await;
+        }
+        if let Some(e) = first_err {
+            forget_replica(master, &doc, None).await;
+            return Err(e);
+        }
+        return Ok(Sample {
+            cost: Cost {
+                wall: a.cost.wall + wall,
+                cpu,
+                phases,
+            },
+            agent_peak_rss_kib: Some(rss),
+            stored_bytes: doc.dataset.size_bytes,
+        });
+    }
     let b = run_child(
         &env.exe,
         &AgentRequest::Attach {
             kind: master.server.kind(),
             store: StoreSpec {
                 download_first,
-                ..store
+                ..store.clone()
             },
             doc: doc.clone(),
             server_id,
         },
     )
     .await?;
+    if s3.is_some()
+        && let Ok(st) = store.open()
+    {
+        let _ = st.delete(&doc.dataset.snapshot_href).await;
+    }
     let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
     forget_replica(master, &doc, b.detached.as_ref()).await;
     let _ = std::fs::remove_dir_all(&root);
@@ -698,6 +801,7 @@ async fn run_method(
                 overlap,
                 durable,
                 s3,
+                replicas,
             },
         ) => {
             let how = TroveGuestRun {
@@ -707,6 +811,7 @@ async fn run_method(
                 overlap,
                 durable,
                 s3,
+                replicas,
             };
             trove_guest(env, master, server_id, how).await
         }

@@ -271,7 +271,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             Row::new(
                 "trove-guest, S3 store",
                 "as trove-guest, with snapshots in S3 (`ObjectSnapshotStore::s3`, segments of \
-                 8 MiB, two in flight each way) on a local moto server (`moto[server]`, Python, \
+                 4 MiB, two in flight up, one prefetched down) on a local moto server (`moto[server]`, Python, \
                  loopback HTTP): the replica follows the segmented upload. The moto server's own \
                  CPU is not in the CPU column",
                 false,

@@ -129,9 +129,10 @@ impl ObjectSnapshotStore {
         self
     }
 
-    /// The segment size [`ObjectSnapshotStore::s3`] uses: 8 MiB (two in flight while uploading,
-    /// two while reading, so memory stays near 32 MiB whatever the snapshot's size).
-    pub const DEFAULT_SEGMENT_SIZE: usize = 8 << 20;
+    /// The segment size [`ObjectSnapshotStore::s3`] uses: 4 MiB (one filling and two in flight
+    /// while uploading, one prefetched while reading, so an agent holding both sides stays well
+    /// under 64 MiB whatever the snapshot's size).
+    pub const DEFAULT_SEGMENT_SIZE: usize = 4 << 20;
 
     /// The object store underneath (for tests and tools that inspect what is stored).
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {

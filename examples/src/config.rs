@@ -43,6 +43,12 @@
 //!
 //! [snapshot_store]
 //! url = "file:///var/lib/trove/snapshots"
+//! # or object storage (S3 or an S3-compatible service):
+//! # url = "s3://bucket/trove/snapshots"
+//! # endpoint = "https://s3.example.net"   # omit for AWS
+//! # region = "us-east-1"
+//! # credentials_file = "/etc/trove/s3.credentials"  # aws_access_key_id / aws_secret_access_key
+//! #                                                 # lines; must be mode 0600 or stricter
 //!
 //! [mysql]                             # MariaDB/MySQL only; every key optional
 //! binlog_dir = "/var/log/mysql/binlog"
@@ -65,10 +71,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 use std::time::Duration;
 
+use trove_guest_core::store::S3Config;
 use trove_guest_core::{
     AdminConnection, ContainerExec, ContainerService, DatastoreHandle, DatastoreKind, Error,
-    LocalProcess, LocalSnapshotStore, OsUser, Readiness, Result, Secret, ServiceControl,
-    SnapshotStore, SystemdUnit, ToolCommand, ToolPlace,
+    LocalProcess, LocalSnapshotStore, ObjectSnapshotStore, OsUser, Readiness, Result, Secret,
+    ServiceControl, SnapshotStore, SystemdUnit, ToolCommand, ToolPlace,
 };
 
 /// The whole configuration file.
@@ -308,8 +315,21 @@ pub struct MysqlSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// `file:///dir` (or a plain absolute path).
+    /// `file:///dir` (or a plain absolute path), or `s3://bucket/prefix`.
     pub url: String,
+    /// S3 only: the endpoint URL of an S3-compatible service; omitted for AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3 only: the region (default `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3 only, required: the credentials file (`aws_access_key_id = ...`,
+    /// `aws_secret_access_key = ...`), mode 0600 or stricter. Credentials are never inline.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// S3 only: allow a plain `http://` endpoint (loopback test servers). Default false.
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 impl AgentConfig {
@@ -571,25 +591,78 @@ impl AgentConfig {
         Ok(h)
     }
 
-    /// The snapshot store the configuration names.
+    /// The snapshot store the configuration names, without contacting it (see
+    /// [`AgentConfig::open_snapshot_store`]).
     ///
     /// # Errors
     ///
-    /// [`Error::Unsupported`] for schemes other than `file://` (embed
-    /// `trove_guest_core::ObjectSnapshotStore` for object stores); [`Error::Io`].
+    /// [`Error::Unsupported`] for schemes other than `file://` and `s3://`;
+    /// [`Error::InvalidInput`] for an S3 store without `credentials_file`, or whose file is
+    /// readable by others or lacks a key, and for S3 keys on a `file://` store; [`Error::Io`].
     pub fn snapshot_store(&self) -> Result<Arc<dyn SnapshotStore>> {
-        let url = &self.snapshot_store.url;
+        let sec = &self.snapshot_store;
+        let url = &sec.url;
+        if url.starts_with("s3://") {
+            return Ok(Arc::new(self.s3_store()?));
+        }
+        if sec.endpoint.is_some()
+            || sec.region.is_some()
+            || sec.credentials_file.is_some()
+            || sec.allow_http
+        {
+            return Err(Error::invalid(
+                "snapshot_store",
+                "endpoint, region, credentials_file and allow_http are for s3:// stores",
+            ));
+        }
         let dir = match url.strip_prefix("file://") {
             Some(p) => p,
             None if url.starts_with('/') => url.as_str(),
             None => {
                 return Err(Error::unsupported(format!(
-                    "snapshot store {url:?}: this agent takes file:// URLs; embed \
-                     ObjectSnapshotStore for S3, GCS or Azure"
+                    "snapshot store {url:?}: this agent takes file:// and s3:// URLs; embed \
+                     ObjectSnapshotStore for GCS or Azure"
                 )));
             }
         };
         Ok(Arc::new(LocalSnapshotStore::new(dir)?))
+    }
+
+    fn s3_store(&self) -> Result<ObjectSnapshotStore> {
+        let sec = &self.snapshot_store;
+        let creds = sec.credentials_file.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "snapshot_store",
+                "an s3:// store needs credentials_file (credentials are never inline)",
+            )
+        })?;
+        let mut c = S3Config::from_url(&sec.url, creds)?.with_allow_http(sec.allow_http);
+        if let Some(e) = &sec.endpoint {
+            c = c.with_endpoint(e);
+        }
+        if let Some(r) = &sec.region {
+            c = c.with_region(r);
+        }
+        ObjectSnapshotStore::s3(&c)
+    }
+
+    /// [`AgentConfig::snapshot_store`], then for an S3 store one listing of its prefix, so a
+    /// missing bucket, refused credentials or an unreachable endpoint stop the agent at start.
+    ///
+    /// # Errors
+    ///
+    /// As [`AgentConfig::snapshot_store`]; [`Error::StoreAccess`] naming the problem.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn open_snapshot_store(&self) -> Result<Arc<dyn SnapshotStore>> {
+        if self.snapshot_store.url.starts_with("s3://") {
+            let s = self.s3_store()?;
+            s.check_access().await?;
+            return Ok(Arc::new(s));
+        }
+        self.snapshot_store()
     }
 }
 
@@ -785,5 +858,53 @@ url = "file:///tmp"
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let h = c.datastore_handle().unwrap();
         assert_eq!(h.admin.password.expose(), "secret");
+    }
+
+    #[test]
+    fn s3_stores_need_a_private_credentials_file() {
+        let base = r#"
+instance_id = "i-1"
+listen = "127.0.0.1:8780"
+[datastore]
+type = "mariadb"
+data_dir = "/d"
+config_dir = "/c"
+server_id = 1
+[datastore.admin]
+host = "127.0.0.1"
+port = 3306
+user = "root"
+[service]
+kind = "systemd"
+unit = "x.service"
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("s3.credentials");
+        std::fs::write(
+            &creds,
+            "aws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = hidden-value\n",
+        )
+        .unwrap();
+        let with = |store: &str| AgentConfig::parse(&format!("{base}{store}")).unwrap();
+        let c = with("[snapshot_store]\nurl = \"s3://snaps/trove\"\n");
+        assert_eq!(
+            c.snapshot_store().unwrap_err().kind(),
+            trove_guest_core::ErrorKind::InvalidInput
+        );
+        let store = format!(
+            "[snapshot_store]\nurl = \"s3://snaps/trove\"\nendpoint = \"http://127.0.0.1:9\"\n\
+             allow_http = true\ncredentials_file = {:?}\n",
+            creds.display().to_string()
+        );
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = with(&store).snapshot_store().unwrap_err();
+        assert_eq!(err.kind(), trove_guest_core::ErrorKind::InvalidInput);
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = with(&store).snapshot_store().unwrap();
+        assert!(s.owns("s3://snaps/trove/x.snap"));
+        assert!(!s.owns("file:///tmp/x.snap"));
+        assert!(!format!("{s:?}").contains("hidden-value"));
+        let file_with_s3_keys = with("[snapshot_store]\nurl = \"file:///tmp\"\nregion = \"x\"\n");
+        assert!(file_with_s3_keys.snapshot_store().is_err());
     }
 }

@@ -4,8 +4,10 @@
 use std::process::Command;
 
 /// Rows every datastore's table must hold.
-const COMMON_ROWS: [&str; 8] = [
+const COMMON_ROWS: [&str; 10] = [
     "| raw tools |",
+    "| raw tools through a file |",
+    "| trove-guest, S3 store |",
     "| trove-guest |",
     "| trove-guest, transient store |",
     "| trove-guest, snapshot then attach |",
@@ -54,6 +56,10 @@ fn quick_benchmark_completes_and_prints_every_row_for_both_datastores() {
     }
     // Every trove-guest row reports the agents' peak memory; the reference row is 1.00×.
     for table in [maria, pg] {
+        assert!(
+            table.contains("Best trove-guest row **") && table.contains("against the best raw row"),
+            "no like-for-like summary:\n{table}"
+        );
         let raw = table
             .lines()
             .find(|l| l.starts_with("| raw tools |"))

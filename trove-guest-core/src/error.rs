@@ -125,6 +125,41 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// The snapshot store cannot be used as configured: its bucket is missing, it refused the
+    /// credentials, or its endpoint cannot be reached. Retrying the same call will not help
+    /// until the configuration (or the network) changes.
+    #[error("snapshot store unusable ({problem}): {message}")]
+    StoreAccess {
+        /// Which of the three it is.
+        problem: StoreAccessProblem,
+        /// What was being done (never a credential).
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+/// Why a snapshot store cannot be used ([`Error::StoreAccess`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreAccessProblem {
+    /// The bucket (or container) does not exist.
+    BucketMissing,
+    /// The store refused the credentials: unknown key, wrong secret, or no permission.
+    BadCredentials,
+    /// The endpoint did not answer (connection refused, DNS, TLS or timeouts after retries).
+    Unreachable,
+}
+
+impl std::fmt::Display for StoreAccessProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreAccessProblem::BucketMissing => "bucket missing",
+            StoreAccessProblem::BadCredentials => "bad credentials",
+            StoreAccessProblem::Unreachable => "endpoint unreachable",
+        })
+    }
 }
 
 /// A coarse, stable classification of [`Error`], for callers that map errors to HTTP status codes
@@ -169,7 +204,10 @@ impl Error {
                 ErrorKind::Conflict
             }
             Error::Busy { .. } => ErrorKind::Busy,
-            Error::Service { .. } | Error::Io { .. } | Error::Store { .. } => ErrorKind::Internal,
+            Error::Service { .. }
+            | Error::Io { .. }
+            | Error::Store { .. }
+            | Error::StoreAccess { .. } => ErrorKind::Internal,
         }
     }
 

@@ -78,7 +78,7 @@ pub mod wire;
 
 pub use datastore::{AdminConnection, DatastoreHandle};
 pub use deadline::deadline;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, StoreAccessProblem};
 pub use lifecycle::{RecoverOptions, RecoveryAction, RecoveryReport};
 pub use place::{BindMount, ContainerExec, ToolPlace};
 pub use position::{

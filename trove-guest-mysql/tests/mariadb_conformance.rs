@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use common::MariaDb;
 use trove_guest_core::Positioning;
-use trove_guest_core::testkit::conformance::{self, Damage};
+use trove_guest_core::testkit::conformance::{self, Damage, StoreKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_under_writes_converges_by_gtid() {
@@ -61,4 +61,34 @@ async fn a_staged_snapshot_serves_only_the_document_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_snapshot_is_never_staged() {
     conformance::damaged_snapshot_is_never_staged(Arc::new(MariaDb)).await;
+}
+
+// The same suite with snapshots in S3 (a local moto server): segmented uploads, followed by the
+// replica while the master uploads, and a damaged segment refused.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_snapshot_under_writes_converges_by_gtid() {
+    conformance::snapshot_under_writes_converges_in(
+        Arc::new(MariaDb),
+        Positioning::Gtid,
+        StoreKind::S3,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_provision_follows_the_upload() {
+    conformance::provision_overlaps_snapshot_and_restore_in(Arc::new(MariaDb), StoreKind::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_snapshot_with_a_flipped_byte_is_refused() {
+    conformance::damaged_snapshot_is_refused_in(Arc::new(MariaDb), Damage::FlipByte, StoreKind::S3)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_truncated_snapshot_is_refused() {
+    conformance::damaged_snapshot_is_refused_in(Arc::new(MariaDb), Damage::Truncate, StoreKind::S3)
+        .await;
 }

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use trove_guest_core::strategy::Positioning;
-use trove_guest_core::testkit::conformance::{self, Damage};
+use trove_guest_core::testkit::conformance::{self, Damage, StoreKind};
 
 #[tokio::test]
 async fn rows_written_before_during_and_after_the_snapshot_reach_the_standby() {
@@ -61,4 +61,43 @@ async fn a_staged_snapshot_is_reused_and_an_attach_from_a_later_snapshot_discard
 #[tokio::test]
 async fn a_damaged_snapshot_is_never_staged_and_the_old_datadir_serves() {
     conformance::damaged_snapshot_is_never_staged(Arc::new(common::Pg)).await;
+}
+
+// The same suite with snapshots in S3 (a local moto server): segmented uploads, followed by the
+// standby while the master uploads, and a damaged segment refused.
+
+#[tokio::test]
+async fn s3_rows_written_before_during_and_after_the_snapshot_reach_the_standby() {
+    conformance::snapshot_under_writes_converges_in(
+        Arc::new(common::Pg),
+        Positioning::Gtid,
+        StoreKind::S3,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn s3_provision_follows_the_upload() {
+    conformance::provision_overlaps_snapshot_and_restore_in(Arc::new(common::Pg), StoreKind::S3)
+        .await;
+}
+
+#[tokio::test]
+async fn s3_snapshot_with_a_flipped_byte_is_refused() {
+    conformance::damaged_snapshot_is_refused_in(
+        Arc::new(common::Pg),
+        Damage::FlipByte,
+        StoreKind::S3,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn s3_truncated_snapshot_is_refused() {
+    conformance::damaged_snapshot_is_refused_in(
+        Arc::new(common::Pg),
+        Damage::Truncate,
+        StoreKind::S3,
+    )
+    .await;
 }

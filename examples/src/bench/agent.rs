@@ -41,6 +41,22 @@ pub struct StoreSpec {
     /// Leave the store's writes to the kernel ([`Durability::PageCache`]) instead of fsyncing.
     #[serde(default)]
     pub page_cache: bool,
+    /// Keep snapshots in S3 (segmented, followable) instead of under `root`.
+    #[serde(default)]
+    pub s3: Option<S3Spec>,
+}
+
+/// An S3 store on an S3-compatible endpoint; the credentials stay in their 0600 file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct S3Spec {
+    /// Endpoint URL (`http://127.0.0.1:<port>`).
+    pub endpoint: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// The 0600 credentials file.
+    pub credentials_file: PathBuf,
 }
 
 impl StoreSpec {
@@ -50,6 +66,18 @@ impl StoreSpec {
     ///
     /// [`Error::Io`] when the directory cannot be created.
     pub fn open(&self) -> Result<Arc<dyn SnapshotStore>> {
+        if let Some(s3) = &self.s3 {
+            let config = trove_guest_core::store::S3Config::new(&s3.bucket, &s3.credentials_file)
+                .with_prefix(&s3.prefix)
+                .with_endpoint(&s3.endpoint)
+                .with_allow_http(true);
+            let store: Arc<dyn SnapshotStore> =
+                Arc::new(trove_guest_core::ObjectSnapshotStore::s3(&config)?);
+            return Ok(match self.zstd_workers {
+                Some(w) => Arc::new(ZstdSnapshotStore::new(store).with_workers(w)),
+                None => store,
+            });
+        }
         let mut local = LocalSnapshotStore::new(&self.root)?;
         if self.page_cache {
             local = local.with_durability(Durability::PageCache);

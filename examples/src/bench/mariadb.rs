@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use trove_guest_core::{Error, Result, Secret, ToolCommand};
 use trove_guest_mysql::testkit::MariaDbServer;
 
-use super::pipe::pipeline;
+use super::Via;
+use super::pipe::{pipeline, pipeline_tee};
 use super::report::Sample;
 use super::usage::Meter;
 use super::{Env, mariadb_options};
@@ -176,15 +177,16 @@ fn backup_gtid(dir: &Path) -> Result<String> {
     })
 }
 
-/// Physical provisioning by hand: raw tools (`gzip` false) or the Trove-style pipeline through
-/// a gzip file (`gzip` true).
+/// Physical provisioning by hand: raw tools, raw tools through a file (`tee`), or the
+/// Trove-style pipeline through a gzip file.
 pub(super) async fn physical(
     env: &Env,
     master: &Master<'_>,
     server_id: u32,
     parallel: Option<u32>,
-    gzip: bool,
+    via: Via,
 ) -> Result<Sample> {
+    let gzip = via == Via::Gzip;
     let replica = MariaDbServer::start(mariadb_options(server_id)).await?;
     replica.stop().await?;
     let staging = replica.dir().join("work").join("staging");
@@ -214,6 +216,12 @@ pub(super) async fn physical(
             .spawn()?;
         pipeline(gunzip, extract_command(&staging).spawn()?, 0).await?;
         meter.phase("gunzip | mbstream -x");
+    } else if via == Via::Tee {
+        let tee = env.scratch.join(format!("raw-tee-{server_id}.xbstream"));
+        let n = pipeline_tee(backup, extract_command(&staging).spawn()?, &tee).await?;
+        meter.phase("backup | tee file | mbstream -x");
+        stored = Some(n);
+        let _ = std::fs::remove_file(&tee);
     } else {
         pipeline(backup, extract_command(&staging).spawn()?, 0).await?;
         meter.phase("backup | mbstream -x");

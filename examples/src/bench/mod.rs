@@ -50,7 +50,7 @@ use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use agent::{AgentRequest, HandleSpec, StoreSpec, run_child};
 use dataset::dir_bytes;
 use machine::Machine;
-use report::{DatastoreReport, Report, Row, Sample};
+use report::{DatastoreReport, Report, Row, RowRole, Sample};
 use usage::{Cost, group_ticks};
 
 use crate::testbed::TestServer;
@@ -71,6 +71,8 @@ pub struct BenchOptions {
     pub zstd: bool,
     /// Also run trove-guest restoring from a complete download (no overlap).
     pub download_first: bool,
+    /// Also run trove-guest with an S3 store on a local moto server (`testkit::s3`).
+    pub s3: bool,
     /// Scratch directory (snapshot stores, pipeline files); must be on the servers' filesystem
     /// for the numbers to mean what they say.
     pub scratch: PathBuf,
@@ -99,6 +101,7 @@ impl BenchOptions {
             parallel: Some(2),
             zstd: true,
             download_first: true,
+            s3: true,
             scratch: std::env::temp_dir(),
             exe: std::env::current_exe().map_err(|e| Error::io("find this program", e))?,
             disk_test_bytes: 1 << 30,
@@ -113,6 +116,19 @@ impl BenchOptions {
 pub(crate) struct Env {
     pub(crate) scratch: PathBuf,
     pub(crate) exe: PathBuf,
+    /// The local S3 server and its store, for the S3 rows.
+    pub(crate) s3: Option<(trove_guest_core::testkit::s3::MotoServer, agent::S3Spec)>,
+}
+
+/// How the raw tools' stream reaches the extractor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Straight through a pipe.
+    Direct,
+    /// Through `tee` into a file as it passes (the floor for keeping a snapshot).
+    Tee,
+    /// Trove-style: gzip into a file, then gunzip out of it.
+    Gzip,
 }
 
 /// One way of provisioning a replica.
@@ -121,12 +137,15 @@ enum Method {
     Raw {
         parallel: Option<u32>,
     },
+    RawFile,
     TroveGuest {
         parallel: Option<u32>,
         zstd: bool,
         download_first: bool,
         overlap: bool,
         durable: bool,
+        s3: bool,
+        replicas: u32,
     },
     TroveStyle,
     Logical,
@@ -145,7 +164,7 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
     };
     out.push((
         Method::Raw { parallel: None },
-        Row::new("raw tools", raw_detail, true),
+        Row::new("raw tools", raw_detail, true).with_role(RowRole::Raw, None),
     ));
     if let (true, Some(n)) = (maria, opts.parallel) {
         out.push((
@@ -154,15 +173,30 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
                 format!("raw tools --parallel={n}"),
                 format!("as raw tools, `mariabackup --parallel={n}`"),
                 false,
-            ),
+            )
+            .with_role(RowRole::Raw, Some(n)),
         ));
     }
+    let tee = if maria {
+        "`mariabackup --backup --stream=xbstream | tee file | mbstream -x` (the file written \
+         as the stream passes, no fsync), then as raw tools: the floor for any design that keeps \
+         the snapshot"
+    } else {
+        "`pg_basebackup -D - -Ft -X fetch | tee file | tar -x` (the file written as the stream \
+         passes, no fsync), then as raw tools: the floor for any design that keeps the snapshot"
+    };
+    out.push((
+        Method::RawFile,
+        Row::new("raw tools through a file", tee, false).with_role(RowRole::RawFile, None),
+    ));
     let tg = |parallel, zstd, download_first, overlap| Method::TroveGuest {
         parallel,
         zstd,
         download_first,
         overlap,
         durable: true,
+        s3: false,
+        replicas: 1,
     };
     let default_parallel = if maria {
         "; backup and extraction with the strategy's default `--parallel` (half the cores, at \
@@ -181,7 +215,8 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
                  agent process holding both strategies){default_parallel}"
             ),
             false,
-        ),
+        )
+        .with_role(RowRole::TroveGuest, None),
     ));
     if let (true, Some(n)) = (maria, opts.parallel) {
         out.push((
@@ -190,7 +225,8 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
                 format!("trove-guest --parallel={n}"),
                 format!("as trove-guest, `SnapshotRequest::with_parallel({n})` for the backup"),
                 false,
-            ),
+            )
+            .with_role(RowRole::TroveGuest, Some(n)),
         ));
     }
     out.push((
@@ -200,6 +236,8 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             download_first: false,
             overlap: true,
             durable: false,
+            s3: false,
+            replicas: 1,
         },
         Row::new(
             "trove-guest, transient store",
@@ -207,7 +245,8 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
              (`Durability::PageCache`: no fsync before the commit; reads still verify size and \
              SHA-256): what keeping a durable snapshot costs",
             false,
-        ),
+        )
+        .with_role(RowRole::TroveGuest, None),
     ));
     out.push((
         tg(None, false, false, false),
@@ -216,8 +255,62 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
             "`get_replication_snapshot` (agent process 1), then `attach_replication_slave` on a \
              fresh server (agent process 2), one after the other: no overlap",
             false,
-        ),
+        )
+        .with_role(RowRole::TroveGuest, None),
     ));
+    if opts.s3 {
+        out.push((
+            Method::TroveGuest {
+                parallel: None,
+                zstd: false,
+                download_first: false,
+                overlap: true,
+                durable: true,
+                s3: true,
+                replicas: 1,
+            },
+            Row::new(
+                "trove-guest, S3 store",
+                "as trove-guest, with snapshots in S3 (`ObjectSnapshotStore::s3`, segments of \
+                 4 MiB, two in flight up, one prefetched down) on a local moto server (`moto[server]`, Python, \
+                 loopback HTTP): the replica follows the segmented upload. The moto server's own \
+                 CPU is not in the CPU column",
+                false,
+            )
+            .with_role(RowRole::TroveGuest, None),
+        ));
+        for replicas in [1, 3] {
+            let (name, detail) = if replicas == 1 {
+                (
+                    "trove-guest, S3 store, snapshot then attach".to_owned(),
+                    "as snapshot then attach, with snapshots in S3 on the local moto server: the \
+                     one-replica baseline of the fan-out row"
+                        .to_owned(),
+                )
+            } else {
+                (
+                    format!("trove-guest, S3 store, snapshot then {replicas} replicas at once"),
+                    format!(
+                        "one `get_replication_snapshot` into S3, then {replicas} fresh servers \
+                         attach from it at the same time (one agent process each); wall time \
+                         until the last replica replicates"
+                    ),
+                )
+            };
+            out.push((
+                Method::TroveGuest {
+                    parallel: None,
+                    zstd: false,
+                    download_first: false,
+                    overlap: false,
+                    durable: true,
+                    s3: true,
+                    replicas,
+                },
+                Row::new(name, detail, false).with_role(RowRole::Other, None),
+            ));
+        }
+    }
     if opts.zstd {
         out.push((
             tg(None, true, false, false),
@@ -261,6 +354,14 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
         "`pg_dump | psql` into a fresh server (no replication afterwards: see notes)"
     };
     out.push((Method::Logical, Row::new("logical dump", logical, false)));
+    for (_, r) in &mut out {
+        if r.method.starts_with("trove-guest")
+            && r.role == RowRole::Other
+            && !r.method.contains("replicas at once")
+        {
+            r.role = RowRole::TroveGuest;
+        }
+    }
     if !opts.only.is_empty() {
         out.retain(|(_, r)| r.reference || opts.only.iter().any(|o| r.method.contains(o.as_str())));
     }
@@ -283,6 +384,8 @@ struct TroveGuestRun {
     download_first: bool,
     overlap: bool,
     durable: bool,
+    s3: bool,
+    replicas: u32,
 }
 
 async fn trove_guest(
@@ -297,13 +400,28 @@ async fn trove_guest(
         download_first,
         overlap,
         durable,
+        s3,
+        replicas,
     } = how;
     let root = env.scratch.join(format!("store-{server_id}"));
+    let s3 = if s3 {
+        let (_, spec) = env
+            .s3
+            .as_ref()
+            .ok_or_else(|| Error::invalid("bench", "S3 rows without an S3 server"))?;
+        Some(agent::S3Spec {
+            prefix: format!("{}/{server_id}", spec.prefix),
+            ..spec.clone()
+        })
+    } else {
+        None
+    };
     let store = StoreSpec {
         root: root.clone(),
         zstd_workers: zstd.then_some(1),
         download_first: false,
         page_cache: !durable,
+        s3: s3.clone(),
     };
     let before = group_ticks(master.pgid);
     if overlap {
@@ -311,7 +429,7 @@ async fn trove_guest(
             &env.exe,
             &AgentRequest::Provision {
                 master: Box::new(HandleSpec::of(&master.server)?),
-                store,
+                store: store.clone(),
                 name: format!("bench-{server_id}"),
                 replica_id: format!("bench{server_id}"),
                 parallel,
@@ -319,12 +437,18 @@ async fn trove_guest(
             },
         )
         .await?;
-        let stored = dir_bytes(&root, &[]);
+        let mut stored = dir_bytes(&root, &[]);
         let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
         let doc = p
             .doc
             .clone()
             .ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
+        if s3.is_some() {
+            stored = doc.dataset.size_bytes.unwrap_or(0);
+            if let Ok(st) = store.open() {
+                let _ = st.delete(&doc.dataset.snapshot_href).await;
+            }
+        }
         forget_replica(master, &doc, p.detached.as_ref()).await;
         let _ = std::fs::remove_dir_all(&root);
         return Ok(Sample {
@@ -348,24 +472,87 @@ async fn trove_guest(
         },
     )
     .await?;
-    let stored = dir_bytes(&root, &[]);
+    let stored = if s3.is_some() {
+        a.doc
+            .as_ref()
+            .and_then(|d| d.dataset.size_bytes)
+            .unwrap_or(0)
+    } else {
+        dir_bytes(&root, &[])
+    };
     let doc = a
         .doc
         .clone()
         .ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
+    if replicas > 1 {
+        let requests: Vec<AgentRequest> = (0..replicas)
+            .map(|i| AgentRequest::Attach {
+                kind: master.server.kind(),
+                store: StoreSpec {
+                    download_first,
+                    ..store.clone()
+                },
+                doc: doc.clone(),
+                server_id: 1000 + server_id * 10 + i,
+            })
+            .collect();
+        let attaches = requests.iter().map(|r| run_child(&env.exe, r));
+        let done = futures::future::join_all(attaches).await;
+        let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
+        let mut wall = 0f64;
+        let mut cpu = a.cost.cpu + master_cpu;
+        let mut rss = a.peak_rss_kib;
+        let mut first_err = None;
+        let mut phases = a.cost.phases.clone();
+        for r in done {
+            match r {
+                Ok(b) => {
+                    wall = wall.max(b.cost.wall);
+                    cpu += b.cost.cpu;
+                    rss = rss.max(b.peak_rss_kib);
+                    forget_replica(master, &doc, b.detached.as_ref()).await;
+                    if phases.len() == a.cost.phases.len() {
+                        phases.extend(b.cost.phases.iter().cloned());
+                    }
+                }
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        if let Ok(st) = store.open() {
+            let _ = st.delete(&doc.dataset.snapshot_href).await;
+        }
+        if let Some(e) = first_err {
+            forget_replica(master, &doc, None).await;
+            return Err(e);
+        }
+        return Ok(Sample {
+            cost: Cost {
+                wall: a.cost.wall + wall,
+                cpu,
+                phases,
+            },
+            agent_peak_rss_kib: Some(rss),
+            stored_bytes: doc.dataset.size_bytes,
+        });
+    }
     let b = run_child(
         &env.exe,
         &AgentRequest::Attach {
             kind: master.server.kind(),
             store: StoreSpec {
                 download_first,
-                ..store
+                ..store.clone()
             },
             doc: doc.clone(),
             server_id,
         },
     )
     .await?;
+    if s3.is_some()
+        && let Ok(st) = store.open()
+    {
+        let _ = st.delete(&doc.dataset.snapshot_href).await;
+    }
     let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
     forget_replica(master, &doc, b.detached.as_ref()).await;
     let _ = std::fs::remove_dir_all(&root);
@@ -621,6 +808,8 @@ async fn run_method(
                 download_first,
                 overlap,
                 durable,
+                s3,
+                replicas,
             },
         ) => {
             let how = TroveGuestRun {
@@ -629,6 +818,8 @@ async fn run_method(
                 download_first,
                 overlap,
                 durable,
+                s3,
+                replicas,
             };
             trove_guest(env, master, server_id, how).await
         }
@@ -640,9 +831,12 @@ async fn run_method(
             };
             match other {
                 Method::Raw { parallel } => {
-                    mariadb::physical(env, &side, server_id, parallel, false).await
+                    mariadb::physical(env, &side, server_id, parallel, Via::Direct).await
                 }
-                Method::TroveStyle => mariadb::physical(env, &side, server_id, None, true).await,
+                Method::RawFile => mariadb::physical(env, &side, server_id, None, Via::Tee).await,
+                Method::TroveStyle => {
+                    mariadb::physical(env, &side, server_id, None, Via::Gzip).await
+                }
                 _ => mariadb::logical(env, &side, server_id).await,
             }
         }
@@ -652,8 +846,9 @@ async fn run_method(
                 pgid: master.pgid,
             };
             match other {
-                Method::Raw { .. } => postgres::physical(env, &side, server_id, false).await,
-                Method::TroveStyle => postgres::physical(env, &side, server_id, true).await,
+                Method::Raw { .. } => postgres::physical(env, &side, server_id, Via::Direct).await,
+                Method::RawFile => postgres::physical(env, &side, server_id, Via::Tee).await,
+                Method::TroveStyle => postgres::physical(env, &side, server_id, Via::Gzip).await,
                 _ => postgres::logical(&side, server_id).await,
             }
         }
@@ -682,9 +877,30 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
                 e,
             )
         })?;
+    let s3 = if opts.s3
+        && (opts.only.is_empty()
+            || opts
+                .only
+                .iter()
+                .any(|o| "trove-guest, S3 store".contains(o.as_str())))
+    {
+        log("starting the local S3 server (moto)");
+        let server = trove_guest_core::testkit::s3::MotoServer::start().await?;
+        server.create_bucket("bench").await?;
+        let spec = agent::S3Spec {
+            endpoint: server.endpoint().to_owned(),
+            bucket: "bench".into(),
+            prefix: "snapshots".into(),
+            credentials_file: server.credentials_file(),
+        };
+        Some((server, spec))
+    } else {
+        None
+    };
     let env = Env {
         scratch: scratch.path().to_path_buf(),
         exe: opts.exe.clone(),
+        s3,
     };
     let started_utc = utc_now();
     log("probing the machine (disk write test)");

@@ -73,3 +73,57 @@ pub async fn pipeline(
     c?;
     copied
 }
+
+/// Runs `producer | tee file | consumer`: the stream goes to the consumer and into `file` (no
+/// fsync: what `tee` does) as it passes. Returns the bytes that passed.
+///
+/// # Errors
+///
+/// The first tool failure, else a copy or file error.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping the future kills both tools.
+pub async fn pipeline_tee(
+    mut producer: RunningTool,
+    mut consumer: RunningTool,
+    file: &std::path::Path,
+) -> Result<u64> {
+    let mut out = producer.take_stdout().expect("producer stdout is piped");
+    let mut inp = consumer.take_stdin().expect("consumer stdin is piped");
+    let copied = async {
+        let mut f = tokio::fs::File::create(file)
+            .await
+            .map_err(|e| Error::io(format!("create {}", file.display()), e))?;
+        let mut buf = vec![0u8; BUF];
+        let mut total = 0u64;
+        loop {
+            let n = out
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io("read from the upstream tool", e))?;
+            if n == 0 {
+                break;
+            }
+            let (a, b) = tokio::join!(inp.write_all(&buf[..n]), f.write_all(&buf[..n]));
+            a.map_err(|e| Error::io("write to the downstream tool", e))?;
+            b.map_err(|e| Error::io(format!("write {}", file.display()), e))?;
+            total += n as u64;
+        }
+        inp.shutdown()
+            .await
+            .map_err(|e| Error::io("close the downstream tool's input", e))?;
+        f.flush()
+            .await
+            .map_err(|e| Error::io(format!("write {}", file.display()), e))?;
+        Ok::<u64, Error>(total)
+    }
+    .await;
+    drop(inp);
+    drop(out);
+    let p = producer.wait().await;
+    let c = consumer.wait().await;
+    p?;
+    c?;
+    copied
+}

@@ -8,7 +8,8 @@ use trove_guest_core::{Error, OsUser, Result, ServiceControl, ToolCommand};
 use trove_guest_postgres::testkit::DEFAULT_BIN_DIR;
 use trove_guest_postgres::testkit::PostgresServer;
 
-use super::pipe::pipeline;
+use super::Via;
+use super::pipe::{pipeline, pipeline_tee};
 use super::report::Sample;
 use super::usage::Meter;
 use super::{Env, postgres_options};
@@ -123,8 +124,9 @@ pub(super) async fn physical(
     env: &Env,
     master: &Master<'_>,
     server_id: u32,
-    gzip: bool,
+    via: Via,
 ) -> Result<Sample> {
+    let gzip = via == Via::Gzip;
     let replica = PostgresServer::start(postgres_options(server_id)).await?;
     replica.stop().await?;
     empty_data_dir(&replica)?;
@@ -158,6 +160,23 @@ pub(super) async fn physical(
             .spawn()?;
         pipeline(gunzip, tar, 0).await?;
         meter.phase("gunzip | tar -x");
+    } else if via == Via::Tee {
+        let tee = env.scratch.join(format!("raw-tee-{server_id}.tar"));
+        let bb = basebackup(master.server, &replica)?
+            .args(["-D", "-", "-F", "tar", "-X", "fetch"])
+            .stdout_piped()
+            .spawn()?;
+        let tar = ToolCommand::new("tar")
+            .args(["-x", "-f", "-", "-C"])
+            .arg(replica.data_dir())
+            .current_dir(replica.instance_dir())
+            .run_as(Some(os_user(&replica)?))
+            .stdin_piped()
+            .spawn()?;
+        let n = pipeline_tee(bb, tar, &tee).await?;
+        meter.phase("pg_basebackup -Ft -X fetch | tee file | tar -x");
+        stored = Some(n);
+        let _ = std::fs::remove_file(&tee);
     } else {
         basebackup(master.server, &replica)?
             .arg("-D")

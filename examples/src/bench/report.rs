@@ -27,8 +27,29 @@ pub struct Row {
     pub detail: String,
     /// Whether it is the raw-tools reference row.
     pub reference: bool,
+    /// What kind of row it is, for the like-for-like comparison.
+    #[serde(default)]
+    pub role: RowRole,
+    /// The backup tool's `--parallel` (`None`: the tool's or strategy's default).
+    #[serde(default)]
+    pub parallel: Option<u32>,
     /// The repetitions.
     pub samples: Vec<Sample>,
+}
+
+/// What a row is compared with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RowRole {
+    /// Raw tools piped into the extractor.
+    Raw,
+    /// Raw tools through `tee` into a file.
+    RawFile,
+    /// A trove-guest row (compared with the raw row at the same parallelism).
+    TroveGuest,
+    /// Anything else (compared with the reference row).
+    #[default]
+    Other,
 }
 
 /// The median of `v` (mean of the middle two for an even count); `None` when empty.
@@ -53,8 +74,21 @@ impl Row {
             method: method.into(),
             detail: detail.into(),
             reference,
+            role: if reference {
+                RowRole::Raw
+            } else {
+                RowRole::Other
+            },
+            parallel: None,
             samples: Vec::new(),
         }
+    }
+
+    /// Sets [`Row::role`] and [`Row::parallel`].
+    pub fn with_role(mut self, role: RowRole, parallel: Option<u32>) -> Self {
+        self.role = role;
+        self.parallel = parallel;
+        self
     }
 
     /// Median wall seconds.
@@ -141,10 +175,64 @@ impl DatastoreReport {
         self.rows.iter().find(|r| r.reference).and_then(Row::wall)
     }
 
+    /// The wall time `r` is compared with: for a trove-guest row, the raw row at the same
+    /// parallelism (else the reference row); for every other row, the reference row.
+    fn baseline_wall(&self, r: &Row) -> Option<f64> {
+        if r.role == RowRole::TroveGuest
+            && let Some(w) = self
+                .rows
+                .iter()
+                .find(|x| x.role == RowRole::Raw && x.parallel == r.parallel)
+                .and_then(Row::wall)
+        {
+            return Some(w);
+        }
+        self.reference_wall()
+    }
+
+    fn best(&self, role: RowRole) -> Option<(&Row, f64)> {
+        self.rows
+            .iter()
+            .filter(|r| r.role == role)
+            .filter_map(|r| r.wall().map(|w| (r, w)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// The like-for-like summary: the best trove-guest row against the best raw row and
+    /// against raw tools through a file, with CPU seconds.
+    pub fn summary(&self) -> String {
+        let Some((tg, tw)) = self.best(RowRole::TroveGuest) else {
+            return String::new();
+        };
+        let mut out = String::new();
+        let cpu = |r: &Row| fmt_opt(r.cpu(), 1);
+        if let Some((raw, rw)) = self.best(RowRole::Raw) {
+            let _ = write!(
+                out,
+                "Best trove-guest row **{}** {tw:.2} s against the best raw row **{}** \
+                 {rw:.2} s: **{:.2}×** (CPU {} s against {} s)",
+                tg.method,
+                raw.method,
+                tw / rw.max(1e-9),
+                cpu(tg),
+                cpu(raw),
+            );
+        }
+        if let Some((file, fw)) = self.best(RowRole::RawFile) {
+            let _ = write!(
+                out,
+                "; against **{}** {fw:.2} s: **{:.2}×**",
+                file.method,
+                tw / fw.max(1e-9)
+            );
+        }
+        out.push_str(".\n");
+        out
+    }
+
     /// The result table (Markdown, also readable as plain text).
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let reference = self.reference_wall();
         let mb = self.data_dir_bytes as f64 / 1e6;
         out.push_str(
             "| method | wall s | × raw | MB/s | CPU s | agent peak RSS MiB | copy MB | reps |\n",
@@ -152,7 +240,7 @@ impl DatastoreReport {
         out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in &self.rows {
             let wall = r.wall();
-            let ratio = match (wall, reference) {
+            let ratio = match (wall, self.baseline_wall(r)) {
                 (Some(w), Some(rf)) if rf > 0.0 => Some(w / rf),
                 _ => None,
             };
@@ -240,7 +328,8 @@ impl Report {
             let _ = writeln!(
                 out,
                 "### {} ({})\n\nData directory {:.0} MB ({} rows, loaded in {:.0} s, not timed); \
-                 median of {} repetitions; × raw is wall time relative to the raw-tools row; \
+                 median of {} repetitions; × raw is wall time relative to the raw-tools row at \
+                 the same `--parallel` for trove-guest rows, to the raw-tools row for the others; \
                  MB/s is data-directory bytes per wall second.\n",
                 d.datastore,
                 d.server_version,
@@ -250,6 +339,11 @@ impl Report {
                 self.reps,
             );
             out.push_str(&d.table());
+            let summary = d.summary();
+            if !summary.is_empty() {
+                out.push('\n');
+                out.push_str(&summary);
+            }
             out.push_str("\nPer phase:\n\n");
             out.push_str(&d.phase_table());
             out.push_str("\nMethods:\n\n");
@@ -324,5 +418,58 @@ mod tests {
             d.phase_table()
                 .contains("snapshot backup 8.00 · attach restore 6.00")
         );
+    }
+
+    #[test]
+    fn trove_guest_rows_compare_with_the_raw_row_at_their_parallelism() {
+        let row = |name: &str, role, parallel, wall: f64| {
+            let mut r = Row::new(name, "", name == "raw tools").with_role(role, parallel);
+            r.samples.push(Sample {
+                cost: Cost {
+                    wall,
+                    cpu: wall,
+                    phases: vec![],
+                },
+                ..Sample::default()
+            });
+            r
+        };
+        let d = DatastoreReport {
+            datastore: "mariadb".into(),
+            server_version: "x".into(),
+            data_dir_bytes: 1_000_000_000,
+            rows_in_table: 1,
+            load_seconds: 1.0,
+            rows: vec![
+                row("raw tools", RowRole::Raw, None, 4.0),
+                row("raw tools --parallel=2", RowRole::Raw, Some(2), 2.0),
+                row("raw tools through a file", RowRole::RawFile, None, 5.0),
+                row("trove-guest", RowRole::TroveGuest, None, 5.0),
+                row(
+                    "trove-guest --parallel=2",
+                    RowRole::TroveGuest,
+                    Some(2),
+                    3.0,
+                ),
+            ],
+            notes: vec![],
+        };
+        let t = d.table();
+        assert!(t.contains("| trove-guest | 5.00 | 1.25× |"), "{t}");
+        assert!(
+            t.contains("| trove-guest --parallel=2 | 3.00 | 1.50× |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| raw tools through a file | 5.00 | 1.25× |"),
+            "{t}"
+        );
+        let s = d.summary();
+        assert!(s.contains("**trove-guest --parallel=2** 3.00 s"), "{s}");
+        assert!(
+            s.contains("**raw tools --parallel=2** 2.00 s: **1.50×**"),
+            "{s}"
+        );
+        assert!(s.contains("5.00 s: **0.60×**"), "{s}");
     }
 }

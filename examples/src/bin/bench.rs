@@ -52,6 +52,9 @@ struct Args {
     /// Leave out the zstd-compressed snapshot store rows.
     #[arg(long)]
     no_zstd: bool,
+    /// Leave out the S3 store row (it starts a local moto server).
+    #[arg(long)]
+    no_s3: bool,
     /// Leave out the "download then extract" row.
     #[arg(long)]
     no_download_first: bool,
@@ -177,6 +180,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     opts.reps = args.reps.max(1);
     opts.parallel = (args.parallel > 0).then_some(args.parallel);
     opts.zstd = !args.no_zstd;
+    opts.s3 = !args.no_s3;
     opts.download_first = !args.no_download_first;
     opts.only = args.only;
     if let Some(s) = args.scratch {

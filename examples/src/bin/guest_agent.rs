@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = AgentConfig::load(&args.config)?;
     let handle = config.datastore_handle()?;
-    let store = config.snapshot_store()?;
+    let store = config.open_snapshot_store().await?;
     let handle_for_stop = handle.clone();
     let service = handle.service.clone();
     let strategy = backends::strategy(config.datastore.kind, handle, store.clone(), &config.mysql)?;

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 
 use super::{
-    CHUNK_SIZE, Expected, HashingReader, IntegrityFailure, PendingUpload, SnapshotRead,
-    SnapshotStore, StoredSnapshot, VerifyingReader, check_expected, validate_snapshot_name,
+    CHUNK_SIZE, Expected, FollowOptions, HashingReader, IntegrityFailure, PendingUpload,
+    SnapshotRead, SnapshotStore, StoredSnapshot, VerifyingReader, check_expected,
+    validate_snapshot_name,
 };
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -36,6 +37,14 @@ const DATA_SUFFIX: &str = ".zst";
 const FORMAT: &str = "trove-guest-zstd/1";
 /// Upper bound on a pointer object's size.
 const POINTER_LIMIT: u64 = 64 * 1024;
+
+/// The snapshot name in an href: the last path segment (the inner store checks the rest).
+fn href_name(href: &str) -> Result<String> {
+    let file = href.rsplit('/').next().unwrap_or_default();
+    let name = file.strip_suffix(".snap").unwrap_or(file);
+    validate_snapshot_name(name)?;
+    Ok(name.to_owned())
+}
 
 /// The pointer object: where the compressed data is and what it decompresses to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +272,123 @@ impl SnapshotStore for ZstdSnapshotStore {
             href: href.to_owned(),
         });
         Ok(VerifyingReader::new(reader, href, p.size, p.sha256))
+    }
+
+    /// Follows the compressed data in the inner store while it uploads (when the inner store
+    /// can), decompressing and hashing as it lands; at its end waits (bounded by
+    /// [`FollowOptions::stall_timeout`]) for the pointer the commit writes after the data, and
+    /// ends the stream cleanly only when the pointer names the data followed and matches the
+    /// raw size and SHA-256 of every byte read, and `expected`.
+    async fn follow(
+        &self,
+        href: &str,
+        expected: &Expected,
+        opts: &FollowOptions,
+    ) -> Result<SnapshotRead> {
+        match self.pointer(href).await {
+            Ok(_) => return Ok(Box::new(self.get(href, expected).await?)),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let name = href_name(href)?;
+        if self.inner.snapshot_href(&name)? != href {
+            return Err(Error::invalid(
+                "snapshot href",
+                format!("{href:?} is not this store's"),
+            ));
+        }
+        let data_href = self.inner.snapshot_href(&format!("{name}{DATA_SUFFIX}"))?;
+        let data = self
+            .inner
+            .follow(&data_href, &Expected::default(), opts)
+            .await?;
+        let mut decoder = ZstdDecoder::new(BufReader::with_capacity(CHUNK_SIZE, data));
+        decoder.multiple_members(true);
+        let mut decoded = DecodeErrors {
+            inner: decoder,
+            href: href.to_owned(),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(2);
+        let this = self.clone();
+        let href = href.to_owned();
+        let expected = expected.clone();
+        let opts = opts.clone();
+        tokio::spawn(async move {
+            let fail = |reason: String| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    IntegrityFailure {
+                        href: href.clone(),
+                        reason,
+                    },
+                )
+            };
+            let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+            let mut count = 0u64;
+            loop {
+                let mut buf = vec![0u8; CHUNK_SIZE];
+                match decoded.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        sha2::Digest::update(&mut hasher, &buf);
+                        count += n as u64;
+                        if tx.send(Ok(bytes::Bytes::from(buf))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            let sha = hex::encode(sha2::Digest::finalize(hasher));
+            // The data is committed; the pointer follows it.
+            let deadline = crate::deadline::deadline(opts.stall_timeout);
+            let mut backoff = crate::poll::Backoff::new(opts.poll_interval);
+            let p = loop {
+                match this.pointer(&href).await {
+                    Ok(p) => break p,
+                    Err(Error::NotFound { .. }) if backoff.tick(deadline).await => {}
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(fail(format!("no pointer after the data: {e}"))))
+                            .await;
+                        return;
+                    }
+                }
+            };
+            let result = if p.data_href != data_href {
+                Err(fail(
+                    "the pointer names other data than the data followed".into(),
+                ))
+            } else if p.size != count || p.sha256 != sha {
+                Err(fail(format!(
+                    "decompressed {count} bytes that do not match the pointer's size and SHA-256"
+                )))
+            } else if expected.size.is_some_and(|s| s != count)
+                || expected
+                    .sha256
+                    .as_ref()
+                    .is_some_and(|h| !h.eq_ignore_ascii_case(&sha))
+            {
+                Err(fail(
+                    "snapshot differs from the expected size or SHA-256".into(),
+                ))
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Box::new(tokio_util::io::StreamReader::new(Box::pin(
+            stream,
+        ))))
     }
 
     /// Sweeps the inner store (where the compressed data and the pointers live).

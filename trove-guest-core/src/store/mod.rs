@@ -15,6 +15,10 @@ mod follow;
 mod local;
 #[cfg(feature = "object-store")]
 mod object;
+#[cfg(feature = "s3")]
+mod s3;
+#[cfg(feature = "object-store")]
+mod segments;
 mod stream;
 mod sweep;
 mod tail;
@@ -36,6 +40,8 @@ pub use follow::FollowOptions;
 pub use local::{Durability, LocalSnapshotStore};
 #[cfg(feature = "object-store")]
 pub use object::ObjectSnapshotStore;
+#[cfg(feature = "s3")]
+pub use s3::S3Config;
 pub use verify::{HashingReader, IntegrityFailure, VerifyingReader};
 
 /// Size of the buffers used to move snapshot data (memory use is a small multiple of it).

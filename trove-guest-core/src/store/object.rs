@@ -13,8 +13,8 @@ use tokio_util::io::StreamReader;
 
 use super::stream::UploadChunks;
 use super::{
-    Expected, PendingUpload, SnapshotRead, SnapshotStore, StoredSnapshot, VerifyingReader,
-    check_expected, validate_snapshot_name,
+    Expected, FollowOptions, PendingUpload, SnapshotRead, SnapshotStore, StoredSnapshot,
+    VerifyingReader, check_expected, validate_snapshot_name,
 };
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -44,9 +44,11 @@ const MAX_MANIFEST_BYTES: u64 = 64 << 10;
 /// Hrefs are `<base_url>/<name>.snap`; [`SnapshotStore::owns`] accepts exactly those.
 #[derive(Debug, Clone)]
 pub struct ObjectSnapshotStore {
-    store: Arc<dyn ObjectStore>,
-    base_url: String,
-    prefix: ObjectPath,
+    pub(super) store: Arc<dyn ObjectStore>,
+    pub(super) base_url: String,
+    pub(super) prefix: ObjectPath,
+    /// Segment size of the segmented layout (`None`: one object per snapshot).
+    pub(super) segment_size: Option<usize>,
 }
 
 impl ObjectSnapshotStore {
@@ -93,6 +95,7 @@ impl ObjectSnapshotStore {
             store,
             base_url: base,
             prefix,
+            segment_size: None,
         })
     }
 
@@ -115,6 +118,25 @@ impl ObjectSnapshotStore {
             return Err("'.' and '..' segments are not allowed".into());
         }
         ObjectPath::parse(path).map_err(|e| e.to_string())
+    }
+
+    /// Uploads in segments of `segment_size` bytes (at least 1 MiB) that a replica can read
+    /// while the upload runs ([`SnapshotStore::follow`]); see the type's documentation. Reading
+    /// understands both layouts whatever this is set to. [`ObjectSnapshotStore::s3`] turns it
+    /// on with [`ObjectSnapshotStore::DEFAULT_SEGMENT_SIZE`].
+    pub fn with_segments(mut self, segment_size: usize) -> Self {
+        self.segment_size = Some(segment_size.max(super::CHUNK_SIZE));
+        self
+    }
+
+    /// The segment size [`ObjectSnapshotStore::s3`] uses: 4 MiB (one filling and two in flight
+    /// while uploading, one prefetched while reading, so an agent holding both sides stays well
+    /// under 64 MiB whatever the snapshot's size).
+    pub const DEFAULT_SEGMENT_SIZE: usize = 4 << 20;
+
+    /// The object store underneath (for tests and tools that inspect what is stored).
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
     }
 
     /// The base URL hrefs start with (without a trailing `/`).
@@ -159,12 +181,45 @@ impl ObjectSnapshotStore {
         self.key(&format!("{name}{MANIFEST_SUFFIX}"))
     }
 
+    pub(super) fn parts_dir(&self, name: &str) -> ObjectPath {
+        self.key(&format!("{name}{}", super::segments::PARTS_SUFFIX))
+    }
+
+    pub(super) fn upload_dir(&self, m: &super::segments::SegmentedManifest) -> ObjectPath {
+        let name = self.name_of(&m.href).unwrap_or_default();
+        self.parts_dir(name).child(m.upload.as_str())
+    }
+
+    /// The segmented manifest of `href` (`None` when the snapshot is one object).
+    pub(super) async fn read_segmented_manifest(
+        &self,
+        href: &str,
+    ) -> Result<Option<super::segments::SegmentedManifest>> {
+        Ok(self.read_manifests(href).await?.1)
+    }
+
     async fn read_manifest(&self, href: &str) -> Result<StoredSnapshot> {
+        Ok(self.read_manifests(href).await?.0)
+    }
+
+    async fn read_manifests(
+        &self,
+        href: &str,
+    ) -> Result<(StoredSnapshot, Option<super::segments::SegmentedManifest>)> {
         let name = self.name_of(href)?;
         let key = self.manifest_key(name);
         let got = match self.store.get(&key).await {
             Ok(g) => g,
-            Err(object_store::Error::NotFound { .. }) => {
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                #[cfg(feature = "s3")]
+                if let Some(problem) = super::s3::classify(&e) {
+                    return Err(Error::StoreAccess {
+                        problem,
+                        message: format!("read manifest {key}"),
+                        source: Some(Box::new(e)),
+                    });
+                }
+                let _ = e;
                 return Err(Error::NotFound {
                     what: format!("snapshot {href}"),
                 });
@@ -183,18 +238,84 @@ impl ObjectSnapshotStore {
         if m.href != href {
             return Err(Error::integrity(href, "manifest names another snapshot"));
         }
-        Ok(m)
+        let seg = if serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("segments").cloned())
+            .is_some()
+        {
+            let sm: super::segments::SegmentedManifest = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::integrity(href, format!("unreadable manifest: {e}")))?;
+            let total: u64 = sm.segments.iter().map(|s| s.size).sum();
+            if total != sm.size || crate::store::validate_snapshot_name(&sm.upload).is_err() {
+                return Err(Error::integrity(href, "manifest's segments do not add up"));
+            }
+            Some(sm)
+        } else {
+            None
+        };
+        Ok((m, seg))
     }
 }
 
-fn store_error(message: String, e: object_store::Error) -> Error {
+async fn write_manifest(
+    store: &Arc<dyn ObjectStore>,
+    key: &ObjectPath,
+    href: &str,
+    json: Vec<u8>,
+) -> Result<()> {
+    let payload = PutPayload::from(Bytes::from(json));
+    let create = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match store.put_opts(key, payload.clone(), create).await {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
+            // Stores without conditional writes: the caller's head check has to do.
+            store
+                .put(key, payload)
+                .await
+                .map(|_| ())
+                .map_err(|e| store_error(format!("write {key}"), e))
+        }
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Err(Error::invalid(
+            "snapshot name",
+            format!("{href} was committed concurrently"),
+        )),
+        Err(e) => Err(store_error(format!("write {key}"), e)),
+    }
+}
+
+async fn refuse_existing(
+    store: &Arc<dyn ObjectStore>,
+    manifest: &ObjectPath,
+    href: &str,
+) -> Result<()> {
+    match store.head(manifest).await {
+        Ok(_) => Err(Error::invalid(
+            "snapshot name",
+            format!("{href} already exists"),
+        )),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(store_error(format!("check {manifest}"), e)),
+    }
+}
+
+pub(super) fn store_error(message: String, e: object_store::Error) -> Error {
+    #[cfg(feature = "s3")]
+    let e = match super::s3::access_error(&message, e) {
+        Ok(access) => return access,
+        Err(e) => e,
+    };
     Error::Store {
         message,
         source: Some(Box::new(e)),
     }
 }
 
-fn is_not_found(e: &object_store::Error) -> bool {
+pub(super) fn is_not_found(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })
 }
 
@@ -249,16 +370,7 @@ impl PendingUpload for ObjectPending {
     async fn commit(mut self: Box<Self>) -> Result<StoredSnapshot> {
         let store = Arc::clone(&self.temp.store);
         let href = self.snapshot.href.clone();
-        match store.head(&self.manifest).await {
-            Ok(_) => {
-                return Err(Error::invalid(
-                    "snapshot name",
-                    format!("{href} already exists"),
-                ));
-            }
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(store_error(format!("check {}", self.manifest), e)),
-        }
+        refuse_existing(&store, &self.manifest, &href).await?;
         let temp = self
             .temp
             .key
@@ -277,32 +389,134 @@ impl PendingUpload for ObjectPending {
             tracing::warn!(key = %temp, error = %e, "could not remove partial snapshot");
         }
         let json = serde_json::to_vec_pretty(&self.snapshot).expect("manifest serializes");
-        let payload = PutPayload::from(Bytes::from(json));
-        let create = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match store
-            .put_opts(&self.manifest, payload.clone(), create)
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
-                // Stores without conditional writes: the head check above has to do.
-                store
-                    .put(&self.manifest, payload)
-                    .await
-                    .map_err(|e| store_error(format!("write {}", self.manifest), e))?;
-            }
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                return Err(Error::invalid(
-                    "snapshot name",
-                    format!("{href} was committed concurrently"),
-                ));
-            }
-            Err(e) => return Err(store_error(format!("write {}", self.manifest), e)),
-        }
+        write_manifest(&store, &self.manifest, &href, json).await?;
         Ok(self.snapshot.clone())
+    }
+}
+
+/// Removes a segmented upload in the background unless disarmed.
+#[derive(Debug)]
+struct UploadGuard {
+    store: Arc<dyn ObjectStore>,
+    dir: Option<ObjectPath>,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let store = Arc::clone(&self.store);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { super::segments::abort_upload(&store, &dir).await });
+            } else {
+                tracing::warn!(key = %dir, "no runtime to remove an abandoned upload");
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SegmentedPending {
+    guard: UploadGuard,
+    manifest_key: ObjectPath,
+    manifest: super::segments::SegmentedManifest,
+    snapshot: StoredSnapshot,
+}
+
+#[async_trait]
+impl PendingUpload for SegmentedPending {
+    fn snapshot(&self) -> &StoredSnapshot {
+        &self.snapshot
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<StoredSnapshot> {
+        let store = Arc::clone(&self.guard.store);
+        let href = self.snapshot.href.clone();
+        refuse_existing(&store, &self.manifest_key, &href).await?;
+        let json = serde_json::to_vec_pretty(&self.manifest).expect("manifest serializes");
+        write_manifest(&store, &self.manifest_key, &href, json).await?;
+        self.guard.dir = None;
+        Ok(self.snapshot.clone())
+    }
+}
+
+impl ObjectSnapshotStore {
+    async fn put_segmented(
+        &self,
+        name: &str,
+        segment_size: usize,
+        data: &mut (dyn AsyncRead + Send + Unpin),
+        progress: &Progress,
+    ) -> Result<Box<dyn PendingUpload>> {
+        use super::segments::{SEGMENTS_IN_FLIGHT, SegmentInfo, SegmentedManifest, segment_key};
+        use futures::StreamExt as _;
+        let href = self.href_for(name);
+        let upload = crate::secret::Secret::random(12).expose().to_owned();
+        let dir = self.parts_dir(name).child(upload.as_str());
+        let mut guard = UploadGuard {
+            store: Arc::clone(&self.store),
+            dir: Some(dir.clone()),
+        };
+        let mut chunks = UploadChunks::new(data, name, progress);
+        let mut segments = Vec::new();
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(segment_size);
+        let mut done = false;
+        while !done {
+            match chunks.next().await? {
+                Some(chunk) => buf.extend_from_slice(&chunk),
+                None => done = true,
+            }
+            if buf.len() >= segment_size || (done && (!buf.is_empty() || segments.is_empty())) {
+                let seg = std::mem::replace(&mut buf, Vec::with_capacity(segment_size));
+                let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&seg));
+                let key = segment_key(&dir, segments.len(), &sha);
+                segments.push(SegmentInfo {
+                    size: seg.len() as u64,
+                    sha256: sha,
+                });
+                let store = Arc::clone(&self.store);
+                // Spawned, so a segment lands while the next one fills.
+                in_flight.push_back(tokio::spawn(async move {
+                    store
+                        .put(&key, PutPayload::from(Bytes::from(seg)))
+                        .await
+                        .map_err(|e| store_error(format!("upload {key}"), e))
+                }));
+                while in_flight.len() >= SEGMENTS_IN_FLIGHT || (done && !in_flight.is_empty()) {
+                    in_flight
+                        .next()
+                        .await
+                        .expect("not empty")
+                        .map_err(|e| Error::Store {
+                            message: format!("segment upload task failed: {e}"),
+                            source: None,
+                        })??;
+                }
+            }
+        }
+        let (size, sha256) = chunks.finish();
+        let snapshot = StoredSnapshot {
+            href: href.clone(),
+            size,
+            sha256: sha256.clone(),
+        };
+        let manifest = SegmentedManifest {
+            href,
+            size,
+            sha256,
+            upload,
+            segments,
+        };
+        let pending = SegmentedPending {
+            guard: UploadGuard {
+                store: Arc::clone(&self.store),
+                dir: guard.dir.take(),
+            },
+            manifest_key: self.manifest_key(name),
+            manifest,
+            snapshot,
+        };
+        Ok(Box::new(pending))
     }
 }
 
@@ -324,6 +538,9 @@ impl SnapshotStore for ObjectSnapshotStore {
         progress: &Progress,
     ) -> Result<Box<dyn PendingUpload>> {
         validate_snapshot_name(name)?;
+        if let Some(segment_size) = self.segment_size {
+            return self.put_segmented(name, segment_size, data, progress).await;
+        }
         let href = self.href_for(name);
         let temp_key = self.key(&format!(
             "{PARTIAL_PREFIX}{name}-{}",
@@ -354,9 +571,15 @@ impl SnapshotStore for ObjectSnapshotStore {
             store: Arc::clone(&self.store),
             key: Some(temp_key.clone()),
         };
-        writer.shutdown().await.map_err(|e| Error::Store {
-            message: format!("complete upload {temp_key}"),
-            source: Some(Box::new(e)),
+        writer.shutdown().await.map_err(|e| {
+            let message = format!("complete upload {temp_key}");
+            match e.downcast::<object_store::Error>() {
+                Ok(e) => store_error(message, e),
+                Err(e) => Error::Store {
+                    message,
+                    source: Some(Box::new(e)),
+                },
+            }
         })?;
         let (size, sha256) = chunks.finish();
         Ok(Box::new(ObjectPending {
@@ -372,8 +595,12 @@ impl SnapshotStore for ObjectSnapshotStore {
     }
 
     async fn get(&self, href: &str, expected: &Expected) -> Result<VerifyingReader<SnapshotRead>> {
-        let m = self.read_manifest(href).await?;
+        let (m, segmented) = self.read_manifests(href).await?;
         check_expected(href, &m, expected)?;
+        if let Some(sm) = segmented {
+            let reader = super::segments::read_complete(self, sm, false);
+            return Ok(VerifyingReader::new(reader, href, m.size, m.sha256));
+        }
         let key = self.data_key(self.name_of(href)?);
         let got = match self.store.get(&key).await {
             Ok(g) => g,
@@ -401,9 +628,11 @@ impl SnapshotStore for ObjectSnapshotStore {
 
     /// Lists the key prefix and deletes, when last modified more than `older_than` ago,
     /// temporary upload objects (`.partial-*`, left by a process killed between the upload
-    /// and its commit) and data objects without a manifest. Unfinished multipart parts are not
-    /// listed by object stores: a bucket lifecycle rule has to expire those. Returns the keys'
-    /// file names.
+    /// and its commit), data objects without a manifest, and the segments of uploads no
+    /// manifest names (`<name>.snap.parts/<upload>`; an upload marked aborted goes after a
+    /// minute). Segmented uploads leave no multipart parts; the single-object layout's
+    /// unfinished multipart parts are not listed by object stores, so a bucket lifecycle rule
+    /// has to expire those. Returns the keys' store-relative names.
     async fn sweep_incomplete(&self, older_than: std::time::Duration) -> Result<Vec<String>> {
         let listed = self
             .store
@@ -442,6 +671,37 @@ impl SnapshotStore for ObjectSnapshotStore {
             tracing::info!(key = %meta.location, "removed an incomplete upload from the snapshot store");
             removed.push(file.to_owned());
         }
+        for dir in &listed.common_prefixes {
+            let Some(file) = dir.filename() else { continue };
+            let Some(name) = file.strip_suffix(super::segments::PARTS_SUFFIX) else {
+                continue;
+            };
+            let live = match self.read_segmented_manifest(&self.href_for(name)).await {
+                Ok(m) => m.map(|m| m.upload),
+                Err(Error::NotFound { .. } | Error::InvalidInput { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let uploads = self
+                .store
+                .list_with_delimiter(Some(dir))
+                .await
+                .map_err(|e| store_error(format!("list {dir}"), e))?;
+            for upload in uploads.common_prefixes {
+                let id = upload.filename().unwrap_or_default().to_owned();
+                if live.as_deref() == Some(id.as_str()) {
+                    continue;
+                }
+                let (newest, aborted) =
+                    super::segments::newest_and_aborted(&self.store, &upload).await?;
+                let old = now.saturating_sub(newest) >= older_than.as_secs();
+                if !(old || aborted && now.saturating_sub(newest) >= 60) {
+                    continue;
+                }
+                super::segments::remove_prefix(&self.store, &upload, true).await;
+                tracing::info!(key = %upload, "removed an incomplete upload from the snapshot store");
+                removed.push(format!("{file}/{id}"));
+            }
+        }
         removed.sort();
         Ok(removed)
     }
@@ -455,6 +715,46 @@ impl SnapshotStore for ObjectSnapshotStore {
                 Err(e) => return Err(store_error(format!("delete {key}"), e)),
             }
         }
+        super::segments::remove_prefix(&self.store, &self.parts_dir(name), true).await;
         Ok(())
+    }
+
+    /// Segmented stores ([`ObjectSnapshotStore::with_segments`], S3) read an upload's segments
+    /// as they land, each checked against the SHA-256 in its key, and end the stream only when
+    /// the manifest written at commit names that upload and matches every byte read; a
+    /// single-object store waits for the commit.
+    async fn follow(
+        &self,
+        href: &str,
+        expected: &Expected,
+        opts: &FollowOptions,
+    ) -> Result<SnapshotRead> {
+        if self.segment_size.is_none() {
+            return super::follow::wait_then_get(self, href, expected, opts).await;
+        }
+        let name = self.name_of(href)?.to_owned();
+        let deadline = crate::deadline::deadline(opts.start_timeout);
+        let mut backoff =
+            crate::poll::Backoff::new(opts.poll_interval.max(std::time::Duration::from_millis(5)));
+        loop {
+            match self.read_manifest(href).await {
+                Ok(_) => return Ok(Box::new(self.get(href, expected).await?)),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(r) =
+                super::segments::follow_upload(self, &name, href, expected, opts).await?
+            {
+                return Ok(r);
+            }
+            if !backoff.tick(deadline).await {
+                return Err(Error::NotFound {
+                    what: format!(
+                        "snapshot {href} (neither complete nor uploading after {:?})",
+                        opts.start_timeout
+                    ),
+                });
+            }
+        }
     }
 }

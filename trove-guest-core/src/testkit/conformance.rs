@@ -126,13 +126,60 @@ where
     Writer { stop, next, task }
 }
 
-fn temp_store() -> (tempfile::TempDir, Arc<dyn SnapshotStore>) {
-    let dir = tempfile::Builder::new()
-        .prefix("tg-store-")
-        .tempdir()
-        .expect("temp dir for the snapshot store");
-    let store = LocalSnapshotStore::new(dir.path()).expect("local snapshot store");
-    (dir, Arc::new(store))
+/// Where the suite keeps its snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// A [`LocalSnapshotStore`] in a temporary directory.
+    Local,
+    /// An S3 [`ObjectSnapshotStore`](crate::store::ObjectSnapshotStore) (segmented, so it can
+    /// be followed) on a throwaway moto server ([`super::s3::MotoServer`]).
+    #[cfg(feature = "s3")]
+    S3,
+}
+
+/// The suite's store and what keeps it alive (its directory, or its server).
+struct SuiteStore {
+    store: Arc<dyn SnapshotStore>,
+    _dir: Option<tempfile::TempDir>,
+    #[cfg(feature = "s3")]
+    s3: Option<(super::s3::MotoServer, crate::store::ObjectSnapshotStore)>,
+}
+
+async fn suite_store(kind: StoreKind) -> SuiteStore {
+    match kind {
+        StoreKind::Local => {
+            let dir = tempfile::Builder::new()
+                .prefix("tg-store-")
+                .tempdir()
+                .expect("temp dir for the snapshot store");
+            let store = LocalSnapshotStore::new(dir.path()).expect("local snapshot store");
+            SuiteStore {
+                store: Arc::new(store),
+                _dir: Some(dir),
+                #[cfg(feature = "s3")]
+                s3: None,
+            }
+        }
+        #[cfg(feature = "s3")]
+        StoreKind::S3 => {
+            let server = super::s3::MotoServer::start()
+                .await
+                .expect("start the moto S3 server");
+            server
+                .create_bucket("conformance")
+                .await
+                .expect("create the bucket");
+            let s3 = crate::store::ObjectSnapshotStore::s3(&server.config("conformance", "snaps"))
+                .expect("S3 snapshot store");
+            s3.check_access().await.expect("S3 store reachable");
+            SuiteStore {
+                store: Arc::new(s3.clone()),
+                _dir: None,
+                s3: Some((server, s3)),
+            }
+        }
+    }
 }
 
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -142,25 +189,26 @@ struct Pair<B: ConformanceBackend> {
     master_strategy: Arc<dyn ReplicationStrategy>,
     snapshot: SnapshotDocument,
     next_id: u64,
-    _store_dir: tempfile::TempDir,
+    suite: SuiteStore,
     store: Arc<dyn SnapshotStore>,
 }
 
 /// A fresh master with the schema and 500 rows, enabled as master, snapshotting into a new
 /// temporary local store.
 struct FreshMaster<B: ConformanceBackend> {
-    store_dir: tempfile::TempDir,
+    store_dir: SuiteStore,
     store: Arc<dyn SnapshotStore>,
     master: Arc<B::Server>,
     strategy: Arc<dyn ReplicationStrategy>,
 }
 
-async fn fresh_master<B>(backend: &Arc<B>) -> FreshMaster<B>
+async fn fresh_master<B>(backend: &Arc<B>, kind: StoreKind) -> FreshMaster<B>
 where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
 {
-    let (store_dir, store) = temp_store();
+    let store_dir = suite_store(kind).await;
+    let store = store_dir.store.clone();
     let master = Arc::new(backend.start_server(1).await.expect("start master"));
     backend.create_schema(&master).await.expect("create schema");
     backend
@@ -182,7 +230,7 @@ where
 
 /// Master with 500 rows, a writer running during the snapshot; returns the snapshot taken
 /// under writes and the first id not yet written.
-async fn master_with_snapshot<B>(backend: &Arc<B>, replica_id: &str) -> Pair<B>
+async fn master_with_snapshot<B>(backend: &Arc<B>, replica_id: &str, kind: StoreKind) -> Pair<B>
 where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
@@ -192,7 +240,7 @@ where
         store,
         master,
         strategy: ms,
-    } = fresh_master(backend).await;
+    } = fresh_master(backend, kind).await;
     let writer = spawn_writer(backend.clone(), master.clone(), 500);
     let snapshot = ms
         .get_replication_snapshot(&SnapshotRequest::new().with_replica_id(replica_id))
@@ -209,7 +257,7 @@ where
         master_strategy: ms,
         snapshot,
         next_id,
-        _store_dir: store_dir,
+        suite: store_dir,
         store,
     }
 }
@@ -252,12 +300,24 @@ where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
 {
+    snapshot_under_writes_converges_in(backend, positioning, StoreKind::Local).await;
+}
+
+/// [`snapshot_under_writes_converges`] with snapshots in a store of `kind`.
+pub async fn snapshot_under_writes_converges_in<B>(
+    backend: Arc<B>,
+    positioning: Positioning,
+    kind: StoreKind,
+) where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
     let caps = backend.capabilities();
     let supported = match positioning {
         Positioning::Gtid => caps.gtid_positioning,
         Positioning::BinlogFile => caps.file_positioning,
     };
-    let pair = master_with_snapshot(&backend, "conf-writes").await;
+    let pair = master_with_snapshot(&backend, "conf-writes", kind).await;
     let replica = backend.start_server(2).await.expect("start replica");
     let rs = backend.strategy(&replica, pair.store.clone());
     if !supported {
@@ -305,7 +365,7 @@ where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
 {
-    let pair = master_with_snapshot(&backend, "conf-two").await;
+    let pair = master_with_snapshot(&backend, "conf-two", StoreKind::Local).await;
     let r1 = backend.start_server(2).await.expect("start replica 1");
     let r2 = backend.start_server(3).await.expect("start replica 2");
     let s1 = backend.strategy(&r1, pair.store.clone());
@@ -342,7 +402,7 @@ where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
 {
-    let pair = master_with_snapshot(&backend, "conf-detach").await;
+    let pair = master_with_snapshot(&backend, "conf-detach", StoreKind::Local).await;
     let replica = backend.start_server(2).await.expect("start replica");
     let rs = backend.strategy(&replica, pair.store.clone());
     rs.attach_replication_slave(&pair.snapshot, &AttachRequest::new())
@@ -435,7 +495,7 @@ where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
 {
-    let pair = master_with_snapshot(&backend, "conf-demote").await;
+    let pair = master_with_snapshot(&backend, "conf-demote", StoreKind::Local).await;
     let left = backend
         .replication_leftovers(&pair.master)
         .await
@@ -480,8 +540,47 @@ pub enum Damage {
     Truncate,
 }
 
-/// Damages the stored data of `snapshot` (the suite's store is local).
-fn damage_stored(snapshot: &SnapshotDocument, damage: Damage) {
+/// Damages the stored data of `snapshot`: the local file, or for S3 a data segment.
+async fn damage_stored(snapshot: &SnapshotDocument, damage: Damage, suite: &SuiteStore) {
+    #[cfg(feature = "s3")]
+    if let Some((_, s3)) = &suite.s3 {
+        use futures::StreamExt as _;
+        let inner = s3.object_store().clone();
+        let mut keys = Vec::new();
+        let mut l = inner.list(None);
+        while let Some(m) = l.next().await {
+            let m = m.expect("list the S3 store");
+            if m.location.as_ref().contains(".snap.parts/") {
+                keys.push(m.location);
+            }
+        }
+        keys.sort();
+        let key = keys
+            .first()
+            .expect("the snapshot has data segments")
+            .clone();
+        let mut bytes = inner
+            .get(&key)
+            .await
+            .expect("read a segment")
+            .bytes()
+            .await
+            .expect("read a segment")
+            .to_vec();
+        match damage {
+            Damage::FlipByte => {
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0x01;
+            }
+            Damage::Truncate => bytes.truncate(bytes.len() / 2),
+        }
+        inner
+            .put(&key, object_store::PutPayload::from(bytes))
+            .await
+            .expect("damage the segment");
+        return;
+    }
+    let _ = suite;
     let path = snapshot
         .dataset
         .snapshot_href
@@ -524,8 +623,17 @@ where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
 {
-    let pair = master_with_snapshot(&backend, "conf-damage").await;
-    damage_stored(&pair.snapshot, damage);
+    damaged_snapshot_is_refused_in(backend, damage, StoreKind::Local).await;
+}
+
+/// [`damaged_snapshot_is_refused`] with snapshots in a store of `kind`.
+pub async fn damaged_snapshot_is_refused_in<B>(backend: Arc<B>, damage: Damage, kind: StoreKind)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
+    let pair = master_with_snapshot(&backend, "conf-damage", kind).await;
+    damage_stored(&pair.snapshot, damage, &pair.suite).await;
     let (replica, before) = replica_with_own_data(&backend).await;
     let rs = backend.strategy(&replica, pair.store.clone());
     let err = rs
@@ -550,7 +658,7 @@ where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
 {
-    let pair = master_with_snapshot(&backend, "conf-wait").await;
+    let pair = master_with_snapshot(&backend, "conf-wait", StoreKind::Local).await;
     let replica = backend.start_server(2).await.expect("start replica");
     let rs = backend.strategy(&replica, pair.store.clone());
     rs.attach_replication_slave(&pair.snapshot, &AttachRequest::new())
@@ -602,13 +710,23 @@ where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
 {
+    provision_overlaps_snapshot_and_restore_in(backend, StoreKind::Local).await;
+}
+
+/// [`provision_overlaps_snapshot_and_restore`] with snapshots in a store of `kind` (with S3,
+/// the replica follows the master's segmented upload).
+pub async fn provision_overlaps_snapshot_and_restore_in<B>(backend: Arc<B>, kind: StoreKind)
+where
+    B: ConformanceBackend + 'static,
+    B::Server: 'static,
+{
     let caps = backend.capabilities();
     let FreshMaster {
         store_dir: _store_dir,
         store,
         master,
         strategy: ms,
-    } = fresh_master(&backend).await;
+    } = fresh_master(&backend, kind).await;
     let replica = backend.start_server(2).await.expect("start replica");
     let rs = backend.strategy(&replica, store.clone());
     let writer = spawn_writer(backend.clone(), master.clone(), 500);
@@ -652,7 +770,7 @@ where
     B::Server: 'static,
 {
     let caps = backend.capabilities();
-    let pair = master_with_snapshot(&backend, "conf-stage").await;
+    let pair = master_with_snapshot(&backend, "conf-stage", StoreKind::Local).await;
     let replica = backend.start_server(2).await.expect("start replica");
     let rs = backend.strategy(&replica, pair.store.clone());
     let href = pair.snapshot.dataset.snapshot_href.clone();
@@ -725,7 +843,7 @@ where
     B: ConformanceBackend + 'static,
     B::Server: 'static,
 {
-    let pair = master_with_snapshot(&backend, "conf-stage-damage").await;
+    let pair = master_with_snapshot(&backend, "conf-stage-damage", StoreKind::Local).await;
     let href = pair.snapshot.dataset.snapshot_href.clone();
     if !backend.capabilities().staging {
         // Not a silent pass: without the capability, staging is refused outright.
@@ -738,7 +856,7 @@ where
         assert_eq!(err.kind(), ErrorKind::Unsupported, "got {err}");
         return;
     }
-    damage_stored(&pair.snapshot, Damage::FlipByte);
+    damage_stored(&pair.snapshot, Damage::FlipByte, &pair.suite).await;
     let (replica, before) = replica_with_own_data(&backend).await;
     let rs = backend.strategy(&replica, pair.store.clone());
     let err = rs

@@ -18,6 +18,8 @@ mod ports;
 mod process;
 mod programs;
 mod proxy;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod service;
 
 pub use dirs::{short_tempdir, tail};

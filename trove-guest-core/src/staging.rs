@@ -171,10 +171,20 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 ///
 /// [`Error::Io`].
 pub fn remove_dir_if_exists(dir: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("remove {}", dir.display()), e)),
+    // A tool of a killed process may still be writing into the tree for a moment (until it
+    // reads the end of its input): a tree that refills while it is removed is tried again, a
+    // bounded number of times.
+    let mut attempts = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(Error::io(format!("remove {}", dir.display()), e)),
+        }
     }
 }
 

@@ -24,6 +24,18 @@ fn runs(pid: u32) -> bool {
     })
 }
 
+/// Waits (bounded) until `pid` has exec'd `sleep`: the stand-in is "ready" at once (the test
+/// holds its listener), possibly before its exec finished, which a real server never is.
+async fn wait_exec(pid: u32) {
+    for _ in 0..500 {
+        if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0")) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{pid} never ran sleep");
+}
+
 fn start_time(pid: u32) -> String {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let (_, rest) = stat.rsplit_once(')').expect("stat fields");
@@ -52,6 +64,7 @@ async fn server_left_by_a_killed_agent_is_adopted_and_stopped_not_started_twice(
     let first = LocalProcess::new(server(), ready(&listener)).with_pid_file(&pid_file);
     first.start().await.expect("start the server");
     let pid = first.pid().await.expect("the server's pid");
+    wait_exec(pid).await;
     assert_eq!(pid_in(&pid_file), pid, "the pid file records the server");
     // The agent dies without stopping its server: nothing of `first` runs its destructor.
     std::mem::forget(first);

@@ -260,7 +260,7 @@ mod tests {
         ToolPlace::Container(
             ContainerExec::new("/run/podman/podman.sock", "db1-tools")
                 .with_mount("/srv/db1/data", "/var/lib/mysql")
-                .with_mount("/srv/db1/work", "/var/lib/trove-work")
+                .with_mount("/srv/db1/workdir", "/var/lib/trove-work")
                 .with_mount("/srv/db1/data/sub", "/other"),
         )
     }
@@ -275,10 +275,10 @@ mod tests {
     #[test]
     fn container_commands_exec_with_mapped_paths_user_and_stdin() {
         let cmd = ToolCommand::new("mariabackup")
-            .arg("--defaults-file=/srv/db1/work/.tg-secret-a/backup.cnf")
+            .arg("--defaults-file=/srv/db1/workdir/.tg-secret-a/backup.cnf")
             .arg("--backup")
             .arg("--datadir=/srv/db1/data")
-            .arg("--target-dir=/srv/db1/work/scratch")
+            .arg("--target-dir=/srv/db1/workdir/scratch")
             .arg("/srv/db1/data/sub/x")
             .arg("/elsewhere/y")
             .run_as(Some(OsUser { uid: 100, gid: 101 }))
@@ -299,13 +299,13 @@ mod tests {
         assert!(parts.stdout_piped);
 
         let cmd = ToolCommand::new("tar")
-            .args(["-x", "-f", "-", "-C", "/srv/db1/work/stage"])
-            .current_dir("/srv/db1/work/stage")
+            .args(["-x", "-f", "-", "-C", "/srv/db1/workdir/stage"])
+            .current_dir("/srv/db1/workdir/stage")
             .stdin_piped();
         let podman = ToolPlace::Container(
             ContainerExec::new("/run/podman/podman.sock", "db1-tools")
                 .with_client("podman")
-                .with_mount("/srv/db1/work", "/var/lib/trove-work"),
+                .with_mount("/srv/db1/workdir", "/var/lib/trove-work"),
         );
         let out = podman.prepare(cmd).unwrap();
         assert_eq!(
@@ -319,7 +319,7 @@ mod tests {
     fn connection_strings_are_mapped_inside() {
         let cmd = ToolCommand::new("pg_basebackup")
             .arg("-d")
-            .arg("host=/srv/db1/work/sock port=5432 passfile='/srv/db1/work/.tg-secret-b/pgpass'");
+            .arg("host=/srv/db1/workdir/sock port=5432 passfile='/srv/db1/workdir/.tg-secret-b/pgpass'");
         let out = place().prepare(cmd).unwrap();
         assert_eq!(
             out.get_args().last().unwrap(),

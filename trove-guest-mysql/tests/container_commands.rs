@@ -21,9 +21,9 @@ fn tools() -> ToolPlace {
 fn xtrabackup_backup_runs_by_exec_in_the_tools_container_with_container_paths() {
     let cmd = backup_command(&BackupArgs {
         tool: Path::new("xtrabackup"),
-        defaults_file: Path::new("/srv/trove/db1/work/.tg-secret-Ab12/backup.cnf"),
+        defaults_file: Path::new("/srv/trove/db1/workdir/.tg-secret-Ab12/backup.cnf"),
         data_dir: Path::new("/srv/trove/db1/data"),
-        scratch_dir: Path::new("/srv/trove/db1/work/.tg-backup-Cd34"),
+        scratch_dir: Path::new("/srv/trove/db1/workdir/.tg-backup-Cd34"),
         log_copy_interval_ms: 200,
         parallel: Some(4),
     });
@@ -31,9 +31,9 @@ fn xtrabackup_backup_runs_by_exec_in_the_tools_container_with_container_paths() 
     assert_eq!(
         out.display(),
         "docker --host unix:///run/docker.sock exec db1-xtrabackup xtrabackup \
-         --defaults-file=/var/lib/trove/work/.tg-secret-Ab12/backup.cnf --backup \
+         --defaults-file=/var/lib/trove/workdir/.tg-secret-Ab12/backup.cnf --backup \
          --stream=xbstream --datadir=/var/lib/trove/data \
-         --target-dir=/var/lib/trove/work/.tg-backup-Cd34 --log-copy-interval=200 --parallel=4"
+         --target-dir=/var/lib/trove/workdir/.tg-backup-Cd34 --log-copy-interval=200 --parallel=4"
     );
     assert_eq!(
         out.program_name(),
@@ -46,18 +46,18 @@ fn xbstream_extract_and_prepare_run_as_the_containers_mysql_uid() {
     let mysql = Some(OsUser { uid: 999, gid: 999 });
     let extract = extract_command(
         Path::new("xbstream"),
-        Path::new("/srv/trove/db1/work/.tg-stage-x"),
+        Path::new("/srv/trove/db1/workdir/.tg-stage-x"),
         Some(2),
     )
     .run_as(mysql);
     assert_eq!(
         tools().prepare(extract).unwrap().display(),
         "docker --host unix:///run/docker.sock exec -i -u 999:999 db1-xtrabackup xbstream -x \
-         -C /var/lib/trove/work/.tg-stage-x --parallel=2"
+         -C /var/lib/trove/workdir/.tg-stage-x --parallel=2"
     );
     let prepare = prepare_command(
         Path::new("xtrabackup"),
-        Path::new("/srv/trove/db1/work/.tg-stage-x"),
+        Path::new("/srv/trove/db1/workdir/.tg-stage-x"),
         Some("256M"),
     )
     .run_as(mysql)
@@ -66,8 +66,8 @@ fn xbstream_extract_and_prepare_run_as_the_containers_mysql_uid() {
     assert_eq!(
         out.display(),
         "docker --host unix:///run/docker.sock exec -u 999:999 db1-xtrabackup xtrabackup \
-         --defaults-file=/var/lib/trove/work/.tg-stage-x/backup-my.cnf --prepare \
-         --target-dir=/var/lib/trove/work/.tg-stage-x --use-memory=256M"
+         --defaults-file=/var/lib/trove/workdir/.tg-stage-x/backup-my.cnf --prepare \
+         --target-dir=/var/lib/trove/workdir/.tg-stage-x --use-memory=256M"
     );
     assert_eq!(out.get_timeout(), Some(Duration::from_secs(600)));
 }
@@ -100,9 +100,9 @@ fn the_option_file_names_container_paths_and_its_password_never_reaches_argv() {
     );
     let cmd = backup_command(&BackupArgs {
         tool: Path::new("xtrabackup"),
-        defaults_file: Path::new("/srv/trove/db1/work/.tg-secret-Ab12/backup.cnf"),
+        defaults_file: Path::new("/srv/trove/db1/workdir/.tg-secret-Ab12/backup.cnf"),
         data_dir: Path::new("/srv/trove/db1/data"),
-        scratch_dir: Path::new("/srv/trove/db1/work/s"),
+        scratch_dir: Path::new("/srv/trove/db1/workdir/s"),
         log_copy_interval_ms: 200,
         parallel: None,
     });

@@ -143,7 +143,7 @@ fn pg_basebackup_and_pg_rewind_in_a_container_exec_with_container_paths() {
         .with_socket("/srv/trove/pg1/run");
     let conninfo = commands::admin_conninfo(
         &admin,
-        Some(Path::new("/srv/trove/pg1/work/.tg-secret-x/pgpass")),
+        Some(Path::new("/srv/trove/pg1/workdir/.tg-secret-x/pgpass")),
     )
     .unwrap();
     let basebackup = commands::basebackup(
@@ -170,7 +170,7 @@ fn pg_basebackup_and_pg_rewind_in_a_container_exec_with_container_paths() {
             "-d",
             "host='/var/lib/postgresql/trove/run' port=5432 user='postgres' \
              application_name='trove-guest-basebackup' \
-             passfile='/var/lib/postgresql/trove/work/.tg-secret-x/pgpass'",
+             passfile='/var/lib/postgresql/trove/workdir/.tg-secret-x/pgpass'",
         ]
     );
     assert!(!out.display().contains(ADMIN_PASSWORD));
@@ -179,13 +179,13 @@ fn pg_basebackup_and_pg_rewind_in_a_container_exec_with_container_paths() {
         "/usr/lib/postgresql/15/bin/pg_rewind".into(),
         Path::new("/srv/trove/pg1/data"),
         "host=10.0.0.5 port=5432 user=trove_repl_r1",
-        Path::new("/srv/trove/pg1/work"),
+        Path::new("/srv/trove/pg1/workdir"),
         Some(OsUser { uid: 999, gid: 999 }),
     );
     assert_eq!(
         place.prepare(rewind).unwrap().display(),
         "podman --remote --url unix:///run/podman/podman.sock exec -u 999:999 -w \
-         /var/lib/postgresql/trove/work pg1 /usr/lib/postgresql/15/bin/pg_rewind \
+         /var/lib/postgresql/trove/workdir pg1 /usr/lib/postgresql/15/bin/pg_rewind \
          --target-pgdata=/var/lib/postgresql/trove/data \
          --source-server=host=10.0.0.5 port=5432 user=trove_repl_r1"
     );

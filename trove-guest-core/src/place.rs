@@ -317,9 +317,9 @@ mod tests {
 
     #[test]
     fn connection_strings_are_mapped_inside() {
-        let cmd = ToolCommand::new("pg_basebackup")
-            .arg("-d")
-            .arg("host=/srv/db1/workdir/sock port=5432 passfile='/srv/db1/workdir/.tg-secret-b/pgpass'");
+        let cmd = ToolCommand::new("pg_basebackup").arg("-d").arg(
+            "host=/srv/db1/workdir/sock port=5432 passfile='/srv/db1/workdir/.tg-secret-b/pgpass'",
+        );
         let out = place().prepare(cmd).unwrap();
         assert_eq!(
             out.get_args().last().unwrap(),

@@ -4,46 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use common::{MariaDb, options_for};
+use trove_guest_core::testkit::SmallDisk;
 use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::{AttachRequest, ErrorKind, ReplicationStrategy, SnapshotRequest};
 use trove_guest_mysql::MysqlStrategy;
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
-
-/// A tmpfs of `size` mounted at `dir`, unmounted on drop. Needs root (as the whole suite does).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .expect("run mount (util-linux)");
-        assert!(
-            status.success(),
-            "mount a {size} tmpfs at {}",
-            dir.display()
-        );
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
 
 fn tg_entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -69,7 +38,7 @@ async fn a_full_work_directory_fails_the_attach_and_the_replica_keeps_its_data()
     MariaDb.insert_rows(&replica, 0..5).await.unwrap();
     let before = MariaDb.fingerprint(&replica).await.unwrap();
     let disk_dir = replica.dir().join("small-work");
-    let disk = SmallDisk::mount(&disk_dir, "2m");
+    let disk = SmallDisk::mount(&disk_dir, "2m").expect("a 2 MiB tmpfs for the work directory");
     let rs = Arc::new(MysqlStrategy::new(
         replica.handle().with_work_dir(&disk_dir),
         store.clone(),

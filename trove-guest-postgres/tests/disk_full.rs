@@ -5,44 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use trove_guest_core::testkit::SmallDisk;
 use trove_guest_core::{AttachRequest, ErrorKind, ReplicationStrategy};
 use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
-
-/// A tmpfs of `size` mounted at `dir`, unmounted on drop. Needs root (as the whole suite does).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .expect("run mount (util-linux)");
-        assert!(
-            status.success(),
-            "mount a {size} tmpfs at {}",
-            dir.display()
-        );
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_work_directory_fails_the_attach_and_the_server_keeps_its_data() {
@@ -61,7 +29,7 @@ async fn a_full_work_directory_fails_the_attach_and_the_server_keeps_its_data() 
     common::insert_rows(&r, 0..3).await.unwrap();
     let before = common::fingerprint(&r).await.unwrap();
     let disk_dir = r.handle().data_dir.with_file_name("small-work");
-    let disk = SmallDisk::mount(&disk_dir, "2m");
+    let disk = SmallDisk::mount(&disk_dir, "2m").expect("a 2 MiB tmpfs for the work directory");
     let mut handle = r.handle().with_work_dir(&disk_dir);
     if let Some(owner) = handle.os_user {
         owner.chown(&disk_dir).unwrap();

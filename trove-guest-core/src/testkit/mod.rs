@@ -21,6 +21,7 @@ mod proxy;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod service;
+mod small_disk;
 
 pub use dirs::{short_tempdir, tail};
 pub use ports::{PORT_ATTEMPTS, free_port, is_port_conflict};
@@ -28,3 +29,4 @@ pub use process::{StopOptions, has_exited, is_root, stop_blocking};
 pub use programs::{missing_program, require_program};
 pub use proxy::TcpProxy;
 pub use service::TestService;
+pub use small_disk::SmallDisk;

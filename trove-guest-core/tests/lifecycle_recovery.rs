@@ -14,7 +14,6 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use trove_guest_core::lifecycle::{
     self, JournalEntry, Operation, RecoveryAction, RestoreHooks, Step, WorkLayout,
 };
-use trove_guest_core::store::Expected;
 use trove_guest_core::wire::{Dataset, MasterAddress};
 use trove_guest_core::{
     AdminConnection, AttachRequest, DatastoreHandle, DatastoreKind, Error, LocalSnapshotStore,
@@ -441,5 +440,4 @@ async fn a_damaged_snapshot_leaves_the_server_and_work_directory_untouched() {
         "never restarted"
     );
     assert!(work_dir_entries(&s.fake).is_empty());
-    let _ = Expected::default();
 }

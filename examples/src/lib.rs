@@ -1,65 +1,15 @@
 //! # trove-guest-examples
 //!
-//! Runnable examples of embedding trove-guest:
+//! The demo and the benchmark of trove-guest, built on the deployable agent
+//! (`trove-guest-agent`):
 //!
-//! * [`agent`]: an HTTP/JSON guest agent (axum, loopback) serving the replication guest calls of
-//!   one server, taking and returning the design's documents; [`api`] is its wire contract and
-//!   [`client`] a typed client for it.
-//! * [`config`]: the agent's configuration file and how it becomes a strategy.
+//! * [`bench`]: the provisioning benchmark (trove-guest rows against the raw tools, like for
+//!   like).
 //! * [`control`]: the few control-plane pieces the demo plays (instance ids, the instance-create
 //!   request with `slaveOf`, the `topology` document).
-//! * [`sample`]: sample data and checksums on MariaDB, PostgreSQL and Redis test servers.
 //!
-//! Embedding the agent in a program of your own (a MariaDB server reached over its socket and
-//! restarted by systemd, snapshots in a local directory):
-//!
-//! ```no_run
-//! use std::sync::Arc;
-//!
-//! use trove_guest_core::{
-//!     AdminConnection, DatastoreHandle, LocalSnapshotStore, Secret, SnapshotStore, SystemdUnit,
-//! };
-//! use trove_guest_examples::{AgentOptions, GuestAgent};
-//! use trove_guest_mysql::{MysqlOptions, MysqlStrategy};
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let admin = AdminConnection::new("127.0.0.1", 3306, "root", Secret::new(""))
-//!     .with_socket("/run/mysqld/mysqld.sock");
-//! let service = Arc::new(SystemdUnit::new("mariadb.service")?);
-//! let handle = DatastoreHandle::new(admin, "/var/lib/mysql", "/etc/mysql/trove.d", service)
-//!     .with_server_id(1);
-//! let store: Arc<dyn SnapshotStore> = Arc::new(LocalSnapshotStore::new("/srv/snapshots")?);
-//! let strategy = Arc::new(MysqlStrategy::new(handle, store.clone(), MysqlOptions::new()));
-//!
-//! let agent = GuestAgent::new(strategy, store, AgentOptions::new("dfbbd9ca-b5e1-4028"))
-//!     .spawn("127.0.0.1:8780".parse()?)
-//!     .await?;
-//! println!("serving the guest calls on {}", agent.url());
-//! tokio::signal::ctrl_c().await?;
-//! agent.shutdown().await?; // aborts a change still running; every call can be repeated
-//! # Ok(()) }
-//! ```
-//!
-//! Binaries: `guest_agent` (serves the agent from a config file) and `replication_demo` (the
-//! whole design on real local servers).
+//! Binaries: `replication_demo` (the whole design on real local servers), `bench` and
+//! `reliability_report` (renders the agent's kill -9 fault matrix as `RELIABILITY.md`).
 
-pub mod agent;
-pub mod api;
-pub mod backends;
 pub mod bench;
-pub mod client;
-pub mod clock;
-pub mod config;
 pub mod control;
-pub mod faults;
-pub mod remote;
-pub mod rpc;
-pub mod sample;
-pub mod testbed;
-
-pub use agent::{AgentOptions, ApiError, GuestAgent, RunningAgent};
-
-/// The README's embedding example, compiled as a doc test so it cannot rot.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use trove_guest_examples::testbed::left_behind;
+use trove_guest_agent::testing::testbed::left_behind;
 
 const DEMO: &str = env!("CARGO_BIN_EXE_replication_demo");
 

@@ -5,9 +5,9 @@ pub mod trove;
 
 use std::sync::Arc;
 
+use trove_guest_agent::testing::testbed::{Node, TestServer};
 use trove_guest_core::{DatastoreKind, LocalSnapshotStore, SnapshotStore};
 use trove_guest_examples::control;
-use trove_guest_examples::testbed::{Node, TestServer};
 
 /// A snapshot store in a fresh temp directory (removed on drop).
 pub struct TempStore {

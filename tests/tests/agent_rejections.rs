@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, Semaphore};
+use trove_guest_agent::api::{self, AttachQuery, SnapshotCall, kinds};
+use trove_guest_agent::testing::testbed::{Node, TestServer};
 use trove_guest_core::{
     DatastoreKind, Result, Role, ServiceControl, ServiceStatus, SnapshotDocument,
 };
-use trove_guest_examples::api::{self, AttachQuery, SnapshotCall, kinds};
 use trove_guest_examples::control;
-use trove_guest_examples::testbed::{Node, TestServer};
 use trove_guest_tests::{TempStore, node, temp_store};
 
 /// A real master, a real replica and a real snapshot for the replica.
@@ -113,7 +113,7 @@ async fn snapshot_href_outside_the_store_is_422_and_nothing_is_read() {
         .await
         .expect_err("an href outside the store is refused");
     match err {
-        trove_guest_examples::client::ClientError::Api { status, error } => {
+        trove_guest_agent::client::ClientError::Api { status, error } => {
             assert_eq!(status, 422);
             assert_eq!(error.kind, kinds::HREF_OUTSIDE_STORE);
             assert_eq!(error.field.as_deref(), Some("dataset.snapshot_href"));
@@ -204,8 +204,8 @@ async fn second_change_while_an_attach_runs_is_409_busy_and_the_attach_completes
     // The attach has reached the server stop: it holds the agent's change slot now.
     reached.notified().await;
 
-    let busy = |e: trove_guest_examples::client::ClientError| match e {
-        trove_guest_examples::client::ClientError::Api { status, error } => {
+    let busy = |e: trove_guest_agent::client::ClientError| match e {
+        trove_guest_agent::client::ClientError::Api { status, error } => {
             assert_eq!(status, 409);
             assert_eq!(error.kind, kinds::BUSY);
             assert_eq!(error.running.as_deref(), Some("attach_replication_slave"));

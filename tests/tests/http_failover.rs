@@ -1,13 +1,13 @@
 //! Switchover over three guest agents (PostgreSQL): core's orchestration run through the
-//! agents' HTTP API only ([`trove_guest_examples::remote`]), data checked on the servers.
+//! agents' HTTP API only ([`trove_guest_agent::remote`]), data checked on the servers.
 
 use std::time::Duration;
 
+use trove_guest_agent::api::{AttachQuery, SnapshotCall};
+use trove_guest_agent::remote::{AgentMember, RemoteStrategy, switchover_agents};
+use trove_guest_agent::testing::sample::SampleDb;
 use trove_guest_core::failover::{RepointOptions, SwitchoverOptions};
 use trove_guest_core::{DatastoreKind, Role};
-use trove_guest_examples::api::{AttachQuery, SnapshotCall};
-use trove_guest_examples::remote::{AgentMember, RemoteStrategy, switchover_agents};
-use trove_guest_examples::sample::SampleDb;
 use trove_guest_tests::{node, temp_store};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use trove_guest_agent::api::kinds;
+use trove_guest_agent::api::{AttachQuery, SnapshotCall};
+use trove_guest_agent::testing::sample::SampleDb;
+use trove_guest_agent::testing::testbed::left_behind;
 use trove_guest_core::{DatastoreKind, ReplicationPosition, Role};
-use trove_guest_examples::api::kinds;
-use trove_guest_examples::api::{AttachQuery, SnapshotCall};
-use trove_guest_examples::sample::SampleDb;
-use trove_guest_examples::testbed::left_behind;
 use trove_guest_tests::{node, temp_store};
 
 const CATCH_UP: Duration = Duration::from_secs(60);

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use serde_json::json;
+use trove_guest_agent::rpc::{GuestInfo, RpcOptions, TroveRpcServer};
+use trove_guest_agent::testing::sample::SampleDb;
+use trove_guest_agent::testing::testbed::Node;
 use trove_guest_core::{DatastoreKind, Secret};
-use trove_guest_examples::rpc::{GuestInfo, RpcOptions, TroveRpcServer};
-use trove_guest_examples::sample::SampleDb;
-use trove_guest_examples::testbed::Node;
 use trove_guest_tests::trove::{RabbitBroker, TroveClient};
 use trove_guest_tests::{node, temp_store};
 

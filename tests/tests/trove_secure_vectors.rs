@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
-use trove_guest_examples::rpc::{SecureError, SecureKey};
+use trove_guest_agent::rpc::{SecureError, SecureKey};
 use trove_guest_tests::trove::trove_venv;
 
 const SCRIPT: &str = r#"

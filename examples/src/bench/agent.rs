@@ -24,9 +24,9 @@ use trove_guest_core::{
 };
 
 use super::usage::{Cost, Meter, peak_rss_kib};
-use crate::backends;
-use crate::config::MysqlSection;
-use crate::testbed::TestServer;
+use trove_guest_agent::backends;
+use trove_guest_agent::config::MysqlSection;
+use trove_guest_agent::testing::testbed::TestServer;
 
 /// Where snapshots go, and whether they are compressed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -32,8 +32,8 @@ use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_postgres::testkit::{ClusterInit, PostgresOptions, PostgresServer};
 
 use super::report::median;
-use crate::backends;
-use crate::config::MysqlSection;
+use trove_guest_agent::backends;
+use trove_guest_agent::config::MysqlSection;
 
 const WAIT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_millis(20);

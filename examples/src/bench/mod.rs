@@ -53,7 +53,7 @@ use machine::Machine;
 use report::{DatastoreReport, Report, Row, RowRole, Sample};
 use usage::{Cost, group_ticks};
 
-use crate::testbed::TestServer;
+use trove_guest_agent::testing::testbed::TestServer;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -921,7 +921,7 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
 
 /// The current UTC time as `YYYY-MM-DD HH:MM:SS`.
 fn utc_now() -> String {
-    crate::clock::utc_now_rfc3339()
+    trove_guest_agent::clock::utc_now_rfc3339()
         .replacen('T', " ", 1)
         .trim_end_matches('Z')
         .to_owned()

@@ -7,7 +7,7 @@
 //! `get_last_txn`, `stop_receiver`, `detach_replication_slave` with
 //! [`DetachOptions::for_failover`](crate::DetachOptions::for_failover),
 //! `get_replica_context` on the new master and `attach_replica` on the others. An agent's HTTP
-//! client runs the same flows over agents (`trove_guest_examples::client`).
+//! client runs the same flows over agents (`trove_guest_agent::client`).
 
 mod compare;
 mod orchestrate;

@@ -1,19 +1,17 @@
 //! `--switchover` and `--failover`: a master and two replicas behind guest agents; core's
-//! switchover / failover run over the agents' HTTP API (`trove_guest_examples::remote`), with
+//! switchover / failover run over the agents' HTTP API (`trove_guest_agent::remote`), with
 //! the topology document after each step.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use trove_guest_agent::api::{AttachQuery, SnapshotCall};
+use trove_guest_agent::remote::{AgentMember, RemoteStrategy, failover_agents, switchover_agents};
+use trove_guest_agent::testing::sample::SampleDb;
+use trove_guest_agent::testing::testbed::{Node, TestServer};
 use trove_guest_core::failover::{FailoverOptions, RepointOptions, SwitchoverOptions};
 use trove_guest_core::{DatastoreKind, LocalSnapshotStore, SnapshotStore};
-use trove_guest_examples::api::{AttachQuery, SnapshotCall};
 use trove_guest_examples::control::{self, Member};
-use trove_guest_examples::remote::{
-    AgentMember, RemoteStrategy, failover_agents, switchover_agents,
-};
-use trove_guest_examples::sample::SampleDb;
-use trove_guest_examples::testbed::{Node, TestServer};
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 use crate::flow::{Ctx, DemoResult};
@@ -77,7 +75,7 @@ async fn count(node: &Node, kind: DatastoreKind) -> DemoResult<u64> {
         .await
         .ctx(&format!("connect to {}", node.name))?;
     let n = db
-        .count(trove_guest_examples::sample::TABLES[0])
+        .count(trove_guest_agent::testing::sample::TABLES[0])
         .await
         .ctx("count rows")?;
     db.close().await;

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::MultiProgress;
+use trove_guest_agent::api::{AttachQuery, SnapshotCall, StageCall};
+use trove_guest_agent::testing::sample::{SampleDb, TABLES};
+use trove_guest_agent::testing::testbed::{Node, TestServer};
 use trove_guest_core::wire::{DetachReplication, InstanceAction};
 use trove_guest_core::{DatastoreKind, LocalSnapshotStore, SnapshotStore};
-use trove_guest_examples::api::{AttachQuery, SnapshotCall, StageCall};
 use trove_guest_examples::control::{self, Member};
-use trove_guest_examples::sample::{SampleDb, TABLES};
-use trove_guest_examples::testbed::{Node, TestServer};
 
 use crate::ui::{self, CallBar};
 use crate::{Args, Env};
@@ -30,7 +30,7 @@ impl<T, E: Display> Ctx<T> for Result<T, E> {
 const CATCH_UP: Duration = Duration::from_secs(60);
 
 fn now_utc() -> String {
-    trove_guest_examples::clock::utc_now_rfc3339()
+    trove_guest_agent::clock::utc_now_rfc3339()
 }
 
 fn version_label(kind: DatastoreKind, full: &str) -> String {
@@ -139,7 +139,7 @@ pub(crate) async fn run(args: &Args, env: &mut Env) -> DemoResult<String> {
         "   {} rows in each of {} ({}), {} on disk; server {version}",
         args.rows,
         TABLES.join(", "),
-        trove_guest_examples::sample::SCHEMA,
+        trove_guest_agent::testing::sample::SCHEMA,
         ui::bytes(data_size)
     );
     let load_time = t.elapsed();

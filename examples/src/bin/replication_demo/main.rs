@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use trove_guest_agent::testing::testbed::{Node, TestServer, left_behind};
 use trove_guest_core::DatastoreKind;
-use trove_guest_examples::testbed::{Node, TestServer, left_behind};
 
 /// Command-line arguments.
 #[derive(Debug, Clone, Parser)]

@@ -1,7 +1,7 @@
 //! The sample data's checksums tell equal data from changed data, on real servers.
 
+use trove_guest_agent::testing::sample::SampleDb;
 use trove_guest_core::DatastoreKind;
-use trove_guest_examples::sample::SampleDb;
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 

@@ -15,8 +15,8 @@ use trove_guest_core::{DatastoreKind, Error, Result};
 use super::Fault;
 use crate::client::AgentClient;
 use crate::config::AgentConfig;
-use crate::sample::SampleDb;
-use crate::testbed::TestServer;
+use crate::testing::sample::SampleDb;
+use crate::testing::testbed::TestServer;
 
 /// Options of [`Instance::create`].
 #[derive(Debug, Clone)]

@@ -3,11 +3,11 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use trove_guest_agent::api::SnapshotCall;
+use trove_guest_agent::client::AgentClient;
+use trove_guest_agent::testing::sample::SampleDb;
+use trove_guest_agent::testing::testbed::{left_behind, processes_mentioning};
 use trove_guest_core::{DatastoreKind, Role};
-use trove_guest_examples::api::SnapshotCall;
-use trove_guest_examples::client::AgentClient;
-use trove_guest_examples::sample::SampleDb;
-use trove_guest_examples::testbed::{left_behind, processes_mentioning};
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_guest_agent");

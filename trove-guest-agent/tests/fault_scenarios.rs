@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use trove_guest_agent::api::{AttachQuery, SnapshotCall};
+use trove_guest_agent::testing::faults::{Instance, InstanceOptions};
 use trove_guest_core::DatastoreKind;
 use trove_guest_core::testkit::TcpProxy;
-use trove_guest_examples::api::{AttachQuery, SnapshotCall};
-use trove_guest_examples::faults::{Instance, InstanceOptions};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_guest_agent");
 

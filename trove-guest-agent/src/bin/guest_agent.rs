@@ -4,9 +4,9 @@
 //! guest_agent --config /etc/trove/guest-agent.toml
 //! ```
 //!
-//! The configuration format is documented in `trove_guest_examples::config`. With a
+//! The configuration format is documented in `trove_guest_agent::config`. With a
 //! `[trove_rpc]` section it also serves a stock OpenStack Trove control plane over RabbitMQ
-//! (oslo.messaging, queue `guestagent.<guest_id>`; see `trove_guest_examples::rpc`). The agent listens
+//! (oslo.messaging, queue `guestagent.<guest_id>`; see `trove_guest_agent::rpc`). The agent listens
 //! where `listen` says (keep it on loopback or put authentication in front of it) and stops on
 //! Ctrl-C or SIGTERM; a replication change still running is aborted (every call is safe to
 //! repeat). Before it listens it runs the strategy's recovery (an interrupted change of an
@@ -19,10 +19,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use trove_guest_agent::config::{AgentConfig, ServiceSection};
+use trove_guest_agent::rpc::TroveRpcServer;
+use trove_guest_agent::{AgentOptions, GuestAgent, backends};
 use trove_guest_core::RecoverOptions;
-use trove_guest_examples::config::{AgentConfig, ServiceSection};
-use trove_guest_examples::rpc::TroveRpcServer;
-use trove_guest_examples::{AgentOptions, GuestAgent, backends};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]

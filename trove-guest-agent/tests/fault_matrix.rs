@@ -1,6 +1,6 @@
 //! The kill -9 fault matrix: every failpoint × {agent killed, host killed} × {MariaDB,
 //! PostgreSQL}, each against real servers served by real `guest_agent` processes (built with the
-//! `failpoints` feature). See `trove_guest_examples::faults` for what a cell does and checks.
+//! `failpoints` feature). See `trove_guest_agent::testing::faults` for what a cell does and checks.
 //!
 //! CI runs a subset that still covers every step, both faults and both datastores: each step on
 //! both datastores, MariaDB with one fault and PostgreSQL with the other (alternating by step).
@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! TROVE_GUEST_MATRIX_REPORT=target/matrix.jsonl \
-//!   cargo test -p trove-guest-examples --features failpoints --test fault_matrix -- --include-ignored
+//!   cargo test -p trove-guest-agent --features failpoints --test fault_matrix -- --include-ignored
 //! cargo run -p trove-guest-examples --bin reliability_report -- target/matrix.jsonl > RELIABILITY.md
 //! ```
 //!
@@ -17,8 +17,8 @@
 //! `TROVE_GUEST_AGENT_BIN` (run a copy of the agent binary: with a target directory shared by
 //! several checkouts, the one cargo built may be replaced by another build meanwhile).
 
+use trove_guest_agent::testing::faults::{CellSpec, Fault, run_cell};
 use trove_guest_core::DatastoreKind;
-use trove_guest_examples::faults::{CellSpec, Fault, run_cell};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_guest_agent");
 

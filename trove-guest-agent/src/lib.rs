@@ -52,12 +52,16 @@ pub mod backends;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod http_config;
 pub mod remote;
 pub mod rpc;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use agent::{AgentOptions, ApiError, GuestAgent, RunningAgent};
+pub use agent::{
+    AgentAuth, AgentOptions, ApiError, Endpoint, ErrorDisclosure, GuestAgent, ListenOn,
+    RunningAgent, TlsFiles,
+};
 
 /// The README's embedding example, compiled as a doc test so it cannot rot.
 #[doc = include_str!("../../README.md")]

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use tokio::process::Command;
 
 use trove_guest_core::Secret;
 
@@ -205,14 +205,17 @@ async fn a_socket_peer_whose_uid_is_not_admitted_is_refused() {
     assert!(matches!(e, ClientError::Http(_)), "{e}");
 }
 
-/// `curl` on the agent's socket as the account `nobody`; its exit status and output.
-fn curl_as_nobody(socket: &Path) -> (bool, String) {
+/// `curl` on the agent's socket as the account `nobody` (bounded to 20 s); its exit status and
+/// output. Asynchronous: the agent answers on this test's runtime.
+async fn curl_as_nobody(socket: &Path) -> (bool, String) {
     let out = Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "curl", "-sS"])
-        .arg("--unix-socket")
+        .args(["--max-time", "20", "--unix-socket"])
         .arg(socket)
         .arg(format!("http://localhost{}", api::STATUS))
+        .kill_on_drop(true)
         .output()
+        .await
         .expect("setpriv and curl (apt-get install util-linux curl)");
     (
         out.status.success(),
@@ -250,13 +253,13 @@ async fn a_process_of_another_uid_is_refused_on_the_socket() {
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     // Admitted: nobody is served (so what refuses it below is the uid check, not the file mode).
     let (f, path) = socket_open_to_nogroup(vec![0, nobody.uid.as_raw()]).await;
-    let (ok, out) = curl_as_nobody(&path);
+    let (ok, out) = curl_as_nobody(&path).await;
     assert!(ok, "{out}");
     assert!(out.contains("\"role\"") || out.starts_with('{'), "{out}");
     drop(f);
     // Not admitted: the connection is closed unanswered.
     let (_f, path) = socket_open_to_nogroup(vec![0]).await;
-    let (ok, out) = curl_as_nobody(&path);
+    let (ok, out) = curl_as_nobody(&path).await;
     assert!(!ok, "nobody was served: {out}");
     assert!(!out.contains('{'), "{out}");
 }

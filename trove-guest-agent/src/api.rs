@@ -293,7 +293,7 @@ pub struct ErrorDetail {
     /// For errors whose detail (tool stderr, file paths, server messages) stays in the agent's
     /// log: the id the log records it under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_id: Option<String>,
+    pub error_id: Option<Box<str>>,
 }
 
 /// The stable error kinds of [`ErrorDetail::kind`].

@@ -134,7 +134,9 @@ impl AgentClient {
                     .map_err(|e| ClientError::Options(format!("CA certificate: {e}")))?;
             }
             if roots.is_empty() {
-                return Err(ClientError::Options("the CA PEM holds no certificate".into()));
+                return Err(ClientError::Options(
+                    "the CA PEM holds no certificate".into(),
+                ));
             }
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -114,7 +114,9 @@ impl AgentConfig {
         }
         if let Some(mode) = http.unix_socket_mode {
             if http.unix_socket.is_none() {
-                return Err(invalid("[http] unix_socket_mode without unix_socket".into()));
+                return Err(invalid(
+                    "[http] unix_socket_mode without unix_socket".into(),
+                ));
             }
             if mode != 0o600 && mode != 0o660 {
                 return Err(invalid(format!(
@@ -297,10 +299,7 @@ url = "file:///tmp"
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(c.listeners().unwrap()[..], [ListenOn::Tls { .. }]));
         let opts = c.agent_options().unwrap();
-        assert_eq!(
-            opts.auth.token.unwrap().expose(),
-            "0123456789abcdef0123"
-        );
+        assert_eq!(opts.auth.token.unwrap().expose(), "0123456789abcdef0123");
         assert_eq!(opts.errors, ErrorDisclosure::Redacted);
     }
 

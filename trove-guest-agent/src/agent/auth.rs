@@ -131,6 +131,9 @@ mod tests {
         let uids = AgentAuth::new().effective_uids();
         assert!(uids.contains(&0));
         assert!(uids.contains(&nix::unistd::geteuid().as_raw()));
-        assert_eq!(AgentAuth::new().with_allowed_uids([7]).effective_uids(), [7]);
+        assert_eq!(
+            AgentAuth::new().with_allowed_uids([7]).effective_uids(),
+            [7]
+        );
     }
 }

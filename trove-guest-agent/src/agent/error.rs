@@ -147,7 +147,7 @@ impl ApiError {
                 self.detail.kind
             );
         }
-        self.detail.error_id = Some(id);
+        self.detail.error_id = Some(id.into_boxed_str());
         self
     }
 }

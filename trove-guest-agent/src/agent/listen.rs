@@ -95,18 +95,19 @@ pub(crate) fn server_config(tls: &TlsFiles) -> Result<rustls::ServerConfig> {
             format!("{}: no PEM private key: {e}", tls.key.display()),
         )
     })?;
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::invalid("tls", e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| {
-                Error::invalid(
-                    "tls_key_file",
-                    format!("the key does not fit the certificate: {e}"),
-                )
-            })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::invalid("tls", e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| {
+        Error::invalid(
+            "tls_key_file",
+            format!("the key does not fit the certificate: {e}"),
+        )
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

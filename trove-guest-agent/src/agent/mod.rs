@@ -197,10 +197,12 @@ impl GuestAgent {
     ///
     /// Cancel safe: nothing is served until it returns.
     pub async fn spawn(self, addr: SocketAddr) -> std::io::Result<RunningAgent> {
-        self.spawn_on(&ListenOn::Tcp(addr)).await.map_err(|e| match e {
-            Error::Io { source, .. } => source,
-            other => std::io::Error::other(other.to_string()),
-        })
+        self.spawn_on(&ListenOn::Tcp(addr))
+            .await
+            .map_err(|e| match e {
+                Error::Io { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            })
     }
 
     /// Binds `on` and serves in a background task: plain HTTP or HTTPS on TCP (both ask for the

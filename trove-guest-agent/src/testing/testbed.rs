@@ -219,8 +219,8 @@ impl Node {
         instance_id: &str,
     ) -> Result<Self> {
         let token = Secret::random(32);
-        let options = AgentOptions::new(instance_id)
-            .with_auth(AgentAuth::new().with_token(token.clone()));
+        let options =
+            AgentOptions::new(instance_id).with_auth(AgentAuth::new().with_token(token.clone()));
         let agent = GuestAgent::new(strategy.clone(), store, options)
             .spawn("127.0.0.1:0".parse().expect("loopback address"))
             .await

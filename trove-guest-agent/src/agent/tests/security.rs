@@ -108,7 +108,11 @@ async fn tls_clients_need_the_agents_ca_and_its_token() {
     })
     .await;
     let ca_pem = ca_pem.into_inner().unwrap();
-    assert!(f.agent.url().starts_with("https://127.0.0.1:"), "{}", f.agent.url());
+    assert!(
+        f.agent.url().starts_with("https://127.0.0.1:"),
+        "{}",
+        f.agent.url()
+    );
     // The CA and the token: served over TLS.
     let good = client(
         &f,
@@ -187,7 +191,10 @@ async fn the_unix_socket_serves_admitted_uids_without_a_token_and_is_removed_at_
     };
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    unix_client(&path).status().await.expect("served on the socket");
+    unix_client(&path)
+        .status()
+        .await
+        .expect("served on the socket");
     f.agent.shutdown().await.unwrap();
     assert!(!path.exists(), "the socket file outlived the agent");
 }
@@ -209,7 +216,13 @@ async fn a_socket_peer_whose_uid_is_not_admitted_is_refused() {
 /// output. Asynchronous: the agent answers on this test's runtime.
 async fn curl_as_nobody(socket: &Path) -> (bool, String) {
     let out = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "curl", "-sS"])
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "curl",
+            "-sS",
+        ])
         .args(["--max-time", "20", "--unix-socket"])
         .arg(socket)
         .arg(format!("http://localhost{}", api::STATUS))
@@ -234,7 +247,8 @@ async fn socket_open_to_nogroup(allowed: Vec<u32>) -> (Fixture, PathBuf) {
         nix::unistd::geteuid().is_root(),
         "this test changes uid with setpriv: run it as root"
     );
-    let options = AgentOptions::new("inst-1").with_auth(AgentAuth::new().with_allowed_uids(allowed));
+    let options =
+        AgentOptions::new("inst-1").with_auth(AgentAuth::new().with_allowed_uids(allowed));
     let f = fixture_on(true, options, |d| {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
         socket_in(d, 0o660)
@@ -278,7 +292,11 @@ async fn error_bodies_keep_tool_stderr_and_paths_in_the_log_unless_debug() {
     let id = error["error_id"].as_str().expect("an error id");
     assert!(message.contains(id), "{message}");
     // Errors about the request keep their message.
-    let e = f.client.detach_replication_action("other").await.unwrap_err();
+    let e = f
+        .client
+        .detach_replication_action("other")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("other"), "{e}");
 
     let f = fixture_on(
@@ -289,6 +307,9 @@ async fn error_bodies_keep_tool_stderr_and_paths_in_the_log_unless_debug() {
     .await;
     let (_, body) = f.client.post_raw(api::ENABLE_MASTER, "{}").await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("/var/lib/mysql/secret-dir/ibdata1"), "{message}");
+    assert!(
+        message.contains("/var/lib/mysql/secret-dir/ibdata1"),
+        "{message}"
+    );
     assert!(body["error"]["error_id"].is_string());
 }

@@ -275,10 +275,7 @@ impl Instance {
         let token = Secret::random(32);
         let token_path = agent_dir.join("agent.token");
         write_private(&token_path, token.expose())?;
-        let text = format!(
-            "{text}\n[auth]\ntoken_file = {}\n",
-            toml_str(&token_path)
-        );
+        let text = format!("{text}\n[auth]\ntoken_file = {}\n", toml_str(&token_path));
         let client = AgentClient::with_options(
             format!("http://{listen}"),
             &ClientOptions::new().with_token(token),

@@ -24,6 +24,16 @@
 //! | `GET` | [`RECOVERY`] | — | [`RecoveryView`] |
 //! | `POST` | `/instances/{id}/action` | `{"detach_replication": {}}` | the `DetachedReplica` |
 //!
+//! When the agent has a token ([`AgentAuth`](crate::agent::AgentAuth)), every request over TCP
+//! or TLS carries `Authorization: Bearer <token>`; without it, or with another token, the answer
+//! is `401` of kind [`kinds::UNAUTHORIZED`] with `WWW-Authenticate: Bearer`. Over the agent's
+//! Unix socket the peer's uid authenticates instead.
+//!
+//! Errors whose detail would show the server's insides (kinds [`kinds::TOOL_FAILED`],
+//! [`kinds::DATASTORE`], [`kinds::INTERNAL`]: tool stderr, file paths, server messages) carry a
+//! generic message and an [`ErrorDetail::error_id`]; the agent's log has the detail under that
+//! id ([`ErrorDisclosure`](crate::agent::ErrorDisclosure) `Full` puts it in the body too).
+//!
 //! Replication changes (enable master, snapshot, attach, detach, cleanup, demote, read-only and
 //! the action) run one at a time per agent: a second one gets `409` with an [`ErrorBody`] of kind
 //! [`kinds::BUSY`]. With `?stream=true` (or `Accept: application/x-ndjson`) the snapshot and attach
@@ -280,6 +290,10 @@ pub struct ErrorDetail {
     /// The replication change that is running, for [`kinds::BUSY`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running: Option<String>,
+    /// For errors whose detail (tool stderr, file paths, server messages) stays in the agent's
+    /// log: the id the log records it under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<Box<str>>,
 }
 
 /// The stable error kinds of [`ErrorDetail::kind`].
@@ -323,4 +337,6 @@ pub mod kinds {
     pub const CONFLICT: &str = "conflict";
     /// Core `Internal`: local I/O, service control or store failure (`500`).
     pub const INTERNAL: &str = "internal";
+    /// No bearer token, or a wrong one (`401`, with `WWW-Authenticate: Bearer`).
+    pub const UNAUTHORIZED: &str = "unauthorized";
 }

@@ -1,14 +1,18 @@
 //! A typed client of the guest agent's HTTP API (what a control plane, the demo and the tests
 //! use).
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trove_guest_core::failover::{LastTxn, ReplicaContext};
 use trove_guest_core::wire::{DetachReplication, InstanceAction};
 use trove_guest_core::{
-    AttachOutcome, DetachedReplica, ProgressEvent, ReplicationPosition, ReplicationStatus,
+    AttachOutcome, DetachedReplica, ProgressEvent, ReplicationPosition, ReplicationStatus, Secret,
     SnapshotDocument, StagedSnapshot,
 };
 
@@ -32,6 +36,10 @@ pub enum ClientError {
     /// The answer was not what the API promises.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// The client's options are unusable (a CA file without a certificate, a token that is not
+    /// a valid header value).
+    #[error("client options: {0}")]
+    Options(String),
 }
 
 impl ClientError {
@@ -47,6 +55,44 @@ impl ClientError {
 /// Result of a client call.
 pub type ClientResult<T> = Result<T, ClientError>;
 
+/// How a client reaches and authenticates to an agent.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// The agent's bearer token, sent on every request.
+    pub token: Option<Secret>,
+    /// PEM certificates of the CAs an `https://` agent's certificate must chain to (instead of
+    /// the system's roots, which this client does not load).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Connect to this Unix socket instead of the URL's host and port.
+    pub unix_socket: Option<PathBuf>,
+}
+
+impl ClientOptions {
+    /// No token, no CA, TCP.
+    pub fn new() -> Self {
+        ClientOptions::default()
+    }
+
+    /// Sends `token` as `Authorization: Bearer` on every request.
+    pub fn with_token(mut self, token: Secret) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// Trusts the CA certificates in `pem` for `https://` agents.
+    pub fn with_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Connects to the Unix socket at `path` (the base URL is then `http://localhost`).
+    pub fn with_unix_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.unix_socket = Some(path.into());
+        self
+    }
+}
+
 /// A client of one guest agent.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
@@ -55,15 +101,59 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    /// A client of the agent at `base` (`http://127.0.0.1:PORT`).
+    /// A client of the agent at `base` (`http://127.0.0.1:PORT`), without a token.
     pub fn new(base: impl Into<String>) -> Self {
-        AgentClient {
-            base: base.into().trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .build()
-                .expect("HTTP client builds"),
+        Self::with_options(base, &ClientOptions::new()).expect("default client options build")
+    }
+
+    /// A client of the agent at `base` with `options` (token, CA, Unix socket).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Options`] for a CA that holds no certificate or a token that cannot be a
+    /// header value; [`ClientError::Http`] when the HTTP client cannot be built.
+    pub fn with_options(base: impl Into<String>, options: &ClientOptions) -> ClientResult<Self> {
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(token) = &options.token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        ClientError::Options("the token is not a valid header value".into())
+                    })?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
         }
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(pem) = &options.ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| ClientError::Options(format!("CA PEM: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ClientError::Options(format!("CA certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(ClientError::Options(
+                    "the CA PEM holds no certificate".into(),
+                ));
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Options(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        builder = builder.use_preconfigured_tls(tls);
+        if let Some(path) = &options.unix_socket {
+            builder = builder.unix_socket(path.as_path());
+        }
+        Ok(AgentClient {
+            base: base.into().trim_end_matches('/').to_owned(),
+            http: builder.build()?,
+        })
     }
 
     /// The agent's base URL.

@@ -3,7 +3,10 @@
 //!
 //! ```toml
 //! instance_id = "dfbbd9ca-b5e1-4028-adb7-f78643e17998"
-//! listen = "127.0.0.1:8780"           # loopback only unless you put TLS and auth in front
+//! listen = "127.0.0.1:8780"           # any address but loopback needs [http] TLS files
+//!
+//! [auth]                              # see `crate::http_config` for [http] and [auth]
+//! token_file = "/etc/trove/agent.token"  # bearer token, first line; must be mode 0600
 //!
 //! [datastore]
 //! type = "mariadb"                    # mariadb | mysql | postgresql | redis
@@ -84,8 +87,16 @@ use trove_guest_core::{
 pub struct AgentConfig {
     /// The instance id the agent answers to on `/instances/{id}/action`.
     pub instance_id: String,
-    /// Where the agent listens.
-    pub listen: SocketAddr,
+    /// Where the agent listens on TCP (needs `[auth] token_file`; any address but loopback
+    /// needs TLS in `[http]`). Optional when `[http] unix_socket` is set.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// TLS, the Unix socket and error detail of the HTTP API.
+    #[serde(default)]
+    pub http: crate::http_config::HttpSection,
+    /// Who may call the HTTP API.
+    #[serde(default)]
+    pub auth: crate::http_config::AuthSection,
     /// The local server.
     pub datastore: DatastoreSection,
     /// How the server is started and stopped.
@@ -338,8 +349,8 @@ impl AgentConfig {
     /// # Errors
     ///
     /// [`Error::InvalidInput`] naming the problem (TOML's message carries line and column), for
-    /// a datastore this agent has no backend for, or for a `listen` address that is not
-    /// loopback.
+    /// a datastore this agent has no backend for, for nothing to listen on, a `listen` address
+    /// that is not loopback without TLS, or a `listen` address without `[auth] token_file`.
     pub fn parse(text: &str) -> Result<Self> {
         let config: AgentConfig = toml::from_str(text)
             .map_err(|e| Error::invalid("agent configuration", e.to_string()))?;
@@ -353,16 +364,7 @@ impl AgentConfig {
                 ),
             ));
         }
-        if !config.listen.ip().is_loopback() {
-            return Err(Error::invalid(
-                "agent configuration",
-                format!(
-                    "listen = \"{}\": this agent has no authentication and serves loopback \
-                     addresses only (127.0.0.1, ::1); put an authenticating proxy in front of it",
-                    config.listen
-                ),
-            ));
-        }
+        config.check_http()?;
         Ok(config)
     }
 
@@ -691,6 +693,9 @@ mod tests {
 instance_id = "dfbbd9ca-b5e1-4028-adb7-f78643e17998"
 listen = "127.0.0.1:8780"
 
+[auth]
+token_file = "/etc/trove/agent.token"
+
 [datastore]
 type = "mariadb"
 data_dir = "/var/lib/mysql"
@@ -813,11 +818,15 @@ url = "file:///tmp"
         let c = AgentConfig::parse(include_str!("../config/guest-agent.toml")).unwrap();
         assert_eq!(c.datastore.kind, DatastoreKind::Mariadb);
         assert!(matches!(c.service, ServiceSection::Systemd { .. }));
+        // The shipped example serves HTTPS and asks for a token.
+        assert!(c.http.tls_cert_file.is_some() && c.http.tls_key_file.is_some());
+        assert!(c.auth.token_file.is_some());
     }
 
     #[test]
     fn json_form_parses_like_toml() {
         let json = r#"{"instance_id": "i-1", "listen": "127.0.0.1:1",
+            "auth": {"token_file": "/etc/trove/agent.token"},
             "datastore": {"type": "postgresql", "data_dir": "/d", "config_dir": "/c",
                           "admin": {"port": 5432, "user": "postgres"}},
             "service": {"kind": "systemd", "unit": "postgresql.service"},
@@ -828,9 +837,16 @@ url = "file:///tmp"
     }
 
     #[test]
-    fn non_loopback_listen_address_is_refused() {
+    fn non_loopback_listen_address_without_tls_is_refused() {
         let e = AgentConfig::parse(&EXAMPLE.replace("127.0.0.1:8780", "0.0.0.0:8780")).unwrap_err();
-        assert!(e.to_string().contains("loopback"), "{e}");
+        assert_eq!(e.kind(), trove_guest_core::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("needs TLS"), "{e}");
+        let with_tls = EXAMPLE.replace("127.0.0.1:8780", "0.0.0.0:8780").replace(
+            "[auth]",
+            "[http]\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n[auth]",
+        );
+        let c = AgentConfig::parse(&with_tls).unwrap();
+        assert!(c.http.tls_cert_file.is_some());
     }
 
     #[test]
@@ -865,6 +881,8 @@ url = "file:///tmp"
         let base = r#"
 instance_id = "i-1"
 listen = "127.0.0.1:8780"
+[auth]
+token_file = "/etc/trove/agent.token"
 [datastore]
 type = "mariadb"
 data_dir = "/d"

@@ -4,11 +4,13 @@
 //! dispatcher, served over two front ends.
 //!
 //! * [`agent`]: the HTTP/JSON front end (axum) serving the replication guest calls of one
-//!   server, taking and returning the design's documents; [`api`] is its wire contract and
+//!   server, taking and returning the design's documents, over TCP, TLS or a Unix socket, with a
+//!   bearer token or the caller's uid ([`AgentAuth`]); [`api`] is its wire contract and
 //!   [`client`] a typed client for it ([`remote`] drives a switchover or failover through it).
 //! * [`rpc`]: OpenStack Trove's own RPC (oslo.messaging over RabbitMQ, Trove's SecureSerializer),
 //!   so a stock Trove control plane drives the same strategy.
-//! * [`config`]: the agent's configuration file and how it becomes a strategy ([`backends`]).
+//! * [`config`]: the agent's configuration file and how it becomes a strategy ([`backends`]);
+//!   [`http_config`]: its `[http]` and `[auth]` sections.
 //! * `testing` (feature `testing`): test servers with agents in front of them, sample data and
 //!   the kill -9 fault-matrix harness.
 //!
@@ -23,7 +25,7 @@
 //! use trove_guest_core::{
 //!     AdminConnection, DatastoreHandle, LocalSnapshotStore, Secret, SnapshotStore, SystemdUnit,
 //! };
-//! use trove_guest_agent::{AgentOptions, GuestAgent};
+//! use trove_guest_agent::{AgentAuth, AgentOptions, GuestAgent, ListenOn, TlsFiles};
 //! use trove_guest_mysql::{MysqlOptions, MysqlStrategy};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,9 +37,15 @@
 //! let store: Arc<dyn SnapshotStore> = Arc::new(LocalSnapshotStore::new("/srv/snapshots")?);
 //! let strategy = Arc::new(MysqlStrategy::new(handle, store.clone(), MysqlOptions::new()));
 //!
-//! let agent = GuestAgent::new(strategy, store, AgentOptions::new("dfbbd9ca-b5e1-4028"))
-//!     .spawn("127.0.0.1:8780".parse()?)
-//!     .await?;
+//! // Every request must carry `Authorization: Bearer <token>`; HTTPS with the given files.
+//! let token = Secret::new(std::fs::read_to_string("/etc/trove/agent.token")?.trim());
+//! let options = AgentOptions::new("dfbbd9ca-b5e1-4028")
+//!     .with_auth(AgentAuth::new().with_token(token));
+//! let listen = ListenOn::Tls {
+//!     addr: "10.0.0.5:8780".parse()?,
+//!     tls: TlsFiles::new("/etc/trove/agent.crt", "/etc/trove/agent.key"),
+//! };
+//! let agent = GuestAgent::new(strategy, store, options).spawn_on(&listen).await?;
 //! println!("serving the guest calls on {}", agent.url());
 //! tokio::signal::ctrl_c().await?;
 //! agent.shutdown().await?; // aborts a change still running; every call can be repeated
@@ -52,12 +60,16 @@ pub mod backends;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod http_config;
 pub mod remote;
 pub mod rpc;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use agent::{AgentOptions, ApiError, GuestAgent, RunningAgent};
+pub use agent::{
+    AgentAuth, AgentOptions, ApiError, Endpoint, ErrorDisclosure, GuestAgent, ListenOn,
+    RunningAgent, TlsFiles,
+};
 
 /// The README's embedding example, compiled as a doc test so it cannot rot.
 #[doc = include_str!("../../README.md")]

@@ -1,4 +1,5 @@
-//! The agent's error answers: a status code and an [`ErrorBody`].
+//! The agent's error answers: a status code and an [`ErrorBody`], with the server's insides
+//! (tool stderr, file paths, server messages) kept in the log unless the agent discloses them.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -6,6 +7,38 @@ use axum::response::{IntoResponse, Response};
 use trove_guest_core::{Error, ErrorKind};
 
 use crate::api::{ErrorBody, ErrorDetail, kinds};
+
+/// How much of an internal error's detail the agent's error bodies carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorDisclosure {
+    /// Errors of kinds `tool_failed`, `datastore` and `internal` answer with their kind, a
+    /// generic message and an `error_id`; the detail (tool stderr, file paths, server messages)
+    /// is logged under that id. The default.
+    #[default]
+    Redacted,
+    /// The detail goes into the body too (for debugging; it can show paths and tool output to
+    /// every client).
+    Full,
+}
+
+tokio::task_local! {
+    /// The disclosure of the agent serving the current request (set by its middleware).
+    static DISCLOSURE: ErrorDisclosure;
+}
+
+/// The disclosure of the agent serving the current request; `Redacted` outside one.
+pub(crate) fn disclosure() -> ErrorDisclosure {
+    DISCLOSURE.try_with(|d| *d).unwrap_or_default()
+}
+
+/// Runs `f` (a request's handling) with `disclosure` in effect.
+pub(crate) async fn with_disclosure<F: std::future::Future>(
+    disclosure: ErrorDisclosure,
+    f: F,
+) -> F::Output {
+    DISCLOSURE.scope(disclosure, f).await
+}
 
 /// An error answer of the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +59,7 @@ impl ApiError {
                 message: message.into(),
                 field: None,
                 running: None,
+                error_id: None,
             },
         }
     }
@@ -67,16 +101,60 @@ impl ApiError {
             _ => (StatusCode::INTERNAL_SERVER_ERROR, kinds::INTERNAL),
         }
     }
+
+    /// The answer for a core error under `disclosure`: errors about the request (invalid input,
+    /// not found, conflict, busy, ...) keep their message; errors about the server's insides
+    /// (a tool's stderr, a server's message, local I/O with its paths) are logged with an id and
+    /// answered with the id and a generic message unless `disclosure` is `Full`.
+    pub(crate) fn from_core(e: Error, disclosure: ErrorDisclosure) -> Self {
+        let kind = e.kind();
+        let (status, name) = ApiError::status_for(kind);
+        let mut api = ApiError::new(status, name, e.to_string());
+        if let Error::Busy { what } = &e {
+            api.detail.running = Some(what.clone());
+        }
+        let about_the_request = matches!(
+            kind,
+            ErrorKind::InvalidInput
+                | ErrorKind::Integrity
+                | ErrorKind::NotFound
+                | ErrorKind::Timeout
+                | ErrorKind::Unsupported
+                | ErrorKind::Conflict
+                | ErrorKind::Busy
+        );
+        if about_the_request {
+            api
+        } else {
+            api.withheld(disclosure)
+        }
+    }
+
+    /// Logs the full message under a new error id and, unless `disclosure` is `Full`, replaces
+    /// it in the body by a generic one naming the id.
+    pub(crate) fn withheld(mut self, disclosure: ErrorDisclosure) -> Self {
+        let id = format!("{:016x}", rand::random::<u64>());
+        tracing::error!(
+            error_id = %id,
+            kind = %self.detail.kind,
+            error = %self.detail.message,
+            "request failed"
+        );
+        if disclosure != ErrorDisclosure::Full {
+            self.detail.message = format!(
+                "{}: the agent could not complete the request; its log has the detail under \
+                 error_id {id}",
+                self.detail.kind
+            );
+        }
+        self.detail.error_id = Some(id.into_boxed_str());
+        self
+    }
 }
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let (status, kind) = ApiError::status_for(e.kind());
-        let mut api = ApiError::new(status, kind, e.to_string());
-        if let Error::Busy { what } = &e {
-            api.detail.running = Some(what.clone());
-        }
-        api
+        ApiError::from_core(e, disclosure())
     }
 }
 

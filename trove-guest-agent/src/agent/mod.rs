@@ -2,34 +2,53 @@
 //!
 //! [`GuestAgent`] wraps one [`SharedStrategy`] (acting on one local server) and the snapshot store
 //! the strategy writes to, and serves the guest calls of [`crate::api`] with axum. Embed it with
-//! [`GuestAgent::router`] (mount it in your own server) or [`GuestAgent::spawn`] (serve it on a
-//! listener of its own).
+//! [`GuestAgent::router`] (mount it in your own server) or [`GuestAgent::spawn_on`] (serve it on
+//! a listener of its own: TCP, TLS or a Unix socket, see [`ListenOn`]).
+//!
+//! Who may call it is [`AgentOptions::auth`]: a bearer token over TCP and TLS, the peer's uid
+//! over the Unix socket ([`AgentAuth`]). Error bodies keep tool stderr, file paths and server
+//! messages in the log unless [`AgentOptions::errors`] says otherwise ([`ErrorDisclosure`]).
 
+mod auth;
 mod body;
 mod error;
 mod failover_routes;
+mod listen;
 mod ops;
 mod routes;
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::Listener;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use trove_guest_core::{RecoverOptions, RecoveryReport, SharedStrategy, SnapshotStore};
+use trove_guest_core::{
+    Error, RecoverOptions, RecoveryReport, Result, SharedStrategy, SnapshotStore,
+};
 
-pub use error::ApiError;
+pub use auth::AgentAuth;
+pub use error::{ApiError, ErrorDisclosure};
+pub use listen::{Endpoint, ListenOn, TlsFiles};
 
 use crate::api::EventLine;
 
-/// What identifies the agent's server to the control plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What identifies the agent's server to the control plane, who may call the agent and what its
+/// error bodies show.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AgentOptions {
     /// The instance id the agent answers to on `/instances/{id}/action`.
     pub instance_id: String,
+    /// How callers are authenticated (default: no token; the Unix socket admits the agent's
+    /// own uid and root).
+    pub auth: AgentAuth,
+    /// What error bodies show of the server's insides (default: nothing; the log keeps it).
+    pub errors: ErrorDisclosure,
 }
 
 impl AgentOptions {
@@ -37,7 +56,21 @@ impl AgentOptions {
     pub fn new(instance_id: impl Into<String>) -> Self {
         AgentOptions {
             instance_id: instance_id.into(),
+            auth: AgentAuth::default(),
+            errors: ErrorDisclosure::default(),
         }
+    }
+
+    /// Authenticates callers with `auth`.
+    pub fn with_auth(mut self, auth: AgentAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Shows `errors` of the server's insides in error bodies.
+    pub fn with_errors(mut self, errors: ErrorDisclosure) -> Self {
+        self.errors = errors;
+        self
     }
 }
 
@@ -118,9 +151,21 @@ impl GuestAgent {
         Ok(report)
     }
 
-    /// The axum router of the agent's API, to serve or to mount.
+    /// The axum router of the agent's API, to serve or to mount. Every request must carry the
+    /// agent's token when [`AgentAuth::token`] is set.
     pub fn router(&self) -> axum::Router {
-        routes::router(self.state.clone())
+        routes::router(self.state.clone()).layer(axum::middleware::from_fn_with_state(
+            self.state.clone(),
+            auth::require_token,
+        ))
+    }
+
+    /// The router behind the Unix socket, whose peers' uids were checked as they connected.
+    fn peer_checked_router(&self) -> axum::Router {
+        routes::router(self.state.clone()).layer(axum::middleware::from_fn_with_state(
+            self.state.clone(),
+            auth::peer_checked,
+        ))
     }
 
     /// Serves the API on `listener` until `shutdown` completes.
@@ -138,12 +183,11 @@ impl GuestAgent {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        serve_listener(listener, self.router(), shutdown).await
     }
 
-    /// Binds `addr` (use port 0 for a free port) and serves in a background task.
+    /// Binds `addr` (use port 0 for a free port) and serves plain HTTP in a background task
+    /// (`spawn_on(&ListenOn::Tcp(addr))`).
     ///
     /// # Errors
     ///
@@ -153,39 +197,129 @@ impl GuestAgent {
     ///
     /// Cancel safe: nothing is served until it returns.
     pub async fn spawn(self, addr: SocketAddr) -> std::io::Result<RunningAgent> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
+        self.spawn_on(&ListenOn::Tcp(addr))
+            .await
+            .map_err(|e| match e {
+                Error::Io { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            })
+    }
+
+    /// Binds `on` and serves in a background task: plain HTTP or HTTPS on TCP (both ask for the
+    /// token when one is set), or HTTP on a Unix socket admitting only
+    /// [`AgentAuth::effective_uids`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the address or socket cannot be bound; [`Error::InvalidInput`] for
+    /// unreadable TLS files, a key that does not fit the certificate, a socket mode other than
+    /// 0600 or 0660, or a socket path taken by another kind of file.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is served until it returns.
+    pub async fn spawn_on(self, on: &ListenOn) -> Result<RunningAgent> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = self.state.clone();
-        let task = tokio::spawn(self.serve(listener, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        }));
+        };
+        let state = self.state.clone();
+        let bind = |addr: SocketAddr| async move {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::io(format!("bind the guest agent on {addr}"), e))?;
+            let local = l
+                .local_addr()
+                .map_err(|e| Error::io("the agent's address", e))?;
+            Ok::<_, Error>((l, local))
+        };
+        let (endpoint, task, socket) = match on {
+            ListenOn::Tcp(addr) => {
+                let (l, local) = bind(*addr).await?;
+                let task = tokio::spawn(serve_listener(l, self.router(), shutdown));
+                (Endpoint::Tcp(local), task, None)
+            }
+            ListenOn::Tls { addr, tls } => {
+                let config = listen::server_config(tls)?;
+                let (l, local) = bind(*addr).await?;
+                let l = listen::TlsListener::new(l, config)
+                    .map_err(|e| Error::io("the agent's TLS listener", e))?;
+                let task = tokio::spawn(serve_listener(l, self.router(), shutdown));
+                (Endpoint::Tls(local), task, None)
+            }
+            ListenOn::Unix { path, mode } => {
+                let uids = self.state.options.auth.effective_uids();
+                let l = listen::PeerCheckedUnix::bind(path, *mode, uids)?;
+                let socket = SocketFile(path.clone());
+                let task = tokio::spawn(serve_listener(l, self.peer_checked_router(), shutdown));
+                (Endpoint::Unix(path.clone()), task, Some(socket))
+            }
+        };
         Ok(RunningAgent {
-            addr,
+            endpoint,
             state,
             stop: Some(stop),
             task: Some(task),
+            _socket: socket,
         })
     }
 }
 
-/// An agent serving in the background; dropping it stops serving.
+async fn serve_listener<L>(
+    listener: L,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: Debug,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The agent's socket file, removed when the agent stops.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An agent serving in the background; dropping it stops serving (and removes its socket file).
 pub struct RunningAgent {
-    addr: SocketAddr,
+    endpoint: Endpoint,
     state: Arc<AgentState>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _socket: Option<SocketFile>,
 }
 
 impl RunningAgent {
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The TCP address it listens on (`None` on a Unix socket).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match &self.endpoint {
+            Endpoint::Tcp(a) | Endpoint::Tls(a) => Some(*a),
+            Endpoint::Unix(_) => None,
+        }
     }
 
-    /// Its base URL, `http://127.0.0.1:PORT`.
+    /// Where it listens.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Its base URL: `http://127.0.0.1:PORT`, `https://127.0.0.1:PORT` (the certificate must
+    /// name that address), or `http://localhost` on a Unix socket (the client connects to the
+    /// socket, see [`crate::client::ClientOptions::with_unix_socket`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match &self.endpoint {
+            Endpoint::Tcp(a) => format!("http://{a}"),
+            Endpoint::Tls(a) => format!("https://{a}"),
+            Endpoint::Unix(_) => "http://localhost".to_owned(),
+        }
     }
 
     /// Stops serving, aborts a replication change still running (its tools are killed; every
@@ -221,7 +355,7 @@ impl RunningAgent {
 impl std::fmt::Debug for RunningAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunningAgent")
-            .field("addr", &self.addr)
+            .field("endpoint", &self.endpoint)
             .finish()
     }
 }

@@ -100,6 +100,8 @@ where
     F: FnOnce(Progress) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T>> + Send + 'static,
 {
+    // The stream's last line is made after the handler returned: take the disclosure now.
+    let disclosure = super::error::disclosure();
     let guard = match slot.try_begin(name) {
         Ok(g) => g,
         Err(e) => return e.into_response(),
@@ -130,8 +132,8 @@ where
         // Dropping the JoinHandle (client hung up) detaches the task; the change completes.
         return match task.await {
             Ok(Ok(v)) => Json(v).into_response(),
-            Ok(Err(e)) => ApiError::from(e).into_response(),
-            Err(e) => internal(format!("{name} task failed: {e}")).into_response(),
+            Ok(Err(e)) => ApiError::from_core(e, disclosure).into_response(),
+            Err(e) => internal(format!("{name} task failed: {e}"), disclosure).into_response(),
         };
     }
     let lines = futures::stream::unfold(Some((rx, task)), move |state| async move {
@@ -148,8 +150,10 @@ where
                 }
                 let last = match joined {
                     Ok(Ok(v)) => StreamLine::Result(v),
-                    Ok(Err(e)) => StreamLine::Error(ApiError::from(e).detail),
-                    Err(e) => StreamLine::Error(internal(format!("{name} task failed: {e}")).detail),
+                    Ok(Err(e)) => StreamLine::Error(ApiError::from_core(e, disclosure).detail),
+                    Err(e) => StreamLine::Error(
+                        internal(format!("{name} task failed: {e}"), disclosure).detail,
+                    ),
                 };
                 out.extend_from_slice(&line(&last));
                 Some((Bytes::from(out), None))
@@ -171,10 +175,11 @@ fn line<T: Serialize>(v: &T) -> Bytes {
     Bytes::from(s)
 }
 
-fn internal(message: String) -> ApiError {
+fn internal(message: String, disclosure: super::ErrorDisclosure) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         crate::api::kinds::INTERNAL,
         message,
     )
+    .withheld(disclosure)
 }

@@ -1,6 +1,8 @@
 //! Agent tests over loopback HTTP against a fake strategy (the live tests in `trove-guest-tests`
 //! use the real backends).
 
+mod security;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -15,7 +17,7 @@ use trove_guest_core::{
     Result, SnapshotDocument, SnapshotRequest, SnapshotStore,
 };
 
-use super::{AgentOptions, GuestAgent, RunningAgent};
+use super::{AgentOptions, GuestAgent, ListenOn, RunningAgent};
 use crate::api::{self, kinds};
 use crate::client::AgentClient;
 
@@ -36,7 +38,12 @@ impl ReplicationStrategy for FakeStrategy {
         Capabilities::none()
     }
     async fn enable_as_master(&self, _: &EnableMasterOptions) -> Result<()> {
-        Ok(())
+        // A failing tool whose stderr names a file of the server.
+        Err(trove_guest_core::Error::ToolFailed {
+            tool: "mariadb".into(),
+            status: "exit status: 1".into(),
+            stderr_tail: "ERROR 1045: cannot open /var/lib/mysql/secret-dir/ibdata1".into(),
+        })
     }
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
         req.progress.phase(Phase::Backup, "fake backup");
@@ -128,6 +135,21 @@ struct Fixture {
 }
 
 async fn fixture(open_gate: bool) -> Fixture {
+    let f = fixture_on(open_gate, AgentOptions::new("inst-1"), |_| {
+        ListenOn::Tcp("127.0.0.1:0".parse().unwrap())
+    })
+    .await;
+    let client = AgentClient::new(f.agent.url());
+    Fixture { client, ..f }
+}
+
+/// An agent with `options` on the listener `on` makes of the fixture's directory; its client has
+/// no token.
+async fn fixture_on(
+    open_gate: bool,
+    options: AgentOptions,
+    on: impl FnOnce(&std::path::Path) -> ListenOn,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LocalSnapshotStore::new(dir.path()).unwrap());
     let gate = Arc::new(Semaphore::new(if open_gate { 1000 } else { 0 }));
@@ -136,12 +158,13 @@ async fn fixture(open_gate: bool) -> Fixture {
         gate,
         attaches: AtomicU32::new(0),
     });
+    let listen = on(dir.path());
     let agent = GuestAgent::new(
         strategy.clone(),
         store.clone() as Arc<dyn SnapshotStore>,
-        AgentOptions::new("inst-1"),
+        options,
     )
-    .spawn("127.0.0.1:0".parse().unwrap())
+    .spawn_on(&listen)
     .await
     .unwrap();
     let client = AgentClient::new(agent.url());

@@ -7,8 +7,9 @@
 //! The configuration format is documented in `trove_guest_agent::config`. With a
 //! `[trove_rpc]` section it also serves a stock OpenStack Trove control plane over RabbitMQ
 //! (oslo.messaging, queue `guestagent.<guest_id>`; see `trove_guest_agent::rpc`). The agent listens
-//! where `listen` says (keep it on loopback or put authentication in front of it) and stops on
-//! Ctrl-C or SIGTERM; a replication change still running is aborted (every call is safe to
+//! where `listen` says (with the bearer token of `[auth] token_file`; HTTPS with `[http]` TLS
+//! files, required off loopback) and on `[http] unix_socket` (callers admitted by uid), and stops
+//! on Ctrl-C or SIGTERM; a replication change still running is aborted (every call is safe to
 //! repeat). Before it listens it runs the strategy's recovery (an interrupted change of an
 //! earlier agent is completed or undone, leftovers are removed; `GET /v1/recovery` shows what
 //! was done) and starts the server if it is not running. A `process` server is the agent's
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use trove_guest_agent::config::{AgentConfig, ServiceSection};
 use trove_guest_agent::rpc::TroveRpcServer;
-use trove_guest_agent::{AgentOptions, GuestAgent, backends};
+use trove_guest_agent::{GuestAgent, backends};
 use trove_guest_core::RecoverOptions;
 
 /// Command-line arguments.
@@ -61,11 +62,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(section) => Some(section.rpc_options()?),
         None => None,
     };
-    let agent = GuestAgent::new(
-        strategy.clone(),
-        store,
-        AgentOptions::new(config.instance_id.clone()),
-    );
+    let listeners = config.listeners()?;
+    let agent = GuestAgent::new(strategy.clone(), store, config.agent_options()?);
     // Recovery first: after a crash the data directory may be aside, so the server is started
     // (or adopted) only once an interrupted change has been completed or undone.
     let report = agent
@@ -75,13 +73,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(actions = report.actions.len(), "recovery done");
     // The agent owns a `process` server (a systemd unit is merely started if stopped).
     service.start().await?;
-    let agent = agent.spawn(config.listen).await?;
-    tracing::info!(
-        url = %agent.url(),
-        instance = %config.instance_id,
-        datastore = %config.datastore.kind,
-        "guest agent serving"
-    );
+    let mut serving = Vec::new();
+    for on in &listeners {
+        let running = agent.clone().spawn_on(on).await?;
+        tracing::info!(
+            endpoint = ?running.endpoint(),
+            instance = %config.instance_id,
+            datastore = %config.datastore.kind,
+            "guest agent serving"
+        );
+        serving.push(running);
+    }
     // Trove's RPC front end, next to the HTTP API, on the same strategy.
     let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let rpc_task = rpc.map(|opts| {
@@ -105,7 +107,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Err(_) => tracing::warn!("Trove RPC front end did not stop within 5 s"),
         }
     }
-    agent.shutdown().await?;
+    for running in serving {
+        running.shutdown().await?;
+    }
     if matches!(config.service, ServiceSection::Process { .. }) {
         handle_for_stop.service.stop().await?;
     }

@@ -1,7 +1,8 @@
 //! Real local servers with a guest agent each: what the demo and the live tests run.
 //!
 //! A [`Node`] is one throwaway server (the backends' testkits), the strategy acting on it, a guest agent
-//! serving that strategy on a loopback port, and a client of that agent. Dropping a node stops
+//! serving that strategy on a loopback port with a random bearer token, and a client of that
+//! agent holding the token. Dropping a node stops
 //! the agent and the server and removes the server's files; [`Node::shutdown`] does the same and
 //! first aborts a replication change still running.
 
@@ -9,15 +10,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use trove_guest_core::{
-    DatastoreHandle, DatastoreKind, Error, Result, SharedStrategy, SnapshotStore,
+    DatastoreHandle, DatastoreKind, Error, Result, Secret, SharedStrategy, SnapshotStore,
 };
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_redis::testkit::{RedisOptions, RedisServer};
 
-use crate::agent::{AgentOptions, GuestAgent, RunningAgent};
+use crate::agent::{AgentAuth, AgentOptions, GuestAgent, RunningAgent};
 use crate::backends;
-use crate::client::AgentClient;
+use crate::client::{AgentClient, ClientOptions};
 use crate::config::MysqlSection;
 
 /// A throwaway server of any datastore the examples run.
@@ -200,7 +201,8 @@ impl Node {
     }
 
     /// Serves `strategy` (acting on `server`, built by the caller, for example with a wrapped
-    /// service control) with a guest agent on a free loopback port.
+    /// service control) with a guest agent on a free loopback port, with a random token the
+    /// node's client holds.
     ///
     /// # Errors
     ///
@@ -216,15 +218,21 @@ impl Node {
         name: &str,
         instance_id: &str,
     ) -> Result<Self> {
-        let agent = GuestAgent::new(strategy.clone(), store, AgentOptions::new(instance_id))
+        let token = Secret::random(32);
+        let options =
+            AgentOptions::new(instance_id).with_auth(AgentAuth::new().with_token(token.clone()));
+        let agent = GuestAgent::new(strategy.clone(), store, options)
             .spawn("127.0.0.1:0".parse().expect("loopback address"))
             .await
             .map_err(|e| Error::io("bind the guest agent on 127.0.0.1", e))?;
+        let client =
+            AgentClient::with_options(agent.url(), &ClientOptions::new().with_token(token))
+                .map_err(|e| Error::invalid("the agent's client", e.to_string()))?;
         Ok(Node {
             name: name.to_owned(),
             instance_id: instance_id.to_owned(),
             strategy,
-            client: AgentClient::new(agent.url()),
+            client,
             agent: Some(agent),
             server: Some(server),
         })

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use trove_guest_core::testkit::conformance::Fingerprint;
-use trove_guest_core::{DatastoreKind, Error, Result};
+use trove_guest_core::{DatastoreKind, Error, Result, Secret};
 
 use super::Fault;
-use crate::client::AgentClient;
+use crate::client::{AgentClient, ClientOptions};
 use crate::config::AgentConfig;
 use crate::testing::sample::SampleDb;
 use crate::testing::testbed::TestServer;
@@ -93,6 +93,19 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()
         .map_err(|e| Error::io("local address", e))?
         .port())
+}
+
+/// Writes `contents` to a new file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
 
 fn toml_str(p: &Path) -> String {
@@ -258,6 +271,16 @@ impl Instance {
                 )
             }
         };
+        // The agent asks for a token, as a deployed one does; the harness's client holds it.
+        let token = Secret::random(32);
+        let token_path = agent_dir.join("agent.token");
+        write_private(&token_path, token.expose())?;
+        let text = format!("{text}\n[auth]\ntoken_file = {}\n", toml_str(&token_path));
+        let client = AgentClient::with_options(
+            format!("http://{listen}"),
+            &ClientOptions::new().with_token(token),
+        )
+        .map_err(|e| Error::invalid("the agent's client", e.to_string()))?;
         let config_path = agent_dir.join("agent.toml");
         let instance = Instance {
             config_template: text,
@@ -267,7 +290,7 @@ impl Instance {
             work_dir: handle.work_dir.clone(),
             config_dir: handle.config_dir.clone(),
             pid_file,
-            client: AgentClient::new(format!("http://{listen}")),
+            client,
             agent: None,
             server: Some(server),
             opts,

@@ -1,0 +1,257 @@
+//! Where the agent listens: plain TCP, TLS (rustls) or a Unix socket whose peers' uids are
+//! checked, each as an axum [`Listener`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::Listener;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use trove_guest_core::{Error, Result};
+
+/// The certificate chain and private key of a TLS listener (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The chain in `cert` and the key in `key`.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+}
+
+/// A listener of the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenOn {
+    /// Plain HTTP on a TCP address (port 0: a free port).
+    Tcp(SocketAddr),
+    /// HTTPS on a TCP address.
+    Tls {
+        /// The address (port 0: a free port).
+        addr: SocketAddr,
+        /// The server's certificate and key.
+        tls: TlsFiles,
+    },
+    /// Plain HTTP on a Unix socket; only peers whose uid the agent admits
+    /// ([`AgentAuth::allowed_uids`](super::AgentAuth::allowed_uids)) are served. The socket file
+    /// is created with `mode` (0600 or 0660) and removed when the agent stops.
+    Unix {
+        /// The socket file (a stale socket there is replaced; any other file is an error).
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// Where a running agent listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// Plain HTTP.
+    Tcp(SocketAddr),
+    /// HTTPS.
+    Tls(SocketAddr),
+    /// A Unix socket.
+    Unix(PathBuf),
+}
+
+/// Loads a TLS server configuration (HTTP/1.1 over TLS 1.2 or 1.3, ring's provider).
+pub(crate) fn server_config(tls: &TlsFiles) -> Result<rustls::ServerConfig> {
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| {
+            Error::invalid(
+                "tls_cert_file",
+                format!("{}: no PEM certificate chain: {e}", tls.cert.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(Error::invalid(
+            "tls_cert_file",
+            format!("{} holds no certificate", tls.cert.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
+        Error::invalid(
+            "tls_key_file",
+            format!("{}: no PEM private key: {e}", tls.key.display()),
+        )
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::invalid("tls", e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| {
+        Error::invalid(
+            "tls_key_file",
+            format!("the key does not fit the certificate: {e}"),
+        )
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// TLS connections, handshaken in tasks of their own so that a slow client holds up no other.
+pub(crate) struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    _acceptor: AbortOnDrop,
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TlsListener {
+    pub(crate) fn new(listener: TcpListener, config: rustls::ServerConfig) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let (tx, ready) = mpsc::channel(64);
+        let task = tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            local,
+            ready,
+            _acceptor: AbortOnDrop(task),
+        })
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The acceptor never ends while the listener lives.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// A Unix-socket listener admitting only connections from `allowed` uids.
+pub(crate) struct PeerCheckedUnix {
+    inner: UnixListener,
+    allowed: Vec<u32>,
+}
+
+impl PeerCheckedUnix {
+    /// Binds `path` with `mode`, replacing a stale socket left by an earlier agent.
+    pub(crate) fn bind(path: &Path, mode: u32, allowed: Vec<u32>) -> Result<Self> {
+        if mode & !0o660 != 0 || mode & 0o600 != 0o600 {
+            return Err(Error::invalid(
+                "unix_socket_mode",
+                format!("{mode:#o}: the agent's socket is 0600 or 0660"),
+            ));
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+                .map_err(|e| Error::io(format!("remove stale socket {}", path.display()), e))?,
+            Ok(_) => {
+                return Err(Error::invalid(
+                    "unix_socket",
+                    format!("{} exists and is not a socket", path.display()),
+                ));
+            }
+            Err(_) => {}
+        }
+        let inner = UnixListener::bind(path)
+            .map_err(|e| Error::io(format!("bind {}", path.display()), e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+        Ok(PeerCheckedUnix { inner, allowed })
+    }
+}
+
+impl Listener for PeerCheckedUnix {
+    type Io = UnixStream;
+    /// The peer's uid (the agent's own for the listener itself).
+    type Addr = u32;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let stream = match self.inner.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept on the Unix socket failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            match stream.peer_cred() {
+                Ok(cred) if self.allowed.contains(&cred.uid()) => {
+                    return (stream, cred.uid());
+                }
+                Ok(cred) => tracing::warn!(
+                    uid = cred.uid(),
+                    pid = ?cred.pid(),
+                    "refused a Unix-socket connection from a uid the agent does not admit"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "refused a Unix-socket connection whose peer could not be identified"
+                ),
+            }
+            // Dropping the stream closes the connection unanswered.
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<u32> {
+        Ok(nix::unistd::geteuid().as_raw())
+    }
+}

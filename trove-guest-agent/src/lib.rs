@@ -8,7 +8,11 @@
 //!   [`client`] a typed client for it ([`remote`] drives a switchover or failover through it).
 //! * [`rpc`]: OpenStack Trove's own RPC (oslo.messaging over RabbitMQ, Trove's SecureSerializer),
 //!   so a stock Trove control plane drives the same strategy.
-//! * [`config`]: the agent's configuration file and how it becomes a strategy ([`backends`]).
+//! * [`changes`]: the one change lock both front ends share (a second change is refused, never
+//!   queued) and the `change` tracing span of each change.
+//! * [`config`]: the agent's configuration file and how it becomes a strategy ([`backends`]);
+//!   [`config_check`] validates one without starting anything (`guest_agent --check-config`);
+//!   [`logging`] is its `[log]` section (text or JSON lines).
 //! * `testing` (feature `testing`): test servers with agents in front of them, sample data and
 //!   the kill -9 fault-matrix harness.
 //!
@@ -49,9 +53,12 @@
 pub mod agent;
 pub mod api;
 pub mod backends;
+pub mod changes;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod config_check;
+pub mod logging;
 pub mod remote;
 pub mod rpc;
 #[cfg(feature = "testing")]

@@ -10,6 +10,7 @@ mod error;
 mod failover_routes;
 mod ops;
 mod routes;
+mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ use trove_guest_core::{RecoverOptions, RecoveryReport, SharedStrategy, SnapshotS
 
 pub use error::ApiError;
 
+use crate::changes::ChangeSlot;
+
 use crate::api::EventLine;
 
 /// What identifies the agent's server to the control plane.
@@ -30,6 +33,8 @@ use crate::api::EventLine;
 pub struct AgentOptions {
     /// The instance id the agent answers to on `/instances/{id}/action`.
     pub instance_id: String,
+    /// How long `GET /v1/health` waits for the server to answer (default 5 s).
+    pub health_timeout: Duration,
 }
 
 impl AgentOptions {
@@ -37,7 +42,14 @@ impl AgentOptions {
     pub fn new(instance_id: impl Into<String>) -> Self {
         AgentOptions {
             instance_id: instance_id.into(),
+            health_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Sets how long `GET /v1/health` waits for the server to answer.
+    pub fn with_health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout;
+        self
     }
 }
 
@@ -45,7 +57,7 @@ pub(crate) struct AgentState {
     pub(crate) strategy: SharedStrategy,
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) options: AgentOptions,
-    pub(crate) slot: Arc<ops::OpSlot>,
+    pub(crate) slot: ChangeSlot,
     pub(crate) events: broadcast::Sender<EventLine>,
     pub(crate) recovery: std::sync::Mutex<Option<RecoveryReport>>,
 }
@@ -74,17 +86,35 @@ impl GuestAgent {
         store: Arc<dyn SnapshotStore>,
         options: AgentOptions,
     ) -> Self {
+        Self::with_changes(strategy, store, options, ChangeSlot::new())
+    }
+
+    /// Like [`GuestAgent::new`], taking its replication changes in `changes`: give the same slot
+    /// to the other front ends serving this strategy ([`crate::rpc::TroveRpcServer::with_changes`])
+    /// so that one change runs at a time whichever front end it comes through.
+    pub fn with_changes(
+        strategy: SharedStrategy,
+        store: Arc<dyn SnapshotStore>,
+        options: AgentOptions,
+        changes: ChangeSlot,
+    ) -> Self {
         let (events, _) = broadcast::channel(1024);
+        changes.set_instance_id(&options.instance_id);
         GuestAgent {
             state: Arc::new(AgentState {
                 strategy,
                 store,
                 options,
-                slot: Arc::default(),
+                slot: changes,
                 events,
                 recovery: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    /// The agent's change slot (shared with the front ends it was given to).
+    pub fn changes(&self) -> ChangeSlot {
+        self.state.slot.clone()
     }
 
     /// Runs the strategy's recovery ([`ReplicationStrategy::recover`]) and keeps its report for
@@ -188,8 +218,9 @@ impl RunningAgent {
         format!("http://{}", self.addr)
     }
 
-    /// Stops serving, aborts a replication change still running (its tools are killed; every
-    /// call is safe to repeat later) and waits for both.
+    /// Stops serving, aborts a replication change still running, whichever front end started
+    /// it (its tools are killed; every call is safe to repeat later) and waits for both (the
+    /// change at most 60 s).
     ///
     /// # Errors
     ///
@@ -202,7 +233,7 @@ impl RunningAgent {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.state.slot.abort_running().await;
+        self.state.slot.abort_running(Duration::from_secs(60)).await;
         match self.task.take() {
             // Long-lived event streams would hold a graceful shutdown open: give open answers a
             // few seconds, then drop the connections.

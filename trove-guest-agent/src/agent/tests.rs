@@ -25,6 +25,8 @@ struct FakeStrategy {
     /// Snapshots wait for a permit here.
     gate: Arc<Semaphore>,
     attaches: AtomicU32,
+    /// The server stops answering status queries.
+    down: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -77,6 +79,12 @@ impl ReplicationStrategy for FakeStrategy {
         Err(trove_guest_core::Error::timeout("fake txn", t))
     }
     async fn replication_status(&self) -> Result<ReplicationStatus> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(trove_guest_core::Error::io(
+                "connect to the fake server",
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            ));
+        }
         Ok(ReplicationStatus::default())
     }
     async fn recover(&self, _: &RecoverOptions) -> Result<RecoveryReport> {
@@ -125,6 +133,7 @@ struct Fixture {
     strategy: Arc<FakeStrategy>,
     agent: RunningAgent,
     client: AgentClient,
+    changes: crate::changes::ChangeSlot,
 }
 
 async fn fixture(open_gate: bool) -> Fixture {
@@ -135,15 +144,15 @@ async fn fixture(open_gate: bool) -> Fixture {
         store: store.clone(),
         gate,
         attaches: AtomicU32::new(0),
+        down: std::sync::atomic::AtomicBool::new(false),
     });
     let agent = GuestAgent::new(
         strategy.clone(),
         store.clone() as Arc<dyn SnapshotStore>,
         AgentOptions::new("inst-1"),
-    )
-    .spawn("127.0.0.1:0".parse().unwrap())
-    .await
-    .unwrap();
+    );
+    let changes = agent.changes();
+    let agent = agent.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let client = AgentClient::new(agent.url());
     Fixture {
         _dir: dir,
@@ -151,6 +160,7 @@ async fn fixture(open_gate: bool) -> Fixture {
         strategy,
         agent,
         client,
+        changes,
     }
 }
 
@@ -433,6 +443,7 @@ async fn recovery_report_is_served_once_the_agent_has_recovered() {
         store: store.clone(),
         gate: Arc::new(Semaphore::new(1000)),
         attaches: AtomicU32::new(0),
+        down: std::sync::atomic::AtomicBool::new(false),
     });
     let agent = GuestAgent::new(
         strategy,
@@ -454,4 +465,138 @@ async fn recovery_report_is_served_once_the_agent_has_recovered() {
     let view = AgentClient::new(running.url()).recovery().await.unwrap();
     assert!(view.ran);
     assert_eq!(view.actions, report.actions);
+}
+
+/// Waits (bounded) until a change runs in `slot`.
+async fn until_running(slot: &crate::changes::ChangeSlot) -> crate::changes::RunningChange {
+    for _ in 0..10_000 {
+        if let Some(r) = slot.current() {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("no change started");
+}
+
+fn rpc_request(method: &str) -> crate::rpc::envelope::Request {
+    crate::rpc::envelope::Request {
+        method: method.into(),
+        args: serde_json::Map::new(),
+        version: Some("1.0".into()),
+        msg_id: Some("m1".into()),
+        reply_q: Some("reply_q".into()),
+        unique_id: Some("u1".into()),
+    }
+}
+
+#[tokio::test]
+async fn one_change_lock_for_both_front_ends_http_running_refuses_rpc_and_rpc_running_refuses_http()
+ {
+    let f = fixture(false).await;
+    let rpc = crate::rpc::TroveRpcServer::with_changes(
+        f.strategy.clone(),
+        crate::rpc::RpcOptions::new(
+            trove_guest_core::Secret::new("amqp://127.0.0.1:1/%2f"),
+            crate::rpc::GuestInfo::new("inst-1", None),
+        ),
+        f.changes.clone(),
+    );
+    // An HTTP snapshot holds the slot: Trove's demote is a GuestError saying busy.
+    let c = f.client.clone();
+    let http = tokio::spawn(async move { c.snapshot(&api::SnapshotCall::default(), &mut |_| {}).await });
+    let running = until_running(&f.changes).await;
+    assert_eq!(running.front_end, crate::changes::FrontEnd::Http);
+    let failure = rpc
+        .run_request(&rpc_request("demote_replication_master"))
+        .await
+        .expect_err("busy");
+    assert_eq!(failure.class, "GuestError");
+    assert_eq!(failure.module, "trove.common.exception");
+    assert!(
+        failure.message.starts_with("busy: get_replication_snapshot"),
+        "{}",
+        failure.message
+    );
+    // A read is not a change: it runs meanwhile.
+    rpc.run_request(&rpc_request("get_latest_txn_id"))
+        .await
+        .expect("reads run during a change");
+    f.strategy.gate.add_permits(1);
+    http.await.unwrap().expect("the HTTP snapshot completes");
+
+    // An RPC snapshot holds the slot: the HTTP demote is 409 busy naming it.
+    let mut req = rpc_request("get_replication_snapshot");
+    req.args
+        .insert("snapshot_info".into(), serde_json::json!({"id": "backup-1"}));
+    let rpc2 = rpc.clone();
+    let call = tokio::spawn(async move { rpc2.run_request(&req).await });
+    let running = until_running(&f.changes).await;
+    assert_eq!(running.front_end, crate::changes::FrontEnd::TroveRpc);
+    assert_eq!(running.operation_id, "m1");
+    let (status, health) = f.client.health().await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        health.change.as_ref().map(|c| c.operation.as_str()),
+        Some("get_replication_snapshot")
+    );
+    match f.client.demote().await.unwrap_err() {
+        crate::client::ClientError::Api { status, error } => {
+            assert_eq!(status, 409);
+            assert_eq!(error.kind, kinds::BUSY);
+            assert_eq!(error.running.as_deref(), Some("get_replication_snapshot"));
+        }
+        other => panic!("expected busy, got {other}"),
+    }
+    f.strategy.gate.add_permits(1);
+    call.await.unwrap().expect("the RPC snapshot completes");
+    f.client.demote().await.expect("free again");
+}
+
+#[tokio::test]
+async fn health_answers_200_and_shows_a_running_change_then_503_when_the_server_does_not_answer()
+ {
+    let f = fixture(false).await;
+    let (status, h) = f.client.health().await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(h.server, api::ANSWERING);
+    assert!(h.change.is_none(), "{h:?}");
+    assert!(!h.recovery.ran);
+    let c = f.client.clone();
+    let first = tokio::spawn(async move { c.snapshot(&api::SnapshotCall::default(), &mut |_| {}).await });
+    until_running(&f.changes).await;
+    let (status, h) = f.client.health().await.unwrap();
+    assert_eq!(status, 200);
+    let change = h.change.expect("the snapshot shows");
+    assert_eq!(change.operation, "get_replication_snapshot");
+    assert_eq!(change.front_end, crate::changes::FrontEnd::Http);
+    assert!(change.since > 0.0);
+    f.strategy.gate.add_permits(1);
+    first.await.unwrap().expect("snapshot");
+    f.strategy.down.store(true, Ordering::SeqCst);
+    let (status, h) = f.client.health().await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(h.server, api::NOT_ANSWERING);
+    assert_eq!(h.problem.as_deref(), Some(kinds::INTERNAL));
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_request_id_given_or_made() {
+    let f = fixture(true).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}{}", f.agent.url(), api::OPERATION))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "req-42");
+    let resp = http
+        .get(format!("{}/no/such/route", f.agent.url()))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let made = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(made.len(), 32, "{made}");
 }

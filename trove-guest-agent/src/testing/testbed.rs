@@ -175,6 +175,9 @@ pub struct Node {
     pub strategy: SharedStrategy,
     /// A client of the agent.
     pub client: AgentClient,
+    /// The agent's change slot: give it to another front end of this strategy
+    /// ([`crate::rpc::TroveRpcServer::with_changes`]) to share the one change lock.
+    pub changes: crate::changes::ChangeSlot,
     agent: Option<RunningAgent>,
     server: Option<TestServer>,
 }
@@ -216,7 +219,9 @@ impl Node {
         name: &str,
         instance_id: &str,
     ) -> Result<Self> {
-        let agent = GuestAgent::new(strategy.clone(), store, AgentOptions::new(instance_id))
+        let agent = GuestAgent::new(strategy.clone(), store, AgentOptions::new(instance_id));
+        let changes = agent.changes();
+        let agent = agent
             .spawn("127.0.0.1:0".parse().expect("loopback address"))
             .await
             .map_err(|e| Error::io("bind the guest agent on 127.0.0.1", e))?;
@@ -225,6 +230,7 @@ impl Node {
             instance_id: instance_id.to_owned(),
             strategy,
             client: AgentClient::new(agent.url()),
+            changes,
             agent: Some(agent),
             server: Some(server),
         })

@@ -65,8 +65,9 @@ fn finished<'a>(lines: &'a [Value], message: &str, path_or_op: &str) -> &'a Valu
         .unwrap_or_else(|| panic!("no {message:?} line for {path_or_op}: {lines:#?}"))
 }
 
-// A current-thread runtime: the agent's tasks run on this thread, under this thread's subscriber.
-#[tokio::test(flavor = "current_thread")]
+// The process's subscriber (the binary installs the same one): a thread-scoped one would miss
+// events whose interest another test's thread cached first. Only this test installs one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_of_a_real_request_carry_the_span_fields_and_its_outcome() {
     let captured = Captured::default();
     let writer = captured.clone();
@@ -75,7 +76,7 @@ async fn json_log_lines_of_a_real_request_carry_the_span_fields_and_its_outcome(
         logging::filter(Some("info")).unwrap(),
         move || writer.clone(),
     );
-    let _default = tracing::subscriber::set_default(sub);
+    tracing::subscriber::set_global_default(sub).expect("the only subscriber of this test binary");
     let dir = tempfile::tempdir().unwrap();
     let node = mariadb_node(&dir, "observed").await;
 

@@ -42,7 +42,8 @@ impl ReplicationStrategy for FakeStrategy {
     }
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
         req.progress.phase(Phase::Backup, "fake backup");
-        let _permit = self.gate.acquire().await.expect("gate open");
+        // One permit per snapshot: a permit lets exactly one through.
+        self.gate.acquire().await.expect("gate open").forget();
         req.progress.bytes(Phase::Backup, 42, Some(42));
         Ok(doc(&self.store.href_for("fake")))
     }

@@ -217,7 +217,11 @@ async fn duplicate_dropped(broker: &RabbitBroker, instance_id: &str) {
 
 /// Publishes one call straight over AMQP (as oslo.messaging would) and returns the inner
 /// reply message.
-async fn raw_call(broker: &RabbitBroker, instance_id: &str, mut inner: serde_json::Value) -> serde_json::Value {
+async fn raw_call(
+    broker: &RabbitBroker,
+    instance_id: &str,
+    mut inner: serde_json::Value,
+) -> serde_json::Value {
     use futures::StreamExt;
     use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
     use lapin::types::FieldTable;
@@ -279,7 +283,11 @@ async fn raw_call(broker: &RabbitBroker, instance_id: &str, mut inner: serde_jso
 
 /// A truncated ciphertext (the first 30 bytes of a real one) in secure mode is answered with the
 /// failure Trove's client rebuilds as `GuestError`.
-async fn truncated_ciphertext_is_a_guest_error(broker: &RabbitBroker, instance_id: &str, key: &str) {
+async fn truncated_ciphertext_is_a_guest_error(
+    broker: &RabbitBroker,
+    instance_id: &str,
+    key: &str,
+) {
     let key = SecureKey::from_instance_key(key);
     let whole = key.encrypt(&json!("0-1-1"));
     assert_eq!(whole.len(), 44, "IV and one block, base64: {whole}");
@@ -335,7 +343,10 @@ async fn broker_restart_mid_call(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(running, "the call is delivered and stays unacknowledged while it runs");
+    assert!(
+        running,
+        "the call is delivered and stays unacknowledged while it runs"
+    );
     broker.restart().await;
     mdb.insert_rows(900..901)
         .await
@@ -347,7 +358,10 @@ async fn broker_restart_mid_call(
             true
         }
         Err(e) => {
-            assert!(e.class.contains("Timeout"), "only a lost reply may fail it: {e:?}");
+            assert!(
+                e.class.contains("Timeout"),
+                "only a lost reply may fail it: {e:?}"
+            );
             let mut again = None;
             for _ in 0..30 {
                 match r.call("wait_for_txn", json!({"txn": latest})).await {
@@ -358,7 +372,11 @@ async fn broker_restart_mid_call(
                     Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
                 }
             }
-            assert_eq!(again, Some(serde_json::Value::Null), "the retried call answers");
+            assert_eq!(
+                again,
+                Some(serde_json::Value::Null),
+                "the retried call answers"
+            );
             false
         }
     };
@@ -377,7 +395,10 @@ async fn http_change_makes_rpc_changes_busy(node: &Node, r: &mut TroveClient) {
         .await
         .expect_err("busy");
     assert_eq!(e.class, "GuestError", "{e:?}");
-    assert!(e.message.contains("busy: attach_replication_slave"), "{e:?}");
+    assert!(
+        e.message.contains("busy: attach_replication_slave"),
+        "{e:?}"
+    );
     r.call("get_latest_txn_id", json!({}))
         .await
         .expect("reads answer during a change");
@@ -509,6 +530,11 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
             rkey.as_deref().expect("the replica's key"),
         )
         .await;
+        let e = r
+            .call("_truncated:wait_for_txn", json!({"txn": "0-1-1"}))
+            .await
+            .expect_err("truncated ciphertexts from Trove's client");
+        assert_eq!(e.class, "GuestError", "{e:?}");
         let mut wrong = TroveClient::start(&url, &replica.instance_id, Some(&key())).await;
         let e = wrong
             .call("rpc_ping", json!({}))

@@ -123,7 +123,9 @@ pub struct ChangeTicket {
 
 impl std::fmt::Debug for ChangeTicket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChangeTicket").field("id", &self.id).finish()
+        f.debug_struct("ChangeTicket")
+            .field("id", &self.id)
+            .finish()
     }
 }
 

@@ -255,7 +255,9 @@ fn check_config_accepts_a_valid_configuration_and_starts_or_creates_nothing() {
     assert!(out.contains("configuration valid"), "{out}");
     assert!(out.contains("datastore: mariadb"), "{out}");
     assert!(
-        out.contains("trove_rpc: queue guestagent.3f1c9a7e-0d4b-4c55-9a53-6b0f6e2d1a10 (secure RPC)"),
+        out.contains(
+            "trove_rpc: queue guestagent.3f1c9a7e-0d4b-4c55-9a53-6b0f6e2d1a10 (secure RPC)"
+        ),
         "{out}"
     );
     assert!(out.contains("log: Json"), "{out}");
@@ -277,12 +279,19 @@ fn check_config_refuses_each_broken_setting_with_its_typed_error() {
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, out, err) = f.check();
     assert_eq!(code, 2, "{out}\n{err}");
-    assert!(err.contains("configuration invalid") && err.contains("chmod 600"), "{err}");
+    assert!(
+        err.contains("configuration invalid") && err.contains("chmod 600"),
+        "{err}"
+    );
     assert!(!err.contains("s3cret"), "{err}");
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // A transport URL that is not an AMQP URL: named by file, never quoted.
-    std::fs::write(f.path().join("transport_url"), "http://trove:br0ker-pass@host/\n").unwrap();
+    std::fs::write(
+        f.path().join("transport_url"),
+        "http://trove:br0ker-pass@host/\n",
+    )
+    .unwrap();
     let (code, _, err) = f.check();
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not an AMQP URL"), "{err}");

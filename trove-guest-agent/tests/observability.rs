@@ -48,10 +48,7 @@ async fn mariadb_node(store: &tempfile::TempDir, name: &str) -> Node {
 }
 
 fn span<'a>(line: &'a Value, name: &str) -> Option<&'a Value> {
-    line["spans"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == name)
+    line["spans"].as_array()?.iter().find(|s| s["name"] == name)
 }
 
 fn finished<'a>(lines: &'a [Value], message: &str, path_or_op: &str) -> &'a Value {
@@ -80,7 +77,10 @@ async fn json_log_lines_of_a_real_request_carry_the_span_fields_and_its_outcome(
     let dir = tempfile::tempdir().unwrap();
     let node = mariadb_node(&dir, "observed").await;
 
-    node.client.status().await.expect("status of the real server");
+    node.client
+        .status()
+        .await
+        .expect("status of the real server");
     let resp = reqwest::Client::new()
         .put(format!("{}{}", node.url(), api::READ_ONLY))
         .header("x-request-id", "req-ro-1")
@@ -108,7 +108,10 @@ async fn json_log_lines_of_a_real_request_carry_the_span_fields_and_its_outcome(
     assert_eq!(c["front_end"], "http");
     assert_eq!(c["operation_id"], "req-ro-1");
     assert_eq!(c["instance_id"], "3f1c9a7e-0d4b-4c55-9a53-6b0f6e2d1a10");
-    assert_eq!(span(change, "http_request").unwrap()["request_id"], "req-ro-1");
+    assert_eq!(
+        span(change, "http_request").unwrap()["request_id"],
+        "req-ro-1"
+    );
     assert_eq!(change["fields"]["outcome"], "ok");
     assert!(change["fields"]["duration_ms"].is_u64(), "{change}");
     let put = finished(&lines, "request finished", api::READ_ONLY);

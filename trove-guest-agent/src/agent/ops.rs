@@ -15,8 +15,8 @@ use trove_guest_core::{Progress, ProgressEvent, Result};
 use tracing::Instrument;
 
 use super::error::ApiError;
-use crate::changes::{ChangeSlot, FrontEnd};
 use crate::api::{EventLine, OperationView, StreamLine};
+use crate::changes::{ChangeSlot, FrontEnd};
 
 /// The agent's view of the shared slot (`GET /v1/operation`).
 pub(crate) fn view(slot: &ChangeSlot) -> OperationView {

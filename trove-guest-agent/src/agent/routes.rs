@@ -162,11 +162,8 @@ async fn recovery(State(s): St) -> Json<api::RecoveryView> {
 
 /// Whether the server answers (one bounded status query) and whether a change runs.
 async fn health(State(s): St) -> Response {
-    let answer = tokio::time::timeout(
-        s.options.health_timeout,
-        s.strategy.replication_status(),
-    )
-    .await;
+    let answer =
+        tokio::time::timeout(s.options.health_timeout, s.strategy.replication_status()).await;
     let problem = match answer {
         Ok(Ok(_)) => None,
         Ok(Err(e)) => Some(ApiError::status_for(e.kind()).1.to_owned()),

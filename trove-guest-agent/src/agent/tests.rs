@@ -492,7 +492,7 @@ fn rpc_request(method: &str) -> crate::rpc::envelope::Request {
 
 #[tokio::test]
 async fn one_change_lock_for_both_front_ends_http_running_refuses_rpc_and_rpc_running_refuses_http()
- {
+{
     let f = fixture(false).await;
     let rpc = crate::rpc::TroveRpcServer::with_changes(
         f.strategy.clone(),
@@ -504,7 +504,8 @@ async fn one_change_lock_for_both_front_ends_http_running_refuses_rpc_and_rpc_ru
     );
     // An HTTP snapshot holds the slot: Trove's demote is a GuestError saying busy.
     let c = f.client.clone();
-    let http = tokio::spawn(async move { c.snapshot(&api::SnapshotCall::default(), &mut |_| {}).await });
+    let http =
+        tokio::spawn(async move { c.snapshot(&api::SnapshotCall::default(), &mut |_| {}).await });
     let running = until_running(&f.changes).await;
     assert_eq!(running.front_end, crate::changes::FrontEnd::Http);
     let failure = rpc
@@ -514,7 +515,9 @@ async fn one_change_lock_for_both_front_ends_http_running_refuses_rpc_and_rpc_ru
     assert_eq!(failure.class, "GuestError");
     assert_eq!(failure.module, "trove.common.exception");
     assert!(
-        failure.message.starts_with("busy: get_replication_snapshot"),
+        failure
+            .message
+            .starts_with("busy: get_replication_snapshot"),
         "{}",
         failure.message
     );
@@ -527,8 +530,10 @@ async fn one_change_lock_for_both_front_ends_http_running_refuses_rpc_and_rpc_ru
 
     // An RPC snapshot holds the slot: the HTTP demote is 409 busy naming it.
     let mut req = rpc_request("get_replication_snapshot");
-    req.args
-        .insert("snapshot_info".into(), serde_json::json!({"id": "backup-1"}));
+    req.args.insert(
+        "snapshot_info".into(),
+        serde_json::json!({"id": "backup-1"}),
+    );
     let rpc2 = rpc.clone();
     let call = tokio::spawn(async move { rpc2.run_request(&req).await });
     let running = until_running(&f.changes).await;
@@ -554,8 +559,7 @@ async fn one_change_lock_for_both_front_ends_http_running_refuses_rpc_and_rpc_ru
 }
 
 #[tokio::test]
-async fn health_answers_200_and_shows_a_running_change_then_503_when_the_server_does_not_answer()
- {
+async fn health_answers_200_and_shows_a_running_change_then_503_when_the_server_does_not_answer() {
     let f = fixture(false).await;
     let (status, h) = f.client.health().await.unwrap();
     assert_eq!(status, 200);
@@ -563,7 +567,8 @@ async fn health_answers_200_and_shows_a_running_change_then_503_when_the_server_
     assert!(h.change.is_none(), "{h:?}");
     assert!(!h.recovery.ran);
     let c = f.client.clone();
-    let first = tokio::spawn(async move { c.snapshot(&api::SnapshotCall::default(), &mut |_| {}).await });
+    let first =
+        tokio::spawn(async move { c.snapshot(&api::SnapshotCall::default(), &mut |_| {}).await });
     until_running(&f.changes).await;
     let (status, h) = f.client.health().await.unwrap();
     assert_eq!(status, 200);

@@ -39,7 +39,11 @@ fn acceptable(id: &str) -> bool {
 }
 
 /// The middleware: opens the request's span, runs the request in it, logs its end.
-pub(crate) async fn request(State(s): State<Arc<AgentState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn request(
+    State(s): State<Arc<AgentState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = req
         .headers()

@@ -87,7 +87,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("guest_agent: {}: configuration invalid: {e}", path.display());
+            eprintln!(
+                "guest_agent: {}: configuration invalid: {e}",
+                path.display()
+            );
             ExitCode::from(INVALID_CONFIG)
         }
     }

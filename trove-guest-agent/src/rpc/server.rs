@@ -19,9 +19,9 @@ use trove_guest_core::{Secret, SharedStrategy};
 use tracing::Instrument;
 
 use super::dispatch;
-use crate::changes::{ChangeSlot, FrontEnd};
 use super::envelope::{self, Failure, Request};
 use super::guest_info::GuestInfo;
+use crate::changes::{ChangeSlot, FrontEnd};
 
 /// Trove's control exchange.
 pub const EXCHANGE: &str = "trove";

@@ -25,8 +25,8 @@ struct FakeStrategy {
     /// Snapshots wait for a permit here.
     gate: Arc<Semaphore>,
     attaches: AtomicU32,
-    /// The server stops answering status queries.
-    down: std::sync::atomic::AtomicBool,
+    /// The server's status queries: 0 answer, 1 fail, 2 hang.
+    down: std::sync::atomic::AtomicU8,
 }
 
 #[async_trait]
@@ -80,11 +80,15 @@ impl ReplicationStrategy for FakeStrategy {
         Err(trove_guest_core::Error::timeout("fake txn", t))
     }
     async fn replication_status(&self) -> Result<ReplicationStatus> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(trove_guest_core::Error::io(
-                "connect to the fake server",
-                std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-            ));
+        match self.down.load(Ordering::SeqCst) {
+            0 => {}
+            1 => {
+                return Err(trove_guest_core::Error::io(
+                    "connect to the fake server",
+                    std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                ));
+            }
+            _ => std::future::pending::<()>().await,
         }
         Ok(ReplicationStatus::default())
     }
@@ -145,12 +149,12 @@ async fn fixture(open_gate: bool) -> Fixture {
         store: store.clone(),
         gate,
         attaches: AtomicU32::new(0),
-        down: std::sync::atomic::AtomicBool::new(false),
+        down: std::sync::atomic::AtomicU8::new(0),
     });
     let agent = GuestAgent::new(
         strategy.clone(),
         store.clone() as Arc<dyn SnapshotStore>,
-        AgentOptions::new("inst-1"),
+        AgentOptions::new("inst-1").with_health_timeout(Duration::from_secs(1)),
     );
     let changes = agent.changes();
     let agent = agent.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -444,7 +448,7 @@ async fn recovery_report_is_served_once_the_agent_has_recovered() {
         store: store.clone(),
         gate: Arc::new(Semaphore::new(1000)),
         attaches: AtomicU32::new(0),
-        down: std::sync::atomic::AtomicBool::new(false),
+        down: std::sync::atomic::AtomicU8::new(0),
     });
     let agent = GuestAgent::new(
         strategy,
@@ -559,7 +563,7 @@ async fn one_change_lock_for_both_front_ends_http_running_refuses_rpc_and_rpc_ru
 }
 
 #[tokio::test]
-async fn health_answers_200_and_shows_a_running_change_then_503_when_the_server_does_not_answer() {
+async fn health_answers_200_and_shows_a_running_change_then_503_when_the_server_fails_or_hangs() {
     let f = fixture(false).await;
     let (status, h) = f.client.health().await.unwrap();
     assert_eq!(status, 200);
@@ -578,11 +582,16 @@ async fn health_answers_200_and_shows_a_running_change_then_503_when_the_server_
     assert!(change.since > 0.0);
     f.strategy.gate.add_permits(1);
     first.await.unwrap().expect("snapshot");
-    f.strategy.down.store(true, Ordering::SeqCst);
+    f.strategy.down.store(1, Ordering::SeqCst);
     let (status, h) = f.client.health().await.unwrap();
     assert_eq!(status, 503);
     assert_eq!(h.server, api::NOT_ANSWERING);
     assert_eq!(h.problem.as_deref(), Some(kinds::INTERNAL));
+    // A server that hangs: the check is bounded by the agent's health timeout.
+    f.strategy.down.store(2, Ordering::SeqCst);
+    let (status, h) = f.client.health().await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(h.problem.as_deref(), Some("timeout"));
 }
 
 #[tokio::test]

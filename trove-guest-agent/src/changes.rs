@@ -253,6 +253,10 @@ impl ChangeSlot {
     /// are killed; every call is safe to repeat), and waits until the slot is free, at most
     /// `wait`.
     ///
+    /// # Errors
+    ///
+    /// None: a change still running after `wait` is left to finish.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: the abort is requested at once; only the wait is dropped.

@@ -16,6 +16,7 @@ pub const TROVE_VERSION: &str = "26.0.0";
 pub const OSLO_MESSAGING_VERSION: &str = "18.3.1";
 
 const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+const RABBITMQCTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -187,6 +188,47 @@ impl RabbitBroker {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// How many messages of `queue` are delivered and not yet acknowledged (`rabbitmqctl
+    /// list_queues`); `None` when the queue does not exist.
+    ///
+    /// # Panics
+    ///
+    /// When `rabbitmqctl` cannot be run or does not answer within 60 s.
+    ///
+    /// # Errors
+    ///
+    /// None: failures panic.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn unacked(&self, queue: &str) -> Option<u64> {
+        let mut cmd = Command::new(RABBITMQCTL);
+        self.env(&mut cmd);
+        cmd.args([
+            "-q",
+            "list_queues",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .expect("rabbitmqctl answers within 60 s")
+            .expect("run rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl list_queues: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let mut parts = l.split_whitespace();
+            (parts.next() == Some(queue)).then(|| parts.next().and_then(|n| n.parse().ok()))?
+        })
     }
 
     /// Stops and starts the broker again (same node, ports and data).

@@ -6,13 +6,15 @@
 use std::time::Duration;
 
 use serde_json::json;
-use trove_guest_agent::rpc::{GuestInfo, RpcOptions, TroveRpcServer};
+use trove_guest_agent::changes::FrontEnd;
+use trove_guest_agent::rpc::{GuestInfo, RpcOptions, SecureKey, TroveRpcServer};
 use trove_guest_agent::testing::sample::SampleDb;
 use trove_guest_agent::testing::testbed::Node;
 use trove_guest_core::{DatastoreKind, Secret};
 use trove_guest_tests::trove::{RabbitBroker, TroveClient};
 use trove_guest_tests::{node, temp_store};
 
+/// Serves `n`'s strategy over Trove's RPC, sharing the change lock of its HTTP agent.
 fn serve(broker: &RabbitBroker, n: &Node, key: Option<&str>) -> tokio::task::JoinHandle<()> {
     let opts = RpcOptions::new(
         Secret::new(broker.amqp_url()),
@@ -20,7 +22,7 @@ fn serve(broker: &RabbitBroker, n: &Node, key: Option<&str>) -> tokio::task::Joi
     )
     .with_max_backoff(Duration::from_secs(2))
     .with_heartbeat(Some(Duration::from_secs(2)));
-    let server = TroveRpcServer::new(n.strategy.clone(), opts);
+    let server = TroveRpcServer::with_changes(n.strategy.clone(), opts, n.changes.clone());
     tokio::spawn(async move {
         server
             .run(futures_pending())
@@ -213,6 +215,202 @@ async fn duplicate_dropped(broker: &RabbitBroker, instance_id: &str) {
     let _ = conn.close(200, "done").await;
 }
 
+/// Publishes one call straight over AMQP (as oslo.messaging would) and returns the inner
+/// reply message.
+async fn raw_call(
+    broker: &RabbitBroker,
+    instance_id: &str,
+    mut inner: serde_json::Value,
+) -> serde_json::Value {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to the broker");
+    let ch = conn.create_channel().await.expect("channel");
+    let reply_q = "reply_rawcall000000000000000000000000";
+    ch.queue_declare(
+        reply_q,
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("reply queue");
+    let mut replies = ch
+        .basic_consume(
+            reply_q,
+            "",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume replies");
+    inner["_msg_id"] = json!("rawcall");
+    inner["_reply_q"] = json!(reply_q);
+    inner["_unique_id"] = json!("rawcalluid");
+    let body = json!({"oslo.version": "2.0", "oslo.message": inner.to_string()}).to_string();
+    ch.basic_publish(
+        "trove",
+        &format!("guestagent.{instance_id}"),
+        BasicPublishOptions::default(),
+        body.as_bytes(),
+        BasicProperties::default().with_content_type("application/json".into()),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("confirm");
+    let d = tokio::time::timeout(Duration::from_secs(60), replies.next())
+        .await
+        .expect("a reply within 60 s")
+        .expect("reply stream open")
+        .expect("reply delivery");
+    let outer: serde_json::Value = serde_json::from_slice(&d.data).expect("JSON reply");
+    let reply = serde_json::from_str(outer["oslo.message"].as_str().expect("oslo.message"))
+        .expect("inner JSON");
+    let _ = conn.close(200, "done").await;
+    reply
+}
+
+/// A truncated ciphertext (the first 30 bytes of a real one) in secure mode is answered with the
+/// failure Trove's client rebuilds as `GuestError`.
+async fn truncated_ciphertext_is_a_guest_error(
+    broker: &RabbitBroker,
+    instance_id: &str,
+    key: &str,
+) {
+    let key = SecureKey::from_instance_key(key);
+    let whole = key.encrypt(&json!("0-1-1"));
+    assert_eq!(whole.len(), 44, "IV and one block, base64: {whole}");
+    let truncated = &whole[..40];
+    let reply = raw_call(
+        broker,
+        instance_id,
+        json!({"method": "wait_for_txn", "version": "1.0", "_timeout": null,
+               "args": {"txn": truncated},
+               "_context_context": key.encrypt(&json!({"user": "tester"}))}),
+    )
+    .await;
+    assert_eq!(reply["_msg_id"], "rawcall");
+    assert_eq!(reply["ending"], true);
+    assert!(reply["result"].is_null(), "{reply}");
+    let failure: serde_json::Value =
+        serde_json::from_str(reply["failure"].as_str().expect("failure is a JSON string"))
+            .expect("failure JSON");
+    assert_eq!(failure["class"], "GuestError", "{failure}");
+    assert_eq!(failure["module"], "trove.common.exception", "{failure}");
+}
+
+/// The broker is restarted while a call runs on the replica (a `wait_for_txn` for a
+/// transaction the master has not written yet, so it cannot finish before the restart). The
+/// call stays unacknowledged while it runs; once the transaction arrives the agent answers on
+/// its new connection, or (if the reply cannot reach the caller) Trove's client times out and
+/// the retried call answers. Returns whether the first answer was delivered.
+async fn broker_restart_mid_call(
+    broker: &mut RabbitBroker,
+    m: &mut TroveClient,
+    r: TroveClient,
+    replica_id: &str,
+    mdb: &SampleDb,
+) -> (TroveClient, bool) {
+    let latest = m
+        .call("get_latest_txn_id", json!({}))
+        .await
+        .expect("get_latest_txn_id");
+    let latest = latest.as_str().expect("a GTID string");
+    let (prefix, seq) = latest.rsplit_once('-').expect("a domain-server-seq GTID");
+    let next = format!("{prefix}-{}", seq.parse::<u64>().expect("seq") + 1);
+    let mut r = r;
+    let call = tokio::spawn(async move {
+        let res = r.call("wait_for_txn", json!({"txn": next})).await;
+        (r, res)
+    });
+    let queue = format!("guestagent.{replica_id}");
+    let mut running = false;
+    for _ in 0..60 {
+        if broker.unacked(&queue).await == Some(1) {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        running,
+        "the call is delivered and stays unacknowledged while it runs"
+    );
+    broker.restart().await;
+    mdb.insert_rows(900..901)
+        .await
+        .expect("the transaction the call waits for");
+    let (mut r, first) = call.await.expect("the call's task");
+    let delivered = match first {
+        Ok(v) => {
+            assert_eq!(v, serde_json::Value::Null);
+            true
+        }
+        Err(e) => {
+            assert!(
+                e.class.contains("Timeout"),
+                "only a lost reply may fail it: {e:?}"
+            );
+            let mut again = None;
+            for _ in 0..30 {
+                match r.call("wait_for_txn", json!({"txn": latest})).await {
+                    Ok(v) => {
+                        again = Some(v);
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            }
+            assert_eq!(
+                again,
+                Some(serde_json::Value::Null),
+                "the retried call answers"
+            );
+            false
+        }
+    };
+    (r, delivered)
+}
+
+/// While a change holds the shared change lock through the HTTP front end, Trove's change calls
+/// get a `GuestError` saying busy (not queued), reads still answer, and health names the change.
+async fn http_change_makes_rpc_changes_busy(node: &Node, r: &mut TroveClient) {
+    let ticket = node
+        .changes
+        .try_begin("attach_replication_slave", FrontEnd::Http, "held-by-test")
+        .expect("the slot is free");
+    let e = r
+        .call("make_read_only", json!({"read_only": true}))
+        .await
+        .expect_err("busy");
+    assert_eq!(e.class, "GuestError", "{e:?}");
+    assert!(
+        e.message.contains("busy: attach_replication_slave"),
+        "{e:?}"
+    );
+    r.call("get_latest_txn_id", json!({}))
+        .await
+        .expect("reads answer during a change");
+    let (status, health) = node.client.health().await.expect("health");
+    assert_eq!(status, 200);
+    assert_eq!(
+        health.change.map(|c| c.operation),
+        Some("attach_replication_slave".to_owned())
+    );
+    drop(ticket);
+}
+
 async fn repoint(
     m: &mut TroveClient,
     r: &mut TroveClient,
@@ -326,6 +524,17 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
         .expect_err("missing argument");
     assert_eq!(e.class, "GuestError", "{e:?}");
     if secure {
+        truncated_ciphertext_is_a_guest_error(
+            &broker,
+            &replica.instance_id,
+            rkey.as_deref().expect("the replica's key"),
+        )
+        .await;
+        let e = r
+            .call("_truncated:wait_for_txn", json!({"txn": "0-1-1"}))
+            .await
+            .expect_err("truncated ciphertexts from Trove's client");
+        assert_eq!(e.class, "GuestError", "{e:?}");
         let mut wrong = TroveClient::start(&url, &replica.instance_id, Some(&key())).await;
         let e = wrong
             .call("rpc_ping", json!({}))
@@ -343,9 +552,17 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
         duplicate_dropped(&broker, &replica.instance_id).await;
         heartbeat_arrives(&broker, &replica.instance_id).await;
     }
+    http_change_makes_rpc_changes_busy(&replica, &mut r).await;
 
-    // Broker restarted: the agents reconnect and serve again.
-    broker.restart().await;
+    // Broker restarted: the agents reconnect and serve again. MariaDB: in the middle of a call.
+    if kind == DatastoreKind::Postgresql {
+        broker.restart().await;
+    } else {
+        let (again, delivered) =
+            broker_restart_mid_call(&mut broker, &mut m, r, &replica.instance_id, &mdb).await;
+        r = again;
+        eprintln!("broker restarted mid-call: reply delivered on the new connection: {delivered}");
+    }
     let mut ping = None;
     for _ in 0..30 {
         match m.call("rpc_ping", json!({})).await {

@@ -22,6 +22,7 @@
 //! | `GET` | [`OPERATION`] | — | [`OperationView`] |
 //! | `GET` | [`EVENTS`] | — | NDJSON of [`EventLine`], until the client hangs up |
 //! | `GET` | [`RECOVERY`] | — | [`RecoveryView`] |
+//! | `GET` | [`HEALTH`] | — | [`HealthView`]: `200` when the server answers, `503` when not |
 //! | `POST` | `/instances/{id}/action` | `{"detach_replication": {}}` | the `DetachedReplica` |
 //!
 //! When the agent has a token ([`AgentAuth`](crate::agent::AgentAuth)), every request over TCP
@@ -84,6 +85,8 @@ pub const OPERATION: &str = "/v1/operation";
 pub const EVENTS: &str = "/v1/events";
 /// `GET`: what the recovery run at the agent's start did.
 pub const RECOVERY: &str = "/v1/recovery";
+/// `GET`: whether the server answers and whether a change runs ([`HealthView`]).
+pub const HEALTH: &str = "/v1/health";
 
 /// The largest `timeout_secs` the attach query and the detach body accept: 24 hours. Every
 /// change holds the agent's single slot while it waits, so a longer wait is a mistake (and
@@ -248,6 +251,36 @@ pub struct RecoveryView {
     /// What the last recovery did, in order (empty when there was nothing to recover).
     pub actions: Vec<trove_guest_core::RecoveryAction>,
 }
+
+/// The answer of [`HEALTH`] (`200` when `server` is `answering`, `503` otherwise). It names no
+/// account, address, path or secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// `answering` when the server answered a status query within the agent's health timeout,
+    /// else `not answering`.
+    pub server: String,
+    /// Why the server is counted as not answering (the error's class, or `timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// The replication change running, whichever front end started it.
+    pub change: Option<crate::changes::RunningChange>,
+    /// Whether start-up recovery ran and how many actions it took.
+    pub recovery: HealthRecovery,
+}
+
+/// [`HealthView::recovery`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRecovery {
+    /// Whether recovery ran.
+    pub ran: bool,
+    /// How many actions it took.
+    pub actions: usize,
+}
+
+/// [`HealthView::server`] when the server answers.
+pub const ANSWERING: &str = "answering";
+/// [`HealthView::server`] when it does not.
+pub const NOT_ANSWERING: &str = "not answering";
 
 /// One line of [`EVENTS`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -637,4 +637,24 @@ impl AgentClient {
     pub async fn recovery(&self) -> ClientResult<api::RecoveryView> {
         self.get(api::RECOVERY).await
     }
+
+    /// `GET` [`api::HEALTH`]: the HTTP status (`200` answering, `503` not) and the view.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Http`]; [`ClientError::Unexpected`] for a body that is not a
+    /// [`api::HealthView`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn health(&self) -> ClientResult<(u16, api::HealthView)> {
+        let resp = self.http.get(self.url(api::HEALTH)).send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let view = serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::Unexpected(format!("{e}: {}", String::from_utf8_lossy(&bytes)))
+        })?;
+        Ok((status, view))
+    }
 }

@@ -62,6 +62,10 @@
 //! guest_info = "/etc/trove/conf.d/guest_info.conf"  # guest_id, instance_rpc_encr_key (0600)
 //! transport_url_file = "/etc/trove/transport_url"   # amqp://user:pass@host:5672/%2f (0600)
 //! # heartbeat_secs = 60               # heartbeats to trove-conductor; 0: none
+//!
+//! [log]                               # optional (see `logging`)
+//! # format = "json"                   # text (default) | json
+//! # level = "info"                    # a tracing filter; RUST_LOG overrides it
 //! ```
 //!
 //! Passwords are never inline: `password_file` names a file only its owner can read.
@@ -109,6 +113,9 @@ pub struct AgentConfig {
     /// Trove's RPC front end (oslo.messaging over AMQP), when set.
     #[serde(default)]
     pub trove_rpc: Option<TroveRpcSection>,
+    /// The agent's log output (`[log]`, see [`crate::logging`]).
+    #[serde(default)]
+    pub log: crate::logging::LogSection,
 }
 
 /// `[trove_rpc]`: serve a stock OpenStack Trove control plane over RabbitMQ.

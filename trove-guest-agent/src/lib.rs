@@ -9,8 +9,12 @@
 //!   [`client`] a typed client for it ([`remote`] drives a switchover or failover through it).
 //! * [`rpc`]: OpenStack Trove's own RPC (oslo.messaging over RabbitMQ, Trove's SecureSerializer),
 //!   so a stock Trove control plane drives the same strategy.
+//! * [`changes`]: the one change lock both front ends share (a second change is refused, never
+//!   queued) and the `change` tracing span of each change.
 //! * [`config`]: the agent's configuration file and how it becomes a strategy ([`backends`]);
-//!   [`http_config`]: its `[http]` and `[auth]` sections.
+//!   [`config_check`] validates one without starting anything (`guest_agent --check-config`);
+//!   [`logging`] is its `[log]` section (text or JSON lines); [`http_config`] its `[http]` and
+//!   `[auth]` sections.
 //! * `testing` (feature `testing`): test servers with agents in front of them, sample data and
 //!   the kill -9 fault-matrix harness.
 //!
@@ -57,10 +61,13 @@
 pub mod agent;
 pub mod api;
 pub mod backends;
+pub mod changes;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod http_config;
+pub mod config_check;
+pub mod logging;
 pub mod remote;
 pub mod rpc;
 #[cfg(feature = "testing")]

@@ -230,3 +230,186 @@ server_config = "{cnf}"
     assert!(left_behind(&dir).is_empty());
     assert!(left_behind(&data).is_empty());
 }
+
+/// A configuration whose every file exists with the right modes (nothing is started).
+struct CheckFixture {
+    dir: tempfile::TempDir,
+}
+
+impl CheckFixture {
+    fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("tg-check-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path();
+        for d in ["data", "conf", "work"] {
+            std::fs::create_dir(p.join(d)).unwrap();
+        }
+        let secret = |name: &str, text: &str, mode: u32| {
+            std::fs::write(p.join(name), text).unwrap();
+            std::fs::set_permissions(p.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        secret("admin.password", "s3cret-admin\n", 0o600);
+        secret(
+            "guest_info.conf",
+            "[DEFAULT]\nguest_id = 3f1c9a7e-0d4b-4c55-9a53-6b0f6e2d1a10\ninstance_rpc_encr_key = abcdefghijklmnopqrstuvwxyz012345\n",
+            0o600,
+        );
+        secret(
+            "transport_url",
+            "amqp://trove:br0ker-pass@127.0.0.1:5672/%2f\n",
+            0o600,
+        );
+        let f = CheckFixture { dir };
+        f.write_config("");
+        f
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes `agent.toml`, with `extra` appended.
+    fn write_config(&self, extra: &str) -> std::path::PathBuf {
+        let p = self.path();
+        let text = format!(
+            r#"
+instance_id = "3f1c9a7e-0d4b-4c55-9a53-6b0f6e2d1a10"
+listen = "127.0.0.1:8780"
+
+[datastore]
+type = "mariadb"
+data_dir = "{p}/data"
+config_dir = "{p}/conf"
+work_dir = "{p}/work"
+server_id = 1
+
+[datastore.admin]
+port = 3306
+user = "root"
+password_file = "{p}/admin.password"
+
+[service]
+kind = "systemd"
+unit = "mariadb.service"
+
+[snapshot_store]
+url = "file://{p}/snapshots"
+
+[trove_rpc]
+guest_info = "{p}/guest_info.conf"
+transport_url_file = "{p}/transport_url"
+
+[log]
+format = "json"
+{extra}"#,
+            p = p.display()
+        );
+        let path = p.join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn check(&self) -> (i32, String, String) {
+        let out = Command::new(AGENT)
+            .arg("--check-config")
+            .arg(self.path().join("agent.toml"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run guest_agent --check-config");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[test]
+fn check_config_accepts_a_valid_configuration_and_starts_or_creates_nothing() {
+    let f = CheckFixture::new();
+    let (code, out, err) = f.check();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("configuration valid"), "{out}");
+    assert!(out.contains("datastore: mariadb"), "{out}");
+    assert!(
+        out.contains(
+            "trove_rpc: queue guestagent.3f1c9a7e-0d4b-4c55-9a53-6b0f6e2d1a10 (secure RPC)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("log: Json"), "{out}");
+    assert!(
+        !out.contains("s3cret") && !out.contains("br0ker-pass") && !out.contains("abcdefgh"),
+        "{out}"
+    );
+    // The snapshot directory the agent would create at start is not created by a check.
+    assert!(!f.path().join("snapshots").exists());
+}
+
+#[test]
+fn check_config_refuses_each_broken_setting_with_its_typed_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = CheckFixture::new();
+
+    // A password file readable by others.
+    let pw = f.path().join("admin.password");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = f.check();
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("configuration invalid") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A transport URL that is not an AMQP URL: named by file, never quoted.
+    std::fs::write(
+        f.path().join("transport_url"),
+        "http://trove:br0ker-pass@host/\n",
+    )
+    .unwrap();
+    let (code, _, err) = f.check();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not an AMQP URL"), "{err}");
+    assert!(!err.contains("br0ker-pass"), "{err}");
+    std::fs::write(
+        f.path().join("transport_url"),
+        "amqp://trove:br0ker-pass@127.0.0.1:5672/%2f\n",
+    )
+    .unwrap();
+
+    // A missing data directory.
+    std::fs::remove_dir(f.path().join("data")).unwrap();
+    let (code, _, err) = f.check();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("datastore.data_dir"), "{err}");
+    std::fs::create_dir(f.path().join("data")).unwrap();
+
+    // A log level that is not a filter, and an unknown key.
+    f.write_config("level = \"info,=[\"\n");
+    let (code, _, err) = f.check();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("log.level"), "{err}");
+    f.write_config("colour = true\n");
+    let (code, _, err) = f.check();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("colour"), "{err}");
+
+    // A store scheme the agent does not take.
+    let cfg = f.write_config("");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("url = \"file://", "url = \"gs://");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, _, err) = f.check();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("file:// and s3://"), "{err}");
+
+    // And the same file, repaired, passes.
+    f.write_config("");
+    assert_eq!(f.check().0, 0);
+}

@@ -16,6 +16,7 @@ mod failover_routes;
 mod listen;
 mod ops;
 mod routes;
+mod trace;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -35,6 +36,8 @@ pub use auth::AgentAuth;
 pub use error::{ApiError, ErrorDisclosure};
 pub use listen::{Endpoint, ListenOn, TlsFiles};
 
+use crate::changes::ChangeSlot;
+
 use crate::api::EventLine;
 
 /// What identifies the agent's server to the control plane, who may call the agent and what its
@@ -49,6 +52,8 @@ pub struct AgentOptions {
     pub auth: AgentAuth,
     /// What error bodies show of the server's insides (default: nothing; the log keeps it).
     pub errors: ErrorDisclosure,
+    /// How long `GET /v1/health` waits for the server to answer (default 5 s).
+    pub health_timeout: Duration,
 }
 
 impl AgentOptions {
@@ -58,6 +63,7 @@ impl AgentOptions {
             instance_id: instance_id.into(),
             auth: AgentAuth::default(),
             errors: ErrorDisclosure::default(),
+            health_timeout: Duration::from_secs(5),
         }
     }
 
@@ -72,13 +78,19 @@ impl AgentOptions {
         self.errors = errors;
         self
     }
+
+    /// Sets how long `GET /v1/health` waits for the server to answer.
+    pub fn with_health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout;
+        self
+    }
 }
 
 pub(crate) struct AgentState {
     pub(crate) strategy: SharedStrategy,
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) options: AgentOptions,
-    pub(crate) slot: Arc<ops::OpSlot>,
+    pub(crate) slot: ChangeSlot,
     pub(crate) events: broadcast::Sender<EventLine>,
     pub(crate) recovery: std::sync::Mutex<Option<RecoveryReport>>,
 }
@@ -107,17 +119,35 @@ impl GuestAgent {
         store: Arc<dyn SnapshotStore>,
         options: AgentOptions,
     ) -> Self {
+        Self::with_changes(strategy, store, options, ChangeSlot::new())
+    }
+
+    /// Like [`GuestAgent::new`], taking its replication changes in `changes`: give the same slot
+    /// to the other front ends serving this strategy ([`crate::rpc::TroveRpcServer::with_changes`])
+    /// so that one change runs at a time whichever front end it comes through.
+    pub fn with_changes(
+        strategy: SharedStrategy,
+        store: Arc<dyn SnapshotStore>,
+        options: AgentOptions,
+        changes: ChangeSlot,
+    ) -> Self {
         let (events, _) = broadcast::channel(1024);
+        changes.set_instance_id(&options.instance_id);
         GuestAgent {
             state: Arc::new(AgentState {
                 strategy,
                 store,
                 options,
-                slot: Arc::default(),
+                slot: changes,
                 events,
                 recovery: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    /// The agent's change slot (shared with the front ends it was given to).
+    pub fn changes(&self) -> ChangeSlot {
+        self.state.slot.clone()
     }
 
     /// Runs the strategy's recovery ([`ReplicationStrategy::recover`]) and keeps its report for
@@ -322,8 +352,9 @@ impl RunningAgent {
         }
     }
 
-    /// Stops serving, aborts a replication change still running (its tools are killed; every
-    /// call is safe to repeat later) and waits for both.
+    /// Stops serving, aborts a replication change still running, whichever front end started
+    /// it (its tools are killed; every call is safe to repeat later) and waits for both (the
+    /// change at most 60 s).
     ///
     /// # Errors
     ///
@@ -336,7 +367,7 @@ impl RunningAgent {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.state.slot.abort_running().await;
+        self.state.slot.abort_running(Duration::from_secs(60)).await;
         match self.task.take() {
             // Long-lived event streams would hold a graceful shutdown open: give open answers a
             // few seconds, then drop the connections.

@@ -2,8 +2,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use axum::Json;
 use axum::body::Body;
@@ -14,72 +12,19 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use trove_guest_core::{Progress, ProgressEvent, Result};
 
+use tracing::Instrument;
+
 use super::error::ApiError;
 use crate::api::{EventLine, OperationView, StreamLine};
+use crate::changes::{ChangeSlot, FrontEnd};
 
-struct Running {
-    name: &'static str,
-    started: Instant,
-    last_event: Option<ProgressEvent>,
-}
-
-/// The agent's single slot for a replication change.
-#[derive(Default)]
-pub(crate) struct OpSlot {
-    running: Mutex<Option<Running>>,
-    task: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-/// Holds the slot; dropping it frees the slot.
-pub(crate) struct OpGuard {
-    slot: Arc<OpSlot>,
-}
-
-impl Drop for OpGuard {
-    fn drop(&mut self) {
-        *self.slot.running.lock().expect("op slot lock") = None;
-    }
-}
-
-impl OpSlot {
-    /// Takes the slot for `name`, or answers busy naming the change that holds it.
-    pub(crate) fn try_begin(self: &Arc<Self>, name: &'static str) -> Result<OpGuard, ApiError> {
-        let mut running = self.running.lock().expect("op slot lock");
-        if let Some(r) = running.as_ref() {
-            return Err(ApiError::busy(r.name, name));
-        }
-        *running = Some(Running {
-            name,
-            started: Instant::now(),
-            last_event: None,
-        });
-        Ok(OpGuard { slot: self.clone() })
-    }
-
-    fn record(&self, event: &ProgressEvent) {
-        if let Some(r) = self.running.lock().expect("op slot lock").as_mut() {
-            r.last_event = Some(event.clone());
-        }
-    }
-
-    /// Aborts the running change (its future is dropped: tools are killed) and waits until the
-    /// slot is free.
-    pub(crate) async fn abort_running(&self) {
-        if let Some(task) = self.task.lock().expect("op slot lock").take() {
-            task.abort();
-        }
-        while self.running.lock().expect("op slot lock").is_some() {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    }
-
-    pub(crate) fn view(&self) -> OperationView {
-        let running = self.running.lock().expect("op slot lock");
-        OperationView {
-            running: running.as_ref().map(|r| r.name.to_owned()),
-            elapsed_secs: running.as_ref().map(|r| r.started.elapsed().as_secs_f64()),
-            last_event: running.as_ref().and_then(|r| r.last_event.clone()),
-        }
+/// The agent's view of the shared slot (`GET /v1/operation`).
+pub(crate) fn view(slot: &ChangeSlot) -> OperationView {
+    let running = slot.current();
+    OperationView {
+        running: running.as_ref().map(|r| r.operation.clone()),
+        elapsed_secs: running.as_ref().map(|r| r.elapsed_secs),
+        last_event: running.and_then(|r| r.last_event),
     }
 }
 
@@ -89,7 +34,7 @@ impl OpSlot {
 /// `f` gets a [`Progress`] feeding the slot's latest event, the agent's event stream and, when
 /// `stream` is set, the NDJSON answer.
 pub(crate) async fn run_change<T, F, Fut>(
-    slot: &Arc<OpSlot>,
+    slot: &ChangeSlot,
     events: &broadcast::Sender<EventLine>,
     name: &'static str,
     stream: bool,
@@ -102,9 +47,10 @@ where
 {
     // The stream's last line is made after the handler returned: take the disclosure now.
     let disclosure = super::error::disclosure();
-    let guard = match slot.try_begin(name) {
-        Ok(g) => g,
-        Err(e) => return e.into_response(),
+    let request_id = super::trace::current_request_id();
+    let mut ticket = match slot.try_begin(name, FrontEnd::Http, &request_id) {
+        Ok(t) => t,
+        Err(busy) => return ApiError::busy(&busy.running, name).into_response(),
     };
     let (tx, rx) = mpsc::unbounded_channel::<ProgressEvent>();
     let progress = {
@@ -119,14 +65,23 @@ where
             let _ = tx.send(event);
         })
     };
-    let task = tokio::spawn(async move {
-        let result = f(progress)
-            .await
-            .map(|v| serde_json::to_value(v).expect("agent results serialize"));
-        drop(guard);
-        result
-    });
-    *slot.task.lock().expect("op slot lock") = Some(task.abort_handle());
+    let span = ticket.span().clone();
+    let change_id = ticket.id();
+    let task = tokio::spawn(
+        async move {
+            let result = f(progress)
+                .await
+                .map(|v| serde_json::to_value(v).expect("agent results serialize"));
+            ticket.finish(match &result {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => ApiError::status_for(e.kind()).1.to_owned(),
+            });
+            drop(ticket);
+            result
+        }
+        .instrument(span),
+    );
+    slot.attach_task(change_id, task.abort_handle());
 
     if !stream {
         // Dropping the JoinHandle (client hung up) detaches the task; the change completes.

@@ -61,9 +61,14 @@ pub(crate) fn router(state: Arc<AgentState>) -> Router {
         .route(api::OPERATION, get(operation))
         .route(api::EVENTS, get(events))
         .route(api::RECOVERY, get(recovery))
+        .route(api::HEALTH, get(health))
         .route("/instances/{id}/action", post(action))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::trace::request,
+        ))
         .with_state(state)
 }
 
@@ -153,6 +158,43 @@ async fn recovery(State(s): St) -> Json<api::RecoveryView> {
         ran: report.is_some(),
         actions: report.map(|r| r.actions).unwrap_or_default(),
     })
+}
+
+/// Whether the server answers (one bounded status query) and whether a change runs.
+async fn health(State(s): St) -> Response {
+    let answer =
+        tokio::time::timeout(s.options.health_timeout, s.strategy.replication_status()).await;
+    let problem = match answer {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(ApiError::status_for(e.kind()).1.to_owned()),
+        Err(_) => Some("timeout".to_owned()),
+    };
+    let recovery = s
+        .recovery
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .map(|r| r.actions.len());
+    let view = api::HealthView {
+        server: if problem.is_none() {
+            api::ANSWERING
+        } else {
+            api::NOT_ANSWERING
+        }
+        .to_owned(),
+        change: s.slot.current(),
+        recovery: api::HealthRecovery {
+            ran: recovery.is_some(),
+            actions: recovery.unwrap_or(0),
+        },
+        problem,
+    };
+    let code = if view.problem.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(view)).into_response()
 }
 
 async fn status(State(s): St) -> Result<Json<ReplicationStatus>, ApiError> {
@@ -500,7 +542,7 @@ async fn wait_for_txn(State(s): St, body: Bytes) -> Result<Response, ApiError> {
 }
 
 async fn operation(State(s): St) -> Response {
-    Json(s.slot.view()).into_response()
+    Json(super::ops::view(&s.slot)).into_response()
 }
 
 async fn events(State(s): St) -> Response {

@@ -27,6 +27,8 @@ struct FakeStrategy {
     /// Snapshots wait for a permit here.
     gate: Arc<Semaphore>,
     attaches: AtomicU32,
+    /// The server's status queries: 0 answer, 1 fail, 2 hang.
+    down: std::sync::atomic::AtomicU8,
 }
 
 #[async_trait]
@@ -47,7 +49,8 @@ impl ReplicationStrategy for FakeStrategy {
     }
     async fn get_replication_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotDocument> {
         req.progress.phase(Phase::Backup, "fake backup");
-        let _permit = self.gate.acquire().await.expect("gate open");
+        // One permit per snapshot: a permit lets exactly one through.
+        self.gate.acquire().await.expect("gate open").forget();
         req.progress.bytes(Phase::Backup, 42, Some(42));
         Ok(doc(&self.store.href_for("fake")))
     }
@@ -84,6 +87,16 @@ impl ReplicationStrategy for FakeStrategy {
         Err(trove_guest_core::Error::timeout("fake txn", t))
     }
     async fn replication_status(&self) -> Result<ReplicationStatus> {
+        match self.down.load(Ordering::SeqCst) {
+            0 => {}
+            1 => {
+                return Err(trove_guest_core::Error::io(
+                    "connect to the fake server",
+                    std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                ));
+            }
+            _ => std::future::pending::<()>().await,
+        }
         Ok(ReplicationStatus::default())
     }
     async fn recover(&self, _: &RecoverOptions) -> Result<RecoveryReport> {
@@ -132,6 +145,7 @@ struct Fixture {
     strategy: Arc<FakeStrategy>,
     agent: RunningAgent,
     client: AgentClient,
+    changes: crate::changes::ChangeSlot,
 }
 
 async fn fixture(open_gate: bool) -> Fixture {
@@ -157,16 +171,16 @@ async fn fixture_on(
         store: store.clone(),
         gate,
         attaches: AtomicU32::new(0),
+        down: std::sync::atomic::AtomicU8::new(0),
     });
     let listen = on(dir.path());
     let agent = GuestAgent::new(
         strategy.clone(),
         store.clone() as Arc<dyn SnapshotStore>,
-        options,
-    )
-    .spawn_on(&listen)
-    .await
-    .unwrap();
+        options.with_health_timeout(Duration::from_secs(1)),
+    );
+    let changes = agent.changes();
+    let agent = agent.spawn_on(&listen).await.unwrap();
     let client = AgentClient::new(agent.url());
     Fixture {
         _dir: dir,
@@ -174,6 +188,7 @@ async fn fixture_on(
         strategy,
         agent,
         client,
+        changes,
     }
 }
 
@@ -456,6 +471,7 @@ async fn recovery_report_is_served_once_the_agent_has_recovered() {
         store: store.clone(),
         gate: Arc::new(Semaphore::new(1000)),
         attaches: AtomicU32::new(0),
+        down: std::sync::atomic::AtomicU8::new(0),
     });
     let agent = GuestAgent::new(
         strategy,
@@ -477,4 +493,148 @@ async fn recovery_report_is_served_once_the_agent_has_recovered() {
     let view = AgentClient::new(running.url()).recovery().await.unwrap();
     assert!(view.ran);
     assert_eq!(view.actions, report.actions);
+}
+
+/// Waits (bounded) until a change runs in `slot`.
+async fn until_running(slot: &crate::changes::ChangeSlot) -> crate::changes::RunningChange {
+    for _ in 0..10_000 {
+        if let Some(r) = slot.current() {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("no change started");
+}
+
+fn rpc_request(method: &str) -> crate::rpc::envelope::Request {
+    crate::rpc::envelope::Request {
+        method: method.into(),
+        args: serde_json::Map::new(),
+        version: Some("1.0".into()),
+        msg_id: Some("m1".into()),
+        reply_q: Some("reply_q".into()),
+        unique_id: Some("u1".into()),
+    }
+}
+
+#[tokio::test]
+async fn one_change_lock_for_both_front_ends_http_running_refuses_rpc_and_rpc_running_refuses_http()
+{
+    let f = fixture(false).await;
+    let rpc = crate::rpc::TroveRpcServer::with_changes(
+        f.strategy.clone(),
+        crate::rpc::RpcOptions::new(
+            trove_guest_core::Secret::new("amqp://127.0.0.1:1/%2f"),
+            crate::rpc::GuestInfo::new("inst-1", None),
+        ),
+        f.changes.clone(),
+    );
+    // An HTTP snapshot holds the slot: Trove's demote is a GuestError saying busy.
+    let c = f.client.clone();
+    let http =
+        tokio::spawn(async move { c.snapshot(&api::SnapshotCall::default(), &mut |_| {}).await });
+    let running = until_running(&f.changes).await;
+    assert_eq!(running.front_end, crate::changes::FrontEnd::Http);
+    let failure = rpc
+        .run_request(&rpc_request("demote_replication_master"))
+        .await
+        .expect_err("busy");
+    assert_eq!(failure.class, "GuestError");
+    assert_eq!(failure.module, "trove.common.exception");
+    assert!(
+        failure
+            .message
+            .starts_with("busy: get_replication_snapshot"),
+        "{}",
+        failure.message
+    );
+    // A read is not a change: it runs meanwhile.
+    rpc.run_request(&rpc_request("get_latest_txn_id"))
+        .await
+        .expect("reads run during a change");
+    f.strategy.gate.add_permits(1);
+    http.await.unwrap().expect("the HTTP snapshot completes");
+
+    // An RPC snapshot holds the slot: the HTTP demote is 409 busy naming it.
+    let mut req = rpc_request("get_replication_snapshot");
+    req.args.insert(
+        "snapshot_info".into(),
+        serde_json::json!({"id": "backup-1"}),
+    );
+    let rpc2 = rpc.clone();
+    let call = tokio::spawn(async move { rpc2.run_request(&req).await });
+    let running = until_running(&f.changes).await;
+    assert_eq!(running.front_end, crate::changes::FrontEnd::TroveRpc);
+    assert_eq!(running.operation_id, "m1");
+    let (status, health) = f.client.health().await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        health.change.as_ref().map(|c| c.operation.as_str()),
+        Some("get_replication_snapshot")
+    );
+    match f.client.demote().await.unwrap_err() {
+        crate::client::ClientError::Api { status, error } => {
+            assert_eq!(status, 409);
+            assert_eq!(error.kind, kinds::BUSY);
+            assert_eq!(error.running.as_deref(), Some("get_replication_snapshot"));
+        }
+        other => panic!("expected busy, got {other}"),
+    }
+    f.strategy.gate.add_permits(1);
+    call.await.unwrap().expect("the RPC snapshot completes");
+    f.client.demote().await.expect("free again");
+}
+
+#[tokio::test]
+async fn health_answers_200_and_shows_a_running_change_then_503_when_the_server_fails_or_hangs() {
+    let f = fixture(false).await;
+    let (status, h) = f.client.health().await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(h.server, api::ANSWERING);
+    assert!(h.change.is_none(), "{h:?}");
+    assert!(!h.recovery.ran);
+    let c = f.client.clone();
+    let first =
+        tokio::spawn(async move { c.snapshot(&api::SnapshotCall::default(), &mut |_| {}).await });
+    until_running(&f.changes).await;
+    let (status, h) = f.client.health().await.unwrap();
+    assert_eq!(status, 200);
+    let change = h.change.expect("the snapshot shows");
+    assert_eq!(change.operation, "get_replication_snapshot");
+    assert_eq!(change.front_end, crate::changes::FrontEnd::Http);
+    assert!(change.since > 0.0);
+    f.strategy.gate.add_permits(1);
+    first.await.unwrap().expect("snapshot");
+    f.strategy.down.store(1, Ordering::SeqCst);
+    let (status, h) = f.client.health().await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(h.server, api::NOT_ANSWERING);
+    assert_eq!(h.problem.as_deref(), Some(kinds::INTERNAL));
+    // A server that hangs: the check is bounded by the agent's health timeout.
+    f.strategy.down.store(2, Ordering::SeqCst);
+    let (status, h) = f.client.health().await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(h.problem.as_deref(), Some("timeout"));
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_request_id_given_or_made() {
+    let f = fixture(true).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}{}", f.agent.url(), api::OPERATION))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "req-42");
+    let resp = http
+        .get(format!("{}/no/such/route", f.agent.url()))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let made = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(made.len(), 32, "{made}");
 }

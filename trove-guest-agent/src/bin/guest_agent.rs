@@ -1,8 +1,12 @@
 //! `guest_agent`: serves the replication guest calls of one local server over HTTP/JSON.
 //!
 //! ```text
-//! guest_agent --config /etc/trove/guest-agent.toml
+//! guest_agent --config /etc/trove/guest-agent.toml [--log-format json|text]
+//! guest_agent --check-config /etc/trove/guest-agent.toml
 //! ```
+//!
+//! `--check-config` validates the file (and the files it names) without starting, connecting
+//! to or changing anything: exit status 0 and a short summary, or 2 and the typed error.
 //!
 //! The configuration format is documented in `trove_guest_agent::config`. With a
 //! `[trove_rpc]` section it also serves a stock OpenStack Trove control plane over RabbitMQ
@@ -21,6 +25,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use trove_guest_agent::config::{AgentConfig, ServiceSection};
+use trove_guest_agent::logging::{self, LogFormat};
 use trove_guest_agent::rpc::TroveRpcServer;
 use trove_guest_agent::{GuestAgent, backends};
 use trove_guest_core::RecoverOptions;
@@ -30,29 +35,69 @@ use trove_guest_core::RecoverOptions;
 #[command(version, about = "HTTP/JSON guest agent for trove-guest replication")]
 struct Args {
     /// The configuration file (TOML).
-    #[arg(long, short)]
-    config: PathBuf,
+    #[arg(long, short, required_unless_present = "check_config")]
+    config: Option<PathBuf>,
+    /// Validates this configuration file and exits: starts, connects to and changes nothing.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+    /// The log format, overriding the configuration's `[log] format`.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
 }
+
+/// Exit status of an invalid configuration.
+const INVALID_CONFIG: u8 = 2;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
-    match run(args).await {
+    if let Some(path) = &args.check_config {
+        return check_config(path);
+    }
+    let Some(path) = args.config.as_deref() else {
+        eprintln!("guest_agent: --config is required");
+        return ExitCode::from(INVALID_CONFIG);
+    };
+    let config = match AgentConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("guest_agent: {e}");
+            return ExitCode::from(INVALID_CONFIG);
+        }
+    };
+    let format = args.log_format.unwrap_or(config.log.format);
+    if let Err(e) = logging::init(format, config.log.level.as_deref()) {
+        eprintln!("guest_agent: {e}");
+        return ExitCode::from(INVALID_CONFIG);
+    }
+    match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!(error = %e, "guest agent stopped");
             eprintln!("guest_agent: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = AgentConfig::load(&args.config)?;
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match AgentConfig::load(path).and_then(|c| c.check()) {
+        Ok(summary) => {
+            println!("{}: configuration valid", path.display());
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "guest_agent: {}: configuration invalid: {e}",
+                path.display()
+            );
+            ExitCode::from(INVALID_CONFIG)
+        }
+    }
+}
+
+async fn run(config: AgentConfig) -> Result<(), Box<dyn std::error::Error>> {
     let handle = config.datastore_handle()?;
     let store = config.open_snapshot_store().await?;
     let handle_for_stop = handle.clone();
@@ -64,6 +109,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let listeners = config.listeners()?;
     let agent = GuestAgent::new(strategy.clone(), store, config.agent_options()?);
+    // One change lock for both front ends: an HTTP change is refused while an RPC change runs.
+    let changes = agent.changes();
     // Recovery first: after a crash the data directory may be aside, so the server is started
     // (or adopted) only once an interrupted change has been completed or undone.
     let report = agent
@@ -87,7 +134,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Trove's RPC front end, next to the HTTP API, on the same strategy.
     let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let rpc_task = rpc.map(|opts| {
-        let server = TroveRpcServer::new(strategy.clone(), opts);
+        let server = TroveRpcServer::with_changes(strategy.clone(), opts, changes);
         tracing::info!(queue = %server.queue(), "serving Trove RPC");
         tokio::spawn(server.run(async move {
             let _ = rpc_stopped.await;

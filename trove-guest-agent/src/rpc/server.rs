@@ -16,12 +16,18 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use trove_guest_core::{Secret, SharedStrategy};
 
+use tracing::Instrument;
+
 use super::dispatch;
 use super::envelope::{self, Failure, Request};
 use super::guest_info::GuestInfo;
+use crate::changes::{ChangeSlot, FrontEnd};
 
 /// Trove's control exchange.
 pub const EXCHANGE: &str = "trove";
+/// How long a finished call's reply waits for the broker to come back.
+const REPLY_PATIENCE: Duration = Duration::from_secs(120);
+
 /// Trove's conductor topic (heartbeats).
 pub const CONDUCTOR_TOPIC: &str = "trove-conductor";
 
@@ -77,7 +83,9 @@ pub enum RpcError {
 
 /// What became of a message id.
 enum Seen {
-    Running,
+    /// Running; the deliveries of the same message the broker redelivered meanwhile (after a
+    /// lost connection) are acknowledged together with the original, once the reply is out.
+    Running(Vec<lapin::acker::Acker>),
     Done(Option<(String, Vec<u8>)>),
 }
 
@@ -87,7 +95,7 @@ struct Shared {
     /// The channel replies go out on; replaced after each reconnection.
     channel: Mutex<Option<Channel>>,
     seen: std::sync::Mutex<(HashMap<String, Seen>, VecDeque<String>)>,
-    changes: Mutex<()>,
+    changes: ChangeSlot,
 }
 
 /// Trove's RPC front end for one strategy.
@@ -114,15 +122,24 @@ fn props() -> BasicProperties {
 }
 
 impl TroveRpcServer {
-    /// A server for `strategy`.
+    /// A server for `strategy`, with a change slot of its own (see
+    /// [`TroveRpcServer::with_changes`] to share one with the HTTP front end).
     pub fn new(strategy: SharedStrategy, opts: RpcOptions) -> Self {
+        Self::with_changes(strategy, opts, ChangeSlot::new())
+    }
+
+    /// A server for `strategy` taking its replication changes in `changes`, the slot the other
+    /// front ends of this strategy use ([`crate::GuestAgent::changes`]): while a change runs,
+    /// through any of them, another change is answered with a `GuestError` (busy), never queued.
+    pub fn with_changes(strategy: SharedStrategy, opts: RpcOptions, changes: ChangeSlot) -> Self {
+        changes.set_instance_id(&opts.guest.guest_id);
         TroveRpcServer {
             shared: Arc::new(Shared {
                 strategy,
                 opts,
                 channel: Mutex::new(None),
                 seen: std::sync::Mutex::new((HashMap::new(), VecDeque::new())),
-                changes: Mutex::new(()),
+                changes,
             }),
         }
     }
@@ -284,15 +301,20 @@ impl TroveRpcServer {
                 if let Some(uid) = &uid {
                     let dup = {
                         let mut seen = self.lock_seen();
-                        match seen.0.get(uid) {
-                            Some(Seen::Running) => Some(None),
+                        match seen.0.get_mut(uid) {
+                            Some(Seen::Running(waiting)) if d.redelivered => {
+                                tracing::info!(method = %req.method, "redelivered while running: answered when done");
+                                waiting.push(d.acker.clone());
+                                return;
+                            }
+                            Some(Seen::Running(_)) => Some(None),
                             // A broker redelivery of a call already answered (the reply or
                             // the ack was lost with the connection): answer it again. A plain
                             // duplicate is dropped.
                             Some(Seen::Done(r)) if d.redelivered => Some(r.clone()),
                             Some(Seen::Done(_)) => Some(None),
                             None => {
-                                seen.0.insert(uid.clone(), Seen::Running);
+                                seen.0.insert(uid.clone(), Seen::Running(Vec::new()));
                                 seen.1.push_back(uid.clone());
                                 let cap = self.shared.opts.remember.max(1);
                                 while seen.1.len() > cap {
@@ -329,22 +351,37 @@ impl TroveRpcServer {
 
     async fn handle(&self, req: Request, d: lapin::message::Delivery) {
         let call = req.is_call();
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!(
+            "rpc_request",
+            method = %req.method,
+            msg_id = req.msg_id.as_deref().unwrap_or(""),
+            instance_id = %self.shared.opts.guest.guest_id,
+            call,
+            outcome = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
         if !call {
             // A cast has no reply to wait for: acknowledge it once it has been taken on.
             let _ = d.acker.ack(BasicAckOptions::default()).await;
         }
-        tracing::info!(method = %req.method, call, "rpc");
-        let result = {
-            let _guard = if dispatch::is_change(&req.method) {
-                Some(self.shared.changes.lock().await)
-            } else {
-                None
-            };
-            dispatch::dispatch(&self.shared.strategy, &req).await
+        let result = self.run_request(&req).instrument(span.clone()).await;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(f) => f.class.clone(),
         };
-        if let Err(f) = &result {
-            tracing::warn!(method = %req.method, class = %f.class, message = %f.message, "rpc failed");
-        }
+        span.record("outcome", outcome.as_str());
+        span.record("duration_ms", ms);
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::info!(outcome = %outcome, duration_ms = ms, "request finished"),
+            Err(f) => tracing::warn!(
+                outcome = %outcome,
+                duration_ms = ms,
+                message = %f.message,
+                "request finished"
+            ),
+        });
         let reply = match (&req.msg_id, &req.reply_q) {
             (Some(m), Some(q)) => {
                 let body = match &result {
@@ -355,15 +392,79 @@ impl TroveRpcServer {
             }
             _ => None,
         };
+        let mut redelivered = Vec::new();
         if let Some(uid) = &req.unique_id
             && let Some(s) = self.lock_seen().0.get_mut(uid)
         {
+            if let Seen::Running(waiting) = s {
+                redelivered = std::mem::take(waiting);
+            }
             *s = Seen::Done(reply.clone());
         }
-        if let Some((q, body)) = reply
-            && self.publish(&q, &body).await
-        {
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
+        if let Some((q, body)) = reply {
+            // The call is acknowledged only once its reply is out. A broker that went away
+            // while the call ran is waited for (bounded): the reply goes out on the next
+            // connection, where the caller's reply queue is declared again.
+            let deadline = trove_guest_core::deadline(REPLY_PATIENCE);
+            loop {
+                if self.publish(&q, &body).await {
+                    let _ = d.acker.ack(BasicAckOptions::default()).await;
+                    for acker in &redelivered {
+                        let _ = acker.ack(BasicAckOptions::default()).await;
+                    }
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    span.in_scope(|| tracing::warn!("reply not delivered: broker unreachable"));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// Runs one request: a change under the shared slot (busy: a `GuestError`), in a task of its
+    /// own that the agent's shutdown can abort; a read at once.
+    pub(crate) async fn run_request(&self, req: &Request) -> Result<Value, Failure> {
+        if !dispatch::is_change(&req.method) {
+            return dispatch::dispatch(&self.shared.strategy, req).await;
+        }
+        let op_id = req
+            .msg_id
+            .clone()
+            .or_else(|| req.unique_id.clone())
+            .unwrap_or_else(envelope::new_id);
+        let mut ticket =
+            match self
+                .shared
+                .changes
+                .try_begin(&req.method, FrontEnd::TroveRpc, &op_id)
+            {
+                Ok(t) => t,
+                Err(busy) => return Err(Failure::trove("GuestError", busy.to_string())),
+            };
+        let span = ticket.span().clone();
+        let id = ticket.id();
+        let strategy = self.shared.strategy.clone();
+        let owned = req.clone();
+        let task = tokio::spawn(
+            async move {
+                let r = dispatch::dispatch(&strategy, &owned).await;
+                ticket.finish(match &r {
+                    Ok(_) => "ok".to_owned(),
+                    Err(f) => f.class.clone(),
+                });
+                r
+            }
+            .instrument(span),
+        );
+        self.shared.changes.attach_task(id, task.abort_handle());
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(Failure::trove(
+                "GuestError",
+                format!("{} was aborted: {e}", req.method),
+            )),
         }
     }
 

@@ -176,6 +176,9 @@ pub struct Node {
     pub strategy: SharedStrategy,
     /// A client of the agent.
     pub client: AgentClient,
+    /// The agent's change slot: give it to another front end of this strategy
+    /// ([`crate::rpc::TroveRpcServer::with_changes`]) to share the one change lock.
+    pub changes: crate::changes::ChangeSlot,
     agent: Option<RunningAgent>,
     server: Option<TestServer>,
 }
@@ -221,7 +224,9 @@ impl Node {
         let token = Secret::random(32);
         let options =
             AgentOptions::new(instance_id).with_auth(AgentAuth::new().with_token(token.clone()));
-        let agent = GuestAgent::new(strategy.clone(), store, options)
+        let agent = GuestAgent::new(strategy.clone(), store, options);
+        let changes = agent.changes();
+        let agent = agent
             .spawn("127.0.0.1:0".parse().expect("loopback address"))
             .await
             .map_err(|e| Error::io("bind the guest agent on 127.0.0.1", e))?;
@@ -233,6 +238,7 @@ impl Node {
             instance_id: instance_id.to_owned(),
             strategy,
             client,
+            changes,
             agent: Some(agent),
             server: Some(server),
         })

@@ -1,0 +1,179 @@
+//! `guest_agent --check-config`: validates a configuration without starting, connecting to or
+//! changing anything.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use trove_guest_core::{Error, Result};
+
+use crate::config::{AgentConfig, ServiceSection};
+
+/// What a valid configuration describes (printed by `guest_agent --check-config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigSummary {
+    /// One `key: value` line per part of the configuration.
+    pub lines: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for l in &self.lines {
+            writeln!(f, "{l}")?;
+        }
+        Ok(())
+    }
+}
+
+fn dir_exists(what: &str, path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::invalid(
+            what,
+            format!("{} is not a directory", path.display()),
+        )),
+        Err(e) => Err(Error::io(format!("{what}: stat {}", path.display()), e)),
+    }
+}
+
+/// A directory the agent may create: it exists, or its parent does.
+fn dir_or_parent(what: &str, path: &Path) -> Result<()> {
+    if path.exists() {
+        return dir_exists(what, path);
+    }
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => dir_exists(what, p),
+        _ => Err(Error::invalid(
+            what,
+            format!("{} has no parent directory", path.display()),
+        )),
+    }
+}
+
+fn executable(what: &str, path: &Path) -> Result<()> {
+    let m = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("{what}: stat {}", path.display()), e))?;
+    if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
+        return Err(Error::invalid(
+            what,
+            format!("{} is not an executable file", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+impl AgentConfig {
+    /// Checks everything the agent would need at start, without starting the server, binding
+    /// the listen address, contacting the snapshot store or the broker, or writing anything:
+    /// the admin password file (mode 0600 or stricter), the service description (and a
+    /// `process` server's program), the tool placement, the data / config / work directories,
+    /// the snapshot store's URL (and an S3 store's credentials file), `[trove_rpc]`'s files
+    /// (modes, `guest_id`, the instance key) and its AMQP URL, and `[log]`.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, as the typed error the agent would stop with
+    /// ([`Error::InvalidInput`] naming the setting, [`Error::Io`] naming the file,
+    /// [`Error::Unsupported`] for a store scheme the agent does not take).
+    pub fn check(&self) -> Result<ConfigSummary> {
+        let mut lines = vec![
+            format!("instance_id: {}", self.instance_id),
+            format!("listen: {}", self.listen),
+        ];
+        // The handle: admin password file (mode), service, OS user, tool placement.
+        let _handle = self.datastore_handle()?;
+        let d = &self.datastore;
+        dir_exists("datastore.data_dir", &d.data_dir)?;
+        dir_or_parent("datastore.config_dir", &d.config_dir)?;
+        if let Some(w) = &d.work_dir {
+            dir_or_parent("datastore.work_dir", w)?;
+        }
+        if let Some(b) = &d.bin_dir {
+            dir_exists("datastore.bin_dir", b)?;
+        }
+        lines.push(format!(
+            "datastore: {} (data {}, server id {})",
+            d.kind,
+            d.data_dir.display(),
+            d.server_id
+        ));
+        let service = match &self.service {
+            ServiceSection::Systemd { unit } => format!("systemd unit {unit}"),
+            ServiceSection::Process {
+                program, pid_file, ..
+            } => {
+                executable("service.program", program)?;
+                if let Some(p) = pid_file {
+                    dir_or_parent("service.pid_file", p)?;
+                }
+                format!("process {}", program.display())
+            }
+            ServiceSection::Container { container, .. } => format!("container {container}"),
+        };
+        lines.push(format!("service: {service}"));
+        let url = &self.snapshot_store.url;
+        if url.starts_with("s3://") {
+            // Builds the client and reads the credentials file; no request is sent.
+            self.snapshot_store()?;
+        } else {
+            let sec = &self.snapshot_store;
+            if sec.endpoint.is_some()
+                || sec.region.is_some()
+                || sec.credentials_file.is_some()
+                || sec.allow_http
+            {
+                return Err(Error::invalid(
+                    "snapshot_store",
+                    "endpoint, region, credentials_file and allow_http are for s3:// stores",
+                ));
+            }
+            let dir = match url.strip_prefix("file://") {
+                Some(p) => p,
+                None if url.starts_with('/') => url.as_str(),
+                None => {
+                    return Err(Error::unsupported(format!(
+                        "snapshot store {url:?}: this agent takes file:// and s3:// URLs"
+                    )));
+                }
+            };
+            // The agent creates the directory at start when only its parent exists.
+            dir_or_parent("snapshot_store.url", Path::new(dir))?;
+        }
+        lines.push(format!("snapshot_store: {url}"));
+        match &self.trove_rpc {
+            Some(rpc) => {
+                let opts = rpc.rpc_options()?;
+                let parsed: std::result::Result<lapin::uri::AMQPUri, String> =
+                    opts.url.expose().parse();
+                if parsed.is_err() {
+                    // The message would quote the URL, which holds the broker password.
+                    return Err(Error::invalid(
+                        "trove_rpc.transport_url_file",
+                        format!(
+                            "the first line of {} is not an AMQP URL \
+                             (amqp://user:password@host:5672/vhost)",
+                            rpc.transport_url_file.display()
+                        ),
+                    ));
+                }
+                lines.push(format!(
+                    "trove_rpc: queue guestagent.{} ({})",
+                    opts.guest.guest_id,
+                    if opts.guest.key.is_some() {
+                        "secure RPC"
+                    } else {
+                        "plaintext RPC"
+                    }
+                ));
+            }
+            None => lines.push("trove_rpc: off".to_owned()),
+        }
+        crate::logging::filter(self.log.level.as_deref())?;
+        lines.push(format!(
+            "log: {:?}, level {}",
+            self.log.format,
+            self.log.level.as_deref().unwrap_or("info")
+        ));
+        Ok(ConfigSummary { lines })
+    }
+}

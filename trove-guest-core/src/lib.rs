@@ -58,6 +58,7 @@
 
 pub mod archive;
 pub mod datastore;
+pub mod credentials;
 pub mod deadline;
 pub mod error;
 pub mod failover;
@@ -68,6 +69,7 @@ pub mod position;
 pub mod progress;
 pub mod runner;
 pub mod secret;
+pub mod secret_store;
 pub mod service;
 pub mod staging;
 pub mod store;
@@ -87,7 +89,9 @@ pub use position::{
 };
 pub use progress::{Phase, Progress, ProgressEvent};
 pub use runner::{OsUser, RunningTool, SecretFile, ToolCommand};
+pub use credentials::{CredentialBroker, CredentialOptions, CredentialTransport};
 pub use secret::{Secret, TransportSecret};
+pub use secret_store::{DirectorySecretStore, SecretStore, SecretStoreError};
 #[cfg(feature = "container")]
 pub use service::{ContainerError, ContainerService, ContainerSpec};
 pub use service::{LocalProcess, Readiness, ServiceControl, ServiceStatus, SystemdUnit};

@@ -892,6 +892,37 @@ url = "file:///tmp"
     }
 
     #[test]
+    fn credentials_go_by_reference_with_a_secret_dir_and_in_clear_only_when_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("secrets");
+        let remote = || -> SharedStrategy {
+            Arc::new(crate::remote::RemoteStrategy::new(
+                crate::client::AgentClient::new("http://127.0.0.1:1"),
+                DatastoreKind::Mariadb,
+            ))
+        };
+        let with = |section: &str| {
+            AgentConfig::parse(&format!("{EXAMPLE}\n[credentials]\n{section}\n")).unwrap()
+        };
+        // No section: unchanged (clear text, with a warning).
+        let plain = AgentConfig::parse(EXAMPLE).unwrap();
+        assert!(!format!("{:?}", plain.credential_strategy(remote()).unwrap()).contains("Broker"));
+        // A secret directory: by reference, the directory made 0700.
+        let c = with(&format!("secret_dir = {:?}", dir.display().to_string()));
+        let s = format!("{:?}", c.credential_strategy(remote()).unwrap());
+        assert!(s.contains("CredentialBroker") && s.contains("ByReference"), "{s}");
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Clear text only when asked; by reference without a store is refused.
+        let c = with("transport = \"clear-text\"");
+        let s = format!("{:?}", c.credential_strategy(remote()).unwrap());
+        assert!(s.contains("ClearText"), "{s}");
+        assert!(with("transport = \"by-reference\"").credential_strategy(remote()).is_err());
+        assert!(with("").credential_strategy(remote()).is_err());
+        assert!(AgentConfig::parse(&format!("{EXAMPLE}\n[credentials]\ntransport = \"plain\"\n")).is_err());
+    }
+
+    #[test]
     fn the_shipped_example_file_parses() {
         let c = AgentConfig::parse(include_str!("../config/guest-agent.toml")).unwrap();
         assert_eq!(c.datastore.kind, DatastoreKind::Mariadb);

@@ -140,6 +140,7 @@ pub(crate) fn hba_has_block(existing: &str) -> bool {
 
 /// The replication block for members of `group` connecting from `networks` (hba address
 /// fields such as `all`, `samenet`, `10.0.0.0/8`).
+#[cfg(test)]
 pub(crate) fn hba_block(group: &str, networks: &[String]) -> Result<String> {
     hba_block_restricted(group, networks, &[])
 }

@@ -4,7 +4,9 @@
 //! from the test every 20 ms; afterwards the samples, the captured tracing output (debug level),
 //! every HTTP answer body (documents, NDJSON streams, error bodies) and every file under the
 //! servers' work directories and the snapshot store are searched for each password, as text,
-//! hex and base64. A planted occurrence in each kind of haystack proves the search finds one.
+//! hex and base64 (a 0600 credential file is where a password belongs: only the PostgreSQL
+//! standby's passfile may hold it). A planted occurrence in each kind of haystack proves the
+//! search finds one.
 //!
 //! (The complementary unit-level checks of `Debug`, `Display` and error texts are in
 //! `trove-guest-core/tests/no_secret_leaks.rs`.)
@@ -171,18 +173,27 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn file_findings(dirs: &[PathBuf], passwords: &[String]) -> (Vec<String>, usize) {
+/// Files holding a password: leaks (any file group or others may read), and secret files
+/// (0600 or stricter, such as a standby's passfile), and how many files were searched.
+fn file_findings(dirs: &[PathBuf], passwords: &[String]) -> (Vec<String>, Vec<String>, usize) {
+    use std::os::unix::fs::PermissionsExt;
     let mut files = Vec::new();
     for d in dirs {
         files_under(d, &mut files);
     }
-    let mut out = Vec::new();
+    let (mut leaks, mut secret_files) = (Vec::new(), Vec::new());
     for f in &files {
         if let Ok(bytes) = std::fs::read(f) {
-            out.extend(findings(&f.display().to_string(), &bytes, passwords));
+            let found = findings(&f.display().to_string(), &bytes, passwords);
+            let private = std::fs::metadata(f).is_ok_and(|m| m.permissions().mode() & 0o077 == 0);
+            if private {
+                secret_files.extend(found);
+            } else {
+                leaks.extend(found);
+            }
         }
     }
-    (out, files.len())
+    (leaks, secret_files, files.len())
 }
 
 /// Posts `body` to `path`, streaming when `stream`; returns status and the whole answer text.
@@ -307,10 +318,22 @@ async fn no_password_leaks(kind: DatastoreKind) {
         replica.server().handle().work_dir.clone(),
         store.dir.path().to_path_buf(),
     ];
-    let (from_files, nfiles) = file_findings(&dirs, &passwords);
+    let (from_files, secret_files, nfiles) = file_findings(&dirs, &passwords);
     assert!(nfiles > 0, "files were searched");
     found.extend(from_files);
+    // Only the replica's own credential file may hold the password it uses.
+    assert!(
+        secret_files.iter().all(|f| f.contains(".pgpass:")),
+        "passwords in unexpected 0600 files: {secret_files:#?}"
+    );
     assert!(found.is_empty(), "generated passwords leaked: {found:#?}");
+    eprintln!(
+        "{kind}: searched {rounds} sampling rounds ({} distinct cmdline/environ samples), {} bytes \
+         of tracing output, {} HTTP bodies, {nfiles} files",
+        sampled.len(),
+        log.len(),
+        bodies.len()
+    );
 
     // The search can fail: a planted occurrence is found in each kind of haystack.
     let planted_file = master.server().handle().work_dir.join("planted");
@@ -319,7 +342,7 @@ async fn no_password_leaks(kind: DatastoreKind) {
         base64::engine::general_purpose::STANDARD.encode(&passwords[1]),
     )
     .unwrap();
-    assert!(!file_findings(&dirs, &passwords).0.is_empty(), "planted file");
+    assert!(!file_findings(&dirs, &passwords).0.is_empty(), "planted file (mode 0644)");
     std::fs::remove_file(&planted_file).unwrap();
     tracing::debug!(leak = %hex::encode(&passwords[0]), "planted");
     let log = capture.0.lock().unwrap().clone();

@@ -311,7 +311,11 @@ async fn no_password_leaks(kind: DatastoreKind) {
     assert!(!log.is_empty(), "tracing output was captured");
     found.extend(findings("tracing output", &log, &passwords));
     for (i, b) in bodies.iter().enumerate() {
-        found.extend(findings(&format!("HTTP body {i}"), b.as_bytes(), &passwords));
+        found.extend(findings(
+            &format!("HTTP body {i}"),
+            b.as_bytes(),
+            &passwords,
+        ));
     }
     let dirs = vec![
         master.server().handle().work_dir.clone(),
@@ -342,11 +346,17 @@ async fn no_password_leaks(kind: DatastoreKind) {
         base64::engine::general_purpose::STANDARD.encode(&passwords[1]),
     )
     .unwrap();
-    assert!(!file_findings(&dirs, &passwords).0.is_empty(), "planted file (mode 0644)");
+    assert!(
+        !file_findings(&dirs, &passwords).0.is_empty(),
+        "planted file (mode 0644)"
+    );
     std::fs::remove_file(&planted_file).unwrap();
     tracing::debug!(leak = %hex::encode(&passwords[0]), "planted");
     let log = capture.0.lock().unwrap().clone();
-    assert!(!findings("tracing", &log, &passwords).is_empty(), "planted log line");
+    assert!(
+        !findings("tracing", &log, &passwords).is_empty(),
+        "planted log line"
+    );
     let sampler = Sampler::start();
     let mut child = std::process::Command::new("sleep")
         .arg("2")

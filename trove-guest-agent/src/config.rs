@@ -477,7 +477,13 @@ impl AgentConfig {
         let id: String = self
             .instance_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         let opts = CredentialOptions::new()
@@ -910,16 +916,28 @@ url = "file:///tmp"
         // A secret directory: by reference, the directory made 0700.
         let c = with(&format!("secret_dir = {:?}", dir.display().to_string()));
         let s = format!("{:?}", c.credential_strategy(remote()).unwrap());
-        assert!(s.contains("CredentialBroker") && s.contains("ByReference"), "{s}");
+        assert!(
+            s.contains("CredentialBroker") && s.contains("ByReference"),
+            "{s}"
+        );
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         // Clear text only when asked; by reference without a store is refused.
         let c = with("transport = \"clear-text\"");
         let s = format!("{:?}", c.credential_strategy(remote()).unwrap());
         assert!(s.contains("ClearText"), "{s}");
-        assert!(with("transport = \"by-reference\"").credential_strategy(remote()).is_err());
+        assert!(
+            with("transport = \"by-reference\"")
+                .credential_strategy(remote())
+                .is_err()
+        );
         assert!(with("").credential_strategy(remote()).is_err());
-        assert!(AgentConfig::parse(&format!("{EXAMPLE}\n[credentials]\ntransport = \"plain\"\n")).is_err());
+        assert!(
+            AgentConfig::parse(&format!(
+                "{EXAMPLE}\n[credentials]\ntransport = \"plain\"\n"
+            ))
+            .is_err()
+        );
     }
 
     #[test]

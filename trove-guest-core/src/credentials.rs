@@ -19,7 +19,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::failover::{FenceOptions, LastTxn, ReplicaContext, ReplicaContextOptions, RepointOptions};
+use crate::failover::{
+    FenceOptions, LastTxn, ReplicaContext, ReplicaContextOptions, RepointOptions,
+};
 use crate::lifecycle::{RecoverOptions, RecoveryReport};
 use crate::position::ReplicationPosition;
 use crate::secret::TransportSecret;

@@ -57,8 +57,8 @@
 //! ```
 
 pub mod archive;
-pub mod datastore;
 pub mod credentials;
+pub mod datastore;
 pub mod deadline;
 pub mod error;
 pub mod failover;
@@ -78,6 +78,7 @@ pub mod strategy;
 pub mod testkit;
 pub mod wire;
 
+pub use credentials::{CredentialBroker, CredentialOptions, CredentialTransport};
 pub use datastore::{AdminConnection, DatastoreHandle};
 pub use deadline::deadline;
 pub use error::{Error, ErrorKind, Result, StoreAccessProblem};
@@ -89,7 +90,6 @@ pub use position::{
 };
 pub use progress::{Phase, Progress, ProgressEvent};
 pub use runner::{OsUser, RunningTool, SecretFile, ToolCommand};
-pub use credentials::{CredentialBroker, CredentialOptions, CredentialTransport};
 pub use secret::{Secret, TransportSecret};
 pub use secret_store::{DirectorySecretStore, SecretStore, SecretStoreError};
 #[cfg(feature = "container")]

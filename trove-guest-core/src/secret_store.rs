@@ -65,7 +65,9 @@ impl From<SecretStoreError> for Error {
             SecretStoreError::Missing { reference } => Error::NotFound {
                 what: format!("secret {reference:?} in the secret store"),
             },
-            SecretStoreError::BadReference { .. } => Error::invalid("secret reference", e.to_string()),
+            SecretStoreError::BadReference { .. } => {
+                Error::invalid("secret reference", e.to_string())
+            }
             other => Error::Store {
                 message: other.to_string(),
                 source: None,
@@ -225,9 +227,7 @@ fn backend(action: &'static str, reference: &str, e: impl fmt::Display) -> Secre
 impl SecretStore for DirectorySecretStore {
     async fn put(&self, name: &str, secret: &Secret) -> Result<String, SecretStoreError> {
         let path = self.path(name)?;
-        let tmp = self
-            .dir
-            .join(format!(".tmp-{name}-{}", std::process::id()));
+        let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -321,7 +321,10 @@ mod tests {
         assert_eq!(store.get(&r).await.unwrap().expose(), "pw-1");
         store.put("repl_a", &Secret::new("pw-2")).await.unwrap();
         assert_eq!(store.get(&r).await.unwrap().expose(), "pw-2");
-        assert_eq!(store.list("repl_").await.unwrap(), vec!["repl_a".to_owned()]);
+        assert_eq!(
+            store.list("repl_").await.unwrap(),
+            vec!["repl_a".to_owned()]
+        );
         store.delete(&r).await.unwrap();
         store.delete(&r).await.unwrap();
         assert!(matches!(
@@ -351,7 +354,10 @@ mod tests {
     async fn a_secret_open_to_others_is_unreadable_and_errors_never_show_it() {
         let tmp = tempfile::tempdir().unwrap();
         let store = DirectorySecretStore::open(tmp.path().join("s")).unwrap();
-        store.put("open", &Secret::new("do-not-show-me")).await.unwrap();
+        store
+            .put("open", &Secret::new("do-not-show-me"))
+            .await
+            .unwrap();
         std::fs::set_permissions(
             store.dir().join("open"),
             std::fs::Permissions::from_mode(0o644),

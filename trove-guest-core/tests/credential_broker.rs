@@ -150,7 +150,10 @@ async fn by_reference_the_document_carries_a_reference_the_replica_resolves() {
         .cleanup_source_on_replica_detach(&detached)
         .await
         .unwrap();
-    assert_eq!(master_backend.seen.lock().unwrap().cleaned, vec!["trove_repl_r2"]);
+    assert_eq!(
+        master_backend.seen.lock().unwrap().cleaned,
+        vec!["trove_repl_r2"]
+    );
     assert!(matches!(
         store.get(&reference).await,
         Err(SecretStoreError::Missing { .. })
@@ -160,7 +163,10 @@ async fn by_reference_the_document_carries_a_reference_the_replica_resolves() {
         .await
         .unwrap();
     store
-        .put("replication-m2-trove_repl_x", &Secret::new("other master's"))
+        .put(
+            "replication-m2-trove_repl_x",
+            &Secret::new("other master's"),
+        )
         .await
         .unwrap();
     master
@@ -230,9 +236,12 @@ impl SecretStore for Unwritable {
 #[tokio::test]
 async fn a_snapshot_whose_secret_cannot_be_stored_is_abandoned_not_sent_in_clear() {
     let backend = Arc::new(Scripted::default());
-    let broker =
-        CredentialBroker::new(backend.clone(), Some(Arc::new(Unwritable)), CredentialOptions::new())
-            .unwrap();
+    let broker = CredentialBroker::new(
+        backend.clone(),
+        Some(Arc::new(Unwritable)),
+        CredentialOptions::new(),
+    )
+    .unwrap();
     let e = broker
         .get_replication_snapshot(&SnapshotRequest::new())
         .await
@@ -250,8 +259,8 @@ async fn a_snapshot_whose_secret_cannot_be_stored_is_abandoned_not_sent_in_clear
 async fn a_missing_secret_is_not_found_and_names_only_the_reference() {
     let (_tmp, store) = secret_dir();
     let backend = Arc::new(Scripted::default());
-    let broker = CredentialBroker::new(backend.clone(), Some(store), CredentialOptions::new())
-        .unwrap();
+    let broker =
+        CredentialBroker::new(backend.clone(), Some(store), CredentialOptions::new()).unwrap();
     let mut doc = SnapshotDocument::from_json(DOC).unwrap();
     doc.replication.as_mut().unwrap().password_ref = Some("replication-gone".into());
     let e = broker

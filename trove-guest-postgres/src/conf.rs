@@ -427,19 +427,32 @@ mod tests {
         let addr = hba_address("10.0.0.12").unwrap();
         assert_eq!(addr, "10.0.0.12/32");
         assert_eq!(hba_address("::1").unwrap(), "::1/128");
-        assert_eq!(hba_address("replica-7.example").unwrap(), "replica-7.example");
-        for bad in ["", "all", "10.0.0.0/8", "a b", "host\nlocal all all trust", "-x", "%"] {
+        assert_eq!(
+            hba_address("replica-7.example").unwrap(),
+            "replica-7.example"
+        );
+        for bad in [
+            "",
+            "all",
+            "10.0.0.0/8",
+            "a b",
+            "host\nlocal all all trust",
+            "-x",
+            "%",
+        ] {
             assert!(hba_address(bad).is_err(), "{bad:?}");
         }
         let r = hba_restrict(&with, "trove_repl_r7", &addr).unwrap();
         let lines: Vec<&str> = r.lines().collect();
         assert_eq!(lines[0], HBA_BEGIN);
-        assert_eq!(lines[1], "host replication trove_repl_r7 10.0.0.12/32 scram-sha-256");
+        assert_eq!(
+            lines[1],
+            "host replication trove_repl_r7 10.0.0.12/32 scram-sha-256"
+        );
         assert_eq!(lines[3], "host replication trove_repl_r7 all reject");
         // Before the group's lines: the first matching line wins.
         assert!(
-            r.find("trove_repl_r7 all reject").unwrap()
-                < r.find("+trove_replication").unwrap()
+            r.find("trove_repl_r7 all reject").unwrap() < r.find("+trove_replication").unwrap()
         );
         assert_eq!(
             hba_restrictions(&r),

@@ -72,6 +72,7 @@ async fn password_ref_flow(kind: DatastoreKind) {
         .await
         .expect("snapshot");
     let grant = doc.replication.clone().expect("a replication grant");
+    let sql = kind.as_str() != "redis";
     assert!(
         grant.password.is_none(),
         "no clear-text password in the document"
@@ -94,7 +95,6 @@ async fn password_ref_flow(kind: DatastoreKind) {
     );
 
     // The account is limited to the replica's host (Redis ACL users have no host).
-    let sql = kind.as_str() != "redis";
     let rows = if sql {
         account_rows(&mdb, kind, &grant.user).await
     } else {

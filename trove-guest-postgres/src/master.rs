@@ -566,10 +566,14 @@ impl PostgresStrategy {
             Ok(m) => m,
             Err(e) => {
                 uncommitted.clean_up(&db).await;
-                if !role_existed && req.replica_host.is_some() {
-                    if let Err(u) = self.restrict_login(&db, &role_name, None).await {
-                        tracing::warn!(error = %u, "could not remove the hba lines of a failed snapshot's login");
-                    }
+                if !role_existed
+                    && req.replica_host.is_some()
+                    && let Err(u) = self.restrict_login(&db, &role_name, None).await
+                {
+                    tracing::warn!(
+                        error = %u,
+                        "could not remove the hba lines of a failed snapshot's login"
+                    );
                 }
                 journal.clear()?;
                 return Err(e);

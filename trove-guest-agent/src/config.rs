@@ -58,6 +58,11 @@
 //! relay_log_dir = "/var/log/mysql/relay"
 //! server_config = "/etc/mysql/my.cnf" # read by mariabackup for InnoDB file locations
 //!
+//! [credentials]                       # how replication passwords reach replicas
+//! secret_dir = "/var/lib/trove/secrets"  # 0700 dir of 0600 files, shared with the replicas;
+//! #                                   # snapshot documents then carry a password_ref only
+//! # transport = "clear-text"          # opt-in: passwords inside snapshot documents
+//!
 //! [trove_rpc]                         # optional: also serve OpenStack Trove over RabbitMQ
 //! guest_info = "/etc/trove/conf.d/guest_info.conf"  # guest_id, instance_rpc_encr_key (0600)
 //! transport_url_file = "/etc/trove/transport_url"   # amqp://user:pass@host:5672/%2f (0600)
@@ -83,6 +88,10 @@ use trove_guest_core::{
     AdminConnection, ContainerExec, ContainerService, DatastoreHandle, DatastoreKind, Error,
     LocalProcess, LocalSnapshotStore, ObjectSnapshotStore, OsUser, Readiness, Result, Secret,
     ServiceControl, SnapshotStore, SystemdUnit, ToolCommand, ToolPlace,
+};
+use trove_guest_core::{
+    CredentialBroker, CredentialOptions, CredentialTransport, DirectorySecretStore, SecretStore,
+    SharedStrategy,
 };
 
 /// The whole configuration file.
@@ -116,6 +125,34 @@ pub struct AgentConfig {
     /// The agent's log output (`[log]`, see [`crate::logging`]).
     #[serde(default)]
     pub log: crate::logging::LogSection,
+    /// How replication passwords reach replicas; absent: in clear inside snapshot documents.
+    #[serde(default)]
+    pub credentials: Option<CredentialsSection>,
+}
+
+/// How replication passwords travel, as `[credentials]` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum TransportSetting {
+    /// Through the secret store; documents carry `password_ref` only.
+    ByReference,
+    /// Inside the snapshot document, in clear (opt-in).
+    ClearText,
+}
+
+/// `[credentials]`: the secret store replication passwords go through.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CredentialsSection {
+    /// The directory secret store (0700; one 0600 file per password), shared by the master and
+    /// its replicas (a replica resolves `password_ref` in it).
+    #[serde(default)]
+    pub secret_dir: Option<PathBuf>,
+    /// `by-reference` (the default when `secret_dir` is set) or `clear-text`.
+    #[serde(default)]
+    pub transport: Option<TransportSetting>,
 }
 
 /// `[trove_rpc]`: serve a stock OpenStack Trove control plane over RabbitMQ.
@@ -410,6 +447,58 @@ impl AgentConfig {
             }
             other => other,
         })
+    }
+
+    /// `strategy` with replication passwords passed as `[credentials]` says
+    /// ([`CredentialBroker`]); unchanged, with a warning, when there is no `[credentials]`
+    /// section (passwords then travel in clear inside snapshot documents). Secret names start
+    /// with `replication-<instance_id>-`, so masters sharing a store never touch each other's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for `transport = "by-reference"` (or no transport) without a
+    /// `secret_dir`, or a secret directory open to group or others; [`Error::Io`] when it
+    /// cannot be created.
+    pub fn credential_strategy(&self, strategy: SharedStrategy) -> Result<SharedStrategy> {
+        let Some(c) = &self.credentials else {
+            tracing::warn!(
+                "no [credentials] section: replication passwords travel in clear inside \
+                 snapshot documents; configure credentials.secret_dir to pass references"
+            );
+            return Ok(strategy);
+        };
+        let store: Option<Arc<dyn SecretStore>> = match &c.secret_dir {
+            Some(d) => Some(Arc::new(DirectorySecretStore::open(d)?)),
+            None => None,
+        };
+        let transport = match (c.transport, &store) {
+            (Some(TransportSetting::ClearText), _) => CredentialTransport::ClearText,
+            (Some(TransportSetting::ByReference), _) | (None, Some(_)) => {
+                CredentialTransport::ByReference
+            }
+            (None, None) => {
+                return Err(Error::invalid(
+                    "credentials",
+                    "give secret_dir (passwords by reference) or transport = \"clear-text\"",
+                ));
+            }
+        };
+        let id: String = self
+            .instance_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect();
+        let opts = CredentialOptions::new()
+            .with_transport(transport)
+            .with_reference_prefix(format!("replication-{id}-"));
+        Ok(Arc::new(CredentialBroker::new(strategy, store, opts)?))
     }
 
     /// The service control the configuration describes.
@@ -818,6 +907,49 @@ url = "file:///tmp"
         let c = AgentConfig::parse(&EXAMPLE.replace("\"mariadb\"", "\"redis\"")).unwrap();
         assert_eq!(c.datastore.kind.as_str(), "redis");
         assert!(crate::backends::supports(c.datastore.kind));
+    }
+
+    #[test]
+    fn credentials_go_by_reference_with_a_secret_dir_and_in_clear_only_when_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("secrets");
+        let remote = || -> SharedStrategy {
+            Arc::new(crate::remote::RemoteStrategy::new(
+                crate::client::AgentClient::new("http://127.0.0.1:1"),
+                DatastoreKind::Mariadb,
+            ))
+        };
+        let with = |section: &str| {
+            AgentConfig::parse(&format!("{EXAMPLE}\n[credentials]\n{section}\n")).unwrap()
+        };
+        // No section: unchanged (clear text, with a warning).
+        let plain = AgentConfig::parse(EXAMPLE).unwrap();
+        assert!(!format!("{:?}", plain.credential_strategy(remote()).unwrap()).contains("Broker"));
+        // A secret directory: by reference, the directory made 0700.
+        let c = with(&format!("secret_dir = {:?}", dir.display().to_string()));
+        let s = format!("{:?}", c.credential_strategy(remote()).unwrap());
+        assert!(
+            s.contains("CredentialBroker") && s.contains("ByReference"),
+            "{s}"
+        );
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Clear text only when asked; by reference without a store is refused.
+        let c = with("transport = \"clear-text\"");
+        let s = format!("{:?}", c.credential_strategy(remote()).unwrap());
+        assert!(s.contains("ClearText"), "{s}");
+        assert!(
+            with("transport = \"by-reference\"")
+                .credential_strategy(remote())
+                .is_err()
+        );
+        assert!(with("").credential_strategy(remote()).is_err());
+        assert!(
+            AgentConfig::parse(&format!(
+                "{EXAMPLE}\n[credentials]\ntransport = \"plain\"\n"
+            ))
+            .is_err()
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@
 //! ```
 
 pub mod archive;
+pub mod credentials;
 pub mod datastore;
 pub mod deadline;
 pub mod error;
@@ -68,6 +69,7 @@ pub mod position;
 pub mod progress;
 pub mod runner;
 pub mod secret;
+pub mod secret_store;
 pub mod service;
 pub mod staging;
 pub mod store;
@@ -76,6 +78,7 @@ pub mod strategy;
 pub mod testkit;
 pub mod wire;
 
+pub use credentials::{CredentialBroker, CredentialOptions, CredentialTransport};
 pub use datastore::{AdminConnection, DatastoreHandle};
 pub use deadline::deadline;
 pub use error::{Error, ErrorKind, Result, StoreAccessProblem};
@@ -88,6 +91,7 @@ pub use position::{
 pub use progress::{Phase, Progress, ProgressEvent};
 pub use runner::{OsUser, RunningTool, SecretFile, ToolCommand};
 pub use secret::{Secret, TransportSecret};
+pub use secret_store::{DirectorySecretStore, SecretStore, SecretStoreError};
 #[cfg(feature = "container")]
 pub use service::{ContainerError, ContainerService, ContainerSpec};
 pub use service::{LocalProcess, Readiness, ServiceControl, ServiceStatus, SystemdUnit};

@@ -140,16 +140,155 @@ pub(crate) fn hba_has_block(existing: &str) -> bool {
 
 /// The replication block for members of `group` connecting from `networks` (hba address
 /// fields such as `all`, `samenet`, `10.0.0.0/8`).
+#[cfg(test)]
 pub(crate) fn hba_block(group: &str, networks: &[String]) -> Result<String> {
-    let field_ok = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'/' | b'_' | b'-'))
-    };
+    hba_block_restricted(group, networks, &[])
+}
+
+/// Whether `s` is safe as one hba field (no spaces, quotes, line breaks or comment signs).
+fn hba_field_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'/' | b'_' | b'-'))
+}
+
+/// The hba address of a replica host: an IP address as a single-host network (`/32`,
+/// `/128`); a host name as is (PostgreSQL then admits a client whose address resolves back to
+/// it, forward and reverse).
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for anything else (patterns, spaces, more than 253 bytes).
+pub(crate) fn hba_address(host: &str) -> Result<String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(match ip {
+            std::net::IpAddr::V4(v4) => format!("{v4}/32"),
+            std::net::IpAddr::V6(v6) => format!("{v6}/128"),
+        });
+    }
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with(['-', '.'])
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        && host.bytes().any(|b| b.is_ascii_alphabetic())
+        && !matches!(host, "all" | "samehost" | "samenet");
+    if !name_ok {
+        return Err(Error::invalid(
+            "replica host",
+            format!(
+                "{:?} is neither an IP address nor a host name",
+                host.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
+    Ok(host.to_owned())
+}
+
+/// The lines restricting `login` to `address`: admitted from there, rejected from anywhere
+/// else (they precede the group's lines, and the first matching line wins).
+fn restriction_lines(login: &str, address: &str) -> Result<String> {
+    if !hba_field_ok(login) || login.starts_with('+') || !hba_field_ok(address) {
+        return Err(Error::invalid(
+            "hba restriction",
+            format!("{login:?} from {address:?}"),
+        ));
+    }
+    let mut s = String::new();
+    for db in ["replication", "postgres"] {
+        s.push_str(&format!("host {db} {login} {address} scram-sha-256\n"));
+    }
+    for db in ["replication", "postgres"] {
+        s.push_str(&format!("host {db} {login} all reject\n"));
+    }
+    Ok(s)
+}
+
+/// The logins restricted to one address inside the block of `existing`, with their address.
+pub(crate) fn hba_restrictions(existing: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in existing.lines() {
+        let l = line.trim_end();
+        if l == HBA_BEGIN {
+            inside = true;
+            continue;
+        }
+        if l == HBA_END {
+            inside = false;
+        }
+        if !inside {
+            continue;
+        }
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let ["host", "replication", login, addr, "scram-sha-256"] = f[..]
+            && !login.starts_with('+')
+        {
+            out.push((login.to_owned(), addr.to_owned()));
+        }
+    }
+    out
+}
+
+/// `existing` without the restriction lines of `login` (inside the block only).
+pub(crate) fn hba_unrestrict(existing: &str, login: &str) -> String {
+    let mut out = String::with_capacity(existing.len());
+    let mut inside = false;
+    for line in existing.lines() {
+        let l = line.trim_end();
+        if l == HBA_BEGIN {
+            inside = true;
+        } else if l == HBA_END {
+            inside = false;
+        } else if inside && l.split_whitespace().nth(2) == Some(login) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `existing` with `login` restricted to `address` (any earlier restriction of it replaced).
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for a bad login or address; [`Error::Unsupported`] when `existing`
+/// has no replication block (`enable_as_master` has not run).
+pub(crate) fn hba_restrict(existing: &str, login: &str, address: &str) -> Result<String> {
+    if !hba_has_block(existing) {
+        return Err(Error::unsupported(
+            "restricting a replication login before enable_as_master wrote the hba block",
+        ));
+    }
+    let lines = restriction_lines(login, address)?;
+    let mut out = String::with_capacity(existing.len() + lines.len());
+    for line in hba_unrestrict(existing, login).lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim_end() == HBA_BEGIN {
+            out.push_str(&lines);
+        }
+    }
+    Ok(out)
+}
+
+/// Like [`hba_block`], with `restricted` logins (login, address) admitted only from their
+/// address, before the group's lines.
+pub(crate) fn hba_block_restricted(
+    group: &str,
+    networks: &[String],
+    restricted: &[(String, String)],
+) -> Result<String> {
+    let field_ok = hba_field_ok;
     if !field_ok(group) {
         return Err(Error::invalid("replication group", format!("{group:?}")));
     }
     let mut s = format!("{HBA_BEGIN}\n");
+    for (login, address) in restricted {
+        s.push_str(&restriction_lines(login, address)?);
+    }
     for net in networks {
         if !field_ok(net) {
             return Err(Error::invalid(
@@ -278,5 +417,57 @@ mod tests {
         assert_eq!(hba_without_block(&with), original);
         assert!(!hba_has_block(original));
         assert!(hba_block("g", &["all\nhost all all 0/0 trust".into()]).is_err());
+    }
+
+    #[test]
+    fn a_login_restricted_to_its_host_is_admitted_there_and_rejected_elsewhere() {
+        let original = "local all all trust\n";
+        let block = hba_block("trove_replication", &["all".into()]).unwrap();
+        let with = hba_with_block(original, &block);
+        let addr = hba_address("10.0.0.12").unwrap();
+        assert_eq!(addr, "10.0.0.12/32");
+        assert_eq!(hba_address("::1").unwrap(), "::1/128");
+        assert_eq!(
+            hba_address("replica-7.example").unwrap(),
+            "replica-7.example"
+        );
+        for bad in [
+            "",
+            "all",
+            "10.0.0.0/8",
+            "a b",
+            "host\nlocal all all trust",
+            "-x",
+            "%",
+        ] {
+            assert!(hba_address(bad).is_err(), "{bad:?}");
+        }
+        let r = hba_restrict(&with, "trove_repl_r7", &addr).unwrap();
+        let lines: Vec<&str> = r.lines().collect();
+        assert_eq!(lines[0], HBA_BEGIN);
+        assert_eq!(
+            lines[1],
+            "host replication trove_repl_r7 10.0.0.12/32 scram-sha-256"
+        );
+        assert_eq!(lines[3], "host replication trove_repl_r7 all reject");
+        // Before the group's lines: the first matching line wins.
+        assert!(
+            r.find("trove_repl_r7 all reject").unwrap() < r.find("+trove_replication").unwrap()
+        );
+        assert_eq!(
+            hba_restrictions(&r),
+            vec![("trove_repl_r7".to_owned(), addr.clone())]
+        );
+        // Re-restricting replaces; re-rendering the block keeps it; unrestricting removes it.
+        assert_eq!(hba_restrict(&r, "trove_repl_r7", &addr).unwrap(), r);
+        let rerendered = hba_with_block(
+            &r,
+            &hba_block_restricted("trove_replication", &["all".into()], &hba_restrictions(&r))
+                .unwrap(),
+        );
+        assert_eq!(rerendered, r);
+        assert_eq!(hba_unrestrict(&r, "trove_repl_r7"), with);
+        assert!(hba_restrict(original, "trove_repl_r7", &addr).is_err());
+        assert!(hba_restrict(&with, "+group", &addr).is_err());
     }
 }

@@ -261,6 +261,27 @@ impl PostgresStrategy {
         Ok(Some(text))
     }
 
+    /// Restricts `login` to `address` in the hba block (`None`: removes its restriction), then
+    /// reloads; an hba file PostgreSQL rejects is put back.
+    async fn restrict_login(&self, db: &Db, login: &str, address: Option<&str>) -> Result<()> {
+        let previous = self
+            .edit_hba(db, |t| match address {
+                Some(a) => conf::hba_restrict(t, login, a),
+                None => Ok(conf::hba_unrestrict(t, login)),
+            })
+            .await?;
+        let Some(previous) = previous else {
+            return Ok(());
+        };
+        db.one("reload configuration", sql::RELOAD, &[]).await?;
+        if let Err(e) = self.check_hba(db).await {
+            self.edit_hba(db, |_| Ok(previous)).await?;
+            db.one("reload configuration", sql::RELOAD, &[]).await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     async fn check_hba(&self, db: &Db) -> Result<()> {
         let rows = db.query("check the hba file", sql::HBA_ERRORS, &[]).await?;
         if let Some(r) = rows.first() {
@@ -303,9 +324,14 @@ impl PostgresStrategy {
             .await?;
         }
 
-        let block = conf::hba_block(GROUP_ROLE, &self.opts.replica_networks)?;
+        // Logins restricted to their replica's host stay so.
+        let networks = &self.opts.replica_networks;
         let previous_hba = self
-            .edit_hba(&db, |t| Ok(conf::hba_with_block(t, &block)))
+            .edit_hba(&db, |t| {
+                let block =
+                    conf::hba_block_restricted(GROUP_ROLE, networks, &conf::hba_restrictions(t))?;
+                Ok(conf::hba_with_block(t, &block))
+            })
             .await?;
 
         let names: Vec<&str> = settings.iter().map(|(k, _)| *k).collect();
@@ -433,6 +459,12 @@ impl PostgresStrategy {
             )
             .await?
             .get(0);
+        // The login is admitted from the replica's host only, when it is known (before the
+        // login exists or gets its new password); otherwise from `replica_networks`.
+        if let Some(host) = &req.replica_host {
+            let address = conf::hba_address(host)?;
+            self.restrict_login(&db, &role_name, Some(&address)).await?;
+        }
         // Journaled first: if this process dies before the snapshot commits, recovery drops
         // what this call made (`abandon_snapshot`).
         let journal = WorkLayout::new(&self.handle.work_dir).journal();
@@ -534,6 +566,15 @@ impl PostgresStrategy {
             Ok(m) => m,
             Err(e) => {
                 uncommitted.clean_up(&db).await;
+                if !role_existed
+                    && req.replica_host.is_some()
+                    && let Err(u) = self.restrict_login(&db, &role_name, None).await
+                {
+                    tracing::warn!(
+                        error = %u,
+                        "could not remove the hba lines of a failed snapshot's login"
+                    );
+                }
                 journal.clear()?;
                 return Err(e);
             }
@@ -662,6 +703,7 @@ impl PostgresStrategy {
                 .get(0);
             if exists {
                 drop_login(&db, role).await?;
+                self.restrict_login(&db, role, None).await?;
                 done.push(RecoveryAction::Dropped {
                     what: "replication login of an uncommitted snapshot".into(),
                     name: role.to_owned(),
@@ -712,6 +754,7 @@ impl PostgresStrategy {
             }
             if others == 0 {
                 drop_login(&db, role).await?;
+                self.restrict_login(&db, role, None).await?;
             }
         }
         Ok(())

@@ -103,6 +103,8 @@ async fn run(config: AgentConfig) -> Result<(), Box<dyn std::error::Error>> {
     let handle_for_stop = handle.clone();
     let service = handle.service.clone();
     let strategy = backends::strategy(config.datastore.kind, handle, store.clone(), &config.mysql)?;
+    // Passwords by reference through the secret store, resolved once here for every backend.
+    let strategy = config.credential_strategy(strategy)?;
     let rpc = match &config.trove_rpc {
         Some(section) => Some(section.rpc_options()?),
         None => None,

@@ -17,6 +17,8 @@
 //! | `detach_replica` → `{"replication_user": name}` | [`DetachedReplica::replication_user`] |
 //! | `replica_info` of `attach_replica` | the [`ReplicaContext`] our `get_replica_context` returned |
 //! | `replica_source_config`, `slave_config` (rendered my.cnf text) | ignored: the strategy writes its own settings |
+//! | (no replica address in `get_replication_snapshot`) | no `replica_host`: accounts made over RPC are not restricted to the replica's host (MariaDB `'%'`, PostgreSQL `replica_networks`) |
+//! | the replication password | `replication.password_ref` inside `trove_guest` when the agent has a secret store (`[credentials]`), else `replication.password` |
 
 use serde_json::{Value, json};
 use trove_guest_core::failover::{LastTxn, ReplicaContext};

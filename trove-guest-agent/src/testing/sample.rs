@@ -365,6 +365,60 @@ impl SampleDb {
         }
     }
 
+    /// Every row of a read-only catalog query (for example `SELECT user, host FROM mysql.user`
+    /// or `... FROM pg_hba_file_rules`), each value as text (NULL as empty). MariaDB, MySQL and
+    /// PostgreSQL only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Datastore`]; [`Error::Unsupported`] for Redis.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn rows_text(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        if self.is_redis() {
+            return Err(Error::unsupported("SQL queries on Redis"));
+        }
+        if self.is_pg() {
+            let msgs = self
+                .pg_client()
+                .await?
+                .simple_query(sql)
+                .await
+                .map_err(|e| db_err("query", e))?;
+            return Ok(msgs
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                        (0..r.len())
+                            .map(|i| r.get(i).unwrap_or_default().to_owned())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect());
+        }
+        let mut c = self.my_conn().await?;
+        let rows: Vec<mysql_async::Row> = c.query(sql).await.map_err(|e| db_err("query", e))?;
+        let _ = c.disconnect().await;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        mysql_async::Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                        mysql_async::Value::Int(i) => i.to_string(),
+                        mysql_async::Value::UInt(u) => u.to_string(),
+                        mysql_async::Value::NULL => String::new(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Rows in `table` (one of [`TABLES`]).
     ///
     /// # Errors

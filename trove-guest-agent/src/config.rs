@@ -409,7 +409,26 @@ impl AgentConfig {
             ));
         }
         config.check_http()?;
+        config.check_credentials()?;
         Ok(config)
+    }
+
+    /// Clear-text passwords are opt-in: `[credentials]` must name a secret store or say
+    /// `transport = "clear-text"`.
+    fn check_credentials(&self) -> Result<()> {
+        self.credentials_section().map(|_| ())
+    }
+
+    fn credentials_section(&self) -> Result<&CredentialsSection> {
+        match &self.credentials {
+            Some(c) if c.secret_dir.is_some() || c.transport.is_some() => Ok(c),
+            _ => Err(Error::invalid(
+                "agent configuration",
+                "[credentials] needs secret_dir (replication passwords by reference, the \
+                 recommended mode) or transport = \"clear-text\" (opt-in: passwords inside \
+                 snapshot documents)",
+            )),
+        }
     }
 
     /// Parses a configuration from JSON text (the same keys as the TOML form).
@@ -450,8 +469,7 @@ impl AgentConfig {
     }
 
     /// `strategy` with replication passwords passed as `[credentials]` says
-    /// ([`CredentialBroker`]); unchanged, with a warning, when there is no `[credentials]`
-    /// section (passwords then travel in clear inside snapshot documents). Secret names start
+    /// ([`CredentialBroker`]), by reference or (opt-in) in clear. Secret names start
     /// with `replication-<instance_id>-`, so masters sharing a store never touch each other's.
     ///
     /// # Errors
@@ -460,13 +478,7 @@ impl AgentConfig {
     /// `secret_dir`, or a secret directory open to group or others; [`Error::Io`] when it
     /// cannot be created.
     pub fn credential_strategy(&self, strategy: SharedStrategy) -> Result<SharedStrategy> {
-        let Some(c) = &self.credentials else {
-            tracing::warn!(
-                "no [credentials] section: replication passwords travel in clear inside \
-                 snapshot documents; configure credentials.secret_dir to pass references"
-            );
-            return Ok(strategy);
-        };
+        let c = self.credentials_section()?;
         let store: Option<Arc<dyn SecretStore>> = match &c.secret_dir {
             Some(d) => Some(Arc::new(DirectorySecretStore::open(d)?)),
             None => None,
@@ -812,6 +824,9 @@ pid_file = "/run/trove/mariadbd.pid"
 
 [snapshot_store]
 url = "file:///tmp"
+
+[credentials]
+secret_dir = "/var/lib/trove/secrets"
 "#;
 
     /// A complete configuration for MariaDB in a container, with the backup tools in a
@@ -919,12 +934,14 @@ url = "file:///tmp"
                 DatastoreKind::Mariadb,
             ))
         };
+        let bare = EXAMPLE.split("\n[credentials]").next().unwrap();
         let with = |section: &str| {
-            AgentConfig::parse(&format!("{EXAMPLE}\n[credentials]\n{section}\n")).unwrap()
+            AgentConfig::parse(&format!("{bare}\n[credentials]\n{section}\n")).unwrap()
         };
-        // No section: unchanged (clear text, with a warning).
-        let plain = AgentConfig::parse(EXAMPLE).unwrap();
-        assert!(!format!("{:?}", plain.credential_strategy(remote()).unwrap()).contains("Broker"));
+        // No section, or an empty one: refused (clear text is opt-in).
+        let e = AgentConfig::parse(bare).unwrap_err();
+        assert!(e.to_string().contains("clear-text"), "{e}");
+        assert!(AgentConfig::parse(&format!("{bare}\n[credentials]\n")).is_err());
         // A secret directory: by reference, the directory made 0700.
         let c = with(&format!("secret_dir = {:?}", dir.display().to_string()));
         let s = format!("{:?}", c.credential_strategy(remote()).unwrap());
@@ -943,12 +960,8 @@ url = "file:///tmp"
                 .credential_strategy(remote())
                 .is_err()
         );
-        assert!(with("").credential_strategy(remote()).is_err());
         assert!(
-            AgentConfig::parse(&format!(
-                "{EXAMPLE}\n[credentials]\ntransport = \"plain\"\n"
-            ))
-            .is_err()
+            AgentConfig::parse(&format!("{bare}\n[credentials]\ntransport = \"plain\"\n")).is_err()
         );
     }
 
@@ -969,7 +982,8 @@ url = "file:///tmp"
             "datastore": {"type": "postgresql", "data_dir": "/d", "config_dir": "/c",
                           "admin": {"port": 5432, "user": "postgres"}},
             "service": {"kind": "systemd", "unit": "postgresql.service"},
-            "snapshot_store": {"url": "file:///tmp"}}"#;
+            "snapshot_store": {"url": "file:///tmp"},
+            "credentials": {"transport": "clear-text"}}"#;
         let c = AgentConfig::parse_json(json).unwrap();
         assert_eq!(c.datastore.kind, DatastoreKind::Postgresql);
         assert!(AgentConfig::parse_json("{").is_err());
@@ -1034,6 +1048,8 @@ user = "root"
 [service]
 kind = "systemd"
 unit = "x.service"
+[credentials]
+transport = "clear-text"
 "#;
         let dir = tempfile::tempdir().unwrap();
         let creds = dir.path().join("s3.credentials");

@@ -76,10 +76,38 @@ impl AgentConfig {
     /// ([`Error::InvalidInput`] naming the setting, [`Error::Io`] naming the file,
     /// [`Error::Unsupported`] for a store scheme the agent does not take).
     pub fn check(&self) -> Result<ConfigSummary> {
-        let mut lines = vec![
-            format!("instance_id: {}", self.instance_id),
-            format!("listen: {}", self.listen),
-        ];
+        let mut lines = vec![format!("instance_id: {}", self.instance_id)];
+        // Listeners (TLS key mode), the token file (mode, length) and the credentials choice.
+        for on in self.listeners()? {
+            lines.push(match on {
+                crate::agent::ListenOn::Tcp(a) => format!("listen: http://{a}"),
+                crate::agent::ListenOn::Tls { addr, .. } => format!("listen: https://{addr}"),
+                crate::agent::ListenOn::Unix { path, mode } => {
+                    format!("listen: unix socket {} (mode {mode:o})", path.display())
+                }
+            });
+        }
+        let options = self.agent_options()?;
+        lines.push(format!(
+            "auth: {}",
+            if options.auth.token.is_some() {
+                "bearer token"
+            } else {
+                "no token (Unix socket peers by uid only)"
+            }
+        ));
+        lines.push(
+            match self
+                .credentials
+                .as_ref()
+                .and_then(|c| c.secret_dir.as_ref())
+            {
+                Some(d) => format!("replication passwords: by reference in {}", d.display()),
+                None => {
+                    "replication passwords: in clear inside snapshot documents (opt-in)".to_owned()
+                }
+            },
+        );
         // The handle: admin password file (mode), service, OS user, tool placement.
         let _handle = self.datastore_handle()?;
         let d = &self.datastore;

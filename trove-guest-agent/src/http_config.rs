@@ -240,6 +240,8 @@ kind = "systemd"
 unit = "x.service"
 [snapshot_store]
 url = "file:///tmp"
+[credentials]
+transport = "clear-text"
 "#;
 
     fn parse(extra: &str) -> Result<AgentConfig> {

@@ -109,6 +109,9 @@ ready_unix = "{sock}"
 [snapshot_store]
 url = "file://{store}"
 
+[credentials]
+secret_dir = "{store}.secrets"
+
 [mysql]
 binlog_dir = "{binlog}"
 relay_log_dir = "{relay}"
@@ -252,6 +255,7 @@ impl CheckFixture {
             std::fs::set_permissions(p.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
         };
         secret("admin.password", "s3cret-admin\n", 0o600);
+        secret("agent.token", "t0ken-0123456789abcdef\n", 0o600);
         secret(
             "guest_info.conf",
             "[DEFAULT]\nguest_id = 3f1c9a7e-0d4b-4c55-9a53-6b0f6e2d1a10\ninstance_rpc_encr_key = abcdefghijklmnopqrstuvwxyz012345\n",
@@ -279,6 +283,9 @@ impl CheckFixture {
 instance_id = "3f1c9a7e-0d4b-4c55-9a53-6b0f6e2d1a10"
 listen = "127.0.0.1:8780"
 
+[auth]
+token_file = "{p}/agent.token"
+
 [datastore]
 type = "mariadb"
 data_dir = "{p}/data"
@@ -297,6 +304,9 @@ unit = "mariadb.service"
 
 [snapshot_store]
 url = "file://{p}/snapshots"
+
+[credentials]
+secret_dir = "{p}/secrets"
 
 [trove_rpc]
 guest_info = "{p}/guest_info.conf"
@@ -341,8 +351,13 @@ fn check_config_accepts_a_valid_configuration_and_starts_or_creates_nothing() {
         "{out}"
     );
     assert!(out.contains("log: Json"), "{out}");
+    assert!(out.contains("auth: bearer token"), "{out}");
+    assert!(out.contains("replication passwords: by reference"), "{out}");
     assert!(
-        !out.contains("s3cret") && !out.contains("br0ker-pass") && !out.contains("abcdefgh"),
+        !out.contains("s3cret")
+            && !out.contains("br0ker-pass")
+            && !out.contains("abcdefgh")
+            && !out.contains("t0ken-"),
         "{out}"
     );
     // The snapshot directory the agent would create at start is not created by a check.
@@ -365,6 +380,15 @@ fn check_config_refuses_each_broken_setting_with_its_typed_error() {
     );
     assert!(!err.contains("s3cret"), "{err}");
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A token file readable by others: refused, the token never quoted.
+    let token = f.path().join("agent.token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = f.check();
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("agent.token"), "{err}");
+    assert!(!err.contains("t0ken-"), "{err}");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // A transport URL that is not an AMQP URL: named by file, never quoted.
     std::fs::write(

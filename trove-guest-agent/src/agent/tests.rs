@@ -29,6 +29,8 @@ struct FakeStrategy {
     attaches: AtomicU32,
     /// The server's status queries: 0 answer, 1 fail, 2 hang.
     down: std::sync::atomic::AtomicU8,
+    /// `enable_as_master` fails with a tool error naming a server file (for error redaction).
+    enable_fails: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -40,6 +42,9 @@ impl ReplicationStrategy for FakeStrategy {
         Capabilities::none()
     }
     async fn enable_as_master(&self, _: &EnableMasterOptions) -> Result<()> {
+        if !self.enable_fails.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         // A failing tool whose stderr names a file of the server.
         Err(trove_guest_core::Error::ToolFailed {
             tool: "mariadb".into(),
@@ -172,6 +177,7 @@ async fn fixture_on(
         gate,
         attaches: AtomicU32::new(0),
         down: std::sync::atomic::AtomicU8::new(0),
+        enable_fails: Default::default(),
     });
     let listen = on(dir.path());
     let agent = GuestAgent::new(
@@ -472,6 +478,7 @@ async fn recovery_report_is_served_once_the_agent_has_recovered() {
         gate: Arc::new(Semaphore::new(1000)),
         attaches: AtomicU32::new(0),
         down: std::sync::atomic::AtomicU8::new(0),
+        enable_fails: Default::default(),
     });
     let agent = GuestAgent::new(
         strategy,

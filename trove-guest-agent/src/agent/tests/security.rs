@@ -155,6 +155,8 @@ async fn a_loose_or_unreadable_tls_key_file_is_refused_at_bind() {
         store: store.clone(),
         gate: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         attaches: Default::default(),
+        down: Default::default(),
+        enable_fails: Default::default(),
     });
     let e = crate::GuestAgent::new(strategy, store, with_token())
         .spawn_on(&ListenOn::Tls {
@@ -282,6 +284,9 @@ async fn a_process_of_another_uid_is_refused_on_the_socket() {
 async fn error_bodies_keep_tool_stderr_and_paths_in_the_log_unless_debug() {
     // The fake's enable-master fails with a tool whose stderr names a server file.
     let f = fixture_on(true, AgentOptions::new("inst-1"), tcp).await;
+    f.strategy
+        .enable_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let (status, body) = f.client.post_raw(api::ENABLE_MASTER, "{}").await.unwrap();
     assert_eq!(status, 500);
     let error = &body["error"];
@@ -305,6 +310,9 @@ async fn error_bodies_keep_tool_stderr_and_paths_in_the_log_unless_debug() {
         tcp,
     )
     .await;
+    f.strategy
+        .enable_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let (_, body) = f.client.post_raw(api::ENABLE_MASTER, "{}").await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();
     assert!(

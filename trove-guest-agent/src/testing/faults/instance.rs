@@ -211,6 +211,7 @@ impl Instance {
                      [service]\nkind = \"process\"\nprogram = \"/usr/sbin/mariadbd\"\n\
                      args = {args:?}\nready_unix = {sock}\npid_file = {pid}\n\n\
                      [snapshot_store]\nurl = \"file://{store}\"\n\n\
+                     [credentials]\nsecret_dir = \"{store}.secrets\"\n\n\
                      [mysql]\nbinlog_dir = {binlog}\nrelay_log_dir = {relay}\nserver_config = {cnf}\n",
                     id = opts.server_id,
                     data = toml_str(&s.data_dir()),
@@ -255,7 +256,8 @@ impl Instance {
                      [datastore.admin]\nport = {port}\nsocket = {sock}\nuser = \"{user}\"\n\n\
                      [service]\nkind = \"process\"\nprogram = {program}\nargs = {args:?}\n\
                      {run_as}ready_unix = {ready}\nstop_signal = \"SIGINT\"\npid_file = {pid}\n\n\
-                     [snapshot_store]\nurl = \"file://{store}\"\n",
+                     [snapshot_store]\nurl = \"file://{store}\"\n\n\
+                     [credentials]\nsecret_dir = \"{store}.secrets\"\n",
                     id = opts.server_id,
                     data = toml_str(&s.data_dir()),
                     conf = toml_str(&handle.config_dir),

@@ -72,13 +72,14 @@ pub mod service;
 pub mod staging;
 pub mod store;
 pub mod strategy;
+pub mod tls;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod wire;
 
 pub use datastore::{AdminConnection, DatastoreHandle};
 pub use deadline::deadline;
-pub use error::{Error, ErrorKind, Result, StoreAccessProblem};
+pub use error::{Error, ErrorKind, Result, StoreAccessProblem, TlsProblem};
 pub use lifecycle::{RecoverOptions, RecoveryAction, RecoveryReport};
 pub use place::{BindMount, ContainerExec, ToolPlace};
 pub use position::{
@@ -99,4 +100,5 @@ pub use strategy::{
     EnableMasterOptions, Positioning, Provisioned, ReplicationStatus, ReplicationStrategy,
     ReplicationStrategyExt, Role, SharedStrategy, SnapshotRequest, StageRequest, StagedSnapshot,
 };
+pub use tls::{ReplicaTlsPolicy, ServerTls};
 pub use wire::{DatastoreKind, DatastoreName, SnapshotDocument};

@@ -312,6 +312,7 @@ impl MysqlStrategy {
                 password_ref: None,
                 slot_name: None,
                 replica_host: req.replica_host.clone(),
+                tls: None,
             }),
             extra: serde_json::Map::new(),
         })

@@ -590,6 +590,7 @@ impl PostgresStrategy {
                 password_ref: None,
                 slot_name: Some(slot),
                 replica_host: req.replica_host.clone(),
+                tls: None,
             }),
             extra,
         })
@@ -623,6 +624,7 @@ impl PostgresStrategy {
                 password_ref: None,
                 slot_name: Some(slot),
                 replica_host: None,
+                tls: None,
             },
         ))
     }

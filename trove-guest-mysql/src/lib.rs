@@ -109,6 +109,7 @@ pub mod sql;
 mod staging;
 mod status;
 mod strategy;
+mod tls;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod unreturned;

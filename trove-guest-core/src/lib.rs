@@ -72,9 +72,9 @@ pub mod service;
 pub mod staging;
 pub mod store;
 pub mod strategy;
-pub mod tls;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;
 pub mod wire;
 
 pub use datastore::{AdminConnection, DatastoreHandle};

@@ -14,18 +14,20 @@ use std::time::Duration;
 
 use trove_guest_core::error::IoResultExt;
 use trove_guest_core::lifecycle;
-use trove_guest_core::wire::ReplicationTls;
 use trove_guest_core::position::{BinlogCoordinates, MariaDbGtidList, MysqlGtidSet};
+use trove_guest_core::wire::ReplicationTls;
 use trove_guest_core::{
     AttachOutcome, AttachRequest, Error, Phase, Positioning, Progress, Result, Secret, SecretFile,
     SnapshotDocument,
 };
 
-use crate::config::{INIT_FILE, REPLICATION_CA_FILE, init_override, remove_override, replica_override, write_override};
+use crate::config::{
+    INIT_FILE, REPLICATION_CA_FILE, init_override, remove_override, replica_override,
+    write_override,
+};
 use crate::flavor::{Flavor, FlavorKind};
 use crate::sql::{
-    Account, ChangeMaster, GtidStart, ReplicaTls, StartAt, validate_connect_host,
-    validate_password,
+    Account, ChangeMaster, GtidStart, ReplicaTls, StartAt, validate_connect_host, validate_password,
 };
 use crate::strategy::{Backoff, MysqlStrategy};
 

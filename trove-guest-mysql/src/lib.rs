@@ -109,9 +109,9 @@ pub mod sql;
 mod staging;
 mod status;
 mod strategy;
-mod tls;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod tls;
 mod unreturned;
 pub mod xbstream;
 

@@ -71,7 +71,9 @@ pub(crate) fn greeting_capabilities(payload: &[u8]) -> Result<u32> {
         Some(10) => {}
         Some(0xff) => {
             let text = String::from_utf8_lossy(payload.get(3..).unwrap_or_default());
-            return Err(protocol(format!("the server refused the connection: {text}")));
+            return Err(protocol(format!(
+                "the server refused the connection: {text}"
+            )));
         }
         _ => return Err(protocol("not a MySQL protocol 10 greeting")),
     }
@@ -108,7 +110,8 @@ impl trove_guest_core::tls::StartTls for MysqlStartTls {
             .read_exact(&mut header)
             .await
             .map_err(|e| protocol(format!("read the server greeting: {e}")))?;
-        let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+        let len =
+            usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
         if len > 64 * 1024 {
             return Err(protocol("greeting too long"));
         }
@@ -148,6 +151,9 @@ mod tests {
         assert!(greeting_capabilities(b"\xff\x15\x04Host blocked").is_err());
         let r = ssl_request();
         assert_eq!(&r[..4], &[32, 0, 0, 1]);
-        assert_eq!(u32::from_le_bytes([r[4], r[5], r[6], r[7]]) & CLIENT_SSL, CLIENT_SSL);
+        assert_eq!(
+            u32::from_le_bytes([r[4], r[5], r[6], r[7]]) & CLIENT_SSL,
+            CLIENT_SSL
+        );
     }
 }

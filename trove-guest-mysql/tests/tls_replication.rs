@@ -12,8 +12,8 @@ use common::{MariaDb, options_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::testkit::{TestCa, short_tempdir};
 use trove_guest_core::{
-    AttachRequest, Error, ReplicationStrategy, ReplicationStrategyExt, ServerTls,
-    SnapshotDocument, SnapshotRequest, SnapshotStore, TlsProblem,
+    AttachRequest, Error, ReplicationStrategy, ReplicationStrategyExt, ServerTls, SnapshotDocument,
+    SnapshotRequest, SnapshotStore, TlsProblem,
 };
 use trove_guest_mysql::MysqlStrategy;
 use trove_guest_mysql::config::REPLICATION_CA_FILE;
@@ -88,7 +88,13 @@ async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_no
         .expect("snapshot");
 
     // The document: the CA and the name, never a key.
-    let tls = doc.replication.as_ref().unwrap().tls.clone().expect("tls section");
+    let tls = doc
+        .replication
+        .as_ref()
+        .unwrap()
+        .tls
+        .clone()
+        .expect("tls section");
     assert_eq!(tls.ca_certificate, ca.ca_pem());
     assert_eq!(tls.server_name, "localhost");
     let json = serde_json::to_string(&doc).unwrap();
@@ -159,8 +165,14 @@ async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_no
 
     // A wrong CA: refused before anything changes; the replica keeps replicating.
     let mut wrong_ca = doc.clone();
-    wrong_ca.replication.as_mut().unwrap().tls.as_mut().unwrap().ca_certificate =
-        other_ca.ca_pem();
+    wrong_ca
+        .replication
+        .as_mut()
+        .unwrap()
+        .tls
+        .as_mut()
+        .unwrap()
+        .ca_certificate = other_ca.ca_pem();
     refused_and_still_replicating(
         &rs,
         &ms,
@@ -174,8 +186,14 @@ async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_no
 
     // A server name the certificate is not valid for.
     let mut wrong_name = doc.clone();
-    wrong_name.replication.as_mut().unwrap().tls.as_mut().unwrap().server_name =
-        "db.elsewhere.invalid".into();
+    wrong_name
+        .replication
+        .as_mut()
+        .unwrap()
+        .tls
+        .as_mut()
+        .unwrap()
+        .server_name = "db.elsewhere.invalid".into();
     refused_and_still_replicating(
         &rs,
         &ms,
@@ -208,7 +226,9 @@ async fn a_master_whose_certificate_lacks_its_address_refuses_to_hand_out_tls_do
     let certs = short_tempdir("tg-certs-").unwrap();
     let ca = TestCa::generate(certs.path(), "good").unwrap();
     // Valid for localhost only; replicas connect to 127.0.0.1.
-    let mcert = ca.server_certificate("master", &["localhost"], None).unwrap();
+    let mcert = ca
+        .server_certificate("master", &["localhost"], None)
+        .unwrap();
     let (_store_dir, store) = common::store();
     let master = common::master_with_rows(MariaDbOptions::new(1).with_tls(
         &mcert.cert_file,

@@ -15,6 +15,9 @@ pub(crate) const STANDBY_FILE: &str = "trove-replication-standby.conf";
 pub(crate) const READ_ONLY_FILE: &str = "trove-read-only.conf";
 /// A standby's passfile (not `*.conf`, so `include_dir` ignores it).
 pub(crate) const PASSFILE: &str = "trove-replication.pgpass";
+/// The CA certificate a standby verifies its primary with (0644, not `*.conf`;
+/// `sslrootcert` in `primary_conninfo` names it).
+pub(crate) const REPLICATION_CA_FILE: &str = "trove-replication-ca.pem";
 /// What a standby records about its master (not `*.conf`).
 pub(crate) const STANDBY_STATE: &str = "trove-replication-standby.json";
 
@@ -138,9 +141,22 @@ pub(crate) fn hba_has_block(existing: &str) -> bool {
     existing.lines().any(|l| l.trim_end() == HBA_BEGIN)
 }
 
+/// Which connections the replication block admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HbaTransport {
+    /// TLS or plaintext (`host`): a master without TLS configured.
+    Any,
+    /// TLS only (`hostssl`).
+    Tls,
+}
+
 /// The replication block for members of `group` connecting from `networks` (hba address
 /// fields such as `all`, `samenet`, `10.0.0.0/8`).
-pub(crate) fn hba_block(group: &str, networks: &[String]) -> Result<String> {
+pub(crate) fn hba_block(
+    group: &str,
+    networks: &[String],
+    transport: HbaTransport,
+) -> Result<String> {
     let field_ok = |s: &str| {
         !s.is_empty()
             && s.bytes()
@@ -158,8 +174,14 @@ pub(crate) fn hba_block(group: &str, networks: &[String]) -> Result<String> {
             ));
         }
         // Streaming replication, and pg_rewind's source connection (database postgres).
-        s.push_str(&format!("host replication +{group} {net} scram-sha-256\n"));
-        s.push_str(&format!("host postgres +{group} {net} scram-sha-256\n"));
+        let kind = match transport {
+            HbaTransport::Any => "host",
+            HbaTransport::Tls => "hostssl",
+        };
+        s.push_str(&format!(
+            "{kind} replication +{group} {net} scram-sha-256\n"
+        ));
+        s.push_str(&format!("{kind} postgres +{group} {net} scram-sha-256\n"));
     }
     s.push_str(HBA_END);
     s.push('\n');
@@ -268,7 +290,11 @@ mod tests {
     #[test]
     fn hba_block_is_first_replaced_and_removed_cleanly() {
         let original = "local all all trust\nhost all all 0.0.0.0/0 reject\n";
-        let block = hba_block("trove_replication", &["all".into()]).unwrap();
+        let block = hba_block("trove_replication", &["all".into()], HbaTransport::Any).unwrap();
+        let tls = hba_block("trove_replication", &["all".into()], HbaTransport::Tls).unwrap();
+        assert!(tls.contains("\nhostssl replication +trove_replication all scram-sha-256\n"));
+        assert!(tls.contains("\nhostssl postgres +trove_replication all scram-sha-256\n"));
+        assert!(!tls.contains("\nhost "));
         let with = hba_with_block(original, &block);
         assert!(with.starts_with(HBA_BEGIN));
         assert!(with.contains("host replication +trove_replication all scram-sha-256"));
@@ -277,6 +303,13 @@ mod tests {
         assert_eq!(hba_with_block(&with, &block), with);
         assert_eq!(hba_without_block(&with), original);
         assert!(!hba_has_block(original));
-        assert!(hba_block("g", &["all\nhost all all 0/0 trust".into()]).is_err());
+        assert!(
+            hba_block(
+                "g",
+                &["all\nhost all all 0/0 trust".into()],
+                HbaTransport::Tls
+            )
+            .is_err()
+        );
     }
 }

@@ -303,7 +303,11 @@ impl PostgresStrategy {
             .await?;
         }
 
-        let block = conf::hba_block(GROUP_ROLE, &self.opts.replica_networks)?;
+        let transport = match self.handle.tls {
+            Some(_) => conf::HbaTransport::Tls,
+            None => conf::HbaTransport::Any,
+        };
+        let block = conf::hba_block(GROUP_ROLE, &self.opts.replica_networks, transport)?;
         let previous_hba = self
             .edit_hba(&db, |t| Ok(conf::hba_with_block(t, &block)))
             .await?;
@@ -396,6 +400,8 @@ impl PostgresStrategy {
         progress.phase(Phase::Prepare, "replication account and slot");
         let db = self.db().await?;
         self.require_enabled(&db).await?;
+        // TLS: what replicas get to verify this server, checked against the running server.
+        let tls = self.replication_tls().await?;
         let key = match &req.replica_id {
             Some(id) => names::replica_key(id)?,
             None => names::random_replica_key(),
@@ -590,7 +596,7 @@ impl PostgresStrategy {
                 password_ref: None,
                 slot_name: Some(slot),
                 replica_host: req.replica_host.clone(),
-                tls: None,
+                tls,
             }),
             extra,
         })

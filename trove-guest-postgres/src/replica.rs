@@ -8,7 +8,7 @@ use trove_guest_core::error::IoResultExt;
 use trove_guest_core::lifecycle;
 use trove_guest_core::poll::Backoff;
 use trove_guest_core::progress::Phase;
-use trove_guest_core::wire::MasterAddress;
+use trove_guest_core::wire::{MasterAddress, ReplicationTls};
 use trove_guest_core::{
     AttachOutcome, AttachRequest, DatastoreKind, DetachOptions, DetachedReplica, Error, Lsn,
     Positioning, ReplicationPosition, Result, Secret, SnapshotDocument,
@@ -16,7 +16,7 @@ use trove_guest_core::{
 
 use crate::client::Db;
 use crate::commands;
-use crate::conf::{self, PASSFILE, STANDBY_FILE, STANDBY_STATE};
+use crate::conf::{self, PASSFILE, REPLICATION_CA_FILE, STANDBY_FILE, STANDBY_STATE};
 use crate::flavor::ServerVersion;
 use crate::names;
 use crate::sql;
@@ -24,8 +24,12 @@ use crate::strategy::{
     PostgresStrategy, RejoinOptions, StandbySource, flavor, in_recovery, server_version, unexpected,
 };
 
+/// A file name never created: `sslcert` names it so libpq sends no client certificate.
+const NO_CLIENT_CERTIFICATE: &str = "trove-replication-no-client-certificate.crt";
+
 /// The files a standby's configuration consists of (in the config directory).
-pub(crate) const STANDBY_FILES: [&str; 3] = [STANDBY_FILE, PASSFILE, STANDBY_STATE];
+pub(crate) const STANDBY_FILES: [&str; 4] =
+    [STANDBY_FILE, PASSFILE, STANDBY_STATE, REPLICATION_CA_FILE];
 
 /// What one attach carries from its checks into the restore lifecycle's hooks: the validated
 /// document, the server version, the replication login, the slots and the LSN to reach.
@@ -40,6 +44,8 @@ pub struct AttachPlan {
     pub(crate) target: Lsn,
     /// The slot was claimed for the restored data only: a rollback drops it.
     pub(crate) drop_slot_on_rollback: bool,
+    /// TLS to the master (verified before the plan was made), `None` for plaintext.
+    pub(crate) tls: Option<ReplicationTls>,
 }
 
 /// What a standby records about its primary (no secret), for detach.
@@ -63,15 +69,26 @@ pub(crate) fn standby_settings(
     passfile: &Path,
     version: ServerVersion,
     data_synced: bool,
+    tls_ca: Option<&Path>,
 ) -> Result<Vec<(&'static str, String)>> {
     let app = slot.unwrap_or(user);
-    let conninfo = conf::conninfo(
-        &master.host,
-        master.port,
-        user,
-        passfile,
-        &[("application_name", app)],
-    )?;
+    let ca = tls_ca.map(|p| p.to_string_lossy().into_owned());
+    // No client certificate: a name that is never created in the CA's directory, so libpq does
+    // not look in the server account's `~/.postgresql/` (unreadable there, it fails the
+    // connection).
+    let no_client_cert = tls_ca.map(|p| {
+        p.with_file_name(NO_CLIENT_CERTIFICATE)
+            .to_string_lossy()
+            .into_owned()
+    });
+    let mut extra = vec![("application_name", app)];
+    if let (Some(ca), Some(none)) = (&ca, &no_client_cert) {
+        // TLS required and the master's certificate verified for `host` against the CA.
+        extra.push(("sslmode", "verify-full"));
+        extra.push(("sslrootcert", ca));
+        extra.push(("sslcert", none));
+    }
+    let conninfo = conf::conninfo(&master.host, master.port, user, passfile, &extra)?;
     if conninfo.contains(password.expose()) {
         return Err(Error::invalid(
             "primary_conninfo",
@@ -131,8 +148,16 @@ impl PostgresStrategy {
         slot: Option<&str>,
         version: ServerVersion,
         data_synced: bool,
+        tls: Option<&ReplicationTls>,
     ) -> Result<()> {
         let passfile = self.write_passfile(user, password)?;
+        let ca_file = self.config_file(REPLICATION_CA_FILE);
+        match tls {
+            Some(tls) => trove_guest_core::tls::write_ca_file(tls, &ca_file)?,
+            None => {
+                conf::remove_if_exists(&ca_file)?;
+            }
+        }
         let settings = standby_settings(
             master,
             user,
@@ -141,6 +166,7 @@ impl PostgresStrategy {
             &passfile,
             version,
             data_synced,
+            tls.map(|_| ca_file.as_path()),
         )?;
         conf::write_atomic(
             &self.config_file(STANDBY_FILE),
@@ -313,6 +339,9 @@ impl PostgresStrategy {
             .and_then(|s| s.parse::<Lsn>().ok())
             .map_or(wal.lsn, |end| end.max(wal.lsn));
 
+        // TLS: the master's certificate must verify from here before anything changes.
+        let tls = self.verify_master_tls(doc).await?;
+
         // This replica's own slot, copied from the snapshot's so it keeps the WAL from before
         // the backup; several replicas can attach from one snapshot, each with its own slot.
         progress.phase(
@@ -335,6 +364,7 @@ impl PostgresStrategy {
             own_slot,
             target,
             drop_slot_on_rollback: !slot_in_use,
+            tls,
         };
         // Taking the snapshot gave its login a new password; if this server already streams as
         // that login, its passfile must follow, whatever happens to this attach.
@@ -376,6 +406,7 @@ impl PostgresStrategy {
             Some(&plan.own_slot),
             plan.version,
             synced,
+            plan.tls.as_ref(),
         )
     }
 
@@ -436,6 +467,7 @@ impl PostgresStrategy {
                 plan.doc.master.port,
                 &plan.user,
                 &plan.password,
+                plan.tls.as_ref(),
             )
             .await?;
             self.drop_own_slot(&master, &plan.own_slot).await
@@ -454,7 +486,14 @@ impl PostgresStrategy {
         snapshot_slot: &str,
         own_slot: &str,
     ) -> Result<()> {
-        let master = Db::connect_master(&doc.master.host, doc.master.port, user, password).await?;
+        let master = Db::connect_master(
+            &doc.master.host,
+            doc.master.port,
+            user,
+            password,
+            doc.replication.as_ref().and_then(|r| r.tls.as_ref()),
+        )
+        .await?;
         let restart_lsn = |slot: &str| {
             let slot = slot.to_owned();
             let master = &master;
@@ -548,8 +587,14 @@ impl PostgresStrategy {
         snapshot_slot: &str,
     ) {
         let r = async {
-            let master =
-                Db::connect_master(&doc.master.host, doc.master.port, user, password).await?;
+            let master = Db::connect_master(
+                &doc.master.host,
+                doc.master.port,
+                user,
+                password,
+                doc.replication.as_ref().and_then(|r| r.tls.as_ref()),
+            )
+            .await?;
             master
                 .one(
                     "drop the snapshot's slot on the master",
@@ -751,6 +796,7 @@ impl PostgresStrategy {
             grant.slot_name.as_deref(),
             version,
             false,
+            grant.tls.as_ref(),
         )?;
         self.handle.service.start().await?;
         if !rewound {
@@ -799,6 +845,7 @@ mod tests {
             Path::new("/etc/pg/p"),
             ServerVersion::from_major(15).unwrap(),
             false,
+            None,
         )
         .unwrap();
         let text = conf::render_settings("x", &s);

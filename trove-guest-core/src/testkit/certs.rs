@@ -91,9 +91,10 @@ impl TestCa {
             names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
         )
         .map_err(rc)?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("server"));
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let key = rcgen::KeyPair::generate().map_err(rc)?;
         let cert = params.signed_by(&key, &self.cert, &self.key).map_err(rc)?;

@@ -241,7 +241,10 @@ mod tests {
     fn only_certificate_blocks_pass_as_a_ca() {
         let key = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
         let err = check_ca_pem(key).unwrap_err().to_string();
-        assert!(err.contains("PRIVATE KEY") && !err.contains("MIIB"), "{err}");
+        assert!(
+            err.contains("PRIVATE KEY") && !err.contains("MIIB"),
+            "{err}"
+        );
         let rsa = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n";
         assert!(check_ca_pem(rsa).is_err());
         assert!(check_ca_pem("no pem here").is_err());

@@ -95,7 +95,9 @@ pub async fn verify_server(
             .await
             .map_err(|e| refused(TlsProblem::Handshake, format!("connect: {e}")))?;
         start.negotiate(&mut tcp).await.map_err(|e| match e {
-            Error::Tls { problem, message, .. } => refused(problem, message),
+            Error::Tls {
+                problem, message, ..
+            } => refused(problem, message),
             other => refused(TlsProblem::Handshake, other.to_string()),
         })?;
         let connector = tokio_rustls::TlsConnector::from(config);

@@ -145,7 +145,7 @@ mod tests {
         g.extend_from_slice(&[1, 0, 0, 0]);
         g.extend_from_slice(&[b'a'; 8]);
         g.push(0);
-        g.extend_from_slice(&0xf7feu16.to_le_bytes());
+        g.extend_from_slice(&0xfffeu16.to_le_bytes());
         assert_eq!(greeting_capabilities(&g).unwrap() & CLIENT_SSL, CLIENT_SSL);
         assert!(greeting_capabilities(&g[..g.len() - 1]).is_err());
         assert!(greeting_capabilities(b"\xff\x15\x04Host blocked").is_err());

@@ -622,6 +622,9 @@ impl PostgresStrategy {
         self.require_enabled(&db).await?;
         let slot = self.ensure_slot(&db, &key).await?;
         let (user, password) = self.key_login(&db, &key).await?;
+        // The hba block admits replication over TLS only when TLS is configured: standbys
+        // re-pointed here need the CA and name too.
+        let tls = self.replication_tls().await?;
         Ok(StandbySource::new(
             self.handle.advertise.clone(),
             ReplicationGrant {
@@ -630,7 +633,7 @@ impl PostgresStrategy {
                 password_ref: None,
                 slot_name: Some(slot),
                 replica_host: None,
-                tls: None,
+                tls,
             },
         ))
     }

@@ -18,6 +18,13 @@
 //! server_id = 1
 //! # advertise = { host = "10.0.0.5", port = 3306 }  # where replicas reach this server
 //!
+//! # [datastore.tls]                   # TLS replication, verified (recommended)
+//! # ca_file = "/etc/trove/tls/ca.pem"  # the CA replicas verify this server with (goes into snapshot documents)
+//! # cert_file = "/etc/trove/tls/server.pem"  # this server's certificate, as its own TLS settings name it
+//! # key_file = "/etc/trove/tls/server.key"   # its private key: never read into any document
+//! # server_name = "db1.example.net"    # the name in the certificate (default: advertise host)
+//! # replicas = "required"              # as a replica: refuse documents without TLS (or "allow-plaintext")
+//!
 //! [datastore.admin]
 //! host = "127.0.0.1"
 //! port = 3306
@@ -86,8 +93,8 @@ use std::time::Duration;
 use trove_guest_core::store::S3Config;
 use trove_guest_core::{
     AdminConnection, ContainerExec, ContainerService, DatastoreHandle, DatastoreKind, Error,
-    LocalProcess, LocalSnapshotStore, ObjectSnapshotStore, OsUser, Readiness, Result, Secret,
-    ServiceControl, SnapshotStore, SystemdUnit, ToolCommand, ToolPlace,
+    LocalProcess, LocalSnapshotStore, ObjectSnapshotStore, OsUser, Readiness, ReplicaTlsPolicy,
+    Result, Secret, ServerTls, ServiceControl, SnapshotStore, SystemdUnit, ToolCommand, ToolPlace,
 };
 use trove_guest_core::{
     CredentialBroker, CredentialOptions, CredentialTransport, DirectorySecretStore, SecretStore,
@@ -216,6 +223,42 @@ pub struct DatastoreSection {
     pub advertise: Option<Advertise>,
     /// The administrator login.
     pub admin: AdminSection,
+    /// TLS for replication (`[datastore.tls]`); absent: plaintext replication.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[datastore.tls]`: where this server's CA, certificate and key live (see
+/// [`trove_guest_core::ServerTls`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM file of the CA the servers' certificates chain to.
+    pub ca_file: PathBuf,
+    /// This server's certificate.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// This server's private key (never read into a document).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The name replicas verify this server's certificate for (default: the advertised host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// As a replica: `required` (default) refuses snapshot documents without TLS,
+    /// `allow-plaintext` replicates in plaintext from them.
+    #[serde(default)]
+    pub replicas: ReplicaTlsSetting,
+}
+
+/// `replicas` of `[datastore.tls]`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaTlsSetting {
+    /// Refuse documents without TLS.
+    #[default]
+    Required,
+    /// Accept them (plaintext replication).
+    AllowPlaintext,
 }
 
 fn one() -> u32 {
@@ -698,6 +741,26 @@ impl AgentConfig {
         if let Some(a) = &d.advertise {
             h = h.with_advertise(a.host.clone(), a.port);
         }
+        if let Some(t) = &d.tls {
+            let mut tls = ServerTls::new(&t.ca_file).with_replica_policy(match t.replicas {
+                ReplicaTlsSetting::Required => ReplicaTlsPolicy::Required,
+                ReplicaTlsSetting::AllowPlaintext => ReplicaTlsPolicy::AllowPlaintext,
+            });
+            match (&t.cert_file, &t.key_file) {
+                (Some(c), Some(k)) => tls = tls.with_certificate(c, k),
+                (None, None) => {}
+                _ => {
+                    return Err(Error::invalid(
+                        "[datastore.tls]",
+                        "cert_file and key_file go together",
+                    ));
+                }
+            }
+            if let Some(n) = &t.server_name {
+                tls = tls.with_server_name(n);
+            }
+            h = h.with_tls(tls);
+        }
         Ok(h)
     }
 
@@ -869,6 +932,46 @@ secret_dir = "/var/lib/trove/secrets"
                 .unwrap()
                 .datastore_handle()
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn the_tls_section_becomes_the_handles_server_tls() {
+        let with = EXAMPLE.replace(
+            "[datastore.admin]",
+            "[datastore.tls]\nca_file = \"/etc/trove/tls/ca.pem\"\ncert_file = \"/etc/trove/tls/s.pem\"\nkey_file = \"/etc/trove/tls/s.key\"\nserver_name = \"db1.example.net\"\n\n[datastore.admin]",
+        );
+        let h = AgentConfig::parse(&with)
+            .unwrap()
+            .datastore_handle()
+            .unwrap();
+        let tls = h.tls.expect("tls");
+        assert_eq!(tls.ca_file, Path::new("/etc/trove/tls/ca.pem"));
+        assert_eq!(tls.server_name.as_deref(), Some("db1.example.net"));
+        assert_eq!(tls.replicas, ReplicaTlsPolicy::Required);
+        let plain = with.replace(
+            "server_name = \"db1.example.net\"",
+            "replicas = \"allow-plaintext\"",
+        );
+        let h = AgentConfig::parse(&plain)
+            .unwrap()
+            .datastore_handle()
+            .unwrap();
+        assert_eq!(h.tls.unwrap().replicas, ReplicaTlsPolicy::AllowPlaintext);
+        let half = with.replace("key_file = \"/etc/trove/tls/s.key\"\n", "");
+        assert!(
+            AgentConfig::parse(&half)
+                .unwrap()
+                .datastore_handle()
+                .is_err()
+        );
+        assert!(
+            AgentConfig::parse(EXAMPLE)
+                .unwrap()
+                .datastore_handle()
+                .unwrap()
+                .tls
+                .is_none()
         );
     }
 

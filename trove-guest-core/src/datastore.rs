@@ -9,6 +9,7 @@ use crate::place::ToolPlace;
 use crate::runner::{OsUser, ToolCommand};
 use crate::secret::Secret;
 use crate::service::ServiceControl;
+use crate::tls::ServerTls;
 use crate::wire::MasterAddress;
 
 /// How the agent logs in to its own server as an administrator.
@@ -96,6 +97,9 @@ pub struct DatastoreHandle {
     /// container. For a container, the data, config and work directories must lie in its bind
     /// mounts, and [`DatastoreHandle::os_user`] is the container's database account (uid:gid).
     pub tools: ToolPlace,
+    /// TLS for replication (recommended): where this server's CA, certificate and key live,
+    /// and whether it requires TLS as a replica. `None`: plaintext replication.
+    pub tls: Option<ServerTls>,
 }
 
 impl DatastoreHandle {
@@ -126,7 +130,14 @@ impl DatastoreHandle {
             os_user: None,
             bin_dir: None,
             tools: ToolPlace::Host,
+            tls: None,
         }
+    }
+
+    /// Sets [`DatastoreHandle::tls`].
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets [`DatastoreHandle::tools`].

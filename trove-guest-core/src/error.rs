@@ -138,6 +138,47 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// TLS to a replication peer was refused before anything changed: its certificate does not
+    /// verify with the CA the snapshot document carries, is not valid for the server name, the
+    /// server offers no TLS, or this replica requires TLS and the document carries none.
+    #[error("TLS to {server} refused ({problem}): {message}")]
+    Tls {
+        /// The server (`host:port`) and the name its certificate was checked for.
+        server: String,
+        /// Which check failed.
+        problem: TlsProblem,
+        /// What the TLS library or the server said.
+        message: String,
+    },
+}
+
+/// Why TLS to a replication peer was refused ([`Error::Tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsProblem {
+    /// The certificate does not chain to the CA the document carries (wrong CA, bad
+    /// signature, expired).
+    UntrustedCertificate,
+    /// The certificate is valid but not for the server name the replica verifies.
+    NameMismatch,
+    /// The server does not offer TLS.
+    NotOffered,
+    /// This replica requires TLS and the snapshot document carries no `replication.tls`.
+    Required,
+    /// The connection or the handshake failed for another reason.
+    Handshake,
+}
+
+impl std::fmt::Display for TlsProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsProblem::UntrustedCertificate => "certificate not trusted",
+            TlsProblem::NameMismatch => "certificate not valid for the server name",
+            TlsProblem::NotOffered => "server offers no TLS",
+            TlsProblem::Required => "TLS required but not offered by the document",
+            TlsProblem::Handshake => "handshake failed",
+        })
+    }
 }
 
 /// Why a snapshot store cannot be used ([`Error::StoreAccess`]).
@@ -200,9 +241,10 @@ impl Error {
             Error::Datastore { .. } => ErrorKind::Datastore,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
-            Error::WrongRole { .. } | Error::Incompatible { .. } | Error::Diverged { .. } => {
-                ErrorKind::Conflict
-            }
+            Error::WrongRole { .. }
+            | Error::Incompatible { .. }
+            | Error::Diverged { .. }
+            | Error::Tls { .. } => ErrorKind::Conflict,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Service { .. }
             | Error::Io { .. }

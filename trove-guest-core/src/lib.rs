@@ -76,12 +76,13 @@ pub mod store;
 pub mod strategy;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;
 pub mod wire;
 
 pub use credentials::{CredentialBroker, CredentialOptions, CredentialTransport};
 pub use datastore::{AdminConnection, DatastoreHandle};
 pub use deadline::deadline;
-pub use error::{Error, ErrorKind, Result, StoreAccessProblem};
+pub use error::{Error, ErrorKind, Result, StoreAccessProblem, TlsProblem};
 pub use lifecycle::{RecoverOptions, RecoveryAction, RecoveryReport};
 pub use place::{BindMount, ContainerExec, ToolPlace};
 pub use position::{
@@ -103,4 +104,5 @@ pub use strategy::{
     EnableMasterOptions, Positioning, Provisioned, ReplicationStatus, ReplicationStrategy,
     ReplicationStrategyExt, Role, SharedStrategy, SnapshotRequest, StageRequest, StagedSnapshot,
 };
+pub use tls::{ReplicaTlsPolicy, ServerTls};
 pub use wire::{DatastoreKind, DatastoreName, SnapshotDocument};

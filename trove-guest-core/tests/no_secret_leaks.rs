@@ -61,6 +61,7 @@ fn debug_and_display_of_secret_holders_are_redacted() {
         password_ref: None,
         slot_name: None,
         replica_host: None,
+        tls: None,
     };
     assert_clean("ReplicationGrant Debug", &format!("{grant:?}"));
     let doc: SnapshotDocument = serde_json::from_value(serde_json::json!({

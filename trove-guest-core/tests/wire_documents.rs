@@ -207,6 +207,7 @@ fn mariadb_document() -> SnapshotDocument {
         password_ref: None,
         slot_name: None,
         replica_host: Some("10.0.0.12".into()),
+        tls: None,
     });
     doc
 }

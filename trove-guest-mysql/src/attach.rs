@@ -15,15 +15,19 @@ use std::time::Duration;
 use trove_guest_core::error::IoResultExt;
 use trove_guest_core::lifecycle;
 use trove_guest_core::position::{BinlogCoordinates, MariaDbGtidList, MysqlGtidSet};
+use trove_guest_core::wire::ReplicationTls;
 use trove_guest_core::{
     AttachOutcome, AttachRequest, Error, Phase, Positioning, Progress, Result, Secret, SecretFile,
     SnapshotDocument,
 };
 
-use crate::config::{INIT_FILE, init_override, remove_override, replica_override, write_override};
+use crate::config::{
+    INIT_FILE, REPLICATION_CA_FILE, init_override, remove_override, replica_override,
+    write_override,
+};
 use crate::flavor::{Flavor, FlavorKind};
 use crate::sql::{
-    Account, ChangeMaster, GtidStart, StartAt, validate_connect_host, validate_password,
+    Account, ChangeMaster, GtidStart, ReplicaTls, StartAt, validate_connect_host, validate_password,
 };
 use crate::strategy::{Backoff, MysqlStrategy};
 
@@ -112,6 +116,8 @@ pub struct AttachPlan {
     pub(crate) server_id: u32,
     /// This server's admin account, replayed on the first start of the restored data.
     pub(crate) admin_init: Secret,
+    /// TLS to the master (verified before the plan was made), `None` for plaintext.
+    pub(crate) tls: Option<ReplicationTls>,
 }
 
 impl MysqlStrategy {
@@ -175,6 +181,9 @@ impl MysqlStrategy {
             }
         };
 
+        // TLS: the master's certificate must verify from here before anything changes.
+        let tls = self.verify_master_tls(doc).await?;
+
         // Errant transactions on this server.
         progress.phase(Phase::Prepare, "checking this server's GTID state");
         let mut s = self.session().await?;
@@ -236,6 +245,7 @@ impl MysqlStrategy {
             password,
             server_id: req.server_id.unwrap_or(self.handle.server_id),
             admin_init,
+            tls,
         };
         lifecycle::attach(self, &plan, doc, req).await
     }
@@ -272,9 +282,19 @@ impl MysqlStrategy {
             connect_retry: self.opts.connect_retry,
         })?)
         .await?;
+        if let Some(tls) = &plan.tls {
+            let ca_file = self.handle.config_dir.join(REPLICATION_CA_FILE);
+            trove_guest_core::tls::write_ca_file(tls, &ca_file)?;
+            s.exec(&sql.change_master_tls(&ReplicaTls {
+                ca_file: &ca_file,
+                client: None,
+            })?)
+            .await?;
+        }
         s.exec(&sql.start_replica()).await?;
         s.close().await;
-        self.wait_replicating(&plan.start, timeout).await?;
+        self.wait_replicating(&plan.start, &plan.doc.master, timeout)
+            .await?;
         Ok(self.latest_txn_impl().await.ok())
     }
 
@@ -411,7 +431,12 @@ impl MysqlStrategy {
 
     /// The replication wait: both threads running and the snapshot position applied, within
     /// `timeout`.
-    async fn wait_replicating(&self, start: &Start, timeout: Duration) -> Result<()> {
+    async fn wait_replicating(
+        &self,
+        start: &Start,
+        master: &trove_guest_core::wire::MasterAddress,
+        timeout: Duration,
+    ) -> Result<()> {
         let sql = self.sql().await?;
         let deadline = trove_guest_core::deadline(timeout);
         let mut last_error = String::new();
@@ -425,6 +450,15 @@ impl MysqlStrategy {
                 let sqlt = row.get(&["Slave_SQL_Running", "Replica_SQL_Running"]) == Some("Yes");
                 if let Some(e) = row.non_empty(&["Last_IO_Error"]) {
                     last_error = e.to_owned();
+                    // 2026: the TLS connection to the master failed (certificate not trusted or
+                    // not for the master's host); the IO thread would retry for ever.
+                    if row.get(&["Last_IO_Errno"]) == Some("2026") {
+                        return Err(Error::Tls {
+                            server: format!("{}:{}", master.host, master.port),
+                            problem: trove_guest_core::TlsProblem::Handshake,
+                            message: e.to_owned(),
+                        });
+                    }
                 }
                 if let Some(e) = row.non_empty(&["Last_SQL_Error"])
                     && !sqlt

@@ -21,6 +21,11 @@ pub const REPLICA_FILE: &str = "trove-guest-replica.cnf";
 /// after a restore (removed as soon as the server has started).
 pub const INIT_FILE: &str = "trove-guest-init.cnf";
 /// Every override file name this crate may write (demote/detach remove theirs).
+/// The CA certificate a replica verifies its master's certificate with (written from the
+/// snapshot document's `replication.tls`, 0644; `MASTER_SSL_CA` names it). Not `*.cnf`, so the
+/// server's `!includedir` ignores it.
+pub const REPLICATION_CA_FILE: &str = "trove-guest-replication-ca.pem";
+/// Every override file this crate writes.
 pub const ALL_FILES: [&str; 3] = [MASTER_FILE, REPLICA_FILE, INIT_FILE];
 
 /// Checks a value for an option file line: no line breaks, comment characters or quotes.

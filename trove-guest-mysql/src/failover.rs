@@ -222,6 +222,7 @@ impl MysqlStrategy {
                 password_ref: None,
                 slot_name: None,
                 replica_host: None,
+                tls: None,
             },
         )
         .with_forked_at(forked_at))

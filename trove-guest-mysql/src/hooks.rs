@@ -12,7 +12,7 @@ use trove_guest_core::{
 };
 
 use crate::attach::{AttachPlan, clear_relay_logs, remove_backup_metadata};
-use crate::config::{INIT_FILE, REPLICA_FILE, write_override};
+use crate::config::{INIT_FILE, REPLICA_FILE, REPLICATION_CA_FILE, write_override};
 use crate::restore::check_binlog_info;
 use crate::strategy::MysqlStrategy;
 
@@ -51,7 +51,7 @@ impl RestoreHooks for MysqlStrategy {
     }
 
     fn config_files(&self) -> Vec<PathBuf> {
-        [REPLICA_FILE, INIT_FILE]
+        [REPLICA_FILE, INIT_FILE, REPLICATION_CA_FILE]
             .iter()
             .map(|f| self.handle.config_dir.join(f))
             .collect()

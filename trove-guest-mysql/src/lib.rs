@@ -111,6 +111,7 @@ mod status;
 mod strategy;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod tls;
 mod unreturned;
 pub mod xbstream;
 

@@ -24,7 +24,7 @@ use trove_guest_core::{
 use crate::commands::{BackupArgs, backup_command, tool_option_file};
 use crate::config::{LOG_BIN_WAS_ON, MASTER_FILE, binlog_base, master_override, write_override};
 use crate::flavor::FlavorKind;
-use crate::sql::{Account, validate_host};
+use crate::sql::{Account, TlsRequirement, validate_host};
 use crate::strategy::MysqlStrategy;
 use crate::unreturned::UnreturnedSnapshot;
 use crate::xbstream::{BinlogInfo, BinlogInfoTap};
@@ -154,6 +154,10 @@ impl MysqlStrategy {
             .clone()
             .unwrap_or_else(|| format!("{}-{replica_id}-{millis}", flavor.datastore()));
 
+        // TLS: what replicas get to verify this server, checked against the running server
+        // before any backup is taken.
+        let tls = self.replication_tls().await?;
+
         let mut s = self.session().await?;
         let server_version = s
             .one(&crate::sql::Sql::server_identity())
@@ -274,6 +278,10 @@ impl MysqlStrategy {
             s.exec(&sql.create_user(&account, &password)).await?;
             s.exec(&sql.set_password(&account, &password)).await?;
             s.exec(&sql.grant_replication(&account)).await?;
+            if tls.is_some() {
+                s.exec(&sql.require_tls(&account, TlsRequirement::Ssl))
+                    .await?;
+            }
             s.close().await;
             Ok::<_, Error>(())
         }
@@ -312,6 +320,7 @@ impl MysqlStrategy {
                 password_ref: None,
                 slot_name: None,
                 replica_host: req.replica_host.clone(),
+                tls,
             }),
             extra: serde_json::Map::new(),
         })

@@ -306,6 +306,25 @@ pub struct ChangeMaster<'a> {
     pub connect_retry: u32,
 }
 
+/// What an account's connections must present ([`Sql::require_tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsRequirement {
+    /// TLS (`REQUIRE SSL`).
+    Ssl,
+    /// TLS with a client certificate signed by the server's CA (`REQUIRE X509`).
+    X509,
+}
+
+/// The files of a replica's TLS connection to its master ([`Sql::change_master_tls`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaTls<'a> {
+    /// The CA certificate the master's certificate must chain to.
+    pub ca_file: &'a std::path::Path,
+    /// The replica's client certificate and key, for masters requiring X509.
+    pub client: Option<(&'a std::path::Path, &'a std::path::Path)>,
+}
+
 /// A GTID position of either flavor, to seed a replica with.
 #[derive(Debug, Clone, Copy)]
 pub enum GtidStart<'a> {
@@ -582,6 +601,53 @@ impl Sql {
         ))
     }
 
+    /// Requires TLS of an account's connections: `ALTER USER .. REQUIRE SSL` (or `X509`: a
+    /// client certificate signed by the server's CA too). Kept out of
+    /// [`create_user`](Self::create_user) so plaintext setups are unchanged.
+    pub fn require_tls(&self, account: &Account, requirement: TlsRequirement) -> Statement {
+        let what = match requirement {
+            TlsRequirement::Ssl => "SSL",
+            TlsRequirement::X509 => "X509",
+        };
+        Statement::plain(format!("ALTER USER {account} REQUIRE {what}"))
+    }
+
+    /// The TLS settings of a replica's connection to its master, run right after
+    /// [`change_master`](Self::change_master): TLS on, the master's certificate verified
+    /// against the CA in `ca_file` and for the host the replica connects to. MariaDB and MySQL
+    /// before 8.0.23: `CHANGE MASTER TO MASTER_SSL=1, MASTER_SSL_CA=..,
+    /// MASTER_SSL_VERIFY_SERVER_CERT=1`; MySQL 8.0.23+: `CHANGE REPLICATION SOURCE TO
+    /// SOURCE_SSL=1, SOURCE_SSL_CA=.., SOURCE_SSL_VERIFY_SERVER_CERT=1`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a path that is not valid UTF-8 text without NUL bytes.
+    pub fn change_master_tls(&self, tls: &ReplicaTls<'_>) -> Result<Statement> {
+        let text = |p: &std::path::Path, what: &str| {
+            p.to_str()
+                .filter(|t| !t.is_empty() && !t.contains('\0'))
+                .map(quote_string)
+                .ok_or_else(|| Error::invalid(what.to_owned(), format!("{}", p.display())))
+        };
+        let (verb, p) = if self.flavor.uses_source_syntax() {
+            ("CHANGE REPLICATION SOURCE TO", "SOURCE")
+        } else {
+            ("CHANGE MASTER TO", "MASTER")
+        };
+        let mut st = format!(
+            "{verb} {p}_SSL=1, {p}_SSL_CA={}, {p}_SSL_VERIFY_SERVER_CERT=1",
+            text(tls.ca_file, "CA file")?
+        );
+        if let Some((cert, key)) = tls.client {
+            st.push_str(&format!(
+                ", {p}_SSL_CERT={}, {p}_SSL_KEY={}",
+                text(cert, "client certificate file")?,
+                text(key, "client key file")?
+            ));
+        }
+        Ok(Statement::plain(st))
+    }
+
     /// The latest executed GTID position (column `gtid`): MariaDB `gtid_current_pos`, MySQL
     /// `gtid_executed`.
     pub fn latest_gtid(&self) -> Statement {
@@ -801,6 +867,70 @@ pub(crate) fn unquote_string(q: &str) -> Option<String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn tls_statements_per_version() {
+        let ca = std::path::Path::new("/etc/trove/conf.d/trove-replication-ca.pem");
+        let tls = ReplicaTls {
+            ca_file: ca,
+            client: None,
+        };
+        let expect = [
+            (
+                Flavor::mariadb(10, 11, 6),
+                "CHANGE MASTER TO MASTER_SSL=1, MASTER_SSL_CA='/etc/trove/conf.d/trove-replication-ca.pem', MASTER_SSL_VERIFY_SERVER_CERT=1",
+            ),
+            (
+                Flavor::mysql(5, 7, 44),
+                "CHANGE MASTER TO MASTER_SSL=1, MASTER_SSL_CA='/etc/trove/conf.d/trove-replication-ca.pem', MASTER_SSL_VERIFY_SERVER_CERT=1",
+            ),
+            (
+                Flavor::mysql(8, 0, 22),
+                "CHANGE MASTER TO MASTER_SSL=1, MASTER_SSL_CA='/etc/trove/conf.d/trove-replication-ca.pem', MASTER_SSL_VERIFY_SERVER_CERT=1",
+            ),
+            (
+                Flavor::mysql(8, 0, 23),
+                "CHANGE REPLICATION SOURCE TO SOURCE_SSL=1, SOURCE_SSL_CA='/etc/trove/conf.d/trove-replication-ca.pem', SOURCE_SSL_VERIFY_SERVER_CERT=1",
+            ),
+            (
+                Flavor::mysql(8, 4, 3),
+                "CHANGE REPLICATION SOURCE TO SOURCE_SSL=1, SOURCE_SSL_CA='/etc/trove/conf.d/trove-replication-ca.pem', SOURCE_SSL_VERIFY_SERVER_CERT=1",
+            ),
+        ];
+        for (flavor, sql) in expect {
+            let st = Sql::new(flavor).change_master_tls(&tls).unwrap();
+            assert_eq!(st.expose_text(), sql, "{flavor}");
+            assert!(!st.holds_secret());
+        }
+        let cert = std::path::Path::new("/etc/trove/replica.pem");
+        let key = std::path::Path::new("/etc/trove/replica's.key");
+        let with_client = ReplicaTls {
+            ca_file: ca,
+            client: Some((cert, key)),
+        };
+        assert_eq!(
+            Sql::new(Flavor::mysql(8, 4, 3))
+                .change_master_tls(&with_client)
+                .unwrap()
+                .expose_text(),
+            "CHANGE REPLICATION SOURCE TO SOURCE_SSL=1, SOURCE_SSL_CA='/etc/trove/conf.d/trove-replication-ca.pem', SOURCE_SSL_VERIFY_SERVER_CERT=1, SOURCE_SSL_CERT='/etc/trove/replica.pem', SOURCE_SSL_KEY='/etc/trove/replica\\'s.key'"
+        );
+        let account = Account::new("trove_repl_r1", "%").unwrap();
+        for flavor in [Flavor::mariadb(10, 11, 6), Flavor::mysql(8, 0, 36)] {
+            assert_eq!(
+                Sql::new(flavor)
+                    .require_tls(&account, TlsRequirement::Ssl)
+                    .expose_text(),
+                "ALTER USER 'trove_repl_r1'@'%' REQUIRE SSL"
+            );
+            assert_eq!(
+                Sql::new(flavor)
+                    .require_tls(&account, TlsRequirement::X509)
+                    .expose_text(),
+                "ALTER USER 'trove_repl_r1'@'%' REQUIRE X509"
+            );
+        }
+    }
 
     #[test]
     fn quote_string_escapes_hostile_values() {

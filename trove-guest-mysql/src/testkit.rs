@@ -276,6 +276,19 @@ impl MariaDbOptions {
         self.container = Some(container);
         self
     }
+    /// Serves TLS with the certificate and key in these PEM files (`ssl_cert`, `ssl_key`),
+    /// trusting client certificates of `ca_file` (`ssl_ca`).
+    pub fn with_tls(
+        self,
+        cert_file: impl AsRef<Path>,
+        key_file: impl AsRef<Path>,
+        ca_file: impl AsRef<Path>,
+    ) -> Self {
+        let text = |p: &Path| p.display().to_string();
+        self.with_setting("ssl_cert", text(cert_file.as_ref()))
+            .with_setting("ssl_key", text(key_file.as_ref()))
+            .with_setting("ssl_ca", text(ca_file.as_ref()))
+    }
     /// Adds a `[mysqld]` setting.
     pub fn with_setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((name.into(), value.into()));

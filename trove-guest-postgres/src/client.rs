@@ -88,6 +88,7 @@ impl Db {
         port: u16,
         user: &str,
         password: &trove_guest_core::Secret,
+        tls: Option<&trove_guest_core::wire::ReplicationTls>,
     ) -> Result<Db, PgError> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(host)
@@ -98,13 +99,42 @@ impl Db {
             .application_name("trove-guest")
             .connect_timeout(CONNECT_TIMEOUT);
         let target = format!("master {host}:{port} as {user}");
-        let (client, conn) = bounded(CONNECT_TIMEOUT, target, cfg.connect(NoTls)).await?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "master connection ended");
+        let task = match tls {
+            // TLS required, the certificate verified against the document's CA for `host`
+            // (what `sslmode=verify-full` does for the WAL receiver).
+            Some(tls) => {
+                let config =
+                    trove_guest_core::tls::client_config(tls).map_err(|e| PgError::Unexpected {
+                        action: "build the TLS configuration",
+                        detail: e.to_string(),
+                    })?;
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*config).clone());
+                let (client, conn) =
+                    bounded(CONNECT_TIMEOUT, target, cfg.connect(connector)).await?;
+                let task = tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "master connection ended");
+                    }
+                });
+                return Ok(Db { client, task });
             }
-        });
-        Ok(Db { client, task })
+            None => {
+                let (client, conn) = bounded(CONNECT_TIMEOUT, target, cfg.connect(NoTls)).await?;
+                (
+                    client,
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "master connection ended");
+                        }
+                    }),
+                )
+            }
+        };
+        Ok(Db {
+            client: task.0,
+            task: task.1,
+        })
     }
 
     /// Connects, retrying while the server starts up (or is not running yet), for at most

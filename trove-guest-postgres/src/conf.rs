@@ -15,6 +15,9 @@ pub(crate) const STANDBY_FILE: &str = "trove-replication-standby.conf";
 pub(crate) const READ_ONLY_FILE: &str = "trove-read-only.conf";
 /// A standby's passfile (not `*.conf`, so `include_dir` ignores it).
 pub(crate) const PASSFILE: &str = "trove-replication.pgpass";
+/// The CA certificate a standby verifies its primary with (0644, not `*.conf`;
+/// `sslrootcert` in `primary_conninfo` names it).
+pub(crate) const REPLICATION_CA_FILE: &str = "trove-replication-ca.pem";
 /// What a standby records about its master (not `*.conf`).
 pub(crate) const STANDBY_STATE: &str = "trove-replication-standby.json";
 
@@ -138,11 +141,34 @@ pub(crate) fn hba_has_block(existing: &str) -> bool {
     existing.lines().any(|l| l.trim_end() == HBA_BEGIN)
 }
 
+/// Which connections the replication block admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HbaTransport {
+    /// TLS or plaintext (`host`): a master without TLS configured.
+    Any,
+    /// TLS only (`hostssl`).
+    Tls,
+}
+
 /// The replication block for members of `group` connecting from `networks` (hba address
 /// fields such as `all`, `samenet`, `10.0.0.0/8`).
 #[cfg(test)]
-pub(crate) fn hba_block(group: &str, networks: &[String]) -> Result<String> {
-    hba_block_restricted(group, networks, &[])
+pub(crate) fn hba_block(
+    group: &str,
+    networks: &[String],
+    transport: HbaTransport,
+) -> Result<String> {
+    hba_block_restricted(group, networks, &[], transport)
+}
+
+impl HbaTransport {
+    /// The hba connection type admitting this transport.
+    fn kind(self) -> &'static str {
+        match self {
+            HbaTransport::Any => "host",
+            HbaTransport::Tls => "hostssl",
+        }
+    }
 }
 
 /// Whether `s` is safe as one hba field (no spaces, quotes, line breaks or comment signs).
@@ -186,9 +212,10 @@ pub(crate) fn hba_address(host: &str) -> Result<String> {
     Ok(host.to_owned())
 }
 
-/// The lines restricting `login` to `address`: admitted from there, rejected from anywhere
-/// else (they precede the group's lines, and the first matching line wins).
-fn restriction_lines(login: &str, address: &str) -> Result<String> {
+/// The lines restricting `login` to `address`: admitted from there (over `transport`), rejected
+/// from anywhere else and over any other transport (they precede the group's lines, and the
+/// first matching line wins).
+fn restriction_lines(login: &str, address: &str, transport: HbaTransport) -> Result<String> {
     if !hba_field_ok(login) || login.starts_with('+') || !hba_field_ok(address) {
         return Err(Error::invalid(
             "hba restriction",
@@ -197,7 +224,10 @@ fn restriction_lines(login: &str, address: &str) -> Result<String> {
     }
     let mut s = String::new();
     for db in ["replication", "postgres"] {
-        s.push_str(&format!("host {db} {login} {address} scram-sha-256\n"));
+        s.push_str(&format!(
+            "{} {db} {login} {address} scram-sha-256\n",
+            transport.kind()
+        ));
     }
     for db in ["replication", "postgres"] {
         s.push_str(&format!("host {db} {login} all reject\n"));
@@ -222,7 +252,7 @@ pub(crate) fn hba_restrictions(existing: &str) -> Vec<(String, String)> {
             continue;
         }
         let f: Vec<&str> = l.split_whitespace().collect();
-        if let ["host", "replication", login, addr, "scram-sha-256"] = f[..]
+        if let ["host" | "hostssl", "replication", login, addr, "scram-sha-256"] = f[..]
             && !login.starts_with('+')
         {
             out.push((login.to_owned(), addr.to_owned()));
@@ -256,13 +286,18 @@ pub(crate) fn hba_unrestrict(existing: &str, login: &str) -> String {
 ///
 /// [`Error::InvalidInput`] for a bad login or address; [`Error::Unsupported`] when `existing`
 /// has no replication block (`enable_as_master` has not run).
-pub(crate) fn hba_restrict(existing: &str, login: &str, address: &str) -> Result<String> {
+pub(crate) fn hba_restrict(
+    existing: &str,
+    login: &str,
+    address: &str,
+    transport: HbaTransport,
+) -> Result<String> {
     if !hba_has_block(existing) {
         return Err(Error::unsupported(
             "restricting a replication login before enable_as_master wrote the hba block",
         ));
     }
-    let lines = restriction_lines(login, address)?;
+    let lines = restriction_lines(login, address, transport)?;
     let mut out = String::with_capacity(existing.len() + lines.len());
     for line in hba_unrestrict(existing, login).lines() {
         out.push_str(line);
@@ -280,6 +315,7 @@ pub(crate) fn hba_block_restricted(
     group: &str,
     networks: &[String],
     restricted: &[(String, String)],
+    transport: HbaTransport,
 ) -> Result<String> {
     let field_ok = hba_field_ok;
     if !field_ok(group) {
@@ -287,7 +323,7 @@ pub(crate) fn hba_block_restricted(
     }
     let mut s = format!("{HBA_BEGIN}\n");
     for (login, address) in restricted {
-        s.push_str(&restriction_lines(login, address)?);
+        s.push_str(&restriction_lines(login, address, transport)?);
     }
     for net in networks {
         if !field_ok(net) {
@@ -297,8 +333,11 @@ pub(crate) fn hba_block_restricted(
             ));
         }
         // Streaming replication, and pg_rewind's source connection (database postgres).
-        s.push_str(&format!("host replication +{group} {net} scram-sha-256\n"));
-        s.push_str(&format!("host postgres +{group} {net} scram-sha-256\n"));
+        let kind = transport.kind();
+        s.push_str(&format!(
+            "{kind} replication +{group} {net} scram-sha-256\n"
+        ));
+        s.push_str(&format!("{kind} postgres +{group} {net} scram-sha-256\n"));
     }
     s.push_str(HBA_END);
     s.push('\n');
@@ -407,7 +446,11 @@ mod tests {
     #[test]
     fn hba_block_is_first_replaced_and_removed_cleanly() {
         let original = "local all all trust\nhost all all 0.0.0.0/0 reject\n";
-        let block = hba_block("trove_replication", &["all".into()]).unwrap();
+        let block = hba_block("trove_replication", &["all".into()], HbaTransport::Any).unwrap();
+        let tls = hba_block("trove_replication", &["all".into()], HbaTransport::Tls).unwrap();
+        assert!(tls.contains("\nhostssl replication +trove_replication all scram-sha-256\n"));
+        assert!(tls.contains("\nhostssl postgres +trove_replication all scram-sha-256\n"));
+        assert!(!tls.contains("\nhost "));
         let with = hba_with_block(original, &block);
         assert!(with.starts_with(HBA_BEGIN));
         assert!(with.contains("host replication +trove_replication all scram-sha-256"));
@@ -416,13 +459,20 @@ mod tests {
         assert_eq!(hba_with_block(&with, &block), with);
         assert_eq!(hba_without_block(&with), original);
         assert!(!hba_has_block(original));
-        assert!(hba_block("g", &["all\nhost all all 0/0 trust".into()]).is_err());
+        assert!(
+            hba_block(
+                "g",
+                &["all\nhost all all 0/0 trust".into()],
+                HbaTransport::Tls
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn a_login_restricted_to_its_host_is_admitted_there_and_rejected_elsewhere() {
         let original = "local all all trust\n";
-        let block = hba_block("trove_replication", &["all".into()]).unwrap();
+        let block = hba_block("trove_replication", &["all".into()], HbaTransport::Any).unwrap();
         let with = hba_with_block(original, &block);
         let addr = hba_address("10.0.0.12").unwrap();
         assert_eq!(addr, "10.0.0.12/32");
@@ -442,7 +492,7 @@ mod tests {
         ] {
             assert!(hba_address(bad).is_err(), "{bad:?}");
         }
-        let r = hba_restrict(&with, "trove_repl_r7", &addr).unwrap();
+        let r = hba_restrict(&with, "trove_repl_r7", &addr, HbaTransport::Any).unwrap();
         let lines: Vec<&str> = r.lines().collect();
         assert_eq!(lines[0], HBA_BEGIN);
         assert_eq!(
@@ -459,15 +509,20 @@ mod tests {
             vec![("trove_repl_r7".to_owned(), addr.clone())]
         );
         // Re-restricting replaces; re-rendering the block keeps it; unrestricting removes it.
-        assert_eq!(hba_restrict(&r, "trove_repl_r7", &addr).unwrap(), r);
+        assert_eq!(hba_restrict(&r, "trove_repl_r7", &addr, HbaTransport::Any).unwrap(), r);
         let rerendered = hba_with_block(
             &r,
-            &hba_block_restricted("trove_replication", &["all".into()], &hba_restrictions(&r))
-                .unwrap(),
+            &hba_block_restricted(
+                "trove_replication",
+                &["all".into()],
+                &hba_restrictions(&r),
+                HbaTransport::Any,
+            )
+            .unwrap(),
         );
         assert_eq!(rerendered, r);
         assert_eq!(hba_unrestrict(&r, "trove_repl_r7"), with);
-        assert!(hba_restrict(original, "trove_repl_r7", &addr).is_err());
-        assert!(hba_restrict(&with, "+group", &addr).is_err());
+        assert!(hba_restrict(original, "trove_repl_r7", &addr, HbaTransport::Any).is_err());
+        assert!(hba_restrict(&with, "+group", &addr, HbaTransport::Any).is_err());
     }
 }

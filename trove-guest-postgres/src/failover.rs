@@ -329,6 +329,7 @@ impl PostgresStrategy {
                 grant.slot_name.as_deref(),
                 version,
                 false,
+                grant.tls.as_ref(),
             )?;
             if flavor(&db).await?.standby_settings_reloadable() {
                 db.one("reload configuration", sql::RELOAD, &[]).await?;

@@ -107,6 +107,7 @@ mod strategy;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod timeline;
+mod tls;
 mod uncommitted;
 #[cfg(test)]
 mod version_snapshots;

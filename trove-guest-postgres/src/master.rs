@@ -261,12 +261,20 @@ impl PostgresStrategy {
         Ok(Some(text))
     }
 
+    /// The hba connection type replication logins may use: TLS only when this server has TLS.
+    fn hba_transport(&self) -> conf::HbaTransport {
+        match self.handle.tls {
+            Some(_) => conf::HbaTransport::Tls,
+            None => conf::HbaTransport::Any,
+        }
+    }
+
     /// Restricts `login` to `address` in the hba block (`None`: removes its restriction), then
     /// reloads; an hba file PostgreSQL rejects is put back.
     async fn restrict_login(&self, db: &Db, login: &str, address: Option<&str>) -> Result<()> {
         let previous = self
             .edit_hba(db, |t| match address {
-                Some(a) => conf::hba_restrict(t, login, a),
+                Some(a) => conf::hba_restrict(t, login, a, self.hba_transport()),
                 None => Ok(conf::hba_unrestrict(t, login)),
             })
             .await?;
@@ -324,12 +332,17 @@ impl PostgresStrategy {
             .await?;
         }
 
-        // Logins restricted to their replica's host stay so.
+        // Logins restricted to their replica's host stay so; TLS-only when the master has TLS.
         let networks = &self.opts.replica_networks;
+        let transport = self.hba_transport();
         let previous_hba = self
             .edit_hba(&db, |t| {
-                let block =
-                    conf::hba_block_restricted(GROUP_ROLE, networks, &conf::hba_restrictions(t))?;
+                let block = conf::hba_block_restricted(
+                    GROUP_ROLE,
+                    networks,
+                    &conf::hba_restrictions(t),
+                    transport,
+                )?;
                 Ok(conf::hba_with_block(t, &block))
             })
             .await?;
@@ -422,6 +435,8 @@ impl PostgresStrategy {
         progress.phase(Phase::Prepare, "replication account and slot");
         let db = self.db().await?;
         self.require_enabled(&db).await?;
+        // TLS: what replicas get to verify this server, checked against the running server.
+        let tls = self.replication_tls().await?;
         let key = match &req.replica_id {
             Some(id) => names::replica_key(id)?,
             None => names::random_replica_key(),
@@ -631,6 +646,7 @@ impl PostgresStrategy {
                 password_ref: None,
                 slot_name: Some(slot),
                 replica_host: req.replica_host.clone(),
+                tls,
             }),
             extra,
         })
@@ -656,6 +672,9 @@ impl PostgresStrategy {
         self.require_enabled(&db).await?;
         let slot = self.ensure_slot(&db, &key).await?;
         let (user, password) = self.key_login(&db, &key).await?;
+        // The hba block admits replication over TLS only when TLS is configured: standbys
+        // re-pointed here need the CA and name too.
+        let tls = self.replication_tls().await?;
         Ok(StandbySource::new(
             self.handle.advertise.clone(),
             ReplicationGrant {
@@ -664,6 +683,7 @@ impl PostgresStrategy {
                 password_ref: None,
                 slot_name: Some(slot),
                 replica_host: None,
+                tls,
             },
         ))
     }

@@ -116,6 +116,14 @@ impl PostgresOptions {
         self.settings.push((name.into(), value.into()));
         self
     }
+    /// Serves TLS (`ssl = on`) with the certificate and key in these PEM files (the key must
+    /// be owned by the server's account and mode 0600).
+    pub fn with_tls(self, cert_file: impl AsRef<Path>, key_file: impl AsRef<Path>) -> Self {
+        let quoted = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "''"));
+        self.with_setting("ssl", "on")
+            .with_setting("ssl_cert_file", quoted(cert_file.as_ref()))
+            .with_setting("ssl_key_file", quoted(key_file.as_ref()))
+    }
     /// Sets [`PostgresOptions::init`].
     pub fn with_init(mut self, init: ClusterInit) -> Self {
         self.init = init;

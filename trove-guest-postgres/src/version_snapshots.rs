@@ -92,6 +92,7 @@ fn render(num: i64) -> String {
         passfile,
         v,
         false,
+        None,
     )
     .unwrap();
     out.push_str(&format!(

@@ -145,6 +145,7 @@ impl RedisStrategy {
                 password_ref: None,
                 slot_name: None,
                 replica_host: req.replica_host.clone(),
+                tls: None,
             }),
             extra: serde_json::Map::new(),
         })

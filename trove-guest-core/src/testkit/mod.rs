@@ -12,6 +12,7 @@
 //! [`conformance`] runs the replication lifecycle against any backend through its
 //! [`ConformanceBackend`](conformance::ConformanceBackend) implementation; it names no datastore.
 
+mod certs;
 pub mod conformance;
 mod dirs;
 mod ports;
@@ -23,6 +24,7 @@ pub mod s3;
 mod service;
 mod small_disk;
 
+pub use certs::{TestCa, TestCertificate};
 pub use dirs::{short_tempdir, tail};
 pub use ports::{PORT_ATTEMPTS, free_port, is_port_conflict};
 pub use process::{StopOptions, has_exited, is_root, stop_blocking};

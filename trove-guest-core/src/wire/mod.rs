@@ -24,5 +24,7 @@ pub use instance::{
     InstanceCreateResponse, InstanceView, Link, ResourceRef, Volume,
 };
 pub use kind::{DatastoreKind, DatastoreName};
-pub use snapshot::{BinlogPosition, Dataset, MasterAddress, ReplicationGrant, SnapshotDocument};
+pub use snapshot::{
+    BinlogPosition, Dataset, MasterAddress, ReplicationGrant, ReplicationTls, SnapshotDocument,
+};
 pub use topology::{MemberRef, MemberReplication, Topology, TopologyDocument, TopologyMember};

@@ -80,6 +80,47 @@ pub struct ReplicationGrant {
     /// The replica host the account is restricted to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_host: Option<String>,
+    /// Addition: TLS for the replication connection (recommended). Absent: the master was not
+    /// configured for TLS and replication runs in plaintext, which a replica configured with
+    /// [`ReplicaTlsPolicy::Required`](crate::ReplicaTlsPolicy::Required) refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ReplicationTls>,
+}
+
+/// Addition: what a replica needs to verify its master's TLS certificate
+/// (`replication.tls`): public information only, never a private key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationTls {
+    /// The PEM certificate(s) of the CA the master's certificate chains to.
+    pub ca_certificate: String,
+    /// The name the master's certificate must be valid for (a DNS name or an IP address in
+    /// its subject alternative names).
+    pub server_name: String,
+}
+
+impl ReplicationTls {
+    /// Checks the section: at least one PEM certificate, no private key of any kind, a
+    /// non-empty server name without spaces or control characters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the problem.
+    pub fn validate(&self) -> Result<()> {
+        crate::tls::check_ca_pem(&self.ca_certificate)?;
+        let n = &self.server_name;
+        if n.is_empty()
+            || n.len() > 253
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+        {
+            return Err(Error::invalid(
+                "snapshot document",
+                "replication.tls.server_name is not a host name or IP address",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The replication snapshot document returned by `get_replication_snapshot`.
@@ -149,6 +190,9 @@ impl SnapshotDocument {
                     p.datastore, self.dataset.datastore
                 ),
             ));
+        }
+        if let Some(tls) = self.replication.as_ref().and_then(|r| r.tls.as_ref()) {
+            tls.validate()?;
         }
         match self.dataset.datastore {
             DatastoreKind::Mysql | DatastoreKind::Mariadb if self.binlog_position.is_none() => Err(

@@ -1,0 +1,249 @@
+//! Replication over verified TLS on MariaDB 10.11: the master's document carries its CA and
+//! server name (never a key), the replication account requires TLS, the replica verifies the
+//! master's certificate; a wrong CA, a wrong server name or a document without TLS is refused
+//! with `Error::Tls` while the replica keeps serving (and replicating) its old data.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{MariaDb, options_for};
+use trove_guest_core::testkit::conformance::ConformanceBackend;
+use trove_guest_core::testkit::{TestCa, short_tempdir};
+use trove_guest_core::{
+    AttachRequest, Error, ReplicationStrategy, ReplicationStrategyExt, ServerTls, SnapshotDocument,
+    SnapshotRequest, SnapshotStore, TlsProblem,
+};
+use trove_guest_mysql::MysqlStrategy;
+use trove_guest_mysql::config::REPLICATION_CA_FILE;
+use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
+
+fn tls_strategy(
+    server: &MariaDbServer,
+    store: Arc<dyn SnapshotStore>,
+    tls: ServerTls,
+) -> Arc<MysqlStrategy> {
+    Arc::new(MysqlStrategy::new(
+        server.handle().with_tls(tls),
+        store,
+        options_for(server),
+    ))
+}
+
+fn tls_problem(e: &Error) -> Option<TlsProblem> {
+    match e {
+        Error::Tls { problem, .. } => Some(*problem),
+        _ => None,
+    }
+}
+
+async fn refused_and_still_replicating(
+    rs: &Arc<MysqlStrategy>,
+    ms: &Arc<MysqlStrategy>,
+    master: &MariaDbServer,
+    replica: &MariaDbServer,
+    doc: &SnapshotDocument,
+    expected: TlsProblem,
+    next_rows: std::ops::Range<u64>,
+) {
+    let e = rs
+        .attach_replication_slave(doc, &AttachRequest::new())
+        .await
+        .expect_err("the replica must refuse");
+    assert_eq!(tls_problem(&e), Some(expected), "{e}");
+    MariaDb.insert_rows(master, next_rows).await.unwrap();
+    rs.catch_up_with(&**ms, Duration::from_secs(60))
+        .await
+        .expect("the replica still replicates from its old configuration");
+    assert_eq!(
+        MariaDb.fingerprint(master).await.unwrap(),
+        MariaDb.fingerprint(replica).await.unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_not_verify() {
+    let certs = short_tempdir("tg-certs-").unwrap();
+    let ca = TestCa::generate(certs.path(), "good").unwrap();
+    let other_ca = TestCa::generate(certs.path(), "other").unwrap();
+    let names = ["localhost", "127.0.0.1"];
+    let mcert = ca.server_certificate("master", &names, None).unwrap();
+    let rcert = ca.server_certificate("replica", &names, None).unwrap();
+
+    let (_store_dir, store) = common::store();
+    let master = common::master_with_rows(MariaDbOptions::new(1).with_tls(
+        &mcert.cert_file,
+        &mcert.key_file,
+        ca.ca_file(),
+    ))
+    .await;
+    let master_tls = ServerTls::new(ca.ca_file())
+        .with_certificate(&mcert.cert_file, &mcert.key_file)
+        .with_server_name("localhost");
+    let ms = tls_strategy(&master, store.clone(), master_tls);
+    let doc = ms
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tls1"))
+        .await
+        .expect("snapshot");
+
+    // The document: the CA and the name, never a key.
+    let tls = doc
+        .replication
+        .as_ref()
+        .unwrap()
+        .tls
+        .clone()
+        .expect("tls section");
+    assert_eq!(tls.ca_certificate, ca.ca_pem());
+    assert_eq!(tls.server_name, "localhost");
+    let json = serde_json::to_string(&doc).unwrap();
+    assert!(!json.contains("PRIVATE KEY"), "no key in the document");
+    let key_body = std::fs::read_to_string(&mcert.key_file).unwrap();
+    let key_line = key_body.lines().nth(1).unwrap();
+    assert!(!json.contains(key_line), "no key material in the document");
+    // The replication account requires TLS.
+    let user = &doc.replication.as_ref().unwrap().user;
+    assert_eq!(
+        master
+            .query_one(&format!(
+                "SELECT ssl_type FROM mysql.user WHERE User = '{user}'"
+            ))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("ANY")
+    );
+
+    // The replica verifies the master and replicates over TLS.
+    let replica = MariaDbServer::start(MariaDbOptions::new(2).with_tls(
+        &rcert.cert_file,
+        &rcert.key_file,
+        ca.ca_file(),
+    ))
+    .await
+    .unwrap();
+    let rs = tls_strategy(&replica, store.clone(), ServerTls::new(ca.ca_file()));
+    rs.attach_replication_slave(&doc, &AttachRequest::new())
+        .await
+        .expect("attach over TLS");
+    MariaDb.insert_rows(&master, 200..260).await.unwrap();
+    rs.catch_up_with(&*ms, Duration::from_secs(60))
+        .await
+        .expect("catch up");
+    assert_eq!(
+        MariaDb.fingerprint(&master).await.unwrap(),
+        MariaDb.fingerprint(&replica).await.unwrap()
+    );
+    let ca_copy = replica.config_dir().join(REPLICATION_CA_FILE);
+    assert_eq!(std::fs::read_to_string(&ca_copy).unwrap(), ca.ca_pem());
+    // The replica's IO thread is connected with the account that requires TLS, verifying.
+    let status = replica
+        .query("SHOW SLAVE STATUS")
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("replica status");
+    let flat: Vec<String> = status.into_iter().flatten().collect();
+    assert!(
+        flat.iter().any(|v| v == &ca_copy.display().to_string()),
+        "Master_SSL_CA names the written CA: {flat:?}"
+    );
+    assert_eq!(
+        master
+            .query_one(&format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE User = '{user}' AND Command LIKE 'Binlog Dump%'"
+            ))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1"),
+        "the master serves the replica with the TLS-only account"
+    );
+
+    // A wrong CA: refused before anything changes; the replica keeps replicating.
+    let mut wrong_ca = doc.clone();
+    wrong_ca
+        .replication
+        .as_mut()
+        .unwrap()
+        .tls
+        .as_mut()
+        .unwrap()
+        .ca_certificate = other_ca.ca_pem();
+    refused_and_still_replicating(
+        &rs,
+        &ms,
+        &master,
+        &replica,
+        &wrong_ca,
+        TlsProblem::UntrustedCertificate,
+        260..280,
+    )
+    .await;
+
+    // A server name the certificate is not valid for.
+    let mut wrong_name = doc.clone();
+    wrong_name
+        .replication
+        .as_mut()
+        .unwrap()
+        .tls
+        .as_mut()
+        .unwrap()
+        .server_name = "db.elsewhere.invalid".into();
+    refused_and_still_replicating(
+        &rs,
+        &ms,
+        &master,
+        &replica,
+        &wrong_name,
+        TlsProblem::NameMismatch,
+        280..300,
+    )
+    .await;
+
+    // A document without TLS, on a replica that requires it.
+    let mut plaintext = doc.clone();
+    plaintext.replication.as_mut().unwrap().tls = None;
+    refused_and_still_replicating(
+        &rs,
+        &ms,
+        &master,
+        &replica,
+        &plaintext,
+        TlsProblem::Required,
+        300..320,
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(&ca_copy).unwrap(), ca.ca_pem());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_whose_certificate_lacks_its_address_refuses_to_hand_out_tls_documents() {
+    let certs = short_tempdir("tg-certs-").unwrap();
+    let ca = TestCa::generate(certs.path(), "good").unwrap();
+    // Valid for localhost only; replicas connect to 127.0.0.1.
+    let mcert = ca
+        .server_certificate("master", &["localhost"], None)
+        .unwrap();
+    let (_store_dir, store) = common::store();
+    let master = common::master_with_rows(MariaDbOptions::new(1).with_tls(
+        &mcert.cert_file,
+        &mcert.key_file,
+        ca.ca_file(),
+    ))
+    .await;
+    let ms = tls_strategy(
+        &master,
+        store,
+        ServerTls::new(ca.ca_file()).with_server_name("localhost"),
+    );
+    let e = ms
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tls2"))
+        .await
+        .expect_err("the certificate is not valid for the advertised address");
+    assert_eq!(tls_problem(&e), Some(TlsProblem::NameMismatch), "{e}");
+}

@@ -1,0 +1,220 @@
+//! Streaming replication over verified TLS on PostgreSQL 15: the primary's document carries its
+//! CA and server name (never a key), its hba admits replication logins over `hostssl` only, the
+//! standby connects with `sslmode=verify-full`; a wrong CA, a wrong server name or a document
+//! without TLS is refused with `Error::Tls` while the standby keeps serving its old data.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use trove_guest_core::testkit::{TestCa, short_tempdir};
+use trove_guest_core::{
+    AttachRequest, EnableMasterOptions, Error, OsUser, ReplicationStrategy, ServerTls,
+    SnapshotDocument, SnapshotRequest, SnapshotStore, TlsProblem,
+};
+use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
+use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
+
+fn tls_strategy(
+    server: &PostgresServer,
+    store: Arc<dyn SnapshotStore>,
+    tls: ServerTls,
+) -> Arc<PostgresStrategy> {
+    Arc::new(PostgresStrategy::new(
+        server.handle().with_tls(tls),
+        store,
+        PostgresStrategyOptions::new().with_wal_keep_size_mb(128),
+    ))
+}
+
+fn tls_problem(e: &Error) -> Option<TlsProblem> {
+    match e {
+        Error::Tls { problem, .. } => Some(*problem),
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn refused_and_still_streaming(
+    rs: &Arc<PostgresStrategy>,
+    ms: &Arc<PostgresStrategy>,
+    master: &PostgresServer,
+    replica: &PostgresServer,
+    doc: &SnapshotDocument,
+    expected: TlsProblem,
+    next_rows: std::ops::Range<u64>,
+) {
+    let e = rs
+        .attach_replication_slave(doc, &AttachRequest::new())
+        .await
+        .expect_err("the standby must refuse");
+    assert_eq!(tls_problem(&e), Some(expected), "{e}");
+    common::insert_rows(master, next_rows).await.unwrap();
+    common::assert_caught_up(rs, ms, replica, master).await;
+    assert_eq!(
+        streaming_over_tls(master).await,
+        "true",
+        "still streaming over TLS"
+    );
+}
+
+/// `true` when the primary has exactly one WAL sender and its connection uses TLS.
+async fn streaming_over_tls(master: &PostgresServer) -> String {
+    master
+        .query_one(
+            "SELECT coalesce(bool_and(s.ssl), false)::text || ':' || count(*)::text \
+             FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)",
+        )
+        .await
+        .unwrap()
+        .strip_suffix(":1")
+        .unwrap_or("no single WAL sender")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_stream_over_verified_tls_and_refuse_certificates_that_do_not_verify() {
+    common::init_tracing();
+    let postgres = OsUser::lookup("postgres").unwrap();
+    let certs = short_tempdir("tg-certs-").unwrap();
+    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ca = TestCa::generate(certs.path(), "good").unwrap();
+    let other_ca = TestCa::generate(certs.path(), "other").unwrap();
+    let names = ["localhost", "127.0.0.1"];
+    let mcert = ca
+        .server_certificate("master", &names, Some(postgres))
+        .unwrap();
+    let rcert = ca
+        .server_certificate("replica", &names, Some(postgres))
+        .unwrap();
+
+    let (_store_dir, store) = common::local_store();
+    let master = PostgresServer::start(
+        PostgresOptions::new()
+            .with_server_id(1)
+            .with_tls(&mcert.cert_file, &mcert.key_file),
+    )
+    .await
+    .unwrap();
+    common::create_schema(&master).await.unwrap();
+    common::insert_rows(&master, 0..100).await.unwrap();
+    let ms = tls_strategy(
+        &master,
+        store.clone(),
+        ServerTls::new(ca.ca_file())
+            .with_certificate(&mcert.cert_file, &mcert.key_file)
+            .with_server_name("localhost"),
+    );
+    ms.enable_as_master(&EnableMasterOptions::new())
+        .await
+        .unwrap();
+    let hba = master
+        .query_one("SELECT current_setting('hba_file')")
+        .await
+        .unwrap();
+    let hba = std::fs::read_to_string(hba).unwrap();
+    assert!(hba.contains("hostssl replication +"), "{hba}");
+    let doc = ms
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tls1"))
+        .await
+        .expect("snapshot");
+
+    // The document: the CA and the name, never a key.
+    let tls = doc
+        .replication
+        .as_ref()
+        .unwrap()
+        .tls
+        .clone()
+        .expect("tls section");
+    assert_eq!(tls.ca_certificate, ca.ca_pem());
+    assert_eq!(tls.server_name, "localhost");
+    let json = serde_json::to_string(&doc).unwrap();
+    assert!(!json.contains("PRIVATE KEY"), "no key in the document");
+
+    let replica = PostgresServer::start(
+        PostgresOptions::new()
+            .with_server_id(2)
+            .with_tls(&rcert.cert_file, &rcert.key_file),
+    )
+    .await
+    .unwrap();
+    let rs = tls_strategy(&replica, store.clone(), ServerTls::new(ca.ca_file()));
+    if let Err(e) = rs
+        .attach_replication_slave(
+            &doc,
+            &AttachRequest::new().with_timeout(std::time::Duration::from_secs(60)),
+        )
+        .await
+    {
+        panic!("attach over TLS: {e}\nreplica log:\n{}", replica.log_text());
+    }
+    common::insert_rows(&master, 100..150).await.unwrap();
+    common::assert_caught_up(&rs, &ms, &replica, &master).await;
+    assert_eq!(streaming_over_tls(&master).await, "true");
+    let conninfo = replica
+        .query_one("SELECT current_setting('primary_conninfo')")
+        .await
+        .unwrap();
+    assert!(
+        conninfo.contains("sslmode='verify-full'") && conninfo.contains("sslrootcert='"),
+        "{conninfo}"
+    );
+
+    // A wrong CA.
+    let mut wrong_ca = doc.clone();
+    wrong_ca
+        .replication
+        .as_mut()
+        .unwrap()
+        .tls
+        .as_mut()
+        .unwrap()
+        .ca_certificate = other_ca.ca_pem();
+    refused_and_still_streaming(
+        &rs,
+        &ms,
+        &master,
+        &replica,
+        &wrong_ca,
+        TlsProblem::UntrustedCertificate,
+        150..170,
+    )
+    .await;
+
+    // A server name the certificate is not valid for.
+    let mut wrong_name = doc.clone();
+    wrong_name
+        .replication
+        .as_mut()
+        .unwrap()
+        .tls
+        .as_mut()
+        .unwrap()
+        .server_name = "db.elsewhere.invalid".into();
+    refused_and_still_streaming(
+        &rs,
+        &ms,
+        &master,
+        &replica,
+        &wrong_name,
+        TlsProblem::NameMismatch,
+        170..190,
+    )
+    .await;
+
+    // A document without TLS, on a standby that requires it.
+    let mut plaintext = doc.clone();
+    plaintext.replication.as_mut().unwrap().tls = None;
+    refused_and_still_streaming(
+        &rs,
+        &ms,
+        &master,
+        &replica,
+        &plaintext,
+        TlsProblem::Required,
+        190..210,
+    )
+    .await;
+}

@@ -52,6 +52,9 @@ pub mod backends;
 pub mod client;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod remote;
 pub mod rpc;
 #[cfg(feature = "testing")]

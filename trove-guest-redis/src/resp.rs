@@ -72,6 +72,21 @@ async fn bounded<T>(what: &str, f: impl Future<Output = Result<T>>) -> Result<T>
 }
 
 impl Conn {
+    /// A connection over any stream, without logging in (for the fuzzing harness).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn over(io: Box<dyn Io>) -> Conn {
+        Conn {
+            io: BufStream::new(io),
+            peer: "fuzz".into(),
+        }
+    }
+
+    /// One reply, or the server's error text (for the fuzzing harness).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) async fn next_reply(&mut self) -> Result<std::result::Result<Reply, String>> {
+        self.read_reply().await
+    }
+
     /// Connects over TCP and logs in as `user` (no `AUTH` for an empty password).
     pub(crate) async fn connect(
         host: &str,

@@ -8,6 +8,8 @@
 mod body;
 mod error;
 mod failover_routes;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz_body;
 mod ops;
 mod routes;
 

@@ -12,7 +12,7 @@
 //! crate's test runs each target for a CI-sized number of cases.
 
 pub mod alloc;
-pub mod gen;
+pub mod inputs;
 pub mod report;
 pub mod runner;
 pub mod targets;

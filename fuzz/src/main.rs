@@ -17,7 +17,10 @@ use trove_guest_fuzz::runner::{self, Limits, RunOptions, Trace};
 use trove_guest_fuzz::targets::{self, TARGETS, Target};
 
 #[derive(Debug, Parser)]
-#[command(name = "fuzz", about = "Fuzz every parser of untrusted bytes (trove-guest)")]
+#[command(
+    name = "fuzz",
+    about = "Fuzz every parser of untrusted bytes (trove-guest)"
+)]
 struct Args {
     /// Cases per target.
     #[arg(long, default_value_t = 1_000_000)]
@@ -40,6 +43,9 @@ struct Args {
     /// A case running longer than this (milliseconds) is a hang.
     #[arg(long, default_value_t = 1000)]
     hang_ms: u64,
+    /// Targets run at once (each in its own worker process).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
     /// List the targets and exit.
     #[arg(long)]
     list: bool,
@@ -161,7 +167,13 @@ struct Heard {
     result: Option<String>,
 }
 
-fn spawn_worker(args: &Args, target: &Target, from: u64, count: u64, trace: bool) -> (Heard, String) {
+fn spawn_worker(
+    args: &Args,
+    target: &Target,
+    from: u64,
+    count: u64,
+    trace: bool,
+) -> (Heard, String) {
     let exe = std::env::current_exe().expect("the harness's own path");
     let mut cmd = Command::new(exe);
     cmd.arg("--worker")
@@ -173,12 +185,20 @@ fn spawn_worker(args: &Args, target: &Target, from: u64, count: u64, trace: bool
         .arg("--failures")
         .arg(&args.failures)
         .stdout(Stdio::piped())
-        .stderr(if trace { Stdio::null() } else { Stdio::inherit() });
+        .stderr(if trace {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        });
     if trace {
         cmd.arg("--trace");
     }
     let mut child = cmd.spawn().expect("start a worker");
-    let mut heard = Heard { done: 0, last_case: None, result: None };
+    let mut heard = Heard {
+        done: 0,
+        last_case: None,
+        result: None,
+    };
     let stdout = child.stdout.take().expect("piped");
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
@@ -208,53 +228,27 @@ fn supervise(args: &Args, chosen: &[&'static Target], limits: Limits) -> ExitCod
         max_alloc_bytes: limits.max_alloc as u64,
         targets: Vec::new(),
     };
-    let mut failed = 0;
-    for target in chosen {
-        let started = Instant::now();
-        let (heard, how) = spawn_worker(args, target, args.from, args.cases, false);
-        let (cases, failure) = match heard.result.as_deref() {
-            Some(ok) if ok.starts_with("ok ") => (ok[3..].parse().unwrap_or(0), None),
-            Some(fail) => {
-                let mut w = fail.splitn(3, ' ').skip(1);
-                let index: u64 = w.next().and_then(|i| i.parse().ok()).unwrap_or(args.from);
-                (index - args.from, Some(w.next().unwrap_or_default().to_owned()))
-            }
-            None => {
-                // The worker died: run the rest again, tracing each case, to find the one.
-                let from = args.from + heard.done;
-                let (trace, _) = spawn_worker(args, target, from, args.cases - heard.done, true);
-                let failure = match trace.last_case {
-                    Some(index) if trace.result.is_none() => {
-                        let input = targets::input(target, args.seed, index);
-                        let path = save(&args.failures, target.name, args.seed, index, &input);
-                        format!("{} crash: the worker {how}", path.display())
-                    }
-                    _ => format!("crash: the worker {how} (not reproduced when traced)"),
-                };
-                (heard.done, Some(failure))
-            }
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        match &failure {
-            None => println!(
-                "{:<20} {cases} cases, 0 failures, {seconds:.1} s ({:.0} cases/s)",
-                target.name,
-                cases as f64 / seconds.max(1e-9)
-            ),
-            Some(f) => {
-                failed += 1;
-                println!("{:<20} FAILED after {cases} cases: {f}", target.name);
-            }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(vec![None; chosen.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(target) = chosen.get(i) else { break };
+                    let r = supervise_one(args, target);
+                    results.lock().expect("results")[i] = Some(r);
+                }
+            });
         }
-        report.targets.push(TargetReport {
-            name: target.name.to_owned(),
-            parsers: target.parsers.to_owned(),
-            cases,
-            seconds: (seconds * 10.0).round() / 10.0,
-            failures: u64::from(failure.is_some()),
-            failure,
-        });
-    }
+    });
+    report.targets = results
+        .into_inner()
+        .expect("results")
+        .into_iter()
+        .flatten()
+        .collect();
+    let failed = report.targets.iter().filter(|t| t.failures > 0).count();
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report).expect("a report serialises");
         if let Err(e) = std::fs::write(path, json + "\n") {
@@ -263,6 +257,63 @@ fn supervise(args: &Args, chosen: &[&'static Target], limits: Limits) -> ExitCod
         }
     }
     let total: u64 = report.targets.iter().map(|t| t.cases).sum();
-    println!("{} targets, {total} cases, {failed} failed", report.targets.len());
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    println!(
+        "{} targets, {total} cases, {failed} failed",
+        report.targets.len()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs one target in worker processes and says what it found.
+fn supervise_one(args: &Args, target: &Target) -> TargetReport {
+    let started = Instant::now();
+    let (heard, how) = spawn_worker(args, target, args.from, args.cases, false);
+    let (cases, failure) = match heard.result.as_deref() {
+        Some(ok) if ok.starts_with("ok ") => (ok[3..].parse().unwrap_or(0), None),
+        Some(fail) => {
+            let mut w = fail.splitn(3, ' ').skip(1);
+            let index: u64 = w.next().and_then(|i| i.parse().ok()).unwrap_or(args.from);
+            (
+                index - args.from,
+                Some(w.next().unwrap_or_default().to_owned()),
+            )
+        }
+        None => {
+            // The worker died: run the rest again, tracing each case, to find the one.
+            let from = args.from + heard.done;
+            let (trace, _) = spawn_worker(args, target, from, args.cases - heard.done, true);
+            let failure = match trace.last_case {
+                Some(index) if trace.result.is_none() => {
+                    let input = targets::input(target, args.seed, index);
+                    let path = save(&args.failures, target.name, args.seed, index, &input);
+                    format!("{} crash: the worker {how}", path.display())
+                }
+                _ => format!("crash: the worker {how} (not reproduced when traced)"),
+            };
+            (heard.done, Some(failure))
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    match &failure {
+        None => println!(
+            "{:<20} {cases} cases, 0 failures, {seconds:.1} s ({:.0} cases/s)",
+            target.name,
+            cases as f64 / seconds.max(1e-9)
+        ),
+        Some(f) => {
+            println!("{:<20} FAILED after {cases} cases: {f}", target.name);
+        }
+    }
+    TargetReport {
+        name: target.name.to_owned(),
+        parsers: target.parsers.to_owned(),
+        cases,
+        seconds: (seconds * 10.0).round() / 10.0,
+        failures: u64::from(failure.is_some()),
+        failure,
+    }
 }

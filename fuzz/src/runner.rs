@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::gen::case_rng;
 use crate::targets::Target;
 
 /// Stack of the thread running the cases: tokio's default for its worker threads, where the
@@ -116,7 +115,11 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs `opts.count` cases of `target` from `opts.from`, stopping at the first failure.
 /// `progress` is called with the number of cases completed, about every 50 ms.
-pub fn run_target(target: &'static Target, opts: RunOptions, mut progress: impl FnMut(u64)) -> Outcome {
+pub fn run_target(
+    target: &'static Target,
+    opts: RunOptions,
+    mut progress: impl FnMut(u64),
+) -> Outcome {
     let started = Instant::now();
     let current = Arc::new(AtomicU64::new(u64::MAX));
     let current_since = Arc::new(AtomicU64::new(0));
@@ -129,21 +132,24 @@ pub fn run_target(target: &'static Target, opts: RunOptions, mut progress: impl 
             .stack_size(CASE_STACK)
             .spawn(move || {
                 for index in opts.from..opts.from.saturating_add(opts.count) {
-                    let input = crate::targets::input(target, opts.seed, index);
+                    // Generating the input counts towards the case's time.
+                    current_since.store(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+                    current.store(index, Ordering::SeqCst);
                     if opts.trace == Trace::Cases {
                         use std::io::Write;
                         let mut out = std::io::stdout().lock();
                         let _ = writeln!(out, "case {index}");
                         let _ = out.flush();
                     }
-                    current_since.store(started.elapsed().as_millis() as u64, Ordering::SeqCst);
-                    current.store(index, Ordering::SeqCst);
+                    let input = crate::targets::input(target, opts.seed, index);
                     let base = crate::alloc::begin();
                     let r = catch_unwind(AssertUnwindSafe(|| (target.run)(&input)));
                     let peak = crate::alloc::peak_since(base);
                     let kind = match r {
                         Err(p) => Some(FailureKind::Panic(panic_message(&*p))),
-                        Ok(()) if peak > opts.limits.max_alloc => Some(FailureKind::Allocation(peak)),
+                        Ok(()) if peak > opts.limits.max_alloc => {
+                            Some(FailureKind::Allocation(peak))
+                        }
                         Ok(()) => None,
                     };
                     if let Some(kind) = kind {

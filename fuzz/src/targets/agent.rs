@@ -9,12 +9,25 @@ use trove_guest_agent::fuzzing::{Body, request_body};
 use trove_guest_agent::rpc::{GuestInfo, SecureKey, envelope};
 
 use super::documents::snapshot_json;
-use crate::gen;
+use crate::inputs;
 
 const FIELDS: &[&str] = &[
-    "replica_id", "replica_host", "snapshot_name", "parallel", "snapshot_href", "size_bytes",
-    "sha256", "timeout_secs", "for_failover", "purge_logs", "read_only", "txn", "context",
-    "stream", "replication_user", "detach_replication",
+    "replica_id",
+    "replica_host",
+    "snapshot_name",
+    "parallel",
+    "snapshot_href",
+    "size_bytes",
+    "sha256",
+    "timeout_secs",
+    "for_failover",
+    "purge_logs",
+    "read_only",
+    "txn",
+    "context",
+    "stream",
+    "replication_user",
+    "detach_replication",
 ];
 
 pub(crate) fn gen_body(rng: &mut SmallRng) -> Vec<u8> {
@@ -22,22 +35,24 @@ pub(crate) fn gen_body(rng: &mut SmallRng) -> Vec<u8> {
     let doc = match Body::ALL[which] {
         Body::Attach => snapshot_json(rng),
         Body::Action => json!({"detach_replication": {}}),
-        Body::Wait => json!({"txn": {"mariadb_gtid": "0-1-42"}, "timeout_secs": rng.random::<f64>() * 100.0}),
+        Body::Wait => {
+            json!({"txn": {"mariadb_gtid": "0-1-42"}, "timeout_secs": rng.random::<f64>() * 100.0})
+        }
         _ => {
             let mut m = serde_json::Map::new();
             for _ in 0..rng.random_range(0..4) {
                 let f = FIELDS[rng.random_range(0..FIELDS.len())];
-                m.insert(f.into(), gen::json_value(rng, 2));
+                m.insert(f.into(), inputs::json_value(rng, 2));
             }
             Value::Object(m)
         }
     };
     let mut doc = doc;
     if rng.random_bool(0.5) {
-        gen::mutate_json(rng, &mut doc);
+        inputs::mutate_json(rng, &mut doc);
     }
     let mut out = vec![which as u8];
-    out.extend(gen::finish(rng, doc.to_string().into_bytes()));
+    out.extend(inputs::finish(rng, doc.to_string().into_bytes()));
     out
 }
 
@@ -61,14 +76,27 @@ fn inner(rng: &mut SmallRng, key: &SecureKey, encrypt: bool) -> Value {
     let mut args = serde_json::Map::new();
     for _ in 0..rng.random_range(0..4) {
         let v = match rng.random_range(0..3) {
-            0 => json!({"id": gen::word(rng), "trove_guest": snapshot_json(rng)}),
-            1 => json!(gen::word(rng)),
-            _ => gen::json_value(rng, 2),
+            0 => json!({"id": inputs::word(rng), "trove_guest": snapshot_json(rng)}),
+            1 => json!(inputs::word(rng)),
+            _ => inputs::json_value(rng, 2),
         };
-        args.insert(gen::word(rng), if encrypt { Value::String(key.encrypt(&v)) } else { v });
+        args.insert(
+            inputs::word(rng),
+            if encrypt {
+                Value::String(key.encrypt(&v))
+            } else {
+                v
+            },
+        );
     }
-    let mut m = json!({"method": ["attach_replica", "get_replication_snapshot", "detach_replica", "get_last_txn"][rng.random_range(0..4)],
-        "args": args, "version": "1.0", "_msg_id": gen::word(rng), "_reply_q": "reply_x", "_unique_id": gen::word(rng)});
+    let method = [
+        "attach_replica",
+        "get_replication_snapshot",
+        "detach_replica",
+        "get_last_txn",
+    ][rng.random_range(0..4)];
+    let mut m = json!({"method": method,
+        "args": args, "version": "1.0", "_msg_id": inputs::word(rng), "_reply_q": "reply_x", "_unique_id": inputs::word(rng)});
     if encrypt && rng.random_bool(0.5) {
         m["_context_context"] = Value::String(key.encrypt(&json!({"user": "u"})));
     }
@@ -80,15 +108,15 @@ pub(crate) fn gen_envelope(rng: &mut SmallRng) -> Vec<u8> {
     let encrypt = rng.random_bool(0.5);
     let mut inner = inner(rng, &key, encrypt);
     if rng.random_bool(0.3) {
-        gen::mutate_json(rng, &mut inner);
+        inputs::mutate_json(rng, &mut inner);
     }
     let mut inner_text = inner.to_string().into_bytes();
     if rng.random_bool(0.2) {
-        gen::mutate(rng, &mut inner_text);
+        inputs::mutate(rng, &mut inner_text);
     }
     let outer = json!({"oslo.version": if rng.random_bool(0.9) { "2.0" } else { "1.0" },
         "oslo.message": String::from_utf8_lossy(&inner_text)});
-    gen::finish(rng, outer.to_string().into_bytes())
+    inputs::finish(rng, outer.to_string().into_bytes())
 }
 
 pub(crate) fn run_envelope(data: &[u8]) {
@@ -101,24 +129,26 @@ pub(crate) fn run_envelope(data: &[u8]) {
 
 pub(crate) fn gen_secure(rng: &mut SmallRng) -> Vec<u8> {
     let key = key();
-    let v = gen::json_value(rng, 3);
+    let v = inputs::json_value(rng, 3);
     let mut ct = key.encrypt(&v).into_bytes();
     match rng.random_range(0..5) {
         0 => {
-            gen::mutate(rng, &mut ct);
+            inputs::mutate(rng, &mut ct);
             ct
         }
         1 => {
             // Valid base64 of mutated raw bytes (reaches the cipher and the padding check).
             use std::fmt::Write;
-            let mut raw: Vec<u8> = (0..rng.random_range(0..8) * 16).map(|_| rng.random()).collect();
-            gen::mutate(rng, &mut raw);
+            let mut raw: Vec<u8> = (0..rng.random_range(0..8) * 16)
+                .map(|_| rng.random())
+                .collect();
+            inputs::mutate(rng, &mut raw);
             let mut s = String::new();
             let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
             for c in raw.chunks(3) {
                 let n = c.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b)) << (8 * (3 - c.len()));
                 for i in 0..=c.len() {
-                    let _ = s.write_char(table[(n >> (18 - 6 * i) & 63) as usize] as char);
+                    let _ = s.write_char(table[((n >> (18 - 6 * i)) & 63) as usize] as char);
                 }
                 for _ in c.len()..3 {
                     s.push('=');
@@ -126,14 +156,14 @@ pub(crate) fn gen_secure(rng: &mut SmallRng) -> Vec<u8> {
             }
             s.into_bytes()
         }
-        2 => gen::random_bytes(rng),
+        2 => inputs::random_bytes(rng),
         _ => ct,
     }
 }
 
 pub(crate) fn run_secure(data: &[u8]) {
     let key = key();
-    let text = gen::text(data).into_owned();
+    let text = inputs::text(data).into_owned();
     if let Ok(v) = key.decrypt(&Value::String(text)) {
         // Whatever decrypts encrypts back to the same value.
         assert_eq!(key.decrypt(&Value::String(key.encrypt(&v))).ok(), Some(v));
@@ -146,15 +176,22 @@ pub(crate) fn run_secure(data: &[u8]) {
 pub(crate) fn gen_guest_info(rng: &mut SmallRng) -> Vec<u8> {
     let mut s = String::from("[DEFAULT]\n");
     for _ in 0..rng.random_range(0..5) {
-        let k = ["guest_id", "instance_rpc_encr_key", "datastore_manager", "tenant_id", "# x", "; y"][rng.random_range(0..6)];
+        let k = [
+            "guest_id",
+            "instance_rpc_encr_key",
+            "datastore_manager",
+            "tenant_id",
+            "# x",
+            "; y",
+        ][rng.random_range(0..6)];
         let sep = [" = ", "=", ": ", " "][rng.random_range(0..4)];
-        s.push_str(&format!("{k}{sep}{}\n", gen::word(rng)));
+        s.push_str(&format!("{k}{sep}{}\n", inputs::word(rng)));
     }
-    gen::finish(rng, s.into_bytes())
+    inputs::finish(rng, s.into_bytes())
 }
 
 pub(crate) fn run_guest_info(data: &[u8]) {
-    if let Ok(g) = GuestInfo::parse(&gen::text(data)) {
+    if let Ok(g) = GuestInfo::parse(&inputs::text(data)) {
         assert!(!g.guest_id.is_empty());
     }
 }
@@ -174,7 +211,7 @@ pub(crate) fn gen_config(rng: &mut SmallRng) -> Vec<u8> {
         if let Some((k, _)) = lines[i].clone().split_once(" = ") {
             let v = match rng.random_range(0..5) {
                 0 => format!("{}", rng.random::<i64>()),
-                1 => format!("\"{}\"", gen::token(rng).escape_default()),
+                1 => format!("\"{}\"", inputs::token(rng).escape_default()),
                 2 => "[1, [2, [3]]]".into(),
                 3 => "{ a = 1 }".into(),
                 _ => "\"0.0.0.0:80\"".into(),
@@ -184,14 +221,14 @@ pub(crate) fn gen_config(rng: &mut SmallRng) -> Vec<u8> {
         doc = lines.join("\n");
     }
     if rng.random_bool(0.1) {
-        let depth = rng.random_range(1..100_000);
+        let depth = inputs::deep(rng);
         doc = format!("a = {}1{}", "[".repeat(depth), "]".repeat(depth));
     }
-    gen::finish(rng, doc.into_bytes())
+    inputs::finish(rng, doc.into_bytes())
 }
 
 pub(crate) fn run_config(data: &[u8]) {
-    let text = gen::text(data);
+    let text = inputs::text(data);
     let _ = AgentConfig::parse(&text);
     if text.starts_with('{') {
         let _ = AgentConfig::parse_json(&text);

@@ -5,19 +5,39 @@ use rand::rngs::SmallRng;
 use trove_guest_core::archive::xbstream::{ChunkEvent, ChunkParser};
 use trove_guest_core::archive::{ArchiveFormat, Inspector};
 
-use crate::gen;
+use crate::inputs;
 
 const PATHS: &[&str] = &[
-    "ibdata1", "./ib_logfile0", "db/t1.ibd", "mysql/user.MAD", "xtrabackup_binlog_info",
-    "mariadb_backup_binlog_info", "backup-my.cnf", "a/b/../c", "../escape", "/etc/passwd", ".",
-    "", "a\0b", "dir/", "é/ü", "a//b", "./../x", "base/1/2", "pg_wal/000000010000000000000001",
+    "ibdata1",
+    "./ib_logfile0",
+    "db/t1.ibd",
+    "mysql/user.MAD",
+    "xtrabackup_binlog_info",
+    "mariadb_backup_binlog_info",
+    "backup-my.cnf",
+    "a/b/../c",
+    "../escape",
+    "/etc/passwd",
+    ".",
+    "",
+    "a\0b",
+    "dir/",
+    "é/ü",
+    "a//b",
+    "./../x",
+    "base/1/2",
+    "pg_wal/000000010000000000000001",
 ];
 
 fn path(rng: &mut SmallRng) -> Vec<u8> {
     if rng.random_bool(0.8) {
         PATHS[rng.random_range(0..PATHS.len())].as_bytes().to_vec()
     } else if rng.random_bool(0.5) {
-        (0..rng.random_range(1..5)).map(|_| gen::word(rng)).collect::<Vec<_>>().join("/").into_bytes()
+        (0..rng.random_range(1..5))
+            .map(|_| inputs::word(rng))
+            .collect::<Vec<_>>()
+            .join("/")
+            .into_bytes()
     } else {
         "a/".repeat(rng.random_range(1..3000)).into_bytes()
     }
@@ -69,7 +89,11 @@ pub(crate) fn xbstream_stream(rng: &mut SmallRng, extra: &[(Vec<u8>, Vec<u8>)]) 
             c[10..14].copy_from_slice(&rng.random::<u32>().to_le_bytes());
             s.extend(c);
         }
-        2 => s.extend(chunk(b"x", [b'S', b'p', 0, 0xff][rng.random_range(0..4)], b"")),
+        2 => s.extend(chunk(
+            b"x",
+            [b'S', b'p', 0, 0xff][rng.random_range(0..4)],
+            b"",
+        )),
         _ => {}
     }
     s
@@ -78,17 +102,21 @@ pub(crate) fn xbstream_stream(rng: &mut SmallRng, extra: &[(Vec<u8>, Vec<u8>)]) 
 /// Feeds `data` in pieces whose sizes come from the data itself (deterministic per input).
 fn pieces(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let step = 1 + data.first().map_or(0, |b| usize::from(*b) % 97);
-    data.chunks(if data.len() % 3 == 0 { data.len().max(1) } else { step })
+    data.chunks(if data.len() % 3 == 0 {
+        data.len().max(1)
+    } else {
+        step
+    })
 }
 
 pub(crate) fn gen_xbstream(rng: &mut SmallRng) -> Vec<u8> {
     let s = xbstream_stream(rng, &[]);
     match rng.random_range(0..10) {
-        0 => gen::random_bytes(rng),
+        0 => inputs::random_bytes(rng),
         1..=3 => s,
         _ => {
             let mut s = s;
-            gen::mutate(rng, &mut s);
+            inputs::mutate(rng, &mut s);
             s
         }
     }
@@ -98,8 +126,10 @@ pub(crate) fn run_xbstream(data: &[u8]) {
     let mut insp = Inspector::new(ArchiveFormat::Xbstream, "fuzz");
     let mut parser = ChunkParser::new();
     let mut payload = 0u64;
+    let mut refused = false;
     for p in pieces(data) {
-        let _ = insp.feed(p);
+        // As the pump does: nothing more is fed once the inspector refused the stream.
+        refused = refused || insp.feed(p).is_err();
         let _ = parser.feed(p, |ev| {
             match ev {
                 ChunkEvent::Chunk { path, .. } => assert!(path.len() <= 4096),
@@ -122,7 +152,13 @@ fn octal(out: &mut [u8], v: u64) {
 }
 
 /// One tar header block (ustar), checksum set.
-pub(crate) fn tar_header(name: &[u8], kind: u8, size: u64, link: &[u8], rng: &mut SmallRng) -> [u8; 512] {
+pub(crate) fn tar_header(
+    name: &[u8],
+    kind: u8,
+    size: u64,
+    link: &[u8],
+    rng: &mut SmallRng,
+) -> [u8; 512] {
     let mut h = [0u8; 512];
     let n = name.len().min(100);
     h[..n].copy_from_slice(&name[..n]);
@@ -182,8 +218,12 @@ pub(crate) fn gen_tar(rng: &mut SmallRng) -> Vec<u8> {
             4 => {
                 let p = String::from_utf8_lossy(&path(rng)).into_owned();
                 let mut rec = String::new();
-                for (k, v) in [("path", p.as_str()), ("size", "12"), ("linkpath", "../x"), ("GNU.sparse.size", "1")]
-                {
+                for (k, v) in [
+                    ("path", p.as_str()),
+                    ("size", "12"),
+                    ("linkpath", "../x"),
+                    ("GNU.sparse.size", "1"),
+                ] {
                     if rng.random_bool(0.5) {
                         let body = format!(" {k}={v}\n");
                         let mut len = body.len() + 1;
@@ -197,7 +237,14 @@ pub(crate) fn gen_tar(rng: &mut SmallRng) -> Vec<u8> {
                 member(&mut s, b"PaxHeader", kind, rec.as_bytes(), b"", rng);
                 member(&mut s, &name, b'0', &[7u8; 12], b"", rng);
             }
-            5 => member(&mut s, &name, [b'3', b'4', b'6', b'S', b'V', b'D', b'K'][rng.random_range(0..7)], b"", b"", rng),
+            5 => member(
+                &mut s,
+                &name,
+                [b'3', b'4', b'6', b'S', b'V', b'D', b'K'][rng.random_range(0..7)],
+                b"",
+                b"",
+                rng,
+            ),
             _ => {
                 let mut data = vec![0u8; rng.random_range(0..1500)];
                 rng.fill(&mut data[..]);
@@ -209,10 +256,10 @@ pub(crate) fn gen_tar(rng: &mut SmallRng) -> Vec<u8> {
         s.extend_from_slice(&[0u8; 1024]);
     }
     match rng.random_range(0..10) {
-        0 => gen::random_bytes(rng),
+        0 => inputs::random_bytes(rng),
         1..=3 => s,
         _ => {
-            gen::mutate(rng, &mut s);
+            inputs::mutate(rng, &mut s);
             if rng.random_bool(0.7) {
                 fix_checksums(&mut s);
             }
@@ -236,7 +283,10 @@ fn fix_checksums(s: &mut [u8]) {
 pub(crate) fn run_tar(data: &[u8]) {
     let mut insp = Inspector::new(ArchiveFormat::Tar, "fuzz");
     for p in pieces(data) {
-        let _ = insp.feed(p);
+        // As the pump does: nothing more is fed once the inspector refused the stream.
+        if insp.feed(p).is_err() {
+            break;
+        }
     }
     let _ = insp.finish();
     let _ = insp.members();

@@ -8,7 +8,7 @@ use trove_guest_agent::rpc::translate;
 use trove_guest_core::wire::TopologyDocument;
 use trove_guest_core::{DatastoreKind, SnapshotDocument};
 
-use crate::gen;
+use crate::inputs;
 
 fn pick<'a>(rng: &mut SmallRng, xs: &[&'a str]) -> &'a str {
     xs[rng.random_range(0..xs.len())]
@@ -16,15 +16,18 @@ fn pick<'a>(rng: &mut SmallRng, xs: &[&'a str]) -> &'a str {
 
 /// A valid snapshot document of a random datastore.
 pub(crate) fn snapshot_json(rng: &mut SmallRng) -> Value {
-    let ds = pick(rng, &["mariadb", "mysql", "postgresql", "redis", "cassandra"]);
+    let ds = pick(
+        rng,
+        &["mariadb", "mysql", "postgresql", "redis", "cassandra"],
+    );
     let mut doc = json!({
         "master": {"host": pick(rng, &["192.168.0.1", "db1", "::1", ""]), "port": rng.random_range(0..65536u32)},
         "dataset": {"datastore": ds, "datastore_version": "10.11", "dataset_size": rng.random_range(0..100u64),
                     "snapshot_href": "file:///var/lib/trove/snapshots/s1.snap",
                     "size_bytes": rng.random::<u64>(),
-                    "sha256": if rng.random_bool(0.8) { "0".repeat(64) } else { gen::word(rng) },
+                    "sha256": if rng.random_bool(0.8) { "0".repeat(64) } else { inputs::word(rng) },
                     "format": pick(rng, &["xbstream", "tar", "rdb"]), "compression": pick(rng, &["zstd", "none"])},
-        "replication": {"user": "trove_repl_1", "password": gen::word(rng), "slot_name": "trove_snap_1", "replica_host": "%"},
+        "replication": {"user": "trove_repl_1", "password": inputs::word(rng), "slot_name": "trove_snap_1", "replica_host": "%"},
     });
     let m = doc.as_object_mut().expect("object");
     match ds {
@@ -36,23 +39,29 @@ pub(crate) fn snapshot_json(rng: &mut SmallRng) -> Value {
             );
         }
         "postgresql" => {
-            m.insert("wal_position".into(), json!({"lsn": "0/3000060", "timeline": 1}));
+            m.insert(
+                "wal_position".into(),
+                json!({"lsn": "0/3000060", "timeline": 1}),
+            );
         }
         other => {
-            m.insert("position".into(), json!({"datastore": other, "value": "abc:42"}));
+            m.insert(
+                "position".into(),
+                json!({"datastore": other, "value": "abc:42"}),
+            );
         }
     }
     if rng.random_bool(0.2) {
-        m.insert(gen::word(rng), gen::json_value(rng, 3));
+        m.insert(inputs::word(rng), inputs::json_value(rng, 3));
     }
     doc
 }
 
 fn json_case(rng: &mut SmallRng, mut doc: Value) -> Vec<u8> {
     for _ in 0..rng.random_range(0..3) {
-        gen::mutate_json(rng, &mut doc);
+        inputs::mutate_json(rng, &mut doc);
     }
-    gen::finish(rng, doc.to_string().into_bytes())
+    inputs::finish(rng, doc.to_string().into_bytes())
 }
 
 pub(crate) fn gen_snapshot(rng: &mut SmallRng) -> Vec<u8> {
@@ -61,7 +70,7 @@ pub(crate) fn gen_snapshot(rng: &mut SmallRng) -> Vec<u8> {
 }
 
 pub(crate) fn run_snapshot(data: &[u8]) {
-    let text = gen::text(data);
+    let text = inputs::text(data);
     if let Ok(doc) = SnapshotDocument::from_json(&text) {
         let json = serde_json::to_string(&doc).expect("a valid document serialises");
         let back = SnapshotDocument::from_json(&json).expect("a serialised document reads back");
@@ -72,13 +81,13 @@ pub(crate) fn run_snapshot(data: &[u8]) {
 }
 
 fn member(rng: &mut SmallRng) -> Value {
-    let mut m = json!({"id": gen::word(rng), "name": gen::word(rng)});
+    let mut m = json!({"id": inputs::word(rng), "name": inputs::word(rng)});
     let obj = m.as_object_mut().expect("object");
     for ds in ["mysql", "mariadb", "postgresql", "redis"] {
         if rng.random_bool(0.4) {
             obj.insert(
                 ds.into(),
-                json!({"slave_of": [{"id": gen::word(rng)}], "read_only": rng.random::<bool>()}),
+                json!({"slave_of": [{"id": inputs::word(rng)}], "read_only": rng.random::<bool>()}),
             );
         }
     }
@@ -113,10 +122,14 @@ pub(crate) fn run_topology(data: &[u8]) {
 
 pub(crate) fn gen_translate(rng: &mut SmallRng) -> Vec<u8> {
     let doc = match rng.random_range(0..3) {
-        0 => json!({"id": gen::word(rng), "dataset": {"datastore_manager": pick(rng, &["mysql", "mariadb", "postgresql", "redis"])},
-                     "trove_guest": snapshot_json(rng)}),
-        1 => json!({"replication_user": if rng.random_bool(0.5) { json!(gen::word(rng)) } else { json!({"name": gen::word(rng)}) }}),
-        _ => gen::json_value(rng, 4),
+        0 => {
+            json!({"id": inputs::word(rng), "dataset": {"datastore_manager": pick(rng, &["mysql", "mariadb", "postgresql", "redis"])},
+                     "trove_guest": snapshot_json(rng)})
+        }
+        1 => {
+            json!({"replication_user": if rng.random_bool(0.5) { json!(inputs::word(rng)) } else { json!({"name": inputs::word(rng)}) }})
+        }
+        _ => inputs::json_value(rng, 4),
     };
     json_case(rng, doc)
 }

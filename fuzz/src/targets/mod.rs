@@ -155,6 +155,6 @@ pub fn find(name: &str) -> Option<&'static Target> {
 
 /// The input of case `index` of `target` in a run seeded with `seed`.
 pub fn input(target: &Target, seed: u64, index: u64) -> Vec<u8> {
-    let mut rng = crate::gen::case_rng(target.name, seed, index);
+    let mut rng = crate::inputs::case_rng(target.name, seed, index);
     (target.generate)(&mut rng)
 }

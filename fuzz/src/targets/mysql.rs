@@ -8,23 +8,24 @@ use trove_guest_mysql::flavor::FlavorKind;
 use trove_guest_mysql::xbstream::{BINLOG_INFO_FILES, BinlogInfo, BinlogInfoTap};
 
 use super::archive::xbstream_stream;
-use crate::gen;
+use crate::inputs;
 
 fn info_text(rng: &mut SmallRng) -> String {
     let file = match rng.random_range(0..5) {
-        0 => gen::word(rng),
+        0 => inputs::word(rng),
         1 => "../mysql-bin.000001".into(),
         _ => format!("mysql-bin.{:06}", rng.random_range(0..1_000_000u32)),
     };
     let pos = match rng.random_range(0..4) {
-        0 => gen::token(rng).to_owned(),
+        0 => inputs::token(rng).to_owned(),
         _ => rng.random::<u32>().to_string(),
     };
     let gtid = match rng.random_range(0..4) {
         0 => String::new(),
         1 => "0-1-42,1-2-7".into(),
-        2 => "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,\n3E11FA47-71CA-11E1-9E33-C80AA9429563:1-9".into(),
-        _ => gen::word(rng),
+        2 => "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,\n3E11FA47-71CA-11E1-9E33-C80AA9429563:1-9"
+            .into(),
+        _ => inputs::word(rng),
     };
     if gtid.is_empty() && rng.random_bool(0.5) {
         format!("{file}\t{pos}\n")
@@ -36,18 +37,20 @@ fn info_text(rng: &mut SmallRng) -> String {
 pub(crate) fn gen_binlog_info(rng: &mut SmallRng) -> Vec<u8> {
     let mut text = info_text(rng).into_bytes();
     if rng.random_bool(0.7) {
-        gen::mutate(rng, &mut text);
+        inputs::mutate(rng, &mut text);
     }
     if rng.random_bool(0.4) {
         // Inside a backup stream, as the tap sees it.
-        let name = BINLOG_INFO_FILES[rng.random_range(0..2)].as_bytes().to_vec();
+        let name = BINLOG_INFO_FILES[rng.random_range(0..2)]
+            .as_bytes()
+            .to_vec();
         let mut s = xbstream_stream(rng, &[(name, text)]);
         if rng.random_bool(0.3) {
-            gen::mutate(rng, &mut s);
+            inputs::mutate(rng, &mut s);
         }
         return s;
     }
-    gen::finish(rng, text)
+    inputs::finish(rng, text)
 }
 
 pub(crate) fn run_binlog_info(data: &[u8]) {
@@ -62,7 +65,7 @@ pub(crate) fn run_binlog_info(data: &[u8]) {
             Err(_) => return,
         }
     } else {
-        gen::text(data).into_owned()
+        inputs::text(data).into_owned()
     };
     if let Ok(info) = BinlogInfo::parse(&text) {
         let _ = info.log_file.as_str();
@@ -90,37 +93,70 @@ impl tokio::io::AsyncRead for Steps<'_> {
 }
 
 const COLUMNS: &[&str] = &[
-    "Master_Host", "Source_Host", "Master_Port", "Source_Port", "Slave_IO_Running",
-    "Replica_IO_Running", "Slave_SQL_Running", "Replica_SQL_Running", "Seconds_Behind_Master",
-    "Seconds_Behind_Source", "Last_IO_Error", "Last_SQL_Error", "Gtid_IO_Pos",
-    "Retrieved_Gtid_Set", "Executed_Gtid_Set", "Relay_Master_Log_File",
+    "Master_Host",
+    "Source_Host",
+    "Master_Port",
+    "Source_Port",
+    "Slave_IO_Running",
+    "Replica_IO_Running",
+    "Slave_SQL_Running",
+    "Replica_SQL_Running",
+    "Seconds_Behind_Master",
+    "Seconds_Behind_Source",
+    "Last_IO_Error",
+    "Last_SQL_Error",
+    "Gtid_IO_Pos",
+    "Retrieved_Gtid_Set",
+    "Executed_Gtid_Set",
+    "Relay_Master_Log_File",
 ];
 
 pub(crate) fn gen_status_row(rng: &mut SmallRng) -> Vec<u8> {
-    let mut s = String::from(if rng.random_bool(0.5) { "mariadb" } else { "mysql" });
+    let mut s = String::from(if rng.random_bool(0.5) {
+        "mariadb"
+    } else {
+        "mysql"
+    });
     for c in COLUMNS {
         if rng.random_bool(0.7) {
             let v = match *c {
-                "Master_Port" | "Source_Port" | "Seconds_Behind_Master" | "Seconds_Behind_Source" => {
-                    if rng.random_bool(0.7) { rng.random_range(0..70000u32).to_string() } else { gen::token(rng).to_owned() }
+                "Master_Port"
+                | "Source_Port"
+                | "Seconds_Behind_Master"
+                | "Seconds_Behind_Source" => {
+                    if rng.random_bool(0.7) {
+                        rng.random_range(0..70000u32).to_string()
+                    } else {
+                        inputs::token(rng).to_owned()
+                    }
                 }
                 "Gtid_IO_Pos" => "0-1-42,1-2-3".into(),
                 "Retrieved_Gtid_Set" => "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5".into(),
-                c if c.ends_with("Running") => ["Yes", "No", "Connecting", ""][rng.random_range(0..4)].into(),
-                _ => gen::word(rng),
+                c if c.ends_with("Running") => {
+                    ["Yes", "No", "Connecting", ""][rng.random_range(0..4)].into()
+                }
+                _ => inputs::word(rng),
             };
-            let v = if rng.random_bool(0.1) { "\\N".to_owned() } else { v };
+            let v = if rng.random_bool(0.1) {
+                "\\N".to_owned()
+            } else {
+                v
+            };
             s.push_str(&format!("\n{c}\t{v}"));
         }
     }
-    gen::finish(rng, s.into_bytes())
+    inputs::finish(rng, s.into_bytes())
 }
 
 /// `kind` on the first line, then `column<TAB>value` lines (`\N` is NULL).
 pub(crate) fn run_status_row(data: &[u8]) {
-    let text = gen::text(data);
+    let text = inputs::text(data);
     let mut lines = text.split('\n');
-    let kind = if lines.next() == Some("mysql") { FlavorKind::Mysql } else { FlavorKind::MariaDb };
+    let kind = if lines.next() == Some("mysql") {
+        FlavorKind::Mysql
+    } else {
+        FlavorKind::MariaDb
+    };
     let columns: Vec<(String, Option<String>)> = lines
         .map(|l| {
             let (c, v) = l.split_once('\t').unwrap_or((l, ""));

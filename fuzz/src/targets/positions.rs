@@ -5,11 +5,11 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use trove_guest_core::{DatastoreKind, Lsn, MariaDbGtidList, MysqlGtidSet, ReplicationPosition};
 
-use crate::gen;
+use crate::inputs;
 
 /// Two inputs in one: split at the first `\x01`.
 pub(crate) fn two(data: &[u8]) -> (String, String) {
-    let t = gen::text(data);
+    let t = inputs::text(data);
     match t.split_once('\u{1}') {
         Some((a, b)) => (a.to_owned(), b.to_owned()),
         None => (t.into_owned(), String::new()),
@@ -18,7 +18,7 @@ pub(crate) fn two(data: &[u8]) -> (String, String) {
 
 fn num(rng: &mut SmallRng) -> String {
     match rng.random_range(0..8) {
-        0 => gen::token(rng).to_owned(),
+        0 => inputs::token(rng).to_owned(),
         1 => u64::MAX.to_string(),
         2 => u32::MAX.to_string(),
         _ => rng.random_range(0..1000u64).to_string(),
@@ -34,7 +34,7 @@ fn gtid_list(rng: &mut SmallRng) -> String {
 
 pub(crate) fn gen_gtid_list(rng: &mut SmallRng) -> Vec<u8> {
     let doc = format!("{}\u{1}{}", gtid_list(rng), gtid_list(rng));
-    gen::finish(rng, doc.into_bytes())
+    inputs::finish(rng, doc.into_bytes())
 }
 
 pub(crate) fn run_gtid_list(data: &[u8]) {
@@ -66,7 +66,7 @@ fn gtid_set(rng: &mut SmallRng) -> String {
             for _ in 0..rng.random_range(1..4) {
                 s.push(':');
                 if rng.random_bool(0.2) {
-                    s.push_str(&gen::word(rng));
+                    s.push_str(&inputs::word(rng));
                     s.push(':');
                 }
                 let a = num(rng);
@@ -84,7 +84,7 @@ fn gtid_set(rng: &mut SmallRng) -> String {
 
 pub(crate) fn gen_gtid_set(rng: &mut SmallRng) -> Vec<u8> {
     let doc = format!("{}\u{1}{}", gtid_set(rng), gtid_set(rng));
-    gen::finish(rng, doc.into_bytes())
+    inputs::finish(rng, doc.into_bytes())
 }
 
 pub(crate) fn run_gtid_set(data: &[u8]) {
@@ -109,23 +109,36 @@ fn lsn(rng: &mut SmallRng) -> String {
         0 => format!("{:X}/{:X}", rng.random::<u32>(), rng.random::<u32>()),
         1 => format!("{:x}/{:08x}", rng.random::<u64>(), rng.random::<u64>()),
         2 => format!("{}/{}", num(rng), num(rng)),
-        _ => format!("{:X}/{:X}", rng.random_range(0..16u32), rng.random_range(0..1u32 << 28)),
+        _ => format!(
+            "{:X}/{:X}",
+            rng.random_range(0..16u32),
+            rng.random_range(0..1u32 << 28)
+        ),
     }
 }
 
 pub(crate) fn gen_lsn(rng: &mut SmallRng) -> Vec<u8> {
     let doc = lsn(rng);
-    gen::finish(rng, doc.into_bytes())
+    inputs::finish(rng, doc.into_bytes())
 }
 
 pub(crate) fn run_lsn(data: &[u8]) {
-    if let Ok(l) = gen::text(data).parse::<Lsn>() {
+    if let Ok(l) = inputs::text(data).parse::<Lsn>() {
         let back: Lsn = l.to_string().parse().expect("a printed LSN parses");
         assert_eq!(back, l, "LSN round trip");
     }
 }
 
-const KINDS: &[&str] = &["mariadb", "mysql", "postgresql", "redis", "cassandra", "", "MySQL", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"];
+const KINDS: &[&str] = &[
+    "mariadb",
+    "mysql",
+    "postgresql",
+    "redis",
+    "cassandra",
+    "",
+    "MySQL",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+];
 
 pub(crate) fn gen_positions(rng: &mut SmallRng) -> Vec<u8> {
     let kind = KINDS[rng.random_range(0..KINDS.len())];
@@ -133,29 +146,43 @@ pub(crate) fn gen_positions(rng: &mut SmallRng) -> Vec<u8> {
         0 => gtid_list(rng),
         1 => gtid_set(rng),
         2 => lsn(rng),
-        3 => format!("mysql-bin.{:06}:{}", rng.random_range(0..1_000_000u32), num(rng)),
+        3 => format!(
+            "mysql-bin.{:06}:{}",
+            rng.random_range(0..1_000_000u32),
+            num(rng)
+        ),
         4 => {
             let v = match rng.random_range(0..6) {
-                0 => serde_json::json!({"binlog": {"log_file": "mysql-bin.000001", "log_position": rng.random::<u64>()}}),
+                0 => {
+                    serde_json::json!({"binlog": {"log_file": "mysql-bin.000001", "log_position": rng.random::<u64>()}})
+                }
                 1 => serde_json::json!({"mysql_gtid": gtid_set(rng)}),
                 2 => serde_json::json!({"mariadb_gtid": gtid_list(rng)}),
                 3 => serde_json::json!({"postgresql_lsn": lsn(rng)}),
-                4 => serde_json::json!({"postgresql_wal": {"lsn": lsn(rng), "timeline": rng.random::<u32>()}}),
-                _ => serde_json::json!({"opaque": {"datastore": kind, "value": gen::word(rng)}}),
+                4 => {
+                    serde_json::json!({"postgresql_wal": {"lsn": lsn(rng), "timeline": rng.random::<u32>()}})
+                }
+                _ => serde_json::json!({"opaque": {"datastore": kind, "value": inputs::word(rng)}}),
             };
             v.to_string()
         }
-        _ => gen::word(rng),
+        _ => inputs::word(rng),
     };
-    gen::finish(rng, format!("{kind}\u{1}{text}").into_bytes())
+    inputs::finish(rng, format!("{kind}\u{1}{text}").into_bytes())
 }
 
 pub(crate) fn run_positions(data: &[u8]) {
     let (kind, text) = two(data);
     if let Ok(kind) = kind.parse::<DatastoreKind>() {
-        assert_eq!(kind.as_str().parse::<DatastoreKind>().ok(), Some(kind.clone()));
+        assert_eq!(
+            kind.as_str().parse::<DatastoreKind>().ok(),
+            Some(kind.clone())
+        );
         if let Ok(p) = trove_guest_agent::rpc::translate::txn_from_trove(&kind, &text) {
-            let _ = (p.to_string(), trove_guest_agent::rpc::translate::txn_to_trove(&p));
+            let _ = (
+                p.to_string(),
+                trove_guest_agent::rpc::translate::txn_to_trove(&p),
+            );
         }
     }
     let _ = text.parse::<trove_guest_core::BinlogFile>();

@@ -5,7 +5,7 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use trove_guest_redis::fuzzing;
 
-use crate::gen;
+use crate::inputs;
 
 fn reply(rng: &mut SmallRng, depth: u32, out: &mut Vec<u8>) {
     match rng.random_range(0..if depth == 0 { 5 } else { 6 }) {
@@ -13,7 +13,7 @@ fn reply(rng: &mut SmallRng, depth: u32, out: &mut Vec<u8>) {
         1 => out.extend_from_slice(b"-ERR wrong number of arguments\r\n"),
         2 => out.extend_from_slice(format!(":{}\r\n", rng.random::<i64>()).as_bytes()),
         3 => {
-            let w = gen::word(rng);
+            let w = inputs::word(rng);
             out.extend_from_slice(format!("${}\r\n{w}\r\n", w.len()).as_bytes());
         }
         4 => out.extend_from_slice(b"$-1\r\n"),
@@ -32,16 +32,25 @@ pub(crate) fn gen_resp(rng: &mut SmallRng) -> Vec<u8> {
     match rng.random_range(0..10) {
         0 => {
             // Deep nesting: an array of an array of ...
-            let depth = rng.random_range(1..200_000);
+            let depth = inputs::deep(rng);
             s = b"*1\r\n".repeat(depth);
             s.extend_from_slice(b":1\r\n");
         }
-        1 => s.extend_from_slice(format!("${}\r\nabc\r\n", rng.random_range(0..(128u64 << 20))).as_bytes()),
-        2 => s.extend_from_slice(format!("*{}\r\n:1\r\n", rng.random_range(0..(128u64 << 20))).as_bytes()),
+        1 => s.extend_from_slice(
+            format!("${}\r\nabc\r\n", rng.random_range(0..(128u64 << 20))).as_bytes(),
+        ),
+        2 => s.extend_from_slice(
+            format!("*{}\r\n:1\r\n", rng.random_range(0..(128u64 << 20))).as_bytes(),
+        ),
         3 => {
             s.extend_from_slice(
-                format!("\n\n+FULLRESYNC {} {}\r\n${}\r\nREDIS0011", "a".repeat(40), rng.random::<u32>(), rng.random::<u32>())
-                    .as_bytes(),
+                format!(
+                    "\n\n+FULLRESYNC {} {}\r\n${}\r\nREDIS0011",
+                    "a".repeat(40),
+                    rng.random::<u32>(),
+                    rng.random::<u32>()
+                )
+                .as_bytes(),
             );
         }
         _ => {
@@ -50,7 +59,7 @@ pub(crate) fn gen_resp(rng: &mut SmallRng) -> Vec<u8> {
             }
         }
     }
-    gen::finish(rng, s)
+    inputs::finish(rng, s)
 }
 
 pub(crate) fn run_resp(data: &[u8]) {
@@ -83,13 +92,11 @@ fn rdb_string(rng: &mut SmallRng, out: &mut Vec<u8>) {
         }
         3 => {
             // LZF: one literal run then a back reference.
-            let lit = b"abcdef";
             let comp = [5u8, b'a', b'b', b'c', b'd', b'e', b'f', 0x20, 5];
             out.push(0xC3);
             out.push(comp.len() as u8);
             out.push(rng.random_range(0..20));
             out.extend_from_slice(&comp);
-            let _ = lit;
         }
         4 => {
             out.push(0x80);
@@ -97,7 +104,7 @@ fn rdb_string(rng: &mut SmallRng, out: &mut Vec<u8>) {
             out.extend_from_slice(b"xyz");
         }
         _ => {
-            let w = gen::word(rng);
+            let w = inputs::word(rng);
             out.push(w.len() as u8 & 0x3F);
             out.extend_from_slice(&w.as_bytes()[..w.len() & 0x3F]);
         }
@@ -108,9 +115,23 @@ pub(crate) fn gen_rdb(rng: &mut SmallRng) -> Vec<u8> {
     let mut s = Vec::new();
     match rng.random_range(0..4) {
         0 => {
-            s.extend_from_slice(format!("replicaof 10.0.0.1 {}\nmasteruser {}\nmasterauth x\n", gen::token(rng), gen::word(rng)).as_bytes());
+            s.extend_from_slice(
+                format!(
+                    "replicaof 10.0.0.1 {}\nmasteruser {}\nmasterauth x\n",
+                    inputs::token(rng),
+                    inputs::word(rng)
+                )
+                .as_bytes(),
+            );
         }
-        1 => s.extend_from_slice(format!("{}:{}", "0123456789abcdef0123456789abcdef01234567", gen::token(rng)).as_bytes()),
+        1 => s.extend_from_slice(
+            format!(
+                "{}:{}",
+                "0123456789abcdef0123456789abcdef01234567",
+                inputs::token(rng)
+            )
+            .as_bytes(),
+        ),
         _ => {
             s.extend_from_slice(format!("REDIS{:04}", rng.random_range(0..13u32)).as_bytes());
             for _ in 0..rng.random_range(0..5) {
@@ -121,12 +142,12 @@ pub(crate) fn gen_rdb(rng: &mut SmallRng) -> Vec<u8> {
             s.push(0xFE);
         }
     }
-    gen::finish(rng, s)
+    inputs::finish(rng, s)
 }
 
 pub(crate) fn run_rdb(data: &[u8]) {
     let _ = fuzzing::rdb_header(data);
-    let text = gen::text(data);
+    let text = inputs::text(data);
     let _ = fuzzing::replica_override(&text);
     if let Ok((id, off)) = fuzzing::position(&text) {
         assert_eq!(id.len(), 40);

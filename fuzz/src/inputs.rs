@@ -25,12 +25,59 @@ fn splitmix(mut x: u64) -> u64 {
 /// Text that breaks parsers: extreme numbers, signs, separators, control and multi-byte
 /// characters.
 pub const TOKENS: &[&str] = &[
-    "0", "-1", "-0", "+1", "18446744073709551615", "18446744073709551616", "4294967295",
-    "4294967296", "9223372036854775807", "-9223372036854775808", "1e999", "0x10", "NaN",
-    "\u{0}", "\u{7f}", "\u{feff}", "é", "\u{10ffff}", "𝔘", "\u{202e}", "\r\n", "\n", "\t", " ",
-    ":", "-", ",", "/", "..", "../", "/etc/passwd", "%", "\\", "\"", "'", "{", "}", "[", "]",
-    "=", "#", ";", "$", "*", "+", "FFFFFFFF/FFFFFFFF", "0/0", "1-2-3",
-    "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5", "null", "true", "[]", "{}",
+    "0",
+    "-1",
+    "-0",
+    "+1",
+    "18446744073709551615",
+    "18446744073709551616",
+    "4294967295",
+    "4294967296",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "1e999",
+    "0x10",
+    "NaN",
+    "\u{0}",
+    "\u{7f}",
+    "\u{feff}",
+    "é",
+    "\u{10ffff}",
+    "𝔘",
+    "\u{202e}",
+    "\r\n",
+    "\n",
+    "\t",
+    " ",
+    ":",
+    "-",
+    ",",
+    "/",
+    "..",
+    "../",
+    "/etc/passwd",
+    "%",
+    "\\",
+    "\"",
+    "'",
+    "{",
+    "}",
+    "[",
+    "]",
+    "=",
+    "#",
+    ";",
+    "$",
+    "*",
+    "+",
+    "FFFFFFFF/FFFFFFFF",
+    "0/0",
+    "1-2-3",
+    "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5",
+    "null",
+    "true",
+    "[]",
+    "{}",
 ];
 
 /// One random token of [`TOKENS`].
@@ -62,7 +109,11 @@ pub fn random_bytes(rng: &mut SmallRng) -> Vec<u8> {
 pub fn mutate(rng: &mut SmallRng, data: &mut Vec<u8>) {
     for _ in 0..rng.random_range(1..=4) {
         let len = data.len();
-        let at = if len == 0 { 0 } else { rng.random_range(0..=len) };
+        let at = if len == 0 {
+            0
+        } else {
+            rng.random_range(0..=len)
+        };
         match rng.random_range(0..10) {
             0 if len > 0 => {
                 let i = rng.random_range(0..len);
@@ -99,13 +150,24 @@ pub fn mutate(rng: &mut SmallRng, data: &mut Vec<u8>) {
                 data.splice(b..b, piece);
             }
             8 => {
-                let t = ["4294967295", "18446744073709551615", "99999999999999999999999", "-1"]
-                    [rng.random_range(0..4)];
+                let t = [
+                    "4294967295",
+                    "18446744073709551615",
+                    "99999999999999999999999",
+                    "-1",
+                ][rng.random_range(0..4)];
                 data.splice(at..at, t.bytes());
             }
             _ => {
-                let i = if len == 0 { 0 } else { rng.random_range(0..len) };
-                data.insert(i.min(data.len()), [0u8, 0xff, b'\n', b'\r'][rng.random_range(0..4)]);
+                let i = if len == 0 {
+                    0
+                } else {
+                    rng.random_range(0..len)
+                };
+                data.insert(
+                    i.min(data.len()),
+                    [0u8, 0xff, b'\n', b'\r'][rng.random_range(0..4)],
+                );
             }
         }
     }
@@ -138,8 +200,16 @@ pub fn json_value(rng: &mut SmallRng, depth: u32) -> Value {
         2 => json!(rng.random::<i64>()),
         3 => json!(rng.random_range(0..100_000u64)),
         4 => json!(rng.random::<f64>() * 1e6),
-        5 => Value::String(if rng.random_bool(0.5) { word(rng) } else { token(rng).to_owned() }),
-        6 => Value::Array((0..rng.random_range(0..4)).map(|_| json_value(rng, depth - 1)).collect()),
+        5 => Value::String(if rng.random_bool(0.5) {
+            word(rng)
+        } else {
+            token(rng).to_owned()
+        }),
+        6 => Value::Array(
+            (0..rng.random_range(0..4))
+                .map(|_| json_value(rng, depth - 1))
+                .collect(),
+        ),
         _ => {
             let mut m = Map::new();
             for _ in 0..rng.random_range(0..4) {
@@ -182,6 +252,12 @@ pub fn mutate_json(rng: &mut SmallRng, v: &mut Value) {
     }
 }
 
+/// A nesting depth, log-uniform up to 65536 (most cases stay cheap; some are deep enough to
+/// overflow a 2 MiB stack through naive recursion).
+pub fn deep(rng: &mut SmallRng) -> usize {
+    1 << rng.random_range(0..=16)
+}
+
 /// `[[[[...]]]]` or `{"a":{"a":...}}` nested `depth` times, possibly unclosed.
 pub fn deep_nesting(rng: &mut SmallRng, depth: usize) -> Vec<u8> {
     let (open, close): (&[u8], &[u8]) = if rng.random_bool(0.5) {
@@ -204,7 +280,7 @@ pub fn finish(rng: &mut SmallRng, mut doc: Vec<u8>) -> Vec<u8> {
     match rng.random_range(0..20) {
         0..=2 => random_bytes(rng),
         3 => {
-            let depth = rng.random_range(1..200_000);
+            let depth = deep(rng);
             deep_nesting(rng, depth)
         }
         4..=7 => doc,

@@ -40,8 +40,9 @@ struct Args {
     /// Directory for failing inputs.
     #[arg(long, default_value = "target/fuzz-failures")]
     failures: PathBuf,
-    /// A case running longer than this (milliseconds) is a hang.
-    #[arg(long, default_value_t = 1000)]
+    /// A case running longer than this (milliseconds, wall clock) is a hang. On a shared, loaded
+    /// machine a parse of microseconds was seen to take over a second of wall time.
+    #[arg(long, default_value_t = 10_000)]
     hang_ms: u64,
     /// Targets run at once (each in its own worker process).
     #[arg(long, default_value_t = 1)]

@@ -25,7 +25,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            hang: Duration::from_secs(1),
+            hang: Duration::from_secs(10),
             max_alloc: 256 << 20,
         }
     }

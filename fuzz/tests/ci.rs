@@ -26,7 +26,7 @@ fn every_parser_survives_ci_sized_fuzzing() {
                 count: cases(),
                 // Unoptimised test builds are slower than the fuzz profile.
                 limits: Limits {
-                    hang: Duration::from_secs(10),
+                    hang: Duration::from_secs(30),
                     ..Limits::default()
                 },
                 trace: Trace::Off,

@@ -600,7 +600,9 @@ mod tests {
             .parse()
             .unwrap();
         assert!(s.difference(&s).is_empty(), "{}", s.difference(&s));
-        let head: MysqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:546-600".parse().unwrap();
+        let head: MysqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:546-600"
+            .parse()
+            .unwrap();
         assert_eq!(
             s.difference(&head).to_string(),
             "3e11fa47-71ca-11e1-9e33-c80aa9429562:601-18446744073709551615"

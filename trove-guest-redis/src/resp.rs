@@ -259,7 +259,10 @@ mod tests {
     async fn a_reply_starting_with_a_multibyte_character_is_malformed_not_a_panic() {
         assert!(conn("é1\r\n".as_bytes()).read_reply().await.is_err());
         assert!(conn(b"\xff\xfe\r\n").read_reply().await.is_err());
-        assert_eq!(conn(b":7\r\n").read_reply().await.unwrap().unwrap(), Reply::Int(7));
+        assert_eq!(
+            conn(b":7\r\n").read_reply().await.unwrap().unwrap(),
+            Reply::Int(7)
+        );
     }
 
     #[tokio::test]

@@ -149,7 +149,8 @@ fn render(records: &[CellRecord]) -> String {
 /// The "Fuzzing" section from the fuzz harness's JSON report.
 fn render_fuzz(report: &serde_json::Value) -> String {
     let mut out = String::from("\n## Fuzzing\n\n");
-    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let num =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
     let text = |v: &serde_json::Value, k: &str| {
         v.get(k)
             .and_then(serde_json::Value::as_str)
@@ -162,7 +163,7 @@ fn render_fuzz(report: &serde_json::Value) -> String {
          inputs built for it (documents, rows, chunks, archives) mutated by byte flips, truncation, \
          splicing, huge lengths, unicode and deep nesting, and pure random bytes, from a seeded \
          RNG (any case is regenerated from target, seed and index). A case fails on a panic, on \
-         running longer than {} ms, on holding more than {} MiB at once, or when it crashes the \
+         running longer than {} ms (wall clock), on holding more than {} MiB at once, or when it crashes the \
          worker process (stack overflow, abort); cases run on a thread with a tokio worker's \
          2 MiB stack, in the `fuzz` profile (release with overflow checks). Seed {}.\n\n\
          ```text\n\
@@ -183,7 +184,10 @@ fn render_fuzz(report: &serde_json::Value) -> String {
     for t in targets {
         cases += num(t, "cases");
         failures += num(t, "failures");
-        let seconds = t.get("seconds").and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+        let seconds = t
+            .get("seconds")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0);
         let failed = num(t, "failures");
         let _ = writeln!(
             out,
@@ -203,6 +207,9 @@ fn render_fuzz(report: &serde_json::Value) -> String {
         "\n{} targets, {cases} cases, {failures} failures.\n",
         targets.len()
     );
+    if let Some(note) = report.get("note").and_then(serde_json::Value::as_str) {
+        let _ = write!(out, "\n{note}\n");
+    }
     out
 }
 
@@ -289,9 +296,15 @@ mod tests {
             ]
         }));
         assert!(md.contains("| `lsn` | Lsn | 1000000 | 2.5 s | 0 |"), "{md}");
-        assert!(md.contains("| `tar_members` | tar / ustar | 10 | 0.1 s | ❌ 1: x.bin panic: boom |"), "{md}");
+        assert!(
+            md.contains("| `tar_members` | tar / ustar | 10 | 0.1 s | ❌ 1: x.bin panic: boom |"),
+            "{md}"
+        );
         assert!(md.contains("2 targets, 1000010 cases, 1 failures."), "{md}");
-        assert!(md.contains("-- --cases 1000000 --report fuzz/report.json"), "{md}");
+        assert!(
+            md.contains("-- --cases 1000000 --report fuzz/report.json"),
+            "{md}"
+        );
     }
 
     #[test]

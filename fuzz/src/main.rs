@@ -228,6 +228,7 @@ fn supervise(args: &Args, chosen: &[&'static Target], limits: Limits) -> ExitCod
         hang_limit_ms: args.hang_ms,
         max_alloc_bytes: limits.max_alloc as u64,
         targets: Vec::new(),
+        note: None,
     };
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(vec![None; chosen.len()]);

@@ -18,6 +18,9 @@ pub struct Report {
     pub max_alloc_bytes: u64,
     /// Per target.
     pub targets: Vec<TargetReport>,
+    /// How the run departed from `command`, if it did (rendered under the table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What one target's run found.

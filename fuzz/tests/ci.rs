@@ -43,9 +43,13 @@ fn every_parser_survives_ci_sized_fuzzing() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Targets whose inputs hold ciphertext from `SecureKey::encrypt`, which draws a random IV: a
+/// failing input of theirs is reproduced from the file the harness saves, not from the seed.
+const RANDOM_IV: [&str; 2] = ["oslo_envelope", "secure_serializer"];
+
 #[test]
 fn a_case_is_regenerated_from_target_seed_and_index() {
-    for target in TARGETS {
+    for target in TARGETS.iter().filter(|t| !RANDOM_IV.contains(&t.name)) {
         for index in [0, 7, 19_999] {
             assert_eq!(
                 targets::input(target, 42, index),

@@ -68,6 +68,9 @@ pub mod config;
 pub mod config_check;
 pub mod http_config;
 pub mod logging;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod remote;
 pub mod rpc;
 #[cfg(feature = "testing")]

@@ -217,6 +217,7 @@ impl MysqlGtidSet {
             let theirs = other.sets.get(key).cloned().unwrap_or_default();
             let mut rest = Vec::new();
             for &(mut a, b) in ivs {
+                let mut covered = false;
                 for &(c, d) in &theirs {
                     if d < a || c > b {
                         continue;
@@ -224,12 +225,16 @@ impl MysqlGtidSet {
                     if c > a {
                         rest.push((a, c - 1));
                     }
-                    a = d.saturating_add(1);
-                    if a > b {
-                        break;
+                    // Past `d`; nothing is past u64::MAX (a saturating add kept it uncovered).
+                    match d.checked_add(1) {
+                        Some(next) if next <= b => a = next,
+                        _ => {
+                            covered = true;
+                            break;
+                        }
                     }
                 }
-                if a <= b {
+                if !covered {
                     rest.push((a, b));
                 }
             }
@@ -587,6 +592,22 @@ mod tests {
         ] {
             assert!(bad.parse::<MysqlGtidSet>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_gtid_set_ending_at_the_largest_number_minus_itself_is_empty() {
+        let s: MysqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:546-18446744073709551615"
+            .parse()
+            .unwrap();
+        assert!(s.difference(&s).is_empty(), "{}", s.difference(&s));
+        let head: MysqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:546-600"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            s.difference(&head).to_string(),
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:601-18446744073709551615"
+        );
+        assert!(head.difference(&s).is_empty());
     }
 
     #[test]

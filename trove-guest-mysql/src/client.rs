@@ -30,6 +30,15 @@ impl Row {
     pub(crate) fn non_empty(&self, names: &[&str]) -> Option<&str> {
         self.get(names).filter(|v| !v.trim().is_empty())
     }
+
+    /// A row from `(column, value)` pairs in column order (for the fuzzing harness).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn from_columns(columns: &[(String, Option<String>)]) -> Row {
+        Row(
+            columns.iter().cloned().collect(),
+            columns.first().and_then(|(_, v)| v.clone()),
+        )
+    }
 }
 
 fn value_text(v: &mysql_async::Value) -> Option<String> {

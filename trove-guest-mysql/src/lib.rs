@@ -101,6 +101,9 @@ mod detach;
 mod error;
 mod failover;
 pub mod flavor;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hooks;
 mod options;
 mod restore;

@@ -48,6 +48,32 @@ fn binlog_reached(mine: &BinlogCoordinates, target: &BinlogCoordinates) -> bool 
     }
 }
 
+/// What a replica status row (`SHOW SLAVE STATUS` / `SHOW REPLICA STATUS`) says, as text the
+/// server sent: unparseable values are left unknown, never guessed.
+pub(crate) fn replica_fields(st: &mut ReplicationStatus, r: &Row, kind: FlavorKind) {
+    st.role = Some(Role::Replica);
+    st.master = master_address(r);
+    st.receiver_running = Some(r.get(&["Slave_IO_Running", "Replica_IO_Running"]) == Some("Yes"));
+    st.applier_running = Some(r.get(&["Slave_SQL_Running", "Replica_SQL_Running"]) == Some("Yes"));
+    st.lag_seconds = r
+        .get(&["Seconds_Behind_Master", "Seconds_Behind_Source"])
+        .and_then(|v| v.parse().ok());
+    st.last_error = r
+        .non_empty(&["Last_IO_Error"])
+        .or_else(|| r.non_empty(&["Last_SQL_Error"]))
+        .map(str::to_owned);
+    st.received = match kind {
+        FlavorKind::MariaDb => r
+            .get(&["Gtid_IO_Pos"])
+            .and_then(|g| g.parse().ok())
+            .map(ReplicationPosition::MariadbGtid),
+        FlavorKind::Mysql => r
+            .get(&["Retrieved_Gtid_Set"])
+            .and_then(|g| g.parse().ok())
+            .map(ReplicationPosition::MysqlGtid),
+    };
+}
+
 impl MysqlStrategy {
     async fn binlog_coordinates(
         &self,
@@ -209,31 +235,7 @@ impl MysqlStrategy {
         st.connected_replicas = replicas;
         st.executed = self.latest_txn_impl().await.ok();
         match row {
-            Some(r) => {
-                st.role = Some(Role::Replica);
-                st.master = master_address(&r);
-                st.receiver_running =
-                    Some(r.get(&["Slave_IO_Running", "Replica_IO_Running"]) == Some("Yes"));
-                st.applier_running =
-                    Some(r.get(&["Slave_SQL_Running", "Replica_SQL_Running"]) == Some("Yes"));
-                st.lag_seconds = r
-                    .get(&["Seconds_Behind_Master", "Seconds_Behind_Source"])
-                    .and_then(|v| v.parse().ok());
-                st.last_error = r
-                    .non_empty(&["Last_IO_Error"])
-                    .or_else(|| r.non_empty(&["Last_SQL_Error"]))
-                    .map(str::to_owned);
-                st.received = match kind {
-                    FlavorKind::MariaDb => r
-                        .get(&["Gtid_IO_Pos"])
-                        .and_then(|g| g.parse().ok())
-                        .map(ReplicationPosition::MariadbGtid),
-                    FlavorKind::Mysql => r
-                        .get(&["Retrieved_Gtid_Set"])
-                        .and_then(|g| g.parse().ok())
-                        .map(ReplicationPosition::MysqlGtid),
-                };
-            }
+            Some(r) => replica_fields(&mut st, &r, kind),
             None => {
                 st.role = Some(if vars.log_bin {
                     Role::Master

@@ -95,6 +95,9 @@ mod conf;
 mod error;
 mod failover;
 mod flavor;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hooks;
 mod master;
 mod names;

@@ -25,7 +25,7 @@ enum Where {
     Standby { replayed: Option<Lsn> },
 }
 
-fn parse_lsn(s: Option<String>) -> Result<Option<Lsn>> {
+pub(crate) fn parse_lsn(s: Option<String>) -> Result<Option<Lsn>> {
     s.map(|t| t.parse()).transpose()
 }
 

@@ -37,6 +37,9 @@
 //! `redis-server`).
 
 mod commands;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod master;
 mod rdb;
 mod replica;

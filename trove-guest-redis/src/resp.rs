@@ -14,6 +14,9 @@ use crate::commands::{self, Cmd};
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest bulk reply or line accepted (the RDB itself is streamed, not read as a reply).
 const MAX_REPLY: usize = 64 << 20;
+/// Deepest nesting of arrays accepted in a reply: each level is a nested future polled
+/// recursively, so an unbounded `*1\r\n*1\r\n...` overflowed the stack.
+const MAX_DEPTH: usize = 64;
 
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -72,6 +75,21 @@ async fn bounded<T>(what: &str, f: impl Future<Output = Result<T>>) -> Result<T>
 }
 
 impl Conn {
+    /// A connection over any stream, without logging in (for the fuzzing harness).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn over(io: Box<dyn Io>) -> Conn {
+        Conn {
+            io: BufStream::new(io),
+            peer: "fuzz".into(),
+        }
+    }
+
+    /// One reply, or the server's error text (for the fuzzing harness).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) async fn next_reply(&mut self) -> Result<std::result::Result<Reply, String>> {
+        self.read_reply().await
+    }
+
     /// Connects over TCP and logs in as `user` (no `AUTH` for an empty password).
     pub(crate) async fn connect(
         host: &str,
@@ -178,9 +196,14 @@ impl Conn {
     }
 
     fn read_reply(&mut self) -> ReplyFuture<'_> {
+        self.read_reply_at(0)
+    }
+
+    fn read_reply_at(&mut self, depth: usize) -> ReplyFuture<'_> {
         Box::pin(async move {
             let line = self.read_line().await?;
-            let (kind, rest) = line.split_at(line.len().min(1));
+            // A first character of more than one byte is no reply type (and no place to split).
+            let (kind, rest) = line.split_at_checked(line.len().min(1)).unwrap_or(("", ""));
             let bad = || datastore(format!("malformed reply from {}", self.peer));
             let len = || rest.parse::<i64>().map_err(|_| bad());
             Ok(Ok(match kind {
@@ -202,11 +225,11 @@ impl Conn {
                 },
                 "*" => match usize::try_from(len()?) {
                     Err(_) => Reply::Array(None),
-                    Ok(n) if n > MAX_REPLY => return Err(bad()),
+                    Ok(n) if n > MAX_REPLY || depth >= MAX_DEPTH => return Err(bad()),
                     Ok(n) => {
                         let mut v = Vec::with_capacity(n.min(1024));
                         for _ in 0..n {
-                            match self.read_reply().await? {
+                            match self.read_reply_at(depth + 1).await? {
                                 Ok(r) => v.push(r),
                                 Err(e) => return Ok(Err(e)),
                             }
@@ -217,5 +240,43 @@ impl Conn {
                 _ => return Err(bad()),
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(bytes: &[u8]) -> Conn {
+        let io = tokio::io::join(std::io::Cursor::new(bytes.to_vec()), tokio::io::sink());
+        Conn {
+            io: BufStream::new(Box::new(io)),
+            peer: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_starting_with_a_multibyte_character_is_malformed_not_a_panic() {
+        assert!(conn("é1\r\n".as_bytes()).read_reply().await.is_err());
+        assert!(conn(b"\xff\xfe\r\n").read_reply().await.is_err());
+        assert_eq!(
+            conn(b":7\r\n").read_reply().await.unwrap().unwrap(),
+            Reply::Int(7)
+        );
+    }
+
+    #[tokio::test]
+    async fn deeply_nested_replies_are_refused_not_a_stack_overflow() {
+        let mut deep = b"*1\r\n".repeat(100_000);
+        deep.extend_from_slice(b":1\r\n");
+        assert!(conn(&deep).read_reply().await.is_err());
+
+        let mut nested = b"*1\r\n".repeat(3);
+        nested.extend_from_slice(b":1\r\n");
+        let one = |r| Reply::Array(Some(vec![r]));
+        assert_eq!(
+            conn(&nested).read_reply().await.unwrap().unwrap(),
+            one(one(one(Reply::Int(1))))
+        );
     }
 }

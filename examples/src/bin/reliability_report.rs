@@ -10,6 +10,9 @@
 //! served after the kill and the restart (`old data`, `new replica`, or why the cell failed),
 //! whether anything was left over and whether the repeated call succeeded. When a cell was run
 //! more than once, its last record counts. Cells without a record say `not run`.
+//!
+//! The fuzzing section comes from the fuzz harness's report (`--fuzz`, default
+//! `fuzz/report.json`, written by `trove-guest-fuzz`'s `fuzz --report`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,6 +31,9 @@ struct Args {
     /// Where to write the Markdown (default: standard output).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The fuzz harness's JSON report, rendered as the "Fuzzing" section.
+    #[arg(long, default_value = "fuzz/report.json")]
+    fuzz: PathBuf,
 }
 
 const DATASTORES: [&str; 2] = ["mariadb", "postgresql"];
@@ -85,7 +91,8 @@ fn render(records: &[CellRecord]) -> String {
          TROVE_GUEST_MATRIX_REPORT=target/matrix.jsonl \\\n  \
          cargo test -p trove-guest-agent --features failpoints --test fault_matrix -- --include-ignored\n\
          cargo run -p trove-guest-examples --bin reliability_report -- target/matrix.jsonl --out RELIABILITY.md\n\
-         ```\n\n",
+         ```\n\n\
+         The fuzzing section below is rendered from `fuzz/report.json` (`--fuzz`).\n\n",
     );
     out.push_str("| step |");
     for d in DATASTORES {
@@ -139,6 +146,73 @@ fn render(records: &[CellRecord]) -> String {
     out
 }
 
+/// The "Fuzzing" section from the fuzz harness's JSON report.
+fn render_fuzz(report: &serde_json::Value) -> String {
+    let mut out = String::from("\n## Fuzzing\n\n");
+    let num =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .replace('|', "/")
+    };
+    let _ = write!(
+        out,
+        "Every parser of untrusted bytes has a target in `trove-guest-fuzz` (`fuzz/`): near-valid \
+         inputs built for it (documents, rows, chunks, archives) mutated by byte flips, truncation, \
+         splicing, huge lengths, unicode and deep nesting, and pure random bytes, from a seeded \
+         RNG (any case is regenerated from target, seed and index). A case fails on a panic, on \
+         running longer than {} ms (wall clock), on holding more than {} MiB at once, or when it crashes the \
+         worker process (stack overflow, abort); cases run on a thread with a tokio worker's \
+         2 MiB stack, in the `fuzz` profile (release with overflow checks). Seed {}.\n\n\
+         ```text\n\
+         cargo run --profile fuzz -p trove-guest-fuzz -- {}\n\
+         ```\n\n\
+         | target | parsers | cases | wall time | failures |\n|---|---|---|---|---|\n",
+        num(report, "hang_limit_ms"),
+        num(report, "max_alloc_bytes") >> 20,
+        num(report, "seed"),
+        text(report, "command"),
+    );
+    let empty = Vec::new();
+    let targets = report
+        .get("targets")
+        .and_then(serde_json::Value::as_array)
+        .unwrap_or(&empty);
+    let (mut cases, mut failures) = (0, 0);
+    for t in targets {
+        cases += num(t, "cases");
+        failures += num(t, "failures");
+        let seconds = t
+            .get("seconds")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0);
+        let failed = num(t, "failures");
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {seconds:.1} s | {} |",
+            text(t, "name"),
+            text(t, "parsers"),
+            num(t, "cases"),
+            if failed == 0 {
+                "0".to_owned()
+            } else {
+                format!("❌ {failed}: {}", text(t, "failure"))
+            }
+        );
+    }
+    let _ = write!(
+        out,
+        "\n{} targets, {cases} cases, {failures} failures.\n",
+        targets.len()
+    );
+    if let Some(note) = report.get("note").and_then(serde_json::Value::as_str) {
+        let _ = write!(out, "\n{note}\n");
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let text = match std::fs::read_to_string(&args.report) {
@@ -165,7 +239,20 @@ fn main() -> ExitCode {
             }
         }
     }
-    let md = render(&records);
+    let mut md = render(&records);
+    match std::fs::read_to_string(&args.fuzz) {
+        Ok(t) => match serde_json::from_str::<serde_json::Value>(&t) {
+            Ok(v) => md.push_str(&render_fuzz(&v)),
+            Err(e) => {
+                eprintln!("reliability_report: {}: {e}", args.fuzz.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(e) => eprintln!(
+            "reliability_report: no fuzzing section ({}: {e})",
+            args.fuzz.display()
+        ),
+    }
     match &args.out {
         None => print!("{md}"),
         Some(p) => {
@@ -195,6 +282,29 @@ mod tests {
             "problem": if leftovers.is_empty() { None } else { Some("leftovers") },
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn the_fuzz_report_renders_one_row_per_target_with_totals() {
+        let md = render_fuzz(&serde_json::json!({
+            "command": "--cases 1000000 --report fuzz/report.json", "seed": 7,
+            "cases_per_target": 1000000, "hang_limit_ms": 1000, "max_alloc_bytes": 268435456u64,
+            "targets": [
+                {"name": "lsn", "parsers": "Lsn", "cases": 1000000, "seconds": 2.5, "failures": 0},
+                {"name": "tar_members", "parsers": "tar | ustar", "cases": 10, "seconds": 0.1,
+                 "failures": 1, "failure": "x.bin panic: boom"}
+            ]
+        }));
+        assert!(md.contains("| `lsn` | Lsn | 1000000 | 2.5 s | 0 |"), "{md}");
+        assert!(
+            md.contains("| `tar_members` | tar / ustar | 10 | 0.1 s | ❌ 1: x.bin panic: boom |"),
+            "{md}"
+        );
+        assert!(md.contains("2 targets, 1000010 cases, 1 failures."), "{md}");
+        assert!(
+            md.contains("-- --cases 1000000 --report fuzz/report.json"),
+            "{md}"
+        );
     }
 
     #[test]

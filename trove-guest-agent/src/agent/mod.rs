@@ -14,6 +14,8 @@ mod body;
 mod error;
 mod failover_routes;
 mod listen;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz_body;
 mod ops;
 mod routes;
 mod trace;

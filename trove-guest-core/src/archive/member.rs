@@ -40,6 +40,12 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
+/// Most path components a member name may have. Every ancestor of a member is remembered (as
+/// a directory the archive made), so a deeper name would cost time and memory quadratic in its
+/// depth: one 64 KiB GNU long name of `a/a/a/...` held gigabytes. Real snapshots nest a few
+/// levels.
+pub(crate) const MAX_DEPTH: usize = 128;
+
 /// A member name made relative and normalized: its components, none of them empty, `.` or
 /// `..`. No components is the extraction directory itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -68,6 +74,12 @@ impl MemberPath {
                     ));
                 }
                 c => parts.push(c.to_vec()),
+            }
+            if parts.len() > MAX_DEPTH {
+                return Err(Rejection::member(
+                    name,
+                    format!("more than {MAX_DEPTH} path components"),
+                ));
             }
         }
         Ok(MemberPath(parts))
@@ -167,6 +179,14 @@ mod tests {
             p("a/../b").is_err(),
             "any `..` is refused, even one staying inside"
         );
+    }
+
+    #[test]
+    fn names_deeper_than_the_depth_limit_are_refused() {
+        assert_eq!(p(&"a/".repeat(MAX_DEPTH)).unwrap().0.len(), MAX_DEPTH);
+        let deep = "a/".repeat(32 * 1024);
+        let e = p(&deep).unwrap_err();
+        assert!(e.to_string().contains("path components"), "{e}");
     }
 
     #[test]

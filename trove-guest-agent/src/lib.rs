@@ -66,11 +66,11 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod config_check;
-pub mod http_config;
-pub mod logging;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http_config;
+pub mod logging;
 pub mod remote;
 pub mod rpc;
 #[cfg(feature = "testing")]

@@ -252,7 +252,13 @@ pub(crate) fn hba_restrictions(existing: &str) -> Vec<(String, String)> {
             continue;
         }
         let f: Vec<&str> = l.split_whitespace().collect();
-        if let ["host" | "hostssl", "replication", login, addr, "scram-sha-256"] = f[..]
+        if let [
+            "host" | "hostssl",
+            "replication",
+            login,
+            addr,
+            "scram-sha-256",
+        ] = f[..]
             && !login.starts_with('+')
         {
             out.push((login.to_owned(), addr.to_owned()));
@@ -509,7 +515,10 @@ mod tests {
             vec![("trove_repl_r7".to_owned(), addr.clone())]
         );
         // Re-restricting replaces; re-rendering the block keeps it; unrestricting removes it.
-        assert_eq!(hba_restrict(&r, "trove_repl_r7", &addr, HbaTransport::Any).unwrap(), r);
+        assert_eq!(
+            hba_restrict(&r, "trove_repl_r7", &addr, HbaTransport::Any).unwrap(),
+            r
+        );
         let rerendered = hba_with_block(
             &r,
             &hba_block_restricted(

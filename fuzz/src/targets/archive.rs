@@ -102,7 +102,7 @@ pub(crate) fn xbstream_stream(rng: &mut SmallRng, extra: &[(Vec<u8>, Vec<u8>)]) 
 /// Feeds `data` in pieces whose sizes come from the data itself (deterministic per input).
 fn pieces(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let step = 1 + data.first().map_or(0, |b| usize::from(*b) % 97);
-    data.chunks(if data.len() % 3 == 0 {
+    data.chunks(if data.len().is_multiple_of(3) {
         data.len().max(1)
     } else {
         step

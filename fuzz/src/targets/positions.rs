@@ -174,10 +174,7 @@ pub(crate) fn gen_positions(rng: &mut SmallRng) -> Vec<u8> {
 pub(crate) fn run_positions(data: &[u8]) {
     let (kind, text) = two(data);
     if let Ok(kind) = kind.parse::<DatastoreKind>() {
-        assert_eq!(
-            kind.as_str().parse::<DatastoreKind>().ok(),
-            Some(kind.clone())
-        );
+        assert_eq!(kind.as_str().parse::<DatastoreKind>().ok(), Some(kind));
         if let Ok(p) = trove_guest_agent::rpc::translate::txn_from_trove(&kind, &text) {
             let _ = (
                 p.to_string(),

@@ -13,9 +13,9 @@ mod auth;
 mod body;
 mod error;
 mod failover_routes;
-mod listen;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz_body;
+mod listen;
 mod ops;
 mod routes;
 mod trace;

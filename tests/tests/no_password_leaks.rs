@@ -22,6 +22,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use trove_guest_agent::api::{self, StreamLine};
 use trove_guest_agent::testing::sample::SampleDb;
+use trove_guest_agent::testing::testbed::Node;
 use trove_guest_core::{DatastoreKind, DirectorySecretStore, SecretStore, SnapshotDocument};
 use trove_guest_tests::{node_with_secrets, temp_store};
 
@@ -197,11 +198,17 @@ fn file_findings(dirs: &[PathBuf], passwords: &[String]) -> (Vec<String>, Vec<St
     (leaks, secret_files, files.len())
 }
 
-/// Posts `body` to `path`, streaming when `stream`; returns status and the whole answer text.
-async fn post(base: &str, path: &str, stream: bool, body: &str) -> (u16, String) {
-    let url = format!("{base}{path}{}", if stream { "?stream=true" } else { "" });
+/// Posts `body` to `path` of `node`'s agent (with its token), streaming when `stream`; returns
+/// status and the whole answer text.
+async fn post(node: &Node, path: &str, stream: bool, body: &str) -> (u16, String) {
+    let url = format!(
+        "{}{path}{}",
+        node.url(),
+        if stream { "?stream=true" } else { "" }
+    );
     let resp = reqwest::Client::new()
         .post(url)
+        .bearer_auth(node.token().expose())
         .header("content-type", "application/json")
         .body(body.to_owned())
         .timeout(Duration::from_secs(600))
@@ -247,7 +254,7 @@ async fn no_password_leaks(kind: DatastoreKind) {
     // Two snapshots, so two generated passwords (the second account is never attached).
     for (id, stream) in [("r1", true), ("r2", false)] {
         let call = serde_json::json!({"replica_id": id, "replica_host": "127.0.0.1"});
-        let (status, text) = post(master.url(), api::SNAPSHOT, stream, &call.to_string()).await;
+        let (status, text) = post(&master, api::SNAPSHOT, stream, &call.to_string()).await;
         assert_eq!(status, 200, "{text}");
         let value = if stream {
             stream_result(&text)
@@ -275,7 +282,7 @@ async fn no_password_leaks(kind: DatastoreKind) {
     let mut unknown = docs[0].clone();
     unknown.replication.as_mut().unwrap().password_ref = Some("replication-m-nope".into());
     let (status, text) = post(
-        replica.url(),
+        &replica,
         api::ATTACH,
         false,
         &serde_json::to_string(&unknown).unwrap(),
@@ -286,7 +293,7 @@ async fn no_password_leaks(kind: DatastoreKind) {
 
     // Attach, streamed.
     let (status, text) = post(
-        replica.url(),
+        &replica,
         api::ATTACH,
         true,
         &serde_json::to_string(&docs[0]).unwrap(),

@@ -84,6 +84,7 @@ async fn json_log_lines_of_a_real_request_carry_the_span_fields_and_its_outcome(
     let resp = reqwest::Client::new()
         .put(format!("{}{}", node.url(), api::READ_ONLY))
         .header("x-request-id", "req-ro-1")
+        .bearer_auth(node.token().expose())
         .json(&serde_json::json!({"read_only": false}))
         .send()
         .await

@@ -179,6 +179,7 @@ pub struct Node {
     /// The agent's change slot: give it to another front end of this strategy
     /// ([`crate::rpc::TroveRpcServer::with_changes`]) to share the one change lock.
     pub changes: crate::changes::ChangeSlot,
+    token: Secret,
     agent: Option<RunningAgent>,
     server: Option<TestServer>,
 }
@@ -231,7 +232,7 @@ impl Node {
             .await
             .map_err(|e| Error::io("bind the guest agent on 127.0.0.1", e))?;
         let client =
-            AgentClient::with_options(agent.url(), &ClientOptions::new().with_token(token))
+            AgentClient::with_options(agent.url(), &ClientOptions::new().with_token(token.clone()))
                 .map_err(|e| Error::invalid("the agent's client", e.to_string()))?;
         Ok(Node {
             name: name.to_owned(),
@@ -239,6 +240,7 @@ impl Node {
             strategy,
             client,
             changes,
+            token,
             agent: Some(agent),
             server: Some(server),
         })
@@ -249,6 +251,11 @@ impl Node {
         self.server
             .as_ref()
             .expect("the server runs until shutdown")
+    }
+
+    /// The agent's bearer token (for requests made without [`Node::client`]).
+    pub fn token(&self) -> &Secret {
+        &self.token
     }
 
     /// The agent's base URL.

@@ -81,8 +81,8 @@ pub struct BenchOptions {
     pub exe: PathBuf,
     /// Bytes written by the disk test.
     pub disk_test_bytes: u64,
-    /// Run only the rows whose method name contains one of these (the raw-tools reference row
-    /// always runs); empty runs every row.
+    /// Run only the rows whose method name contains one of these, or is exactly the text after
+    /// a leading `=` (the raw-tools reference row always runs); empty runs every row.
     pub only: Vec<String>,
     /// The two-host mode: the master's side of every row on one CPU, the replica's on the
     /// other (see [`pin`]).
@@ -380,7 +380,13 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
         }
     }
     if !opts.only.is_empty() {
-        out.retain(|(_, r)| r.reference || opts.only.iter().any(|o| r.method.contains(o.as_str())));
+        out.retain(|(_, r)| {
+            r.reference
+                || opts.only.iter().any(|o| match o.strip_prefix('=') {
+                    Some(exact) => r.method == exact,
+                    None => r.method.contains(o.as_str()),
+                })
+        });
     }
     out
 }
@@ -982,7 +988,10 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
             || opts
                 .only
                 .iter()
-                .any(|o| "trove-guest, S3 store".contains(o.as_str())))
+                .any(|o| {
+                    let o = o.trim_start_matches('=');
+                    "trove-guest, S3 store".contains(o) || o.contains("S3 store")
+                }))
     {
         log("starting the local S3 server (moto)");
         let server = trove_guest_core::testkit::s3::MotoServer::start().await?;
@@ -997,6 +1006,10 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
     } else {
         None
     };
+    let started_utc = utc_now();
+    log("probing the machine (disk write test)");
+    // Before the two-host mode pins this process (the probe counts the CPUs it may use).
+    let machine = Machine::probe(scratch.path(), opts.disk_test_bytes)?;
     if opts.two_host {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         if cpus < 2 {
@@ -1020,9 +1033,6 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
         s3,
         two_host: opts.two_host,
     };
-    let started_utc = utc_now();
-    log("probing the machine (disk write test)");
-    let machine = Machine::probe(&env.scratch, opts.disk_test_bytes)?;
     let mut datastores = Vec::new();
     for kind in &opts.datastores {
         datastores.push(run_datastore(&env, opts, *kind).await?);
@@ -1082,6 +1092,12 @@ mod tests {
             .map(|(_, r)| r.method)
             .collect();
         assert_eq!(names, ["raw tools", "trove-guest + zstd store"]);
+        only.only = vec!["=trove-guest".into(), "=logical dump".into()];
+        let names: Vec<String> = methods(DatastoreKind::Mariadb, &only)
+            .into_iter()
+            .map(|(_, r)| r.method)
+            .collect();
+        assert_eq!(names, ["raw tools", "trove-guest", "logical dump"]);
     }
 
     #[test]

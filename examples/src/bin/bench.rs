@@ -68,7 +68,8 @@ struct Args {
     /// Leave out the "download then extract" row.
     #[arg(long)]
     no_download_first: bool,
-    /// Run only rows whose name contains this text (repeatable); the raw-tools row always runs.
+    /// Run only rows whose name contains this text, or is exactly the text after a leading `=`
+    /// (repeatable); the raw-tools row always runs.
     #[arg(long)]
     only: Vec<String>,
     /// Write the Markdown report (machine, table, phases, notes) to this file.

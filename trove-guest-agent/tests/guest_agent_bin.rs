@@ -72,7 +72,7 @@ server_config = "{cnf}"
 async fn start_agent(dir: &std::path::Path, config: &str, listen: &str) -> (Child, AgentClient) {
     let cfg_path = dir.join("agent.toml");
     std::fs::write(&cfg_path, config).unwrap();
-    let agent = Command::new(AGENT)
+    let mut agent = Command::new(AGENT)
         .arg("--config")
         .arg(&cfg_path)
         .stdout(Stdio::null())
@@ -86,6 +86,8 @@ async fn start_agent(dir: &std::path::Path, config: &str, listen: &str) -> (Chil
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = agent.kill();
+    let _ = agent.wait();
     panic!("the agent at {listen} does not serve its status");
 }
 
@@ -187,7 +189,9 @@ async fn guest_agents_with_an_s3_store_build_a_replica_from_the_masters_s3_snaps
         .await
         .expect("snapshot into S3 through the master's agent");
     assert!(
-        doc.dataset.snapshot_href.starts_with("s3://snaps/trove/e2e/"),
+        doc.dataset
+            .snapshot_href
+            .starts_with("s3://snaps/trove/e2e/"),
         "{}",
         doc.dataset.snapshot_href
     );
@@ -195,7 +199,9 @@ async fn guest_agents_with_an_s3_store_build_a_replica_from_the_masters_s3_snaps
     let mdb = SampleDb::connect(DatastoreKind::Mariadb, &master.handle().admin)
         .await
         .expect("connect to the master");
-    mdb.insert_rows(100..150).await.expect("rows after the snapshot");
+    mdb.insert_rows(100..150)
+        .await
+        .expect("rows after the snapshot");
     mdb.close().await;
     r.attach(&doc, &AttachQuery::default(), &mut |_| {})
         .await
@@ -214,7 +220,10 @@ async fn guest_agents_with_an_s3_store_build_a_replica_from_the_masters_s3_snaps
     }
     let products = rdb.count("products").await.expect("count products");
     rdb.close().await;
-    assert_eq!(orders, 150, "the replica has every row, by snapshot and replication");
+    assert_eq!(
+        orders, 150,
+        "the replica has every row, by snapshot and replication"
+    );
     assert!(products > 0);
 
     for agent in [r_agent, m_agent] {

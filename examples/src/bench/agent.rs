@@ -377,8 +377,8 @@ pub async fn child_main() -> Result<()> {
         .read_line(&mut input)
         .await
         .map_err(|e| Error::io("read the agent request", e))?;
-    let req: AgentRequest = serde_json::from_str(&input)
-        .map_err(|e| Error::invalid("agent request", e.to_string()))?;
+    let req: AgentRequest =
+        serde_json::from_str(&input).map_err(|e| Error::invalid("agent request", e.to_string()))?;
     let report = match req {
         AgentRequest::Snapshot {
             master,

@@ -334,11 +334,7 @@ pub async fn load_postgres(
 /// The pgbench tables, filled a few scale units at a time until they and their
 /// primary keys hold 85% of `target`; then the secondary indexes (the rest), `VACUUM ANALYZE`
 /// and a checkpoint.
-async fn load_pgbench(
-    server: &PostgresServer,
-    target: u64,
-    log: &dyn Fn(&str),
-) -> Result<Loaded> {
+async fn load_pgbench(server: &PostgresServer, target: u64, log: &dyn Fn(&str)) -> Result<Loaded> {
     const TABLES: [&str; 4] = [
         "pgbench_branches",
         "pgbench_tellers",
@@ -415,7 +411,9 @@ async fn load_pgbench(
         size().await? / 1_000_000
     ));
     server
-        .query("VACUUM ANALYZE pgbench_branches, pgbench_tellers, pgbench_accounts, pgbench_history")
+        .query(
+            "VACUUM ANALYZE pgbench_branches, pgbench_tellers, pgbench_accounts, pgbench_history",
+        )
         .await?;
     server.query("CHECKPOINT").await?;
     Ok(Loaded {

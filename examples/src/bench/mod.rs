@@ -985,14 +985,10 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
         })?;
     let s3 = if opts.s3
         && (opts.only.is_empty()
-            || opts
-                .only
-                .iter()
-                .any(|o| {
-                    let o = o.trim_start_matches('=');
-                    "trove-guest, S3 store".contains(o) || o.contains("S3 store")
-                }))
-    {
+            || opts.only.iter().any(|o| {
+                let o = o.trim_start_matches('=');
+                "trove-guest, S3 store".contains(o) || o.contains("S3 store")
+            })) {
         log("starting the local S3 server (moto)");
         let server = trove_guest_core::testkit::s3::MotoServer::start().await?;
         server.create_bucket("bench").await?;

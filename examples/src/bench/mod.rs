@@ -19,6 +19,10 @@
 //! * **logical**: `mariadb-dump --single-transaction --master-data=2 | mariadb` then
 //!   replication from the dump's coordinates (`pg_dump | psql`).
 //!
+//! With [`BenchOptions::two_host`] the master's side of every row runs on one CPU and the
+//! replica's side on the other ([`pin`]); [`BenchOptions::schema`] picks the data
+//! ([`dataset::Schema`]: one wide table, or sysbench-/pgbench-like tables with secondary indexes).
+//!
 //! Repetitions rotate the order of the rows, and the master's files are read into the page cache
 //! once before the first row, so no row pays for a cold cache or always runs first.
 //!

@@ -67,7 +67,7 @@ fn quick_benchmark_completes_and_prints_every_row_for_both_datastores() {
         assert!(raw.contains("| 1.00× |"), "{raw}");
         for line in table.lines().filter(|l| l.starts_with("| trove-guest")) {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let rss: f64 = cells[6]
+            let rss: f64 = cells[7]
                 .parse()
                 .unwrap_or_else(|_| panic!("no RSS in {line}"));
             assert!(rss > 0.0, "{line}");

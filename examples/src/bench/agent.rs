@@ -15,14 +15,15 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use trove_guest_core::store::{Durability, ZstdSnapshotStore};
 use trove_guest_core::{
     AdminConnection, AttachRequest, DatastoreHandle, DatastoreKind, DetachedReplica, Error,
     LocalSnapshotStore, OsUser, Phase, Progress, ReplicationStrategyExt, Result, ServiceControl,
-    ServiceStatus, SnapshotDocument, SnapshotRequest, SnapshotStore, ToolCommand,
+    ServiceStatus, SnapshotDocument, SnapshotRequest, SnapshotStore, StageRequest, ToolCommand,
 };
 
+use super::pin::{Side, tool};
 use super::usage::{Cost, Meter, peak_rss_kib};
 use trove_guest_agent::backends;
 use trove_guest_agent::config::MysqlSection;
@@ -252,6 +253,20 @@ pub enum AgentRequest {
         /// The replica's server id.
         server_id: u32,
     },
+    /// The replica's half of a provisioning split over two processes (the two-host mode):
+    /// start a fresh replica server, print `ready`, `stage_snapshot` the snapshot named `name`
+    /// while the master's agent (another process) takes it, then read the master's snapshot
+    /// document as a second line of stdin and `attach_replication_slave` with it.
+    Stage {
+        /// The master (only to know the snapshot's href in advance).
+        master: Box<HandleSpec>,
+        /// The store.
+        store: StoreSpec,
+        /// Snapshot name.
+        name: String,
+        /// The replica's server id.
+        server_id: u32,
+    },
     /// Start a fresh replica server, then `attach_replication_slave` on it.
     Attach {
         /// The datastore.
@@ -356,13 +371,14 @@ pub async fn server_pgid(server: &TestServer) -> Option<u32> {
 ///
 /// Not cancel safe.
 pub async fn child_main() -> Result<()> {
-    let mut input = Vec::new();
-    tokio::io::stdin()
-        .read_to_end(&mut input)
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut input = String::new();
+    stdin
+        .read_line(&mut input)
         .await
         .map_err(|e| Error::io("read the agent request", e))?;
-    let req: AgentRequest = serde_json::from_slice(&input)
-        .map_err(|e| Error::invalid("agent request", e.to_string()))?;
+    let req: AgentRequest =
+        serde_json::from_str(&input).map_err(|e| Error::invalid("agent request", e.to_string()))?;
     let report = match req {
         AgentRequest::Snapshot {
             master,
@@ -462,6 +478,66 @@ pub async fn child_main() -> Result<()> {
                 detached,
             }
         }
+        AgentRequest::Stage {
+            master,
+            store,
+            name,
+            server_id,
+        } => {
+            let store = store.open()?;
+            let master_strategy = backends::strategy(
+                master.kind,
+                master.handle(),
+                store.clone(),
+                &master.mysql_section(),
+            )?;
+            let href = master_strategy.snapshot_href(&name)?;
+            drop(master_strategy);
+            let server = super::start_server(master.kind, server_id, false).await?;
+            let strategy = server.strategy(store)?;
+            let (progress, log) = phase_recorder();
+            let before: Vec<u32> = server_pgid(&server).await.into_iter().collect();
+            let mut out = tokio::io::stdout();
+            out.write_all(b"ready\n")
+                .await
+                .map_err(|e| Error::io("tell the benchmark this agent is ready", e))?;
+            out.flush()
+                .await
+                .map_err(|e| Error::io("tell the benchmark this agent is ready", e))?;
+            let meter = Meter::start(&before);
+            let started = Instant::now();
+            let staged = strategy
+                .stage_snapshot(&StageRequest::new(href).with_progress(progress.clone()))
+                .await?;
+            let mut line = String::new();
+            stdin
+                .read_line(&mut line)
+                .await
+                .map_err(|e| Error::io("read the snapshot document", e))?;
+            let doc: SnapshotDocument = serde_json::from_str(&line)
+                .map_err(|e| Error::invalid("snapshot document", e.to_string()))?;
+            if !staged.matches(&doc) {
+                return Err(Error::Service {
+                    message: "the staged snapshot is not the one the master took".into(),
+                });
+            }
+            let req = AttachRequest::new().with_progress(progress);
+            strategy.attach_replication_slave(&doc, &req).await?;
+            let ended = Instant::now();
+            let after: Vec<u32> = server_pgid(&server).await.into_iter().collect();
+            let mut cost = meter.finish(&after);
+            cost.phases = phases_of("replica ", started, &log.lock().expect("log"), ended);
+            let peak = peak_rss_kib().unwrap_or(0);
+            let detached = detach_for_cleanup(&*strategy).await;
+            drop(strategy);
+            drop(server);
+            AgentReport {
+                cost,
+                peak_rss_kib: peak,
+                doc: None,
+                detached,
+            }
+        }
         AgentRequest::Attach {
             kind,
             store,
@@ -504,7 +580,8 @@ pub async fn child_main() -> Result<()> {
     Ok(())
 }
 
-/// The parent side: runs `exe agent` with `req` and returns its report.
+/// The parent side: runs `exe agent` with `req` (on `side`'s CPU when given: the two-host mode)
+/// and returns its report.
 ///
 /// # Errors
 ///
@@ -513,15 +590,12 @@ pub async fn child_main() -> Result<()> {
 /// # Cancel safety
 ///
 /// Cancel safe: dropping the future kills the child's process group.
-pub async fn run_child(exe: &Path, req: &AgentRequest) -> Result<AgentReport> {
-    let mut child = ToolCommand::new(exe)
-        .arg("agent")
-        .stdin_piped()
-        .stdout_piped()
-        .spawn()?;
+pub async fn run_child(exe: &Path, req: &AgentRequest, side: Option<Side>) -> Result<AgentReport> {
+    let mut child = agent_command(exe, side).spawn()?;
     let mut stdin = child.take_stdin().expect("stdin is piped");
     let mut stdout = child.take_stdout().expect("stdout is piped");
-    let json = serde_json::to_vec(req).expect("request serializes");
+    let mut json = serde_json::to_vec(req).expect("request serializes");
+    json.push(b'\n');
     let write = async {
         stdin
             .write_all(&json)
@@ -545,4 +619,85 @@ pub async fn run_child(exe: &Path, req: &AgentRequest) -> Result<AgentReport> {
     w?;
     let out = r?;
     serde_json::from_slice(&out).map_err(|e| Error::invalid("agent report", e.to_string()))
+}
+
+fn agent_command(exe: &Path, side: Option<Side>) -> ToolCommand {
+    match side {
+        Some(side) => tool(exe, side, true),
+        None => ToolCommand::new(exe),
+    }
+    .arg("agent")
+    .stdin_piped()
+    .stdout_piped()
+}
+
+/// Provisioning split over two agent processes, as on two hosts: the replica's agent
+/// ([`AgentRequest::Stage`], on the replica's CPU) starts its server and begins staging; then the
+/// master's agent ([`AgentRequest::Snapshot`], on the master's CPU) takes the snapshot the replica
+/// follows; its document goes to the replica's agent, which attaches. Returns the master's and the
+/// replica's reports; the replica's wall time runs from its `ready` to the end of the attach and
+/// so covers the master's call.
+///
+/// # Errors
+///
+/// Either agent's failure; [`Error::Io`] on the pipes.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping the future kills both children's process groups.
+pub async fn run_split(
+    exe: &Path,
+    stage: &AgentRequest,
+    snapshot: &AgentRequest,
+) -> Result<(AgentReport, AgentReport)> {
+    let mut replica = agent_command(exe, Some(Side::Replica)).spawn()?;
+    let mut stdin = replica.take_stdin().expect("stdin is piped");
+    let stdout = replica.take_stdout().expect("stdout is piped");
+    let mut stdout = tokio::io::BufReader::new(stdout);
+    let mut json = serde_json::to_vec(stage).expect("request serializes");
+    json.push(b'\n');
+    stdin
+        .write_all(&json)
+        .await
+        .map_err(|e| Error::io("send the replica agent's request", e))?;
+    stdin
+        .flush()
+        .await
+        .map_err(|e| Error::io("send the replica agent's request", e))?;
+    let mut ready = String::new();
+    stdout
+        .read_line(&mut ready)
+        .await
+        .map_err(|e| Error::io("wait for the replica agent", e))?;
+    if ready.trim() != "ready" {
+        drop(stdin);
+        drop(stdout);
+        replica.wait().await?;
+        return Err(Error::invalid("replica agent", "it did not get ready"));
+    }
+    // On an error, dropping the replica's agent kills it (it would wait for the abandoned
+    // upload).
+    let m = run_child(exe, snapshot, Some(Side::Master)).await?;
+    let doc = m
+        .doc
+        .as_ref()
+        .ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
+    let mut line = serde_json::to_vec(doc).expect("document serializes");
+    line.push(b'\n');
+    stdin
+        .write_all(&line)
+        .await
+        .map_err(|e| Error::io("send the snapshot document", e))?;
+    drop(stdin);
+    let mut out = Vec::new();
+    let read = (&mut stdout)
+        .take(16 << 20)
+        .read_to_end(&mut out)
+        .await
+        .map_err(|e| Error::io("read the replica agent's report", e));
+    replica.wait().await?;
+    read?;
+    let r = serde_json::from_slice(&out)
+        .map_err(|e| Error::invalid("replica agent report", e.to_string()))?;
+    Ok((m, r))
 }

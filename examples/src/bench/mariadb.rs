@@ -7,6 +7,7 @@ use trove_guest_core::{Error, Result, Secret, ToolCommand};
 use trove_guest_mysql::testkit::MariaDbServer;
 
 use super::Via;
+use super::pin::{Side, tool};
 use super::pipe::{pipeline, pipeline_tee};
 use super::report::Sample;
 use super::usage::Meter;
@@ -57,8 +58,13 @@ fn defaults(server: &MariaDbServer) -> String {
     format!("--defaults-file={}", server.config_file().display())
 }
 
-fn backup_command(master: &MariaDbServer, scratch: &Path, parallel: Option<u32>) -> ToolCommand {
-    let mut cmd = ToolCommand::new("mariabackup")
+fn backup_command(
+    master: &MariaDbServer,
+    scratch: &Path,
+    parallel: Option<u32>,
+    two_host: bool,
+) -> ToolCommand {
+    let mut cmd = tool("mariabackup", Side::Master, two_host)
         .arg(defaults(master))
         .args(["--backup", "--stream=xbstream", "--log-copy-interval=50"])
         .arg(format!("--target-dir={}", scratch.display()));
@@ -198,10 +204,11 @@ pub(super) async fn physical(
         .scratch
         .join(format!("trove-style-{server_id}.xbstream.gz"));
     let mut meter = Meter::start(&[master.pgid]);
-    let backup = backup_command(master.server, &scratch, parallel).spawn()?;
+    let backup = backup_command(master.server, &scratch, parallel, env.two_host).spawn()?;
     let mut stored = None;
     if gzip {
-        let gz = ToolCommand::new("gzip")
+        // Trove's backup compresses on the master's host.
+        let gz = tool("gzip", Side::Master, env.two_host)
             .arg("-c")
             .stdin_piped()
             .stdout_to_file(&file)
@@ -243,6 +250,7 @@ pub(super) async fn physical(
     Ok(Sample {
         cost,
         agent_peak_rss_kib: None,
+        agent_cpu: None,
         stored_bytes: stored,
     })
 }
@@ -250,11 +258,10 @@ pub(super) async fn physical(
 /// `mariadb-dump --single-transaction --master-data=2 | mariadb`, then replication from the
 /// dump's binlog coordinates.
 pub(super) async fn logical(env: &Env, master: &Master<'_>, server_id: u32) -> Result<Sample> {
-    let _ = env;
     let replica = MariaDbServer::start(mariadb_options(server_id)).await?;
     let replica_pgid = pgid(&replica)?;
     let mut meter = Meter::start(&[master.pgid, replica_pgid]);
-    let dump = ToolCommand::new("mariadb-dump")
+    let dump = tool("mariadb-dump", Side::Master, env.two_host)
         .arg(defaults(master.server))
         .args([
             "--single-transaction",
@@ -278,6 +285,7 @@ pub(super) async fn logical(env: &Env, master: &Master<'_>, server_id: u32) -> R
     Ok(Sample {
         cost,
         agent_peak_rss_kib: None,
+        agent_cpu: None,
         stored_bytes: Some(bytes),
     })
 }

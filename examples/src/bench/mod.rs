@@ -19,6 +19,10 @@
 //! * **logical**: `mariadb-dump --single-transaction --master-data=2 | mariadb` then
 //!   replication from the dump's coordinates (`pg_dump | psql`).
 //!
+//! With [`BenchOptions::two_host`] the master's side of every row runs on one CPU and the
+//! replica's side on the other ([`pin`]); [`BenchOptions::schema`] picks the data
+//! ([`dataset::Schema`]: one wide table, or sysbench-/pgbench-like tables with secondary indexes).
+//!
 //! Repetitions rotate the order of the rows, and the master's files are read into the page cache
 //! once before the first row, so no row pays for a cold cache or always runs first.
 //!
@@ -32,6 +36,7 @@ pub mod download_first;
 pub mod failover;
 pub mod machine;
 mod mariadb;
+pub mod pin;
 pub mod pipe;
 mod postgres;
 pub mod report;
@@ -80,9 +85,14 @@ pub struct BenchOptions {
     pub exe: PathBuf,
     /// Bytes written by the disk test.
     pub disk_test_bytes: u64,
-    /// Run only the rows whose method name contains one of these (the raw-tools reference row
-    /// always runs); empty runs every row.
+    /// Run only the rows whose method name contains one of these, or is exactly the text after
+    /// a leading `=` (the raw-tools reference row always runs); empty runs every row.
     pub only: Vec<String>,
+    /// The two-host mode: the master's side of every row on one CPU, the replica's on the
+    /// other (see [`pin`]).
+    pub two_host: bool,
+    /// The data loaded on each master.
+    pub schema: dataset::Schema,
     /// The command line, for the report.
     pub command: String,
 }
@@ -106,6 +116,8 @@ impl BenchOptions {
             exe: std::env::current_exe().map_err(|e| Error::io("find this program", e))?,
             disk_test_bytes: 1 << 30,
             only: Vec::new(),
+            two_host: false,
+            schema: dataset::Schema::OneTable,
             command: String::new(),
         })
     }
@@ -118,6 +130,15 @@ pub(crate) struct Env {
     pub(crate) exe: PathBuf,
     /// The local S3 server and its store, for the S3 rows.
     pub(crate) s3: Option<(trove_guest_core::testkit::s3::MotoServer, agent::S3Spec)>,
+    /// The two-host mode ([`pin`]).
+    pub(crate) two_host: bool,
+}
+
+impl Env {
+    /// Where an agent of `side` runs: pinned in the two-host mode, anywhere otherwise.
+    fn side(&self, side: pin::Side) -> Option<pin::Side> {
+        self.two_host.then_some(side)
+    }
 }
 
 /// How the raw tools' stream reaches the extractor.
@@ -363,7 +384,13 @@ fn methods(kind: DatastoreKind, opts: &BenchOptions) -> Vec<(Method, Row)> {
         }
     }
     if !opts.only.is_empty() {
-        out.retain(|(_, r)| r.reference || opts.only.iter().any(|o| r.method.contains(o.as_str())));
+        out.retain(|(_, r)| {
+            r.reference
+                || opts.only.iter().any(|o| match o.strip_prefix('=') {
+                    Some(exact) => r.method == exact,
+                    None => r.method.contains(o.as_str()),
+                })
+        });
     }
     out
 }
@@ -424,6 +451,53 @@ async fn trove_guest(
         s3: s3.clone(),
     };
     let before = group_ticks(master.pgid);
+    if overlap && env.two_host {
+        let (m, r) = agent::run_split(
+            &env.exe,
+            &AgentRequest::Stage {
+                master: Box::new(HandleSpec::of(&master.server)?),
+                store: store.clone(),
+                name: format!("bench-{server_id}"),
+                server_id,
+            },
+            &AgentRequest::Snapshot {
+                master: Box::new(HandleSpec::of(&master.server)?),
+                store: store.clone(),
+                name: format!("bench-{server_id}"),
+                replica_id: format!("bench{server_id}"),
+                parallel,
+            },
+        )
+        .await?;
+        let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
+        let doc = m
+            .doc
+            .clone()
+            .ok_or_else(|| Error::invalid("agent report", "no snapshot document"))?;
+        let stored = if s3.is_some() {
+            if let Ok(st) = store.open() {
+                let _ = st.delete(&doc.dataset.snapshot_href).await;
+            }
+            doc.dataset.size_bytes.unwrap_or(0)
+        } else {
+            dir_bytes(&root, &[])
+        };
+        forget_replica(master, &doc, r.detached.as_ref()).await;
+        let _ = std::fs::remove_dir_all(&root);
+        let mut phases = m.cost.phases.clone();
+        phases.extend(r.cost.phases.iter().cloned());
+        return Ok(Sample {
+            cost: Cost {
+                wall: r.cost.wall,
+                cpu: m.cost.cpu + r.cost.cpu + master_cpu,
+                own_cpu: 0.0,
+                phases,
+            },
+            agent_cpu: Some(m.cost.own_cpu + r.cost.own_cpu),
+            agent_peak_rss_kib: Some(m.peak_rss_kib.max(r.peak_rss_kib)),
+            stored_bytes: Some(stored),
+        });
+    }
     if overlap {
         let p = run_child(
             &env.exe,
@@ -435,6 +509,7 @@ async fn trove_guest(
                 parallel,
                 server_id,
             },
+            None,
         )
         .await?;
         let mut stored = dir_bytes(&root, &[]);
@@ -455,8 +530,10 @@ async fn trove_guest(
             cost: Cost {
                 wall: p.cost.wall,
                 cpu: p.cost.cpu + master_cpu,
+                own_cpu: 0.0,
                 phases: p.cost.phases.clone(),
             },
+            agent_cpu: Some(p.cost.own_cpu),
             agent_peak_rss_kib: Some(p.peak_rss_kib),
             stored_bytes: Some(stored),
         });
@@ -470,6 +547,7 @@ async fn trove_guest(
             replica_id: format!("bench{server_id}"),
             parallel,
         },
+        env.side(pin::Side::Master),
     )
     .await?;
     let stored = if s3.is_some() {
@@ -496,12 +574,15 @@ async fn trove_guest(
                 server_id: 1000 + server_id * 10 + i,
             })
             .collect();
-        let attaches = requests.iter().map(|r| run_child(&env.exe, r));
+        let attaches = requests
+            .iter()
+            .map(|r| run_child(&env.exe, r, env.side(pin::Side::Replica)));
         let done = futures::future::join_all(attaches).await;
         let master_cpu = usage::ticks_to_seconds(group_ticks(master.pgid).saturating_sub(before));
         let mut wall = 0f64;
         let mut cpu = a.cost.cpu + master_cpu;
         let mut rss = a.peak_rss_kib;
+        let mut agent_cpu = a.cost.own_cpu;
         let mut first_err = None;
         let mut phases = a.cost.phases.clone();
         for r in done {
@@ -509,6 +590,7 @@ async fn trove_guest(
                 Ok(b) => {
                     wall = wall.max(b.cost.wall);
                     cpu += b.cost.cpu;
+                    agent_cpu += b.cost.own_cpu;
                     rss = rss.max(b.peak_rss_kib);
                     forget_replica(master, &doc, b.detached.as_ref()).await;
                     if phases.len() == a.cost.phases.len() {
@@ -529,8 +611,10 @@ async fn trove_guest(
             cost: Cost {
                 wall: a.cost.wall + wall,
                 cpu,
+                own_cpu: 0.0,
                 phases,
             },
+            agent_cpu: Some(agent_cpu),
             agent_peak_rss_kib: Some(rss),
             stored_bytes: doc.dataset.size_bytes,
         });
@@ -546,6 +630,7 @@ async fn trove_guest(
             doc: doc.clone(),
             server_id,
         },
+        env.side(pin::Side::Replica),
     )
     .await?;
     if s3.is_some()
@@ -563,8 +648,10 @@ async fn trove_guest(
         cost: Cost {
             wall: a.cost.wall + b.cost.wall,
             cpu: a.cost.cpu + b.cost.cpu + master_cpu,
+            own_cpu: 0.0,
             phases,
         },
+        agent_cpu: Some(a.cost.own_cpu + b.cost.own_cpu),
         agent_peak_rss_kib: Some(a.peak_rss_kib.max(b.peak_rss_kib)),
         stored_bytes: Some(stored),
     })
@@ -658,7 +745,7 @@ async fn run_datastore(
     let server = start_server(kind, 1, true).await?;
     let (loaded, version, data_bytes, pgid) = match &server {
         TestServer::Mariadb(m) => {
-            let loaded = dataset::load_mariadb(m, opts.target_bytes, &log).await?;
+            let loaded = dataset::load_mariadb(m, opts.schema, opts.target_bytes, &log).await?;
             let v = m.query_one("SELECT VERSION()").await?.unwrap_or_default();
             (
                 loaded,
@@ -668,7 +755,7 @@ async fn run_datastore(
             )
         }
         TestServer::Postgres(p) => {
-            let loaded = dataset::load_postgres(p, opts.target_bytes, &log).await?;
+            let loaded = dataset::load_postgres(p, opts.schema, opts.target_bytes, &log).await?;
             let v = p.query_one("SHOW server_version").await?;
             (
                 loaded,
@@ -713,6 +800,9 @@ async fn run_datastore(
         TestServer::Postgres(p) => postgres::pgid(p).await.unwrap_or(pgid),
         TestServer::Redis(_) => pgid,
     };
+    if opts.two_host {
+        pin::pin_group(pgid, pin::Side::Master).await?;
+    }
     let repl_password = Secret::random(24);
     if let TestServer::Mariadb(m) = &server {
         mariadb::create_repl_account(m, &repl_password).await?;
@@ -733,6 +823,10 @@ async fn run_datastore(
         for i in 0..n {
             let (method, row) = &mut rows[(i + rep as usize) % n];
             server_id += 1;
+            if opts.two_host {
+                // Backends forked since inherit the mask; this catches anything else.
+                pin::pin_group(master.pgid, pin::Side::Master).await?;
+            }
             let sample = run_method(env, &master, *method, server_id)
                 .await
                 .map_err(|e| {
@@ -774,6 +868,22 @@ async fn run_datastore(
          or the dump stream."
             .to_owned(),
     ];
+    notes.push(format!("Data: {}.", opts.schema.describe(kind)));
+    if opts.two_host {
+        notes.push(format!(
+            "Two-host mode: the master's side of every row (its server, the backup tool, the \
+             snapshot agent and its upload, `gzip` into the kept file, the dump tool) runs on CPU \
+             {}, the replica's side (its server, `pg_basebackup -X stream` of the raw row, the \
+             extractor and prepare, the attaching agent with its download, the loading client) \
+             on CPU {}; the benchmark process (which copies between two tools where a shell \
+             would use `|`) is on the replica's CPU. The overlapped trove-guest rows run as two \
+             agent processes (the replica's stages while the master's takes the snapshot, then \
+             attaches with its document): agent peak RSS is the larger of the two. The S3 \
+             server is not pinned; the fan-out row's three replicas share the replica's CPU.",
+            pin::MASTER_CPU,
+            pin::REPLICA_CPU
+        ));
+    }
     if kind == DatastoreKind::Postgresql {
         notes.push(
             "PostgreSQL: a logical copy cannot follow the master by physical streaming, so the \
@@ -849,7 +959,7 @@ async fn run_method(
                 Method::Raw { .. } => postgres::physical(env, &side, server_id, Via::Direct).await,
                 Method::RawFile => postgres::physical(env, &side, server_id, Via::Tee).await,
                 Method::TroveStyle => postgres::physical(env, &side, server_id, Via::Gzip).await,
-                _ => postgres::logical(&side, server_id).await,
+                _ => postgres::logical(env, &side, server_id).await,
             }
         }
         (TestServer::Redis(_), _) => Err(Error::unsupported(
@@ -879,11 +989,10 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
         })?;
     let s3 = if opts.s3
         && (opts.only.is_empty()
-            || opts
-                .only
-                .iter()
-                .any(|o| "trove-guest, S3 store".contains(o.as_str())))
-    {
+            || opts.only.iter().any(|o| {
+                let o = o.trim_start_matches('=');
+                "trove-guest, S3 store".contains(o) || o.contains("S3 store")
+            })) {
         log("starting the local S3 server (moto)");
         let server = trove_guest_core::testkit::s3::MotoServer::start().await?;
         server.create_bucket("bench").await?;
@@ -897,14 +1006,33 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
     } else {
         None
     };
+    let started_utc = utc_now();
+    log("probing the machine (disk write test)");
+    // Before the two-host mode pins this process (the probe counts the CPUs it may use).
+    let machine = Machine::probe(scratch.path(), opts.disk_test_bytes)?;
+    if opts.two_host {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus < 2 {
+            return Err(Error::unsupported(
+                "the two-host mode on fewer than two CPUs",
+            ));
+        }
+        // After the S3 server started (it stands for a third machine): everything this process
+        // starts unwrapped from now on runs on the replica's CPU.
+        pin::pin_process(std::process::id(), pin::Side::Replica).await?;
+        log(&format!(
+            "two-host mode: master side on CPU {}, replica side on CPU {} (this process: {})",
+            pin::MASTER_CPU,
+            pin::REPLICA_CPU,
+            pin::allowed_cpus(std::process::id()).unwrap_or_default()
+        ));
+    }
     let env = Env {
         scratch: scratch.path().to_path_buf(),
         exe: opts.exe.clone(),
         s3,
+        two_host: opts.two_host,
     };
-    let started_utc = utc_now();
-    log("probing the machine (disk write test)");
-    let machine = Machine::probe(&env.scratch, opts.disk_test_bytes)?;
     let mut datastores = Vec::new();
     for kind in &opts.datastores {
         datastores.push(run_datastore(&env, opts, *kind).await?);
@@ -964,6 +1092,12 @@ mod tests {
             .map(|(_, r)| r.method)
             .collect();
         assert_eq!(names, ["raw tools", "trove-guest + zstd store"]);
+        only.only = vec!["=trove-guest".into(), "=logical dump".into()];
+        let names: Vec<String> = methods(DatastoreKind::Mariadb, &only)
+            .into_iter()
+            .map(|(_, r)| r.method)
+            .collect();
+        assert_eq!(names, ["raw tools", "trove-guest", "logical dump"]);
     }
 
     #[test]

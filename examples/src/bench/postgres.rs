@@ -9,6 +9,7 @@ use trove_guest_postgres::testkit::DEFAULT_BIN_DIR;
 use trove_guest_postgres::testkit::PostgresServer;
 
 use super::Via;
+use super::pin::{Side, tool};
 use super::pipe::{pipeline, pipeline_tee};
 use super::report::Sample;
 use super::usage::Meter;
@@ -45,9 +46,16 @@ fn os_user(server: &PostgresServer) -> Result<OsUser> {
     })
 }
 
-/// `pg_basebackup` connecting to `master` over its socket as the local superuser.
-fn basebackup(master: &PostgresServer, replica: &PostgresServer) -> Result<ToolCommand> {
-    Ok(ToolCommand::new(bin(replica, "pg_basebackup"))
+/// `pg_basebackup` connecting to `master` over its socket as the local superuser, run on `side`
+/// in the two-host mode (the replica's host when it writes the replica's directory, the
+/// master's when it writes a file to keep).
+fn basebackup(
+    master: &PostgresServer,
+    replica: &PostgresServer,
+    side: Side,
+    two_host: bool,
+) -> Result<ToolCommand> {
+    Ok(tool(bin(replica, "pg_basebackup"), side, two_host)
         .arg("-h")
         .arg(master.socket_dir())
         .arg("-p")
@@ -134,11 +142,11 @@ pub(super) async fn physical(
     let mut meter = Meter::start(&[master.pgid]);
     let mut stored = None;
     if gzip {
-        let bb = basebackup(master.server, &replica)?
+        let bb = basebackup(master.server, &replica, Side::Master, env.two_host)?
             .args(["-D", "-", "-F", "tar", "-X", "fetch"])
             .stdout_piped()
             .spawn()?;
-        let gz = ToolCommand::new("gzip")
+        let gz = tool("gzip", Side::Master, env.two_host)
             .arg("-c")
             .stdin_piped()
             .stdout_to_file(&file)
@@ -162,7 +170,7 @@ pub(super) async fn physical(
         meter.phase("gunzip | tar -x");
     } else if via == Via::Tee {
         let tee = env.scratch.join(format!("raw-tee-{server_id}.tar"));
-        let bb = basebackup(master.server, &replica)?
+        let bb = basebackup(master.server, &replica, Side::Master, env.two_host)?
             .args(["-D", "-", "-F", "tar", "-X", "fetch"])
             .stdout_piped()
             .spawn()?;
@@ -178,7 +186,7 @@ pub(super) async fn physical(
         stored = Some(n);
         let _ = std::fs::remove_file(&tee);
     } else {
-        basebackup(master.server, &replica)?
+        basebackup(master.server, &replica, Side::Replica, env.two_host)?
             .arg("-D")
             .arg(replica.data_dir())
             .args(["-X", "stream"])
@@ -201,17 +209,18 @@ pub(super) async fn physical(
     Ok(Sample {
         cost,
         agent_peak_rss_kib: None,
+        agent_cpu: None,
         stored_bytes: stored,
     })
 }
 
 /// `pg_dump | psql` into a fresh server (PostgreSQL cannot stream physical WAL to a logically
 /// loaded copy; see the report's notes).
-pub(super) async fn logical(master: &Master<'_>, server_id: u32) -> Result<Sample> {
+pub(super) async fn logical(env: &Env, master: &Master<'_>, server_id: u32) -> Result<Sample> {
     let replica = PostgresServer::start(postgres_options(server_id)).await?;
     let replica_pgid = pgid(&replica).await?;
     let mut meter = Meter::start(&[master.pgid, replica_pgid]);
-    let dump = ToolCommand::new(bin(&replica, "pg_dump"))
+    let dump = tool(bin(&replica, "pg_dump"), Side::Master, env.two_host)
         .arg("-h")
         .arg(master.server.socket_dir())
         .arg("-p")
@@ -250,6 +259,7 @@ pub(super) async fn logical(master: &Master<'_>, server_id: u32) -> Result<Sampl
     Ok(Sample {
         cost,
         agent_peak_rss_kib: None,
+        agent_cpu: None,
         stored_bytes: Some(bytes),
     })
 }

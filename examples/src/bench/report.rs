@@ -16,6 +16,10 @@ pub struct Sample {
     pub agent_peak_rss_kib: Option<u64>,
     /// Bytes of the intermediate copy (snapshot object, compressed file), when there is one.
     pub stored_bytes: Option<u64>,
+    /// CPU seconds of the agent processes themselves (trove-guest rows only): their reading,
+    /// hashing, checking and writing, without the tools they ran and the servers.
+    #[serde(default)]
+    pub agent_cpu: Option<f64>,
 }
 
 /// The samples of one method on one datastore.
@@ -99,6 +103,11 @@ impl Row {
     /// Median CPU seconds.
     pub fn cpu(&self) -> Option<f64> {
         median(self.samples.iter().map(|s| s.cost.cpu))
+    }
+
+    /// Median CPU seconds of the agent processes alone.
+    pub fn agent_cpu(&self) -> Option<f64> {
+        median(self.samples.iter().filter_map(|s| s.agent_cpu))
     }
 
     /// Median agent peak RSS in MiB.
@@ -235,9 +244,10 @@ impl DatastoreReport {
         let mut out = String::new();
         let mb = self.data_dir_bytes as f64 / 1e6;
         out.push_str(
-            "| method | wall s | × raw | MB/s | CPU s | agent peak RSS MiB | copy MB | reps |\n",
+            "| method | wall s | × raw | MB/s | CPU s | agent CPU s | agent peak RSS MiB | copy MB \
+             | reps |\n",
         );
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in &self.rows {
             let wall = r.wall();
             let ratio = match (wall, self.baseline_wall(r)) {
@@ -246,12 +256,13 @@ impl DatastoreReport {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.method,
                 fmt_opt(wall, 2),
                 ratio.map_or_else(|| "—".into(), |x| format!("{x:.2}×")),
                 fmt_opt(wall.map(|w| mb / w.max(1e-9)), 0),
                 fmt_opt(r.cpu(), 1),
+                fmt_opt(r.agent_cpu(), 1),
                 fmt_opt(r.rss_mib(), 1),
                 fmt_opt(r.stored_mb(), 0),
                 r.samples.len(),
@@ -385,6 +396,7 @@ mod tests {
                     wall: w,
                     cpu: 1.0,
                     phases: vec![("a".into(), w)],
+                    ..Cost::default()
                 },
                 ..Sample::default()
             });
@@ -393,9 +405,11 @@ mod tests {
                     wall: 2.0 * w,
                     cpu: 2.0,
                     phases: overlap.clone(),
+                    ..Cost::default()
                 },
                 agent_peak_rss_kib: Some(20 * 1024),
                 stored_bytes: Some(1_000_000),
+                agent_cpu: Some(0.5),
             });
         }
         let d = DatastoreReport {
@@ -410,7 +424,7 @@ mod tests {
         let t = d.table();
         assert!(t.contains("| raw tools | 10.00 | 1.00× | 100 |"), "{t}");
         assert!(
-            t.contains("| trove-guest | 20.00 | 2.00× | 50 | 2.0 | 20.0 | 1 | 3 |"),
+            t.contains("| trove-guest | 20.00 | 2.00× | 50 | 2.0 | 0.5 | 20.0 | 1 | 3 |"),
             "{t}"
         );
         assert!(d.phase_table().contains("a 10.00"));
@@ -429,6 +443,7 @@ mod tests {
                     wall,
                     cpu: wall,
                     phases: vec![],
+                    ..Cost::default()
                 },
                 ..Sample::default()
             });

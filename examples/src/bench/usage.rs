@@ -34,6 +34,14 @@ pub fn self_and_children_ticks() -> u64 {
         .map_or(0, |(u, s, cu, cs, _)| u + s + cu + cs)
 }
 
+/// CPU ticks of this process alone (`RUSAGE_SELF`: every thread, none of its children).
+pub fn self_ticks() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| stat_times(&s))
+        .map_or(0, |(u, s, ..)| u + s)
+}
+
 /// CPU ticks of every live process in process group `pgid` (a server and the backends it
 /// forked), including children they reaped.
 pub fn group_ticks(pgid: u32) -> u64 {
@@ -58,6 +66,22 @@ pub fn group_ticks(pgid: u32) -> u64 {
     total
 }
 
+/// The live processes of process group `pgid`.
+pub fn group_pids(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (.., pgrp) = stat_times(&stat)?;
+            (pgrp == i64::from(pgid)).then_some(pid)
+        })
+        .collect()
+}
+
 /// Peak resident set size of this process in KiB (`VmHWM`).
 pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -76,6 +100,7 @@ pub fn peak_rss_kib() -> Option<u64> {
 pub struct Meter {
     started: Instant,
     own: u64,
+    alone: u64,
     groups: BTreeMap<u32, u64>,
     phase_started: Instant,
     phases: Vec<(String, f64)>,
@@ -89,6 +114,7 @@ impl Meter {
         Meter {
             started: now,
             own: self_and_children_ticks(),
+            alone: self_ticks(),
             groups,
             phase_started: now,
             phases: Vec::new(),
@@ -118,6 +144,7 @@ impl Meter {
         Cost {
             wall,
             cpu: ticks as f64 / TICKS_PER_SECOND,
+            own_cpu: ticks_to_seconds(self_ticks().saturating_sub(self.alone)),
             phases: self.phases,
         }
     }
@@ -130,6 +157,10 @@ pub struct Cost {
     pub wall: f64,
     /// CPU seconds (user + system).
     pub cpu: f64,
+    /// CPU seconds of the measuring process alone (an agent: its reading, hashing, checking
+    /// and writing, without its tools and servers).
+    #[serde(default)]
+    pub own_cpu: f64,
     /// Named phases and their wall-clock seconds, in order.
     pub phases: Vec<(String, f64)>,
 }

@@ -26,6 +26,16 @@ enum Datastore {
     All,
 }
 
+/// The data loaded on each master.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SchemaArg {
+    /// One wide table (MariaDB: with one secondary index).
+    OneTable,
+    /// Several tables with secondary indexes (sysbench-like on MariaDB, pgbench-like on
+    /// PostgreSQL).
+    Realistic,
+}
+
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(
@@ -58,7 +68,8 @@ struct Args {
     /// Leave out the "download then extract" row.
     #[arg(long)]
     no_download_first: bool,
-    /// Run only rows whose name contains this text (repeatable); the raw-tools row always runs.
+    /// Run only rows whose name contains this text, or is exactly the text after a leading `=`
+    /// (repeatable); the raw-tools row always runs.
     #[arg(long)]
     only: Vec<String>,
     /// Write the Markdown report (machine, table, phases, notes) to this file.
@@ -70,6 +81,13 @@ struct Args {
     /// Scratch directory (default: the temp directory; keep it on the servers' filesystem).
     #[arg(long)]
     scratch: Option<PathBuf>,
+    /// Run the master's side of every row (server, backup tool, upload) on CPU 0 and the
+    /// replica's side (download, extractor, server) on CPU 1, as on two hosts.
+    #[arg(long)]
+    two_host: bool,
+    /// The data loaded on each master.
+    #[arg(long, value_enum, default_value = "one-table")]
+    schema: SchemaArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +201,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     opts.s3 = !args.no_s3;
     opts.download_first = !args.no_download_first;
     opts.only = args.only;
+    opts.two_host = args.two_host;
+    opts.schema = match args.schema {
+        SchemaArg::OneTable => bench::dataset::Schema::OneTable,
+        SchemaArg::Realistic => bench::dataset::Schema::Realistic,
+    };
     if let Some(s) = args.scratch {
         opts.scratch = s;
     }

@@ -260,4 +260,3 @@ async fn guest_agents_with_an_s3_store_build_a_replica_from_the_masters_s3_snaps
         assert!(status.success(), "guest_agent exit: {status:?}\n{err}");
     }
 }
-

@@ -778,6 +778,15 @@ impl AgentConfig {
         if url.starts_with("s3://") {
             return Ok(Arc::new(self.s3_store()?));
         }
+        let dir = self.local_store_dir()?;
+        Ok(Arc::new(LocalSnapshotStore::new(dir)?))
+    }
+
+    /// The directory of a `file://` (or bare path) store, after checking that no S3-only
+    /// setting is given.
+    pub(crate) fn local_store_dir(&self) -> Result<&str> {
+        let sec = &self.snapshot_store;
+        let url = &sec.url;
         if sec.endpoint.is_some()
             || sec.region.is_some()
             || sec.credentials_file.is_some()
@@ -788,17 +797,14 @@ impl AgentConfig {
                 "endpoint, region, credentials_file and allow_http are for s3:// stores",
             ));
         }
-        let dir = match url.strip_prefix("file://") {
-            Some(p) => p,
-            None if url.starts_with('/') => url.as_str(),
-            None => {
-                return Err(Error::unsupported(format!(
-                    "snapshot store {url:?}: this agent takes file:// and s3:// URLs; embed \
-                     ObjectSnapshotStore for GCS or Azure"
-                )));
-            }
-        };
-        Ok(Arc::new(LocalSnapshotStore::new(dir)?))
+        match url.strip_prefix("file://") {
+            Some(p) => Ok(p),
+            None if url.starts_with('/') => Ok(url.as_str()),
+            None => Err(Error::unsupported(format!(
+                "snapshot store {url:?}: this agent takes file:// and s3:// URLs; embed \
+                 ObjectSnapshotStore for GCS or Azure"
+            ))),
+        }
     }
 
     fn s3_store(&self) -> Result<ObjectSnapshotStore> {

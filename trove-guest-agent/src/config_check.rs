@@ -144,26 +144,7 @@ impl AgentConfig {
             // Builds the client and reads the credentials file; no request is sent.
             self.snapshot_store()?;
         } else {
-            let sec = &self.snapshot_store;
-            if sec.endpoint.is_some()
-                || sec.region.is_some()
-                || sec.credentials_file.is_some()
-                || sec.allow_http
-            {
-                return Err(Error::invalid(
-                    "snapshot_store",
-                    "endpoint, region, credentials_file and allow_http are for s3:// stores",
-                ));
-            }
-            let dir = match url.strip_prefix("file://") {
-                Some(p) => p,
-                None if url.starts_with('/') => url.as_str(),
-                None => {
-                    return Err(Error::unsupported(format!(
-                        "snapshot store {url:?}: this agent takes file:// and s3:// URLs"
-                    )));
-                }
-            };
+            let dir = self.local_store_dir()?;
             // The agent creates the directory at start when only its parent exists.
             dir_or_parent("snapshot_store.url", Path::new(dir))?;
         }

@@ -14,37 +14,21 @@ use crate::strategy::MysqlStrategy;
 const PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl MysqlStrategy {
-    /// On a master: the `replication.tls` section for its snapshot documents when the handle
-    /// has TLS, checked against this running server (it must serve a certificate that
-    /// verifies with the CA for the name replicas will verify).
+    /// On a master: the `replication.tls` section of its snapshot documents, checked against
+    /// this running server ([`trove_guest_core::tls::master_section`]).
     pub(crate) async fn replication_tls(&self) -> Result<Option<ReplicationTls>> {
-        let Some(own) = &self.handle.tls else {
-            return Ok(None);
-        };
-        let tls = own.replication_tls(&self.handle.advertise.host)?;
-        trove_guest_core::tls::verify_master(
-            &self.handle.advertise,
-            &tls,
-            &MysqlStartTls,
-            PREFLIGHT_TIMEOUT,
-        )
-        .await?;
-        Ok(Some(tls))
+        trove_guest_core::tls::master_section(&self.handle, &MysqlStartTls, PREFLIGHT_TIMEOUT).await
     }
 
     /// On a replica, before anything changes: the document's TLS section after this
-    /// server's policy, with the master's certificate verified from here.
+    /// server's policy, the master verified from here
+    /// ([`trove_guest_core::tls::attach_section`]).
     pub(crate) async fn verify_master_tls(
         &self,
         doc: &SnapshotDocument,
     ) -> Result<Option<ReplicationTls>> {
-        let Some(tls) = trove_guest_core::tls::tls_for_attach(self.handle.tls.as_ref(), doc)?
-        else {
-            return Ok(None);
-        };
-        trove_guest_core::tls::verify_master(&doc.master, tls, &MysqlStartTls, PREFLIGHT_TIMEOUT)
-            .await?;
-        Ok(Some(tls.clone()))
+        trove_guest_core::tls::attach_section(&self.handle, doc, &MysqlStartTls, PREFLIGHT_TIMEOUT)
+            .await
     }
 }
 

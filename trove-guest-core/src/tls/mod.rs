@@ -22,7 +22,9 @@ use std::sync::Arc;
 use crate::error::{Error, IoResultExt, Result, TlsProblem};
 use crate::wire::{ReplicationTls, SnapshotDocument};
 
-pub use probe::{DirectTls, StartTls, verify_master, verify_server};
+pub use probe::{
+    DirectTls, StartTls, attach_section, master_section, verify_master, verify_server,
+};
 
 /// Whether a replica accepts snapshot documents without `replication.tls`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

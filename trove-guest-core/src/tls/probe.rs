@@ -6,8 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::net::TcpStream;
 
+use crate::datastore::DatastoreHandle;
 use crate::error::{Error, Result, TlsProblem};
-use crate::wire::{MasterAddress, ReplicationTls};
+use crate::wire::{MasterAddress, ReplicationTls, SnapshotDocument};
 
 /// How a datastore's protocol switches a fresh connection to TLS (MySQL's `SSLRequest` after
 /// the server greeting, PostgreSQL's `SSLRequest` answered by `S`): what a backend supplies
@@ -135,4 +136,53 @@ fn classify(e: &std::io::Error, refused: &dyn Fn(TlsProblem, String) -> Error) -
         _ => TlsProblem::Handshake,
     };
     refused(problem, tls.to_string())
+}
+
+/// On a master: the `replication.tls` section of its snapshot documents when `handle` has TLS
+/// (`None` without), checked against this running server first: it must serve a certificate
+/// that verifies with the CA for the name replicas will verify.
+///
+/// # Errors
+///
+/// As [`ServerTls::replication_tls`](super::ServerTls::replication_tls) and
+/// [`verify_master`].
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads files and opens and drops connections.
+pub async fn master_section(
+    handle: &DatastoreHandle,
+    start: &dyn StartTls,
+    timeout: Duration,
+) -> Result<Option<ReplicationTls>> {
+    let Some(own) = &handle.tls else {
+        return Ok(None);
+    };
+    let tls = own.replication_tls(&handle.advertise.host)?;
+    verify_master(&handle.advertise, &tls, start, timeout).await?;
+    Ok(Some(tls))
+}
+
+/// On a replica, before anything changes: `doc`'s TLS section after `handle`'s policy
+/// ([`tls_for_attach`](super::tls_for_attach)), with the master's certificate verified from
+/// this host.
+///
+/// # Errors
+///
+/// As [`tls_for_attach`](super::tls_for_attach) and [`verify_master`].
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only opens and drops connections.
+pub async fn attach_section(
+    handle: &DatastoreHandle,
+    doc: &SnapshotDocument,
+    start: &dyn StartTls,
+    timeout: Duration,
+) -> Result<Option<ReplicationTls>> {
+    let Some(tls) = super::tls_for_attach(handle.tls.as_ref(), doc)? else {
+        return Ok(None);
+    };
+    verify_master(&doc.master, tls, start, timeout).await?;
+    Ok(Some(tls.clone()))
 }

@@ -13,38 +13,24 @@
 //! `trove-guest-core/tests/no_secret_leaks.rs`.)
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
 use trove_guest_agent::api::{self, StreamLine};
 use trove_guest_agent::testing::sample::SampleDb;
 use trove_guest_agent::testing::testbed::Node;
+use trove_guest_core::testkit::CapturedLog;
 use trove_guest_core::{DatastoreKind, DirectorySecretStore, SecretStore, SnapshotDocument};
 use trove_guest_tests::{node_with_secrets, temp_store};
 
-/// Everything the tracing subscriber wrote, for the whole test binary.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn tracing_capture() -> Captured {
-    static CAPTURE: OnceLock<Captured> = OnceLock::new();
+fn tracing_capture() -> CapturedLog {
+    static CAPTURE: OnceLock<CapturedLog> = OnceLock::new();
     CAPTURE
         .get_or_init(|| {
-            let c = Captured::default();
+            let c = CapturedLog::default();
             let w = c.clone();
             tracing_subscriber::fmt()
                 .with_writer(move || w.clone())
@@ -315,7 +301,7 @@ async fn no_password_leaks(kind: DatastoreKind) {
     for (i, s) in sampled.iter().enumerate() {
         found.extend(findings(&format!("process sample {i}"), s, &passwords));
     }
-    let log = capture.0.lock().unwrap().clone();
+    let log = capture.bytes();
     assert!(!log.is_empty(), "tracing output was captured");
     found.extend(findings("tracing output", &log, &passwords));
     for (i, b) in bodies.iter().enumerate() {
@@ -369,7 +355,7 @@ async fn no_password_leaks(kind: DatastoreKind) {
     );
     std::fs::remove_file(&planted_file).unwrap();
     tracing::debug!(leak = %hex::encode(&passwords[0]), "planted");
-    let log = capture.0.lock().unwrap().clone();
+    let log = capture.bytes();
     assert!(
         !findings("tracing", &log, &passwords).is_empty(),
         "planted log line"

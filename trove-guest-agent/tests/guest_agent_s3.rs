@@ -89,11 +89,13 @@ server_config = "{cnf}"
 async fn start_agent(dir: &std::path::Path, config: &str, listen: &str) -> (Child, AgentClient) {
     let cfg_path = dir.join("agent.toml");
     std::fs::write(&cfg_path, config).unwrap();
+    // Its log goes to a file: a pipe nobody reads could fill and stall the agent.
+    let log = std::fs::File::create(dir.join("agent.stderr")).unwrap();
     let mut agent = Command::new(AGENT)
         .arg("--config")
         .arg(&cfg_path)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .expect("run guest_agent");
     let client = AgentClient::with_options(
@@ -112,27 +114,24 @@ async fn start_agent(dir: &std::path::Path, config: &str, listen: &str) -> (Chil
     panic!("the agent at {listen} does not serve its status");
 }
 
-/// Stops an agent with SIGTERM; returns its exit status and stderr.
-async fn stop_agent(mut agent: Child) -> (std::process::ExitStatus, String) {
+/// Stops an agent (whose directory is `dir`) with SIGTERM and waits at most 60 s for it;
+/// returns its exit status and its log.
+async fn stop_agent(mut agent: Child, dir: &Path) -> (std::process::ExitStatus, String) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    tokio::task::spawn_blocking(move || {
-        let status = agent.wait().unwrap();
-        let mut err = String::new();
-        use std::io::Read;
-        agent
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (status, err)
-    })
-    .await
-    .unwrap()
+    for _ in 0..600 {
+        if let Some(status) = agent.try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.join("agent.stderr")).unwrap_or_default();
+            return (status, log);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    panic!("guest_agent did not stop within 60 s of SIGTERM");
 }
 
 /// A testkit MariaDB server with `rows` sample rows, stopped so an agent can run it.
@@ -255,8 +254,8 @@ async fn guest_agents_with_an_s3_store_build_a_replica_from_the_masters_s3_snaps
     );
     assert!(products > 0);
 
-    for agent in [r_agent, m_agent] {
-        let (status, err) = stop_agent(agent).await;
+    for (agent, side) in [(r_agent, "r"), (m_agent, "m")] {
+        let (status, err) = stop_agent(agent, &dir.path().join(side)).await;
         assert!(status.success(), "guest_agent exit: {status:?}\n{err}");
     }
 }

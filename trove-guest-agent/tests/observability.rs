@@ -1,39 +1,23 @@
 //! The agent is observable: JSON log lines of a real request carry its span's fields, and the
 //! health endpoint tells whether the real server answers.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use trove_guest_agent::api;
 use trove_guest_agent::logging::{self, LogFormat};
 use trove_guest_agent::testing::testbed::{Node, TestServer};
+use trove_guest_core::testkit::CapturedLog;
 use trove_guest_core::{DatastoreKind, LocalSnapshotStore, SnapshotStore};
 
-/// Log output captured in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .expect("UTF-8 log")
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {e}: {l}")))
-            .collect()
-    }
+/// The JSON log lines `captured` holds.
+fn json_lines(captured: &CapturedLog) -> Vec<Value> {
+    String::from_utf8(captured.bytes())
+        .expect("UTF-8 log")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {e}: {l}")))
+        .collect()
 }
 
 async fn mariadb_node(store: &tempfile::TempDir, name: &str) -> Node {
@@ -66,7 +50,7 @@ fn finished<'a>(lines: &'a [Value], message: &str, path_or_op: &str) -> &'a Valu
 // events whose interest another test's thread cached first. Only this test installs one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_of_a_real_request_carry_the_span_fields_and_its_outcome() {
-    let captured = Captured::default();
+    let captured = CapturedLog::default();
     let writer = captured.clone();
     let sub = logging::subscriber(
         LogFormat::Json,
@@ -92,7 +76,7 @@ async fn json_log_lines_of_a_real_request_carry_the_span_fields_and_its_outcome(
     assert_eq!(resp.status(), 200);
     node.shutdown().await;
 
-    let lines = captured.lines();
+    let lines = json_lines(&captured);
     let status = finished(&lines, "request finished", api::STATUS);
     let req = span(status, "http_request").unwrap();
     assert_eq!(req["method"], "GET");

@@ -229,10 +229,15 @@ impl SecretStore for DirectorySecretStore {
         let path = self.path(name)?;
         let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
         let write = || -> std::io::Result<()> {
+            // A stale temp file (an earlier put that died) may have other permissions: the
+            // secret goes only into a file this call creates, 0600 from the start.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(secret.expose().as_bytes())?;

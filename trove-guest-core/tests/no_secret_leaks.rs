@@ -1,10 +1,10 @@
 //! A password never appears in `Debug`/`Display` output, errors or log lines produced while it
 //! is used; it is written only to 0600 files and to the one wire field that carries it.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use trove_guest_core::testkit::CapturedLog;
 use trove_guest_core::wire::{ReplicationGrant, SnapshotDocument};
 use trove_guest_core::{
     AdminConnection, DatastoreHandle, LocalProcess, Readiness, Secret, SecretFile, ToolCommand,
@@ -12,19 +12,6 @@ use trove_guest_core::{
 };
 
 const PASSWORD: &str = "tgMARKERpw5b1f0c9e77";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn assert_clean(what: &str, text: &str) {
     assert!(
@@ -81,7 +68,7 @@ fn debug_and_display_of_secret_holders_are_redacted() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_tool_given_a_password_file_leaks_it_nowhere() {
-    let logs = Captured::default();
+    let logs = CapturedLog::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer({
@@ -124,7 +111,7 @@ async fn a_tool_given_a_password_file_leaks_it_nowhere() {
     tracing::warn!(error = %e, debug = ?e, "datastore call failed");
 
     drop(_guard);
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logged = String::from_utf8(logs.bytes()).unwrap();
     assert!(
         logged.contains("spawning tool"),
         "the runner logged: {logged}"

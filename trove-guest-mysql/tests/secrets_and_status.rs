@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{MariaDb, master_with_rows, store, strategy_for};
+use trove_guest_core::testkit::CapturedLog;
 use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::{
     AttachRequest, DetachOptions, ErrorKind, ReplicationStrategy, ReplicationStrategyExt, Role,
@@ -15,33 +15,15 @@ use trove_guest_core::{
 };
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
-/// A `tracing` writer collecting everything into memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_roles_and_passwords_stay_out_of_logs_errors_and_stored_snapshots() {
-    let logs = Captured::default();
+    let logs = CapturedLog::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
         .with_ansi(false)
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber here");
@@ -143,7 +125,7 @@ async fn status_roles_and_passwords_stay_out_of_logs_errors_and_stored_snapshots
     assert_eq!(r.read_only, Some(false));
 
     let stored = std::fs::read(doc.dataset.snapshot_href.strip_prefix("file://").unwrap()).unwrap();
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(
         text.contains("CHANGE MASTER TO"),
         "statements are logged (redacted)"

@@ -323,8 +323,7 @@ pub(crate) fn hba_block_restricted(
     restricted: &[(String, String)],
     transport: HbaTransport,
 ) -> Result<String> {
-    let field_ok = hba_field_ok;
-    if !field_ok(group) {
+    if !hba_field_ok(group) {
         return Err(Error::invalid("replication group", format!("{group:?}")));
     }
     let mut s = format!("{HBA_BEGIN}\n");
@@ -332,7 +331,7 @@ pub(crate) fn hba_block_restricted(
         s.push_str(&restriction_lines(login, address, transport)?);
     }
     for net in networks {
-        if !field_ok(net) {
+        if !hba_field_ok(net) {
             return Err(Error::invalid(
                 "replica network",
                 format!("{net:?} is not an hba address"),

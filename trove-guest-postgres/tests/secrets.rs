@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use trove_guest_core::secret::{Secret, TransportSecret};
+use trove_guest_core::testkit::CapturedLog;
 use trove_guest_core::{
     AttachRequest, DetachOptions, EnableMasterOptions, ReplicationStrategy, ReplicationStrategyExt,
     SnapshotRequest,
@@ -16,34 +16,14 @@ use trove_guest_core::{
 use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions, objects};
 
-/// Collects everything logged (at debug level) while the test runs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 /// Installs (once per test binary) a global debug-level subscriber writing into a buffer. A
 /// global one, because per-thread subscribers miss events whose callsite interest another
 /// test thread already cached.
-fn capture_logs() -> Captured {
-    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+fn capture_logs() -> CapturedLog {
+    static CAPTURED: std::sync::OnceLock<CapturedLog> = std::sync::OnceLock::new();
     CAPTURED
         .get_or_init(|| {
-            let captured = Captured::default();
+            let captured = CapturedLog::default();
             let sink = captured.clone();
             let subscriber = tracing_subscriber::fmt()
                 .with_max_level(tracing::Level::DEBUG)

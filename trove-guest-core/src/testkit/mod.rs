@@ -12,6 +12,7 @@
 //! [`conformance`] runs the replication lifecycle against any backend through its
 //! [`ConformanceBackend`](conformance::ConformanceBackend) implementation; it names no datastore.
 
+mod captured_log;
 mod certs;
 pub mod conformance;
 mod dirs;
@@ -24,6 +25,7 @@ pub mod s3;
 mod service;
 mod small_disk;
 
+pub use captured_log::CapturedLog;
 pub use certs::{TestCa, TestCertificate};
 pub use dirs::{short_tempdir, tail};
 pub use ports::{PORT_ATTEMPTS, free_port, is_port_conflict};

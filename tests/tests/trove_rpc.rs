@@ -308,6 +308,13 @@ async fn truncated_ciphertext_is_a_guest_error(
             .expect("failure JSON");
     assert_eq!(failure["class"], "GuestError", "{failure}");
     assert_eq!(failure["module"], "trove.common.exception", "{failure}");
+    // Refused for the ciphertext, not for the call it carried.
+    assert!(
+        failure["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot decrypt")),
+        "{failure}"
+    );
 }
 
 /// The broker is restarted while a call runs on the replica (a `wait_for_txn` for a
@@ -535,6 +542,7 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
             .await
             .expect_err("truncated ciphertexts from Trove's client");
         assert_eq!(e.class, "GuestError", "{e:?}");
+        assert!(e.message.contains("cannot decrypt"), "{e:?}");
         let mut wrong = TroveClient::start(&url, &replica.instance_id, Some(&key())).await;
         let e = wrong
             .call("rpc_ping", json!({}))

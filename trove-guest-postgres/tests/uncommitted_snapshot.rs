@@ -51,6 +51,20 @@ async fn settles_to(
     last
 }
 
+/// Waits (bounded) until the cleanup task of a cancelled snapshot has released the strategy's
+/// lock: it holds the lock until it ends, which is a moment after its last statement commits.
+/// `drop_uncommitted_snapshot` of a slot that does not exist takes the lock and changes nothing.
+async fn lock_released(sm: &PostgresStrategy) {
+    for _ in 0..300 {
+        match sm.drop_uncommitted_snapshot("trove_snap_none").await {
+            Ok(existed) => return assert!(!existed),
+            Err(Error::Busy { .. }) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the cancelled snapshot's cleanup still holds the lock after 30 s");
+}
+
 /// A local store whose uploads fail after the first megabyte of backup data.
 #[derive(Debug)]
 struct FailingWrites(LocalSnapshotStore);
@@ -156,8 +170,8 @@ async fn a_snapshot_cancelled_mid_stream_leaves_no_slot_and_spares_an_earlier_on
             committed,
             "after a cancelled snapshot for {replica}: only the committed snapshot's slot and login"
         );
+        lock_released(&sm).await;
     }
-    // The strategy is usable at once (the cleanup released its lock).
     sm.get_replication_snapshot(&SnapshotRequest::new().with_replica_id("r3"))
         .await
         .expect("a snapshot after the cancellations");

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 
+use super::stream::ChunkCarver;
 use super::{
     CHUNK_SIZE, Expected, FollowOptions, HashingReader, IntegrityFailure, PendingUpload,
     SnapshotRead, SnapshotStore, StoredSnapshot, VerifyingReader, check_expected,
@@ -325,15 +326,15 @@ impl SnapshotStore for ZstdSnapshotStore {
             };
             let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
             let mut count = 0u64;
+            let mut carver = ChunkCarver::new();
             loop {
-                let mut buf = vec![0u8; CHUNK_SIZE];
-                match decoded.read(&mut buf).await {
+                match decoded.read(carver.spare()).await {
                     Ok(0) => break,
                     Ok(n) => {
-                        buf.truncate(n);
-                        sha2::Digest::update(&mut hasher, &buf);
+                        let chunk = carver.take(n);
+                        sha2::Digest::update(&mut hasher, &chunk);
                         count += n as u64;
-                        if tx.send(Ok(bytes::Bytes::from(buf))).await.is_err() {
+                        if tx.send(Ok(chunk)).await.is_err() {
                             return;
                         }
                     }

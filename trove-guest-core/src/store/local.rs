@@ -365,6 +365,8 @@ impl SnapshotStore for LocalSnapshotStore {
         // Writes happen on a blocking thread fed by a bounded channel: the async side reads and
         // hashes, the blocking side writes; at most 4 chunks are in flight.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        // Written chunks go back to the reading side to be filled again.
+        let (recycle, recycled) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let temp_for_writer = temp.clone();
         let synced = self.durability == Durability::Synced;
         let writer = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
@@ -380,6 +382,7 @@ impl SnapshotStore for LocalSnapshotStore {
                 file.write_all(&chunk)
                     .context(|| format!("write {}", temp_for_writer.display()))?;
                 written += chunk.len() as u64;
+                let _ = recycle.send(chunk);
                 if let Some(f) = &flusher {
                     f.wrote(written);
                 }
@@ -392,7 +395,7 @@ impl SnapshotStore for LocalSnapshotStore {
             Ok(file)
         });
 
-        let mut chunks = UploadChunks::new(data, name, progress);
+        let mut chunks = UploadChunks::new(data, name, progress).with_recycling(recycled);
         let read_result: Result<()> = async {
             let mut sent = 0u64;
             while let Some(chunk) = chunks.next().await? {

@@ -1,6 +1,9 @@
-//! The read side of an upload, shared by the stores: the source in chunks, hashed as it passes.
+//! The read side of an upload, shared by the stores: the source in chunks, hashed as it passes;
+//! and [`ChunkCarver`], which hands read chunks on without copying them.
 
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
 
 use super::{CHUNK_SIZE, HashingReader};
 use crate::error::{Error, Result};
@@ -16,6 +19,7 @@ pub(crate) struct UploadChunks<'a, R> {
     name: &'a str,
     progress: &'a Progress,
     last_report: u64,
+    recycled: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
 }
 
 impl<'a, R: AsyncRead + Unpin> UploadChunks<'a, R> {
@@ -26,7 +30,15 @@ impl<'a, R: AsyncRead + Unpin> UploadChunks<'a, R> {
             name,
             progress,
             last_report: 0,
+            recycled: None,
         }
+    }
+
+    /// Takes chunk buffers back from `recycled` (a writer that is done with a chunk sends it
+    /// there) instead of allocating and zeroing a fresh one for every chunk.
+    pub(crate) fn with_recycling(mut self, recycled: mpsc::UnboundedReceiver<Vec<u8>>) -> Self {
+        self.recycled = Some(recycled);
+        self
     }
 
     /// The next chunk, filled as far as the source allows (pipes deliver 64 KiB at a time), or
@@ -48,7 +60,13 @@ impl<'a, R: AsyncRead + Unpin> UploadChunks<'a, R> {
             self.progress.bytes(Phase::Backup, count, None);
             self.last_report = count;
         }
-        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut buf = self
+            .recycled
+            .as_mut()
+            .and_then(|r| r.try_recv().ok())
+            .unwrap_or_default();
+        // A recycled buffer is initialised already: this zeroes only what it lacks.
+        buf.resize(CHUNK_SIZE, 0);
         let mut filled = 0;
         while filled < CHUNK_SIZE {
             let n = self.reader.read(&mut buf[filled..]).await.map_err(|e| {
@@ -71,5 +89,70 @@ impl<'a, R: AsyncRead + Unpin> UploadChunks<'a, R> {
         let (size, sha256) = self.reader.finish();
         self.progress.bytes(Phase::Backup, size, Some(size));
         (size, sha256)
+    }
+}
+
+/// Reads below this size start a new block rather than use the end of the current one.
+const MIN_SPARE: usize = 64 * 1024;
+
+/// Carves chunks out of [`CHUNK_SIZE`] blocks for a reader that hands each chunk on as
+/// [`Bytes`]: a block is zeroed once, filled by successive reads, and every chunk shares it, so
+/// nothing is copied. A block whose chunks have all been dropped is reused.
+pub(crate) struct ChunkCarver {
+    block: BytesMut,
+}
+
+impl ChunkCarver {
+    /// A carver with no block yet.
+    pub(crate) fn new() -> Self {
+        ChunkCarver {
+            block: BytesMut::new(),
+        }
+    }
+
+    /// Room for the next read: the rest of the current block, or a fresh one when fewer than
+    /// 64 KiB are left.
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        if self.block.len() < MIN_SPARE {
+            self.block.clear();
+            self.block.resize(CHUNK_SIZE, 0);
+        }
+        &mut self.block[..]
+    }
+
+    /// The first `n` bytes of [`ChunkCarver::spare`] (what the read filled), as a chunk.
+    pub(crate) fn take(&mut self, n: usize) -> Bytes {
+        self.block.split_to(n).freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carved_chunks_keep_their_bytes_while_the_block_is_reused() {
+        let mut carver = ChunkCarver::new();
+        let mut chunks = Vec::new();
+        for round in 0..40u8 {
+            let spare = carver.spare();
+            assert!(spare.len() >= MIN_SPARE);
+            let n = 100_000.min(spare.len());
+            spare[..n].fill(round);
+            chunks.push(carver.take(n));
+            if round % 3 == 0 {
+                chunks.remove(0); // dropped chunks let a block be reused
+            }
+        }
+        for c in &chunks {
+            assert!(
+                c.iter().all(|&b| b == c[0]),
+                "a chunk changed after it was handed on"
+            );
+        }
+        let rounds: Vec<u8> = chunks.iter().map(|c| c[0]).collect();
+        let mut sorted = rounds.clone();
+        sorted.dedup();
+        assert_eq!(rounds, sorted, "chunks are distinct and in order");
     }
 }

@@ -17,9 +17,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::local::{LocalSnapshotStore, PARTIAL_PREFIX, PARTIAL_RANDOM};
+use super::stream::ChunkCarver;
 use super::{
-    CHUNK_SIZE, Expected, FollowOptions, IntegrityFailure, SnapshotRead, SnapshotStore,
-    StoredSnapshot, validate_snapshot_name,
+    Expected, FollowOptions, IntegrityFailure, SnapshotRead, SnapshotStore, StoredSnapshot,
+    validate_snapshot_name,
 };
 use crate::error::{Error, Result};
 
@@ -139,23 +140,21 @@ impl Tail {
     fn run(mut self, tx: &mpsc::Sender<Chunk>) -> std::io::Result<()> {
         let mut hasher = Sha256::new();
         let mut count = 0u64;
-        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut carver = ChunkCarver::new();
         let mut last_growth = Instant::now();
         let mut writer_done = false;
         loop {
-            let n = self.file.read(&mut buf)?;
+            let n = self.file.read(carver.spare())?;
             if n > 0 {
-                hasher.update(&buf[..n]);
+                let chunk = carver.take(n);
+                hasher.update(&chunk);
                 count += n as u64;
                 if let Some(limit) = self.expected.size
                     && count > limit
                 {
                     return Err(self.fail(format!("more than the expected {limit} bytes")));
                 }
-                if tx
-                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                    .is_err()
-                {
+                if tx.blocking_send(Ok(chunk)).is_err() {
                     return Ok(()); // the reader went away
                 }
                 last_growth = Instant::now();

@@ -11,6 +11,7 @@
 
 #[cfg(feature = "zstd")]
 mod compress;
+mod direct;
 mod follow;
 mod local;
 #[cfg(feature = "object-store")]

@@ -13,6 +13,11 @@
 //! then does the backend write the CA next to its configuration ([`write_ca_file`], 0644: a CA
 //! certificate is public) and configure the datastore to verify too (MariaDB/MySQL
 //! `MASTER_SSL_VERIFY_SERVER_CERT=1`, PostgreSQL `sslmode=verify-full`).
+//!
+//! Switchover and failover follow the same rules: the new source's replica context carries
+//! the same section in its grant ([`master_section`]), and a server re-pointed at it checks
+//! it with [`repoint_section`] before anything changes, keeping its old source when the
+//! certificate does not verify.
 
 mod probe;
 
@@ -20,10 +25,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoResultExt, Result, TlsProblem};
-use crate::wire::{ReplicationTls, SnapshotDocument};
+use crate::failover::ReplicaContext;
+use crate::wire::{MasterAddress, ReplicationTls, SnapshotDocument};
 
 pub use probe::{
-    DirectTls, StartTls, attach_section, master_section, verify_master, verify_server,
+    DirectTls, StartTls, attach_section, master_section, repoint_section, verify_master,
+    verify_server,
 };
 
 /// Whether a replica accepts snapshot documents without `replication.tls`.
@@ -123,21 +130,54 @@ pub fn tls_for_attach<'d>(
     own: Option<&ServerTls>,
     doc: &'d SnapshotDocument,
 ) -> Result<Option<&'d ReplicationTls>> {
-    match doc.replication.as_ref().and_then(|r| r.tls.as_ref()) {
+    tls_for_source(
+        own,
+        &doc.master,
+        doc.replication.as_ref().and_then(|r| r.tls.as_ref()),
+        "the snapshot document carries no replication.tls",
+    )
+}
+
+/// The TLS section a server re-pointed by `attach_replica` (switchover, failover) uses for
+/// `ctx`, after its policy: as [`tls_for_attach`], for the context's `replication.tls`.
+///
+/// # Errors
+///
+/// [`Error::Tls`] with [`TlsProblem::Required`] when `own` requires TLS and the context has
+/// none; [`Error::InvalidInput`] for a malformed section.
+pub fn tls_for_repoint<'c>(
+    own: Option<&ServerTls>,
+    ctx: &'c ReplicaContext,
+) -> Result<Option<&'c ReplicationTls>> {
+    tls_for_source(
+        own,
+        &ctx.master,
+        ctx.replication.tls.as_ref(),
+        "the replica context carries no replication.tls",
+    )
+}
+
+fn tls_for_source<'d>(
+    own: Option<&ServerTls>,
+    master: &MasterAddress,
+    section: Option<&'d ReplicationTls>,
+    missing: &str,
+) -> Result<Option<&'d ReplicationTls>> {
+    match section {
         Some(tls) => {
             tls.validate()?;
             Ok(Some(tls))
         }
         None => match own.map(|t| t.replicas) {
             Some(ReplicaTlsPolicy::Required) => Err(Error::Tls {
-                server: format!("{}:{}", doc.master.host, doc.master.port),
+                server: format!("{}:{}", master.host, master.port),
                 problem: TlsProblem::Required,
-                message: "this replica is configured to replicate over TLS only and the \
-                          snapshot document carries no replication.tls"
-                    .into(),
+                message: format!(
+                    "this replica is configured to replicate over TLS only and {missing}"
+                ),
             }),
             _ => {
-                tracing::warn!(master = %doc.master.host, "replicating in plaintext: the snapshot document carries no TLS section");
+                tracing::warn!(master = %master.host, "replicating in plaintext: {missing}");
                 Ok(None)
             }
         },

@@ -40,8 +40,8 @@ use crate::client::{Row, Session};
 use crate::config::{REPLICA_FILE, replica_override, write_override};
 use crate::snapshot::replication_user;
 use crate::sql::{
-    Account, ChangeMaster, GtidStart, Sql, StartAt, TlsRequirement, validate_connect_host,
-    validate_password, validate_user,
+    Account, ChangeMaster, GtidStart, Sql, StartAt, validate_connect_host, validate_password,
+    validate_user,
 };
 use crate::status::master_address;
 use crate::strategy::{Backoff, MysqlStrategy, truthy};
@@ -224,8 +224,7 @@ impl MysqlStrategy {
         s.exec(&sql.set_password(&account, &password)).await?;
         s.exec(&sql.grant_replication(&account)).await?;
         if tls.is_some() {
-            s.exec(&sql.require_tls(&account, TlsRequirement::Ssl))
-                .await?;
+            s.exec(&sql.require_tls(&account)).await?;
         }
         s.close().await;
         let forked_at = (!st.slave_pos.is_empty())

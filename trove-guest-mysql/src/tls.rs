@@ -56,10 +56,7 @@ impl MysqlStrategy {
     ) -> Result<Statement> {
         let ca_file = self.handle.config_dir.join(REPLICATION_CA_FILE);
         trove_guest_core::tls::write_ca_file(tls, &ca_file)?;
-        sql.change_master_tls(&ReplicaTls {
-            ca_file: &ca_file,
-            client: None,
-        })
+        sql.change_master_tls(&ReplicaTls { ca_file: &ca_file })
     }
 }
 

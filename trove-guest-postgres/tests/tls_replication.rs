@@ -104,9 +104,7 @@ async fn standbys_stream_over_verified_tls_and_refuse_certificates_that_do_not_v
     let ms = tls_strategy(
         &master,
         store.clone(),
-        ServerTls::new(ca.ca_file())
-            .with_certificate(&mcert.cert_file, &mcert.key_file)
-            .with_server_name("localhost"),
+        ServerTls::new(ca.ca_file()).with_server_name("localhost"),
     );
     ms.enable_as_master(&EnableMasterOptions::new())
         .await

@@ -29,8 +29,7 @@ use crate::failover::ReplicaContext;
 use crate::wire::{MasterAddress, ReplicationTls, SnapshotDocument};
 
 pub use probe::{
-    DirectTls, StartTls, attach_section, master_section, repoint_section, verify_master,
-    verify_server,
+    StartTls, attach_section, master_section, repoint_section, verify_master, verify_server,
 };
 
 /// Whether a replica accepts snapshot documents without `replication.tls`.
@@ -44,22 +43,21 @@ pub enum ReplicaTlsPolicy {
     AllowPlaintext,
 }
 
-/// Where this server's TLS material lives and how its replication uses it (set on the
+/// How this server's replication uses TLS (set on the
 /// [`DatastoreHandle`](crate::DatastoreHandle) with `with_tls`).
 ///
-/// On a master, `ca_file` and `server_name` go into every snapshot document; the server's own
-/// certificate and key (`cert_file`, `key_file`) are what the server's TLS configuration names
-/// and never leave the host. On a replica, `replicas` says whether a document without TLS is
-/// refused.
+/// On a master, the CA certificate in `ca_file` and `server_name` go into every snapshot
+/// document and replica context; the server's own certificate and key are what its TLS
+/// configuration names (MariaDB `ssl_cert`/`ssl_key`, PostgreSQL `ssl_cert_file`/
+/// `ssl_key_file`): the strategy never reads them, and checks instead that the running server
+/// serves a certificate that verifies. On a replica, `replicas` says whether a document or
+/// context without TLS is refused. Replicas present no client certificate: replication
+/// accounts require TLS (`REQUIRE SSL`, `hostssl`) and a password, not a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerTls {
     /// PEM file of the CA that signed the servers' certificates.
     pub ca_file: PathBuf,
-    /// PEM file of this server's certificate (its TLS configuration).
-    pub cert_file: Option<PathBuf>,
-    /// This server's private key (its TLS configuration). Never read into a document.
-    pub key_file: Option<PathBuf>,
     /// The name replicas verify this server's certificate for; default: the handle's
     /// advertised host.
     pub server_name: Option<String>,
@@ -73,17 +71,9 @@ impl ServerTls {
     pub fn new(ca_file: impl Into<PathBuf>) -> Self {
         ServerTls {
             ca_file: ca_file.into(),
-            cert_file: None,
-            key_file: None,
             server_name: None,
             replicas: ReplicaTlsPolicy::Required,
         }
-    }
-    /// Sets [`ServerTls::cert_file`] and [`ServerTls::key_file`].
-    pub fn with_certificate(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.cert_file = Some(cert.into());
-        self.key_file = Some(key.into());
-        self
     }
     /// Sets [`ServerTls::server_name`].
     pub fn with_server_name(mut self, name: impl Into<String>) -> Self {

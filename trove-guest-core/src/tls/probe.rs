@@ -30,17 +30,6 @@ pub trait StartTls: Send + Sync {
     async fn negotiate(&self, stream: &mut TcpStream) -> Result<()>;
 }
 
-/// Protocols that start TLS at once (no exchange before the handshake).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DirectTls;
-
-#[async_trait]
-impl StartTls for DirectTls {
-    async fn negotiate(&self, _stream: &mut TcpStream) -> Result<()> {
-        Ok(())
-    }
-}
-
 /// Checks the master the way the replica's datastore will: a handshake for the document's
 /// server name and, when it differs, for `master.host` (MariaDB/MySQL and libpq verify the
 /// certificate against the host they connect to).

@@ -3,7 +3,7 @@
 //! the re-pointed servers replicate with `MASTER_SSL=1` and the certificate verified. A
 //! context whose CA or server name does not verify, or one without TLS given to a server that
 //! requires it, is refused with `Error::Tls` while the server keeps replicating from its
-//! current master.
+//! current master (whether the context comes from that master or from another server).
 
 mod common;
 
@@ -18,8 +18,8 @@ use trove_guest_core::failover::{
 use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::testkit::{TestCa, short_tempdir};
 use trove_guest_core::{
-    AttachRequest, EnableMasterOptions, Error, ReplicationStrategy, ReplicationStrategyExt,
-    ServerTls, SnapshotRequest, TlsProblem,
+    AttachRequest, DetachOptions, EnableMasterOptions, Error, ReplicationStrategy,
+    ReplicationStrategyExt, ServerTls, SnapshotRequest, TlsProblem,
 };
 use trove_guest_mysql::MysqlStrategy;
 use trove_guest_mysql::config::REPLICATION_CA_FILE;
@@ -265,9 +265,29 @@ async fn switchover_repoints_replicas_over_verified_tls_and_refuses_contexts_tha
         260..280,
     )
     .await;
+    // The same from another source: r3 keeps following its old master r2.
+    c.strategies[0]
+        .detach_replication_slave(&DetachOptions::new().with_for_failover(true))
+        .await
+        .expect("m1 leaves r2");
+    let mut elsewhere = c.strategies[0]
+        .get_replica_context(&ReplicaContextOptions::new("r3-elsewhere"))
+        .await
+        .expect("m1 serves contexts");
+    assert_eq!(elsewhere.master.port, c.servers[0].port());
+    elsewhere.replication.tls.as_mut().unwrap().ca_certificate = c.other_ca.ca_pem();
+    refused_and_still_following(
+        &c,
+        2,
+        1,
+        &elsewhere,
+        TlsProblem::UntrustedCertificate,
+        280..290,
+    )
+    .await;
     let mut wrong_name = ctx.clone();
     wrong_name.replication.tls.as_mut().unwrap().server_name = "db.elsewhere.invalid".into();
-    refused_and_still_following(&c, 2, 1, &wrong_name, TlsProblem::NameMismatch, 280..300).await;
+    refused_and_still_following(&c, 2, 1, &wrong_name, TlsProblem::NameMismatch, 290..300).await;
     let mut plaintext = ctx.clone();
     plaintext.replication.tls = None;
     refused_and_still_following(&c, 2, 1, &plaintext, TlsProblem::Required, 300..320).await;

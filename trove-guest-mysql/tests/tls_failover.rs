@@ -203,6 +203,10 @@ async fn switchover_repoints_replicas_over_verified_tls_and_refuses_contexts_tha
     )
     .await
     .expect("switchover");
+    eprintln!(
+        "switchover over TLS: writes unavailable {:?}, total {:?}",
+        report.write_unavailable, report.elapsed
+    );
     assert_eq!(report.new_master, "r2");
     assert!(
         report.not_repointed.is_empty(),

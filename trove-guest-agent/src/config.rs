@@ -20,8 +20,6 @@
 //!
 //! # [datastore.tls]                   # TLS replication, verified (recommended)
 //! # ca_file = "/etc/trove/tls/ca.pem"  # the CA replicas verify this server with (goes into snapshot documents)
-//! # cert_file = "/etc/trove/tls/server.pem"  # this server's certificate, as its own TLS settings name it
-//! # key_file = "/etc/trove/tls/server.key"   # its private key: never read into any document
 //! # server_name = "db1.example.net"    # the name in the certificate (default: advertise host)
 //! # replicas = "required"              # as a replica: refuse documents without TLS (or "allow-plaintext")
 //!
@@ -228,19 +226,14 @@ pub struct DatastoreSection {
     pub tls: Option<TlsSection>,
 }
 
-/// `[datastore.tls]`: where this server's CA, certificate and key live (see
-/// [`trove_guest_core::ServerTls`]).
+/// `[datastore.tls]`: the CA replicas verify this server with, the name they verify, and what
+/// this server accepts as a replica (see [`trove_guest_core::ServerTls`]). The server's own
+/// certificate and key are named by its own TLS settings, not here.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// PEM file of the CA the servers' certificates chain to.
     pub ca_file: PathBuf,
-    /// This server's certificate.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// This server's private key (never read into a document).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
     /// The name replicas verify this server's certificate for (default: the advertised host).
     #[serde(default)]
     pub server_name: Option<String>,
@@ -746,16 +739,6 @@ impl AgentConfig {
                 ReplicaTlsSetting::Required => ReplicaTlsPolicy::Required,
                 ReplicaTlsSetting::AllowPlaintext => ReplicaTlsPolicy::AllowPlaintext,
             });
-            match (&t.cert_file, &t.key_file) {
-                (Some(c), Some(k)) => tls = tls.with_certificate(c, k),
-                (None, None) => {}
-                _ => {
-                    return Err(Error::invalid(
-                        "[datastore.tls]",
-                        "cert_file and key_file go together",
-                    ));
-                }
-            }
             if let Some(n) = &t.server_name {
                 tls = tls.with_server_name(n);
             }
@@ -945,7 +928,7 @@ secret_dir = "/var/lib/trove/secrets"
     fn the_tls_section_becomes_the_handles_server_tls() {
         let with = EXAMPLE.replace(
             "[datastore.admin]",
-            "[datastore.tls]\nca_file = \"/etc/trove/tls/ca.pem\"\ncert_file = \"/etc/trove/tls/s.pem\"\nkey_file = \"/etc/trove/tls/s.key\"\nserver_name = \"db1.example.net\"\n\n[datastore.admin]",
+            "[datastore.tls]\nca_file = \"/etc/trove/tls/ca.pem\"\nserver_name = \"db1.example.net\"\n\n[datastore.admin]",
         );
         let h = AgentConfig::parse(&with)
             .unwrap()
@@ -964,13 +947,13 @@ secret_dir = "/var/lib/trove/secrets"
             .datastore_handle()
             .unwrap();
         assert_eq!(h.tls.unwrap().replicas, ReplicaTlsPolicy::AllowPlaintext);
-        let half = with.replace("key_file = \"/etc/trove/tls/s.key\"\n", "");
-        assert!(
-            AgentConfig::parse(&half)
-                .unwrap()
-                .datastore_handle()
-                .is_err()
+        // The server's own certificate and key are its own settings: naming them here is an
+        // error, not an option silently ignored.
+        let keyed = with.replace(
+            "server_name =",
+            "key_file = \"/etc/trove/tls/s.key\"\nserver_name =",
         );
+        assert!(AgentConfig::parse(&keyed).is_err());
         assert!(
             AgentConfig::parse(EXAMPLE)
                 .unwrap()

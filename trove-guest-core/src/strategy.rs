@@ -673,13 +673,16 @@ pub trait ReplicationStrategy: Send + Sync + fmt::Debug {
     /// address and current position, where its history forked from its former master's, and a
     /// replication account (and slot) named for `opts.replica_id`. Call it on a master; calling
     /// it again for the same id gives the account a new password (contexts given earlier for
-    /// that id stop working).
+    /// that id stop working). With [`ServerTls`](crate::ServerTls) on the handle, the grant
+    /// carries the CA certificate and the server name the replica verifies (never a key) and
+    /// the account admits TLS connections only.
     ///
     /// # Errors
     ///
     /// [`Error::Unsupported`] (the default); [`Error::InvalidInput`] for a bad replica id;
     /// [`Error::WrongRole`] on a server that cannot serve replicas (not enabled as master, or
-    /// replicating); [`Error::Datastore`].
+    /// replicating); [`Error::Tls`] when this server's certificate does not verify for its
+    /// name; [`Error::Datastore`].
     ///
     /// # Cancel safety
     ///
@@ -699,13 +702,18 @@ pub trait ReplicationStrategy: Send + Sync + fmt::Debug {
     /// becomes a replica (PostgreSQL rewinds it first when its history forked). Returns once
     /// replication runs and has applied `source.position`, at most `opts.timeout`. Calling it
     /// again is safe: a server already replicating from `source` keeps its position and takes
-    /// the (possibly renewed) password of the context.
+    /// the (possibly renewed) password of the context. With TLS in the context, the source's
+    /// certificate is verified from this host before anything changes, and replication runs
+    /// with the certificate verified.
     ///
     /// # Errors
     ///
     /// [`Error::Diverged`] when this server holds transactions the source lacks (nothing is
-    /// changed; a fresh snapshot is needed); [`Error::Timeout`]; [`Error::Incompatible`] for a
-    /// source of another datastore; [`Error::Unsupported`] (the default); [`Error::Datastore`].
+    /// changed; a fresh snapshot is needed); [`Error::Tls`] when the source's certificate does
+    /// not verify, or the context has no TLS and this server's policy requires it (nothing is
+    /// changed: the server keeps following its old source); [`Error::Timeout`];
+    /// [`Error::Incompatible`] for a source of another datastore; [`Error::Unsupported`] (the
+    /// default); [`Error::Datastore`].
     ///
     /// # Cancel safety
     ///

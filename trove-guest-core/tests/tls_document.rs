@@ -3,9 +3,11 @@
 //! private key above all) is refused.
 
 use serde_json::json;
-use trove_guest_core::tls::{tls_for_attach, write_ca_file};
+use trove_guest_core::failover::ReplicaContext;
+use trove_guest_core::tls::{tls_for_attach, tls_for_repoint, write_ca_file};
 use trove_guest_core::{
-    Error, ErrorKind, ReplicaTlsPolicy, ServerTls, SnapshotDocument, TlsProblem,
+    DatastoreKind, Error, ErrorKind, ReplicaTlsPolicy, ReplicationPosition, ServerTls,
+    SnapshotDocument, TlsProblem,
 };
 
 const CA: &str =
@@ -76,6 +78,44 @@ fn a_replica_that_requires_tls_refuses_a_document_without_it() {
     let lenient = required.with_replica_policy(ReplicaTlsPolicy::AllowPlaintext);
     assert!(tls_for_attach(Some(&lenient), &doc).unwrap().is_none());
     assert!(tls_for_attach(None, &doc).unwrap().is_none());
+}
+
+#[test]
+fn a_server_that_requires_tls_refuses_a_replica_context_without_it() {
+    let context = |tls: Option<serde_json::Value>| {
+        let doc = SnapshotDocument::from_json(&document(tls).to_string()).unwrap();
+        ReplicaContext::new(
+            DatastoreKind::Mariadb,
+            doc.master.clone(),
+            ReplicationPosition::MariadbGtid("0-1-10".parse().unwrap()),
+            doc.replication.unwrap(),
+        )
+    };
+    let plaintext = context(None);
+    let required = ServerTls::new("/etc/trove/ca.pem");
+    match tls_for_repoint(Some(&required), &plaintext) {
+        Err(Error::Tls {
+            problem, server, ..
+        }) => {
+            assert_eq!(problem, TlsProblem::Required);
+            assert_eq!(server, "10.0.0.5:3306");
+        }
+        other => panic!("{other:?}"),
+    }
+    let lenient = required
+        .clone()
+        .with_replica_policy(ReplicaTlsPolicy::AllowPlaintext);
+    assert!(
+        tls_for_repoint(Some(&lenient), &plaintext)
+            .unwrap()
+            .is_none()
+    );
+    assert!(tls_for_repoint(None, &plaintext).unwrap().is_none());
+    let with_tls = context(Some(json!({"ca_certificate": CA, "server_name": "db1"})));
+    let tls = tls_for_repoint(Some(&required), &with_tls)
+        .unwrap()
+        .unwrap();
+    assert_eq!(tls.server_name, "db1");
 }
 
 #[test]

@@ -21,13 +21,10 @@ use trove_guest_core::{
     SnapshotDocument,
 };
 
-use crate::config::{
-    INIT_FILE, REPLICATION_CA_FILE, init_override, remove_override, replica_override,
-    write_override,
-};
+use crate::config::{INIT_FILE, init_override, remove_override, replica_override, write_override};
 use crate::flavor::{Flavor, FlavorKind};
 use crate::sql::{
-    Account, ChangeMaster, GtidStart, ReplicaTls, StartAt, validate_connect_host, validate_password,
+    Account, ChangeMaster, GtidStart, StartAt, validate_connect_host, validate_password,
 };
 use crate::strategy::{Backoff, MysqlStrategy};
 
@@ -283,13 +280,7 @@ impl MysqlStrategy {
         })?)
         .await?;
         if let Some(tls) = &plan.tls {
-            let ca_file = self.handle.config_dir.join(REPLICATION_CA_FILE);
-            trove_guest_core::tls::write_ca_file(tls, &ca_file)?;
-            s.exec(&sql.change_master_tls(&ReplicaTls {
-                ca_file: &ca_file,
-                client: None,
-            })?)
-            .await?;
+            s.exec(&self.replica_tls_statement(&sql, tls)?).await?;
         }
         s.exec(&sql.start_replica()).await?;
         s.close().await;

@@ -14,6 +14,15 @@
 //! beyond the baseline recorded when it was last re-pointed (a former master's own history)
 //! were written on the replica itself; such a server is never chosen by a failover and is
 //! refused by `attach_replica`.
+//!
+//! **TLS**: a source whose handle has a [`ServerTls`](trove_guest_core::ServerTls) puts its CA
+//! certificate and server name (never a key) into the context's grant and makes the account
+//! `REQUIRE SSL`, as its snapshots do. The re-pointed server checks that certificate from its
+//! own host before anything changes (`Error::Tls` otherwise, still following its old source),
+//! writes the CA next to its configuration and replicates with `MASTER_SSL=1`,
+//! `MASTER_SSL_CA`, `MASTER_SSL_VERIFY_SERVER_CERT=1`. A server whose policy is
+//! [`ReplicaTlsPolicy::Required`](trove_guest_core::ReplicaTlsPolicy::Required) refuses a
+//! context without TLS.
 
 use std::time::Duration;
 
@@ -204,11 +213,19 @@ impl MysqlStrategy {
                 actual: Role::Standalone,
             });
         }
+        s.close().await;
+        // TLS: what the replica gets to verify this server (its CA and server name, never a
+        // key), checked against the running server before the account is made.
+        let tls = self.replication_tls().await?;
         let password = Secret::random(crate::sql::MAX_PASSWORD_LEN);
+        let mut s = self.session().await?;
         s.exec(&sql.set_session_log_bin(false)).await?;
         s.exec(&sql.create_user(&account, &password)).await?;
         s.exec(&sql.set_password(&account, &password)).await?;
         s.exec(&sql.grant_replication(&account)).await?;
+        if tls.is_some() {
+            s.exec(&sql.require_tls(&account)).await?;
+        }
         s.close().await;
         let forked_at = (!st.slave_pos.is_empty())
             .then(|| ReplicationPosition::MariadbGtid(st.slave_pos.clone()));
@@ -222,7 +239,7 @@ impl MysqlStrategy {
                 password_ref: None,
                 slot_name: None,
                 replica_host: None,
-                tls: None,
+                tls,
             },
         )
         .with_forked_at(forked_at))
@@ -372,6 +389,9 @@ impl MysqlStrategy {
         validate_password(&password)?;
         validate_connect_host(&ctx.master.host)?;
         let deadline = trove_guest_core::deadline(opts.timeout);
+        // TLS: the new source's certificate must verify from here before anything changes;
+        // on failure this server keeps following its old source.
+        let tls = self.verify_source_tls(ctx).await?;
 
         let mut s = self.session().await?;
         let row = self.replica_row(&mut s, &sql).await?;
@@ -462,6 +482,9 @@ impl MysqlStrategy {
                 connect_retry: self.opts.connect_retry,
             })?)
             .await?;
+            if let Some(tls) = &tls {
+                s.exec(&self.replica_tls_statement(&sql, tls)?).await?;
+            }
             s.exec(&sql.start_replica()).await?;
         }
         // Bounded: both threads run, then the source's position is applied.
@@ -477,6 +500,16 @@ impl MysqlStrategy {
                 .and_then(|r| r.non_empty(&["Last_IO_Error", "Last_SQL_Error"]))
                 .unwrap_or_default()
                 .to_owned();
+            // 2026: the TLS connection to the source failed although the pre-flight check
+            // passed (its certificate changed since); the IO thread would retry for ever.
+            if row.as_ref().and_then(|r| r.get(&["Last_IO_Errno"])) == Some("2026") {
+                s.close().await;
+                return Err(Error::Tls {
+                    server: format!("{}:{}", ctx.master.host, ctx.master.port),
+                    problem: trove_guest_core::TlsProblem::Handshake,
+                    message: err,
+                });
+            }
             if !poll.tick(deadline).await {
                 s.close().await;
                 return Err(Error::timeout(

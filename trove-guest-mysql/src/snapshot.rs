@@ -24,7 +24,7 @@ use trove_guest_core::{
 use crate::commands::{BackupArgs, backup_command, tool_option_file};
 use crate::config::{LOG_BIN_WAS_ON, MASTER_FILE, binlog_base, master_override, write_override};
 use crate::flavor::FlavorKind;
-use crate::sql::{Account, TlsRequirement, validate_host};
+use crate::sql::{Account, validate_host};
 use crate::strategy::MysqlStrategy;
 use crate::unreturned::UnreturnedSnapshot;
 use crate::xbstream::{BinlogInfo, BinlogInfoTap};
@@ -279,8 +279,7 @@ impl MysqlStrategy {
             s.exec(&sql.set_password(&account, &password)).await?;
             s.exec(&sql.grant_replication(&account)).await?;
             if tls.is_some() {
-                s.exec(&sql.require_tls(&account, TlsRequirement::Ssl))
-                    .await?;
+                s.exec(&sql.require_tls(&account)).await?;
             }
             s.close().await;
             Ok::<_, Error>(())

@@ -306,23 +306,11 @@ pub struct ChangeMaster<'a> {
     pub connect_retry: u32,
 }
 
-/// What an account's connections must present ([`Sql::require_tls`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TlsRequirement {
-    /// TLS (`REQUIRE SSL`).
-    Ssl,
-    /// TLS with a client certificate signed by the server's CA (`REQUIRE X509`).
-    X509,
-}
-
 /// The files of a replica's TLS connection to its master ([`Sql::change_master_tls`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicaTls<'a> {
     /// The CA certificate the master's certificate must chain to.
     pub ca_file: &'a std::path::Path,
-    /// The replica's client certificate and key, for masters requiring X509.
-    pub client: Option<(&'a std::path::Path, &'a std::path::Path)>,
 }
 
 /// A GTID position of either flavor, to seed a replica with.
@@ -601,15 +589,11 @@ impl Sql {
         ))
     }
 
-    /// Requires TLS of an account's connections: `ALTER USER .. REQUIRE SSL` (or `X509`: a
-    /// client certificate signed by the server's CA too). Kept out of
+    /// Requires TLS of an account's connections: `ALTER USER .. REQUIRE SSL` (the password
+    /// still authenticates; no client certificate is asked for). Kept out of
     /// [`create_user`](Self::create_user) so plaintext setups are unchanged.
-    pub fn require_tls(&self, account: &Account, requirement: TlsRequirement) -> Statement {
-        let what = match requirement {
-            TlsRequirement::Ssl => "SSL",
-            TlsRequirement::X509 => "X509",
-        };
-        Statement::plain(format!("ALTER USER {account} REQUIRE {what}"))
+    pub fn require_tls(&self, account: &Account) -> Statement {
+        Statement::plain(format!("ALTER USER {account} REQUIRE SSL"))
     }
 
     /// The TLS settings of a replica's connection to its master, run right after
@@ -634,18 +618,10 @@ impl Sql {
         } else {
             ("CHANGE MASTER TO", "MASTER")
         };
-        let mut st = format!(
+        Ok(Statement::plain(format!(
             "{verb} {p}_SSL=1, {p}_SSL_CA={}, {p}_SSL_VERIFY_SERVER_CERT=1",
             text(tls.ca_file, "CA file")?
-        );
-        if let Some((cert, key)) = tls.client {
-            st.push_str(&format!(
-                ", {p}_SSL_CERT={}, {p}_SSL_KEY={}",
-                text(cert, "client certificate file")?,
-                text(key, "client key file")?
-            ));
-        }
-        Ok(Statement::plain(st))
+        )))
     }
 
     /// The latest executed GTID position (column `gtid`): MariaDB `gtid_current_pos`, MySQL
@@ -871,10 +847,7 @@ mod tests {
     #[test]
     fn tls_statements_per_version() {
         let ca = std::path::Path::new("/etc/trove/conf.d/trove-replication-ca.pem");
-        let tls = ReplicaTls {
-            ca_file: ca,
-            client: None,
-        };
+        let tls = ReplicaTls { ca_file: ca };
         let expect = [
             (
                 Flavor::mariadb(10, 11, 6),
@@ -902,32 +875,19 @@ mod tests {
             assert_eq!(st.expose_text(), sql, "{flavor}");
             assert!(!st.holds_secret());
         }
-        let cert = std::path::Path::new("/etc/trove/replica.pem");
-        let key = std::path::Path::new("/etc/trove/replica's.key");
-        let with_client = ReplicaTls {
-            ca_file: ca,
-            client: Some((cert, key)),
-        };
+        let quoted = std::path::Path::new("/etc/trove/it's-ca.pem");
         assert_eq!(
             Sql::new(Flavor::mysql(8, 4, 3))
-                .change_master_tls(&with_client)
+                .change_master_tls(&ReplicaTls { ca_file: quoted })
                 .unwrap()
                 .expose_text(),
-            "CHANGE REPLICATION SOURCE TO SOURCE_SSL=1, SOURCE_SSL_CA='/etc/trove/conf.d/trove-replication-ca.pem', SOURCE_SSL_VERIFY_SERVER_CERT=1, SOURCE_SSL_CERT='/etc/trove/replica.pem', SOURCE_SSL_KEY='/etc/trove/replica\\'s.key'"
+            "CHANGE REPLICATION SOURCE TO SOURCE_SSL=1, SOURCE_SSL_CA='/etc/trove/it\\'s-ca.pem', SOURCE_SSL_VERIFY_SERVER_CERT=1"
         );
         let account = Account::new("trove_repl_r1", "%").unwrap();
         for flavor in [Flavor::mariadb(10, 11, 6), Flavor::mysql(8, 0, 36)] {
             assert_eq!(
-                Sql::new(flavor)
-                    .require_tls(&account, TlsRequirement::Ssl)
-                    .expose_text(),
+                Sql::new(flavor).require_tls(&account).expose_text(),
                 "ALTER USER 'trove_repl_r1'@'%' REQUIRE SSL"
-            );
-            assert_eq!(
-                Sql::new(flavor)
-                    .require_tls(&account, TlsRequirement::X509)
-                    .expose_text(),
-                "ALTER USER 'trove_repl_r1'@'%' REQUIRE X509"
             );
         }
     }

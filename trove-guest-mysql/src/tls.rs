@@ -8,6 +8,10 @@ use tokio::net::TcpStream;
 use trove_guest_core::wire::ReplicationTls;
 use trove_guest_core::{Error, Result, SnapshotDocument, TlsProblem};
 
+use trove_guest_core::failover::ReplicaContext;
+
+use crate::config::REPLICATION_CA_FILE;
+use crate::sql::{ReplicaTls, Sql, Statement};
 use crate::strategy::MysqlStrategy;
 
 /// How long one pre-flight handshake may take.
@@ -29,6 +33,30 @@ impl MysqlStrategy {
     ) -> Result<Option<ReplicationTls>> {
         trove_guest_core::tls::attach_section(&self.handle, doc, &MysqlStartTls, PREFLIGHT_TIMEOUT)
             .await
+    }
+
+    /// On a server re-pointed by `attach_replica`, before anything changes: the context's TLS
+    /// section after this server's policy, the new source verified from here
+    /// ([`trove_guest_core::tls::repoint_section`]).
+    pub(crate) async fn verify_source_tls(
+        &self,
+        ctx: &ReplicaContext,
+    ) -> Result<Option<ReplicationTls>> {
+        trove_guest_core::tls::repoint_section(&self.handle, ctx, &MysqlStartTls, PREFLIGHT_TIMEOUT)
+            .await
+    }
+
+    /// The TLS settings of this replica's connection to its source, run right after `CHANGE
+    /// MASTER`: writes the (verified) CA next to the configuration and returns the statement
+    /// that turns TLS and verification on ([`Sql::change_master_tls`]).
+    pub(crate) fn replica_tls_statement(
+        &self,
+        sql: &Sql,
+        tls: &ReplicationTls,
+    ) -> Result<Statement> {
+        let ca_file = self.handle.config_dir.join(REPLICATION_CA_FILE);
+        trove_guest_core::tls::write_ca_file(tls, &ca_file)?;
+        sql.change_master_tls(&ReplicaTls { ca_file: &ca_file })
     }
 }
 

@@ -78,9 +78,7 @@ async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_no
         ca.ca_file(),
     ))
     .await;
-    let master_tls = ServerTls::new(ca.ca_file())
-        .with_certificate(&mcert.cert_file, &mcert.key_file)
-        .with_server_name("localhost");
+    let master_tls = ServerTls::new(ca.ca_file()).with_server_name("localhost");
     let ms = tls_strategy(&master, store.clone(), master_tls);
     let doc = ms
         .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tls1"))

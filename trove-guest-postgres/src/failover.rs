@@ -11,6 +11,12 @@
 //! `standby.signal` and starts it as a primary again on the same timeline; `attach_replica`
 //! instead points it at the new primary, whose timeline it follows without a rewind when the
 //! candidate had replayed all of its WAL.
+//!
+//! **TLS**: the new primary's context carries its CA and server name (never a key); a standby
+//! re-pointed at it checks the certificate from its own host before anything changes
+//! (`Error::Tls` otherwise, still following its old primary; a standby whose policy is
+//! `ReplicaTlsPolicy::Required` refuses a context without TLS) and streams with
+//! `sslmode=verify-full`.
 
 use std::time::Duration;
 
@@ -270,6 +276,9 @@ impl PostgresStrategy {
                 ));
             }
         };
+        // TLS: the new primary's certificate must verify from here before anything changes;
+        // on failure this server keeps following its old primary.
+        let tls = self.verify_source_tls(ctx).await?;
         let db = self.db_wait().await?;
         if !in_recovery(&db).await? {
             // A former primary that was not fenced (it crashed, or was cut off): rewind.
@@ -329,7 +338,7 @@ impl PostgresStrategy {
                 grant.slot_name.as_deref(),
                 version,
                 false,
-                grant.tls.as_ref(),
+                tls.as_ref(),
             )?;
             if flavor(&db).await?.standby_settings_reloadable() {
                 db.one("reload configuration", sql::RELOAD, &[]).await?;

@@ -67,4 +67,15 @@ impl PostgresStrategy {
         trove_guest_core::tls::attach_section(&self.handle, doc, &PgStartTls, PREFLIGHT_TIMEOUT)
             .await
     }
+
+    /// On a standby re-pointed by `attach_replica`, before anything changes: the context's
+    /// TLS section after this server's policy, the new primary verified from here
+    /// ([`trove_guest_core::tls::repoint_section`]).
+    pub(crate) async fn verify_source_tls(
+        &self,
+        ctx: &trove_guest_core::failover::ReplicaContext,
+    ) -> Result<Option<ReplicationTls>> {
+        trove_guest_core::tls::repoint_section(&self.handle, ctx, &PgStartTls, PREFLIGHT_TIMEOUT)
+            .await
+    }
 }

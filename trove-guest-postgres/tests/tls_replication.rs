@@ -1,13 +1,15 @@
 //! Streaming replication over verified TLS on PostgreSQL 15: the primary's document carries its
 //! CA and server name (never a key), its hba admits replication logins over `hostssl` only, the
 //! standby connects with `sslmode=verify-full`; a wrong CA, a wrong server name or a document
-//! without TLS is refused with `Error::Tls` while the standby keeps serving its old data.
+//! without TLS is refused with `Error::Tls` while the standby keeps serving its old data; so is
+//! a replica context (switchover, failover) whose CA does not verify or that has no TLS.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
+use trove_guest_core::failover::{ReplicaContextOptions, RepointOptions};
 use trove_guest_core::testkit::{TestCa, short_tempdir};
 use trove_guest_core::{
     AttachRequest, EnableMasterOptions, Error, OsUser, ReplicationStrategy, ServerTls,
@@ -102,9 +104,7 @@ async fn standbys_stream_over_verified_tls_and_refuse_certificates_that_do_not_v
     let ms = tls_strategy(
         &master,
         store.clone(),
-        ServerTls::new(ca.ca_file())
-            .with_certificate(&mcert.cert_file, &mcert.key_file)
-            .with_server_name("localhost"),
+        ServerTls::new(ca.ca_file()).with_server_name("localhost"),
     );
     ms.enable_as_master(&EnableMasterOptions::new())
         .await
@@ -217,4 +217,35 @@ async fn standbys_stream_over_verified_tls_and_refuse_certificates_that_do_not_v
         190..210,
     )
     .await;
+
+    // Re-pointing (switchover, failover): the context carries the CA and the name; one that
+    // does not verify, or has no TLS, is refused before anything changes.
+    let ctx = ms
+        .get_replica_context(&ReplicaContextOptions::new("tls-ctx"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.replication
+            .tls
+            .as_ref()
+            .map(|t| t.ca_certificate.clone()),
+        Some(ca.ca_pem())
+    );
+    let mut wrong_ca = ctx.clone();
+    wrong_ca.replication.tls.as_mut().unwrap().ca_certificate = other_ca.ca_pem();
+    let mut plaintext = ctx.clone();
+    plaintext.replication.tls = None;
+    for (ctx, expected, rows) in [
+        (wrong_ca, TlsProblem::UntrustedCertificate, 210..220),
+        (plaintext, TlsProblem::Required, 220..230),
+    ] {
+        let e = rs
+            .attach_replica(&ctx, &RepointOptions::new())
+            .await
+            .expect_err("the standby must refuse the context");
+        assert_eq!(tls_problem(&e), Some(expected), "{e}");
+        common::insert_rows(&master, rows).await.unwrap();
+        common::assert_caught_up(&rs, &ms, &replica, &master).await;
+        assert_eq!(streaming_over_tls(&master).await, "true");
+    }
 }

@@ -13,6 +13,11 @@
 //! then does the backend write the CA next to its configuration ([`write_ca_file`], 0644: a CA
 //! certificate is public) and configure the datastore to verify too (MariaDB/MySQL
 //! `MASTER_SSL_VERIFY_SERVER_CERT=1`, PostgreSQL `sslmode=verify-full`).
+//!
+//! Switchover and failover follow the same rules: the new source's replica context carries
+//! the same section in its grant ([`master_section`]), and a server re-pointed at it checks
+//! it with [`repoint_section`] before anything changes, keeping its old source when the
+//! certificate does not verify.
 
 mod probe;
 
@@ -20,10 +25,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoResultExt, Result, TlsProblem};
-use crate::wire::{ReplicationTls, SnapshotDocument};
+use crate::failover::ReplicaContext;
+use crate::wire::{MasterAddress, ReplicationTls, SnapshotDocument};
 
 pub use probe::{
-    DirectTls, StartTls, attach_section, master_section, verify_master, verify_server,
+    StartTls, attach_section, master_section, repoint_section, verify_master, verify_server,
 };
 
 /// Whether a replica accepts snapshot documents without `replication.tls`.
@@ -37,22 +43,21 @@ pub enum ReplicaTlsPolicy {
     AllowPlaintext,
 }
 
-/// Where this server's TLS material lives and how its replication uses it (set on the
+/// How this server's replication uses TLS (set on the
 /// [`DatastoreHandle`](crate::DatastoreHandle) with `with_tls`).
 ///
-/// On a master, `ca_file` and `server_name` go into every snapshot document; the server's own
-/// certificate and key (`cert_file`, `key_file`) are what the server's TLS configuration names
-/// and never leave the host. On a replica, `replicas` says whether a document without TLS is
-/// refused.
+/// On a master, the CA certificate in `ca_file` and `server_name` go into every snapshot
+/// document and replica context; the server's own certificate and key are what its TLS
+/// configuration names (MariaDB `ssl_cert`/`ssl_key`, PostgreSQL `ssl_cert_file`/
+/// `ssl_key_file`): the strategy never reads them, and checks instead that the running server
+/// serves a certificate that verifies. On a replica, `replicas` says whether a document or
+/// context without TLS is refused. Replicas present no client certificate: replication
+/// accounts require TLS (`REQUIRE SSL`, `hostssl`) and a password, not a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerTls {
     /// PEM file of the CA that signed the servers' certificates.
     pub ca_file: PathBuf,
-    /// PEM file of this server's certificate (its TLS configuration).
-    pub cert_file: Option<PathBuf>,
-    /// This server's private key (its TLS configuration). Never read into a document.
-    pub key_file: Option<PathBuf>,
     /// The name replicas verify this server's certificate for; default: the handle's
     /// advertised host.
     pub server_name: Option<String>,
@@ -66,17 +71,9 @@ impl ServerTls {
     pub fn new(ca_file: impl Into<PathBuf>) -> Self {
         ServerTls {
             ca_file: ca_file.into(),
-            cert_file: None,
-            key_file: None,
             server_name: None,
             replicas: ReplicaTlsPolicy::Required,
         }
-    }
-    /// Sets [`ServerTls::cert_file`] and [`ServerTls::key_file`].
-    pub fn with_certificate(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.cert_file = Some(cert.into());
-        self.key_file = Some(key.into());
-        self
     }
     /// Sets [`ServerTls::server_name`].
     pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
@@ -123,21 +120,54 @@ pub fn tls_for_attach<'d>(
     own: Option<&ServerTls>,
     doc: &'d SnapshotDocument,
 ) -> Result<Option<&'d ReplicationTls>> {
-    match doc.replication.as_ref().and_then(|r| r.tls.as_ref()) {
+    tls_for_source(
+        own,
+        &doc.master,
+        doc.replication.as_ref().and_then(|r| r.tls.as_ref()),
+        "the snapshot document carries no replication.tls",
+    )
+}
+
+/// The TLS section a server re-pointed by `attach_replica` (switchover, failover) uses for
+/// `ctx`, after its policy: as [`tls_for_attach`], for the context's `replication.tls`.
+///
+/// # Errors
+///
+/// [`Error::Tls`] with [`TlsProblem::Required`] when `own` requires TLS and the context has
+/// none; [`Error::InvalidInput`] for a malformed section.
+pub fn tls_for_repoint<'c>(
+    own: Option<&ServerTls>,
+    ctx: &'c ReplicaContext,
+) -> Result<Option<&'c ReplicationTls>> {
+    tls_for_source(
+        own,
+        &ctx.master,
+        ctx.replication.tls.as_ref(),
+        "the replica context carries no replication.tls",
+    )
+}
+
+fn tls_for_source<'d>(
+    own: Option<&ServerTls>,
+    master: &MasterAddress,
+    section: Option<&'d ReplicationTls>,
+    missing: &str,
+) -> Result<Option<&'d ReplicationTls>> {
+    match section {
         Some(tls) => {
             tls.validate()?;
             Ok(Some(tls))
         }
         None => match own.map(|t| t.replicas) {
             Some(ReplicaTlsPolicy::Required) => Err(Error::Tls {
-                server: format!("{}:{}", doc.master.host, doc.master.port),
+                server: format!("{}:{}", master.host, master.port),
                 problem: TlsProblem::Required,
-                message: "this replica is configured to replicate over TLS only and the \
-                          snapshot document carries no replication.tls"
-                    .into(),
+                message: format!(
+                    "this replica is configured to replicate over TLS only and {missing}"
+                ),
             }),
             _ => {
-                tracing::warn!(master = %doc.master.host, "replicating in plaintext: the snapshot document carries no TLS section");
+                tracing::warn!(master = %master.host, "replicating in plaintext: {missing}");
                 Ok(None)
             }
         },

@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 
 use crate::datastore::DatastoreHandle;
 use crate::error::{Error, Result, TlsProblem};
+use crate::failover::ReplicaContext;
 use crate::wire::{MasterAddress, ReplicationTls, SnapshotDocument};
 
 /// How a datastore's protocol switches a fresh connection to TLS (MySQL's `SSLRequest` after
@@ -27,17 +28,6 @@ pub trait StartTls: Send + Sync {
     ///
     /// Cancel safe: dropping the future drops the connection.
     async fn negotiate(&self, stream: &mut TcpStream) -> Result<()>;
-}
-
-/// Protocols that start TLS at once (no exchange before the handshake).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DirectTls;
-
-#[async_trait]
-impl StartTls for DirectTls {
-    async fn negotiate(&self, _stream: &mut TcpStream) -> Result<()> {
-        Ok(())
-    }
 }
 
 /// Checks the master the way the replica's datastore will: a handshake for the document's
@@ -184,5 +174,31 @@ pub async fn attach_section(
         return Ok(None);
     };
     verify_master(&doc.master, tls, start, timeout).await?;
+    Ok(Some(tls.clone()))
+}
+
+/// On a server re-pointed at a new source by `attach_replica` (switchover, failover), before
+/// anything changes: `ctx`'s TLS section after `handle`'s policy
+/// ([`tls_for_repoint`](super::tls_for_repoint)), with the new source's certificate verified
+/// from this host. A certificate that does not verify leaves the server following its old
+/// source.
+///
+/// # Errors
+///
+/// As [`tls_for_repoint`](super::tls_for_repoint) and [`verify_master`].
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only opens and drops connections.
+pub async fn repoint_section(
+    handle: &DatastoreHandle,
+    ctx: &ReplicaContext,
+    start: &dyn StartTls,
+    timeout: Duration,
+) -> Result<Option<ReplicationTls>> {
+    let Some(tls) = super::tls_for_repoint(handle.tls.as_ref(), ctx)? else {
+        return Ok(None);
+    };
+    verify_master(&ctx.master, tls, start, timeout).await?;
     Ok(Some(tls.clone()))
 }

@@ -14,6 +14,7 @@
 //! certificate is public) and configure the datastore to verify too (MariaDB/MySQL
 //! `MASTER_SSL_VERIFY_SERVER_CERT=1`, PostgreSQL `sslmode=verify-full`).
 
+mod admin;
 mod probe;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use crate::error::{Error, IoResultExt, Result, TlsProblem};
 use crate::wire::{ReplicationTls, SnapshotDocument};
 
+pub use admin::{AdminTls, AdminTlsVerify, handshake_problem, refused_by_tls};
 pub use probe::{
     DirectTls, StartTls, attach_section, master_section, verify_master, verify_server,
 };

@@ -327,7 +327,10 @@ impl MysqlStrategy {
         }
         .await;
         match asked {
-            Ok(g) => Some(g),
+            Ok(g) => {
+                tracing::debug!(gtid = %g, tls = tls.is_some(), "asked the master for its GTID position");
+                Some(g)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot ask the master for its GTID position; checking against the snapshot's");
                 None

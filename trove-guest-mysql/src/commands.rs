@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{AdminConnection, Result, ToolCommand};
 
 use crate::config::option_value;
@@ -259,8 +260,9 @@ pub fn quote_option(v: &str) -> Result<String> {
 }
 
 /// The contents of the backup tool's private option file: an `!include` of the server's
-/// option file (when given) and a `[client]` group with the admin login. Write it only into a
-/// 0600 `SecretFile`.
+/// option file (when given) and a `[client]` group with the admin login (over TCP with
+/// [`AdminTls::Verify`]: `ssl-ca` and `ssl-verify-server-cert`, which checks the certificate
+/// for the admin host). Write it only into a 0600 `SecretFile`.
 ///
 /// # Errors
 ///
@@ -290,11 +292,21 @@ pub fn tool_option_file(server_config: Option<&Path>, admin: &AdminConnection) -
             "socket = {}\n",
             option_value("socket path", &sock.to_string_lossy())?
         )),
-        None => s.push_str(&format!(
-            "host = {}\nport = {}\n",
-            option_value("admin host", &admin.host)?,
-            admin.port
-        )),
+        None => {
+            s.push_str(&format!(
+                "host = {}\nport = {}\n",
+                option_value("admin host", &admin.host)?,
+                admin.port
+            ));
+            // TLS verified against the CA; the MariaDB/MySQL client checks the certificate
+            // for the host it connects to (it cannot be told another name).
+            if let AdminTls::Verify(v) = &admin.tls {
+                s.push_str(&format!(
+                    "ssl-ca = {}\nssl-verify-server-cert\n",
+                    option_value("admin CA file", &v.ca_file.to_string_lossy())?
+                ));
+            }
+        }
     }
     Ok(s)
 }

@@ -2,7 +2,8 @@
 //! requires TLS (`REQUIRE SSL`), a strategy whose `AdminConnection` verifies the server's
 //! certificate against the CA for the server name runs its operations; the same login with a
 //! wrong CA or a wrong server name fails with `Error::Tls` (and without TLS it is refused by
-//! the server), and a server offering no TLS is `TlsProblem::NotOffered`.
+//! the server), and a server offering no TLS is `TlsProblem::NotOffered`. A snapshot taken over
+//! that admin connection runs `mariabackup` over TLS too.
 
 mod common;
 
@@ -13,7 +14,8 @@ use common::options_for;
 use trove_guest_core::testkit::{TestCa, short_tempdir};
 use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{
-    AdminConnection, Error, ReplicationStrategy, Secret, SnapshotStore, TlsProblem,
+    AdminConnection, Error, ReplicationStrategy, Secret, SnapshotRequest, SnapshotStore,
+    TlsProblem,
 };
 use trove_guest_mysql::MysqlStrategy;
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
@@ -56,21 +58,21 @@ async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_th
     let certs = short_tempdir("tg-certs-").unwrap();
     let ca = TestCa::generate(certs.path(), "good").unwrap();
     let other_ca = TestCa::generate(certs.path(), "other").unwrap();
+    // The backup tool verifies the certificate for the host it connects to (127.0.0.1); the
+    // agent's own sessions verify it for the server name.
     let cert = ca
-        .server_certificate("db", &["db.example.test"], None)
+        .server_certificate("db", &["db.example.test", "127.0.0.1"], None)
         .unwrap();
-    let server = MariaDbServer::start(MariaDbOptions::new(1).with_tls(
+    let server = common::master_with_rows(MariaDbOptions::new(1).with_tls(
         &cert.cert_file,
         &cert.key_file,
         ca.ca_file(),
     ))
-    .await
-    .unwrap();
+    .await;
     tls_only_admin(&server).await;
     let (_store_dir, store) = common::store();
 
-    // Verified TLS for the certificate's name (the connection goes to 127.0.0.1, which the
-    // certificate does not name): the strategy's operations run.
+    // Verified TLS for the certificate's name: the strategy's operations run.
     let s = strategy(
         &server,
         store.clone(),
@@ -87,6 +89,11 @@ async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_th
     );
     s.get_latest_txn_id().await.expect("position over TLS");
     s.make_read_only(false).await.expect("writable over TLS");
+    let doc = s
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("admintls"))
+        .await
+        .expect("a snapshot over the TLS-only admin account (mariabackup included)");
+    assert!(doc.binlog_position.is_some(), "{doc:?}");
 
     // Without TLS the server refuses the account: the requirement is real.
     let e = strategy(&server, store.clone(), AdminTls::Off)

@@ -2,7 +2,8 @@
 //! admits TCP logins over `hostssl` only, a strategy whose `AdminConnection` verifies the
 //! server's certificate against the CA for the server name runs its operations; the same
 //! login with a wrong CA or a wrong server name fails with `Error::Tls` (without TLS the hba
-//! refuses it), and a server offering no TLS is `TlsProblem::NotOffered`.
+//! refuses it), and a server offering no TLS is `TlsProblem::NotOffered`. A snapshot taken over
+//! that admin connection runs `pg_basebackup` with `sslmode=verify-full` too.
 
 mod common;
 
@@ -13,7 +14,7 @@ use trove_guest_core::testkit::{TestCa, short_tempdir};
 use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{
     AdminConnection, EnableMasterOptions, Error, OsUser, ReplicationStrategy, Secret,
-    SnapshotStore, TlsProblem,
+    SnapshotRequest, SnapshotStore, TlsProblem,
 };
 use trove_guest_postgres::testkit::{ADMIN_USER, PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
@@ -71,7 +72,13 @@ async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_th
     let hba = std::fs::read_to_string(&hba_file).unwrap();
     let tcp = "host all all 127.0.0.1/32 scram-sha-256";
     assert!(hba.contains(tcp), "{hba}");
-    std::fs::write(&hba_file, hba.replace(tcp, &format!("hostssl{}", &tcp[4..]))).unwrap();
+    let hostssl = format!("hostssl{}", &tcp[4..]);
+    let replication = "hostssl replication all 127.0.0.1/32 scram-sha-256";
+    std::fs::write(
+        &hba_file,
+        hba.replace(tcp, &format!("{hostssl}\n{replication}")),
+    )
+    .unwrap();
     server.query("SELECT pg_reload_conf()").await.unwrap();
     let (_store_dir, store) = common::local_store();
     let store: Arc<dyn SnapshotStore> = store;
@@ -94,6 +101,11 @@ async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_th
         .await
         .expect("enable as master over TLS");
     s.get_latest_txn_id().await.expect("position over TLS");
+    let doc = s
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("admintls"))
+        .await
+        .expect("a snapshot over the hostssl-only admin login (pg_basebackup included)");
+    assert!(doc.wal_position.is_some(), "{doc:?}");
 
     // A CA that did not sign the server's certificate.
     let e = strategy(

@@ -330,6 +330,22 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_admin_option_file_asks_for_verified_tls_over_tcp_only() {
+        use trove_guest_core::Secret;
+        let tcp = AdminConnection::new("127.0.0.1", 3306, "root", Secret::new("x"))
+            .with_tls(AdminTls::verify("/etc/trove/tls/ca.pem", "db1.example.net"));
+        let text = tool_option_file(None, &tcp).unwrap();
+        assert!(
+            text.contains("ssl-ca = /etc/trove/tls/ca.pem\nssl-verify-server-cert\n"),
+            "{text}"
+        );
+        let sock = tcp.clone().with_socket("/run/mysqld/mysqld.sock");
+        assert!(!tool_option_file(None, &sock).unwrap().contains("ssl"));
+        let plain = tcp.with_tls(AdminTls::Off);
+        assert!(!tool_option_file(None, &plain).unwrap().contains("ssl"));
+    }
+
+    #[test]
     fn the_backup_my_cnf_of_mariabackup_keeps_what_prepare_needs() {
         assert_eq!(
             prepare_option_file("h", MARIABACKUP_10_11).unwrap(),

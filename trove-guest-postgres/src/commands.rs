@@ -82,3 +82,31 @@ pub(crate) fn rewind(
         .current_dir(cwd)
         .run_as(user)
 }
+
+#[cfg(test)]
+mod tests {
+    use trove_guest_core::Secret;
+
+    use super::*;
+
+    #[test]
+    fn a_tls_admin_conninfo_verifies_the_server_name_and_connects_to_the_admin_address() {
+        let tcp = AdminConnection::new("127.0.0.1", 5432, "postgres", Secret::new("x"))
+            .with_tls(AdminTls::verify("/etc/trove/tls/ca.pem", "db1.example.net"));
+        let s = admin_conninfo(&tcp, None).unwrap();
+        assert!(
+            s.starts_with("host='db1.example.net' port=5432")
+                && s.contains(" hostaddr='127.0.0.1'")
+                && s.ends_with(" sslmode=verify-full sslrootcert='/etc/trove/tls/ca.pem'"),
+            "{s}"
+        );
+        // A socket never uses TLS.
+        let sock = tcp.clone().with_socket("/run/postgresql");
+        let s = admin_conninfo(&sock, None).unwrap();
+        assert!(!s.contains("sslmode") && !s.contains("hostaddr"), "{s}");
+        // Without TLS: as before.
+        let plain = tcp.with_tls(AdminTls::Off);
+        let s = admin_conninfo(&plain, None).unwrap();
+        assert!(s.starts_with("host='127.0.0.1'") && !s.contains("sslmode"), "{s}");
+    }
+}

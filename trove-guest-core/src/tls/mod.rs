@@ -13,6 +13,11 @@
 //! then does the backend write the CA next to its configuration ([`write_ca_file`], 0644: a CA
 //! certificate is public) and configure the datastore to verify too (MariaDB/MySQL
 //! `MASTER_SSL_VERIFY_SERVER_CERT=1`, PostgreSQL `sslmode=verify-full`).
+//!
+//! The administrator connection to the local server can use TLS too: [`AdminTls`] on the
+//! [`AdminConnection`](crate::AdminConnection) (TCP only) names the CA and the server name its
+//! certificate is verified for; backends map a datastore client's handshake failure to
+//! [`Error::Tls`] with [`handshake_problem`] / [`refused_by_tls`].
 
 mod admin;
 mod probe;

@@ -1045,8 +1045,8 @@ secret_dir = "/var/lib/trove/secrets"
             .datastore_handle()
             .unwrap();
         assert_eq!(h.admin.tls, AdminTls::Off);
-        let unnamed = with("admin = \"verify\"", &tcp)
-            .replace("server_name = \"db1.example.net\"\n", "");
+        let unnamed =
+            with("admin = \"verify\"", &tcp).replace("server_name = \"db1.example.net\"\n", "");
         let h = AgentConfig::parse(&unnamed)
             .unwrap()
             .datastore_handle()

@@ -380,7 +380,10 @@ fn check_config_validates_the_admin_connections_tls() {
     f.write_config(&tls("verify"));
     let (code, out, err) = f.check();
     assert_eq!(code, 2, "a key is not a CA: {out}\n{err}");
-    assert!(err.contains("[datastore.tls] admin") && err.contains("PRIVATE KEY"), "{err}");
+    assert!(
+        err.contains("[datastore.tls] admin") && err.contains("PRIVATE KEY"),
+        "{err}"
+    );
     assert!(!err.contains("MIIB"), "{err}");
 
     std::fs::remove_file(&ca).unwrap();
@@ -403,7 +406,10 @@ fn check_config_validates_the_admin_connections_tls() {
     f.write_config(&tls("off"));
     let (code, out, err) = f.check();
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("admin connection: 127.0.0.1:3306 without TLS"), "{out}");
+    assert!(
+        out.contains("admin connection: 127.0.0.1:3306 without TLS"),
+        "{out}"
+    );
 }
 
 #[test]

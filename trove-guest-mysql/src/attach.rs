@@ -189,7 +189,8 @@ impl MysqlStrategy {
         let mut s = self.session().await?;
         let vars = self.vars(&mut s, &sql).await?;
         s.close().await;
-        let master_now = self.master_gtid(doc, &grant.user, &password, tls.as_ref())
+        let master_now = self
+            .master_gtid(doc, &grant.user, &password, tls.as_ref())
             .await;
         match flavor.kind {
             FlavorKind::MariaDb => {

@@ -14,8 +14,7 @@ use common::options_for;
 use trove_guest_core::testkit::{TestCa, short_tempdir};
 use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{
-    AdminConnection, Error, ReplicationStrategy, Secret, SnapshotRequest, SnapshotStore,
-    TlsProblem,
+    AdminConnection, Error, ReplicationStrategy, Secret, SnapshotRequest, SnapshotStore, TlsProblem,
 };
 use trove_guest_mysql::MysqlStrategy;
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
@@ -24,14 +23,10 @@ const ADMIN: &str = "tls_admin";
 const PASSWORD: &str = "admin-tls-test-password";
 
 /// A strategy whose admin logs in over TCP as the TLS-only account, with `tls`.
-fn strategy(
-    server: &MariaDbServer,
-    store: Arc<dyn SnapshotStore>,
-    tls: AdminTls,
-) -> MysqlStrategy {
+fn strategy(server: &MariaDbServer, store: Arc<dyn SnapshotStore>, tls: AdminTls) -> MysqlStrategy {
     let mut handle = server.handle();
-    handle.admin =
-        AdminConnection::new("127.0.0.1", server.port(), ADMIN, Secret::new(PASSWORD)).with_tls(tls);
+    handle.admin = AdminConnection::new("127.0.0.1", server.port(), ADMIN, Secret::new(PASSWORD))
+        .with_tls(tls);
     MysqlStrategy::new(handle, store, options_for(server))
 }
 
@@ -53,8 +48,7 @@ async fn tls_only_admin(server: &MariaDbServer) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_that_do_not_verify()
-{
+async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_that_do_not_verify() {
     let certs = short_tempdir("tg-certs-").unwrap();
     let ca = TestCa::generate(certs.path(), "good").unwrap();
     let other_ca = TestCa::generate(certs.path(), "other").unwrap();
@@ -168,7 +162,10 @@ async fn an_admin_connection_over_the_socket_ignores_tls_settings() {
     let server = MariaDbServer::start(MariaDbOptions::new(1)).await.unwrap();
     let (_store_dir, store) = common::store();
     let mut handle = server.handle();
-    assert!(handle.admin.socket.is_some(), "the testkit's admin uses the socket");
+    assert!(
+        handle.admin.socket.is_some(),
+        "the testkit's admin uses the socket"
+    );
     handle.admin.tls = AdminTls::verify(Path::new("/nonexistent/ca.pem"), "db.example.test");
     MysqlStrategy::new(handle, store, options_for(&server))
         .get_latest_txn_id()

@@ -117,10 +117,7 @@ impl MakeTlsConnect<Socket> for VerifyAs {
     type Error = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Error;
 
     fn make_tls_connect(&mut self, _host: &str) -> Result<Self::TlsConnect, Self::Error> {
-        <MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(
-            &mut self.inner,
-            &self.name,
-        )
+        <MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(&mut self.inner, &self.name)
     }
 }
 

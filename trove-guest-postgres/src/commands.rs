@@ -21,9 +21,7 @@ pub(crate) fn admin_conninfo(admin: &AdminConnection, passfile: Option<&Path>) -
     };
     let host = match (&admin.socket, tls) {
         (Some(dir), _) => dir.to_string_lossy().into_owned(),
-        (None, Some(v)) if admin.host.parse::<std::net::IpAddr>().is_ok() => {
-            v.server_name.clone()
-        }
+        (None, Some(v)) if admin.host.parse::<std::net::IpAddr>().is_ok() => v.server_name.clone(),
         (None, _) => admin.host.clone(),
     };
     let mut s = format!(
@@ -107,6 +105,9 @@ mod tests {
         // Without TLS: as before.
         let plain = tcp.with_tls(AdminTls::Off);
         let s = admin_conninfo(&plain, None).unwrap();
-        assert!(s.starts_with("host='127.0.0.1'") && !s.contains("sslmode"), "{s}");
+        assert!(
+            s.starts_with("host='127.0.0.1'") && !s.contains("sslmode"),
+            "{s}"
+        );
     }
 }

@@ -46,8 +46,7 @@ fn tls_problem(e: &Error) -> Option<TlsProblem> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_that_do_not_verify()
-{
+async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_that_do_not_verify() {
     common::init_tracing();
     let postgres = OsUser::lookup("postgres").unwrap();
     let certs = short_tempdir("tg-certs-").unwrap();
@@ -137,11 +136,10 @@ async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_th
 async fn an_admin_connection_requiring_tls_to_a_server_without_tls_is_refused_as_not_offered() {
     let certs = short_tempdir("tg-certs-").unwrap();
     let ca = TestCa::generate(certs.path(), "good").unwrap();
-    let server = PostgresServer::start(
-        PostgresOptions::new().with_admin_password(Secret::new(PASSWORD)),
-    )
-    .await
-    .unwrap();
+    let server =
+        PostgresServer::start(PostgresOptions::new().with_admin_password(Secret::new(PASSWORD)))
+            .await
+            .unwrap();
     let (_store_dir, store) = common::local_store();
     let e = strategy(
         &server,

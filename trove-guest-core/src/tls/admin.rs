@@ -154,6 +154,10 @@ mod tests {
         )
         .unwrap();
         assert!(AdminTls::verify(&key, "db").trust().is_err());
-        assert!(AdminTls::verify(dir.path().join("missing"), "db").trust().is_err());
+        assert!(
+            AdminTls::verify(dir.path().join("missing"), "db")
+                .trust()
+                .is_err()
+        );
     }
 }

@@ -82,7 +82,12 @@ async fn connect_within(
     timeout: Duration,
 ) -> Result<mysql_async::Conn> {
     let opts = match tls {
-        Some(tls) => opts.ssl_opts(Some(ssl_opts(tls))),
+        Some(tls) => {
+            // mysql_async builds its rustls configuration with the process-wide default
+            // provider, which rustls cannot pick by itself once more than one is compiled in.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            opts.ssl_opts(Some(ssl_opts(tls)))
+        }
         None => opts,
     };
     match tokio::time::timeout(timeout, mysql_async::Conn::new(opts)).await {

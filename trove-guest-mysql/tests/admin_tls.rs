@@ -96,6 +96,16 @@ async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_th
         .expect_err("the account requires TLS");
     assert_eq!(tls_problem(&e), None, "a plain login refusal: {e}");
 
+    // A CA file that cannot be read: the I/O error itself, at once (no retrying).
+    let e = strategy(
+        &server,
+        store.clone(),
+        AdminTls::verify(certs.path().join("missing.pem"), "db.example.test"),
+    )
+    .get_latest_txn_id()
+    .await
+    .expect_err("no CA file");
+    assert!(matches!(e, Error::Io { .. }), "{e}");
     // A CA that did not sign the server's certificate.
     let e = strategy(
         &server,

@@ -99,11 +99,8 @@ struct VerifyAs {
 
 impl VerifyAs {
     fn new(tls: &ReplicationTls) -> Result<VerifyAs, PgError> {
-        let config =
-            trove_guest_core::tls::client_config(tls).map_err(|e| PgError::Unexpected {
-                action: "build the TLS configuration",
-                detail: e.to_string(),
-            })?;
+        let config = trove_guest_core::tls::client_config(tls)
+            .map_err(|e| PgError::Settings(Box::new(e)))?;
         Ok(VerifyAs {
             inner: MakeRustlsConnect::new((*config).clone()),
             name: tls.server_name.clone(),
@@ -157,10 +154,7 @@ impl Db {
         if !a.password.is_empty() {
             cfg.password(a.password.expose());
         }
-        let trust = a.tls_trust().map_err(|e| PgError::Unexpected {
-            action: "read the admin connection's CA",
-            detail: e.to_string(),
-        })?;
+        let trust = a.tls_trust().map_err(|e| PgError::Settings(Box::new(e)))?;
         let (client, task) = match trust {
             Some(tls) => {
                 cfg.ssl_mode(tokio_postgres::config::SslMode::Require);

@@ -22,6 +22,8 @@
 //! # ca_file = "/etc/trove/tls/ca.pem"  # the CA replicas verify this server with (goes into snapshot documents)
 //! # server_name = "db1.example.net"    # the name in the certificate (default: advertise host)
 //! # replicas = "required"              # as a replica: refuse documents without TLS (or "allow-plaintext")
+//! # admin = "verify"                   # the admin connection over TCP uses TLS too, verified
+//! #                                    #   with ca_file for server_name (default "off")
 //!
 //! [datastore.admin]
 //! host = "127.0.0.1"
@@ -89,6 +91,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use trove_guest_core::store::S3Config;
+use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{
     AdminConnection, ContainerExec, ContainerService, DatastoreHandle, DatastoreKind, Error,
     LocalProcess, LocalSnapshotStore, ObjectSnapshotStore, OsUser, Readiness, ReplicaTlsPolicy,
@@ -241,6 +244,22 @@ pub struct TlsSection {
     /// `allow-plaintext` replicates in plaintext from them.
     #[serde(default)]
     pub replicas: ReplicaTlsSetting,
+    /// The administrator connection: `off` (default) or `verify`: TLS required on the TCP
+    /// connection of `[datastore.admin]`, the server's certificate verified against `ca_file`
+    /// for `server_name` (MariaDB/MySQL and PostgreSQL; not with an admin `socket`).
+    #[serde(default)]
+    pub admin: AdminTlsSetting,
+}
+
+/// `admin` of `[datastore.tls]`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminTlsSetting {
+    /// The admin connection does not use TLS.
+    #[default]
+    Off,
+    /// TLS verified with the section's CA and server name.
+    Verify,
 }
 
 /// `replicas` of `[datastore.tls]`.
@@ -742,6 +761,26 @@ impl AgentConfig {
             if let Some(n) = &t.server_name {
                 tls = tls.with_server_name(n);
             }
+            if t.admin == AdminTlsSetting::Verify {
+                if !matches!(
+                    d.kind,
+                    DatastoreKind::Mariadb | DatastoreKind::Mysql | DatastoreKind::Postgresql
+                ) {
+                    return Err(Error::invalid(
+                        "[datastore.tls] admin",
+                        format!("\"verify\" is not supported for {}", d.kind),
+                    ));
+                }
+                if d.admin.socket.is_some() {
+                    return Err(Error::invalid(
+                        "[datastore.tls] admin",
+                        "\"verify\" applies to a TCP admin connection and [datastore.admin] \
+                         names a socket (which never uses TLS): remove the socket, or set \
+                         admin = \"off\"",
+                    ));
+                }
+                h.admin.tls = AdminTls::from_server(&tls, &h.advertise.host);
+            }
             h = h.with_tls(tls);
         }
         Ok(h)
@@ -962,6 +1001,50 @@ secret_dir = "/var/lib/trove/secrets"
                 .tls
                 .is_none()
         );
+    }
+
+    #[test]
+    fn admin_verify_in_the_tls_section_gives_the_admin_connection_verified_tls() {
+        let tcp = EXAMPLE.replace("socket = \"/run/mysqld/mysqld.sock\"\n", "");
+        let with = |admin: &str, base: &str| {
+            base.replace(
+                "[datastore.admin]",
+                &format!(
+                    "[datastore.tls]\nca_file = \"/etc/trove/tls/ca.pem\"\nserver_name = \"db1.example.net\"\n{admin}\n[datastore.admin]"
+                ),
+            )
+        };
+        let h = AgentConfig::parse(&with("admin = \"verify\"", &tcp))
+            .unwrap()
+            .datastore_handle()
+            .unwrap();
+        assert_eq!(
+            h.admin.tls,
+            AdminTls::verify("/etc/trove/tls/ca.pem", "db1.example.net")
+        );
+        // Default: off; and the server name defaults to the advertise host as for replicas.
+        let h = AgentConfig::parse(&with("", &tcp))
+            .unwrap()
+            .datastore_handle()
+            .unwrap();
+        assert_eq!(h.admin.tls, AdminTls::Off);
+        let unnamed =
+            with("admin = \"verify\"", &tcp).replace("server_name = \"db1.example.net\"\n", "");
+        let h = AgentConfig::parse(&unnamed)
+            .unwrap()
+            .datastore_handle()
+            .unwrap();
+        assert_eq!(
+            h.admin.tls,
+            AdminTls::verify("/etc/trove/tls/ca.pem", h.advertise.host.clone())
+        );
+        // An admin socket never uses TLS: "verify" with a socket is refused, not ignored.
+        let e = AgentConfig::parse(&with("admin = \"verify\"", EXAMPLE))
+            .unwrap()
+            .datastore_handle()
+            .unwrap_err();
+        assert!(e.to_string().contains("socket"), "{e}");
+        assert!(AgentConfig::parse(&with("admin = \"sometimes\"", &tcp)).is_err());
     }
 
     #[test]

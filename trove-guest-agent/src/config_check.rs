@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{Error, Result};
 
 use crate::config::{AgentConfig, ServiceSection};
@@ -65,8 +66,10 @@ fn executable(what: &str, path: &Path) -> Result<()> {
 impl AgentConfig {
     /// Checks everything the agent would need at start, without starting the server, binding
     /// the listen address, contacting the snapshot store or the broker, or writing anything:
-    /// the admin password file (mode 0600 or stricter), the service description (and a
-    /// `process` server's program), the tool placement, the data / config / work directories,
+    /// the admin password file (mode 0600 or stricter), the admin connection's TLS
+    /// (`[datastore.tls] admin = "verify"`: a TCP admin connection and a readable CA file
+    /// holding certificates only), the service description (and a `process` server's
+    /// program), the tool placement, the data / config / work directories,
     /// the snapshot store's URL (and an S3 store's credentials file), `[trove_rpc]`'s files
     /// (modes, `guest_id`, the instance key) and its AMQP URL, and `[log]`.
     ///
@@ -108,9 +111,34 @@ impl AgentConfig {
                 }
             },
         );
-        // The handle: admin password file (mode), service, OS user, tool placement.
-        let _handle = self.datastore_handle()?;
+        // The handle: admin password file (mode), service, OS user, tool placement, the admin
+        // connection's TLS (its CA file: readable, certificates only).
+        let handle = self.datastore_handle()?;
         let d = &self.datastore;
+        let admin = &handle.admin;
+        lines.push(match (&admin.socket, &admin.tls) {
+            (Some(sock), _) => format!("admin connection: socket {}", sock.display()),
+            (None, AdminTls::Verify(v)) => {
+                admin.tls.trust().map_err(|e| match e {
+                    Error::InvalidInput { reason, .. } => Error::invalid(
+                        "[datastore.tls] admin",
+                        format!("{}: {reason}", v.ca_file.display()),
+                    ),
+                    other => other,
+                })?;
+                format!(
+                    "admin connection: {}:{} over TLS, verified with {} for {}",
+                    admin.host,
+                    admin.port,
+                    v.ca_file.display(),
+                    v.server_name
+                )
+            }
+            (None, _) => format!(
+                "admin connection: {}:{} without TLS",
+                admin.host, admin.port
+            ),
+        });
         dir_exists("datastore.data_dir", &d.data_dir)?;
         dir_or_parent("datastore.config_dir", &d.config_dir)?;
         if let Some(w) = &d.work_dir {

@@ -365,6 +365,54 @@ fn check_config_accepts_a_valid_configuration_and_starts_or_creates_nothing() {
 }
 
 #[test]
+fn check_config_validates_the_admin_connections_tls() {
+    let f = CheckFixture::new();
+    let ca = f.path().join("ca.pem");
+    let tls = |admin: &str| {
+        format!(
+            "\n[datastore.tls]\nca_file = \"{}\"\nserver_name = \"db1.example.net\"\nadmin = \"{admin}\"\n",
+            ca.display()
+        )
+    };
+    // A private key where the CA should be: refused, its contents never quoted.
+    let key = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+    std::fs::write(&ca, key).unwrap();
+    f.write_config(&tls("verify"));
+    let (code, out, err) = f.check();
+    assert_eq!(code, 2, "a key is not a CA: {out}\n{err}");
+    assert!(
+        err.contains("[datastore.tls] admin") && err.contains("PRIVATE KEY"),
+        "{err}"
+    );
+    assert!(!err.contains("MIIB"), "{err}");
+
+    std::fs::remove_file(&ca).unwrap();
+    let (code, _, err) = f.check();
+    assert_eq!(code, 2, "a missing CA file: {err}");
+    assert!(err.contains("ca.pem"), "{err}");
+
+    let certs = f.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let test_ca = trove_guest_core::testkit::TestCa::generate(&certs, "admin").unwrap();
+    std::fs::copy(test_ca.ca_file(), &ca).unwrap();
+    let (code, out, err) = f.check();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("admin connection: 127.0.0.1:3306 over TLS, verified with")
+            && out.contains("for db1.example.net"),
+        "{out}"
+    );
+
+    f.write_config(&tls("off"));
+    let (code, out, err) = f.check();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("admin connection: 127.0.0.1:3306 without TLS"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_config_refuses_each_broken_setting_with_its_typed_error() {
     use std::os::unix::fs::PermissionsExt;
     let f = CheckFixture::new();

@@ -9,7 +9,7 @@ use crate::place::ToolPlace;
 use crate::runner::{OsUser, ToolCommand};
 use crate::secret::Secret;
 use crate::service::ServiceControl;
-use crate::tls::ServerTls;
+use crate::tls::{AdminTls, ServerTls};
 use crate::wire::MasterAddress;
 
 /// How the agent logs in to its own server as an administrator.
@@ -27,6 +27,9 @@ pub struct AdminConnection {
     pub user: String,
     /// Its password (may be empty for socket/peer authentication).
     pub password: Secret,
+    /// TLS on the TCP connection (default [`AdminTls::Off`]; a socket connection never
+    /// uses TLS).
+    pub tls: AdminTls,
 }
 
 impl AdminConnection {
@@ -43,6 +46,7 @@ impl AdminConnection {
             socket: None,
             user: user.into(),
             password,
+            tls: AdminTls::Off,
         }
     }
 
@@ -50,6 +54,26 @@ impl AdminConnection {
     pub fn with_socket(mut self, socket: impl Into<PathBuf>) -> Self {
         self.socket = Some(socket.into());
         self
+    }
+
+    /// Sets [`AdminConnection::tls`].
+    pub fn with_tls(mut self, tls: AdminTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The CA certificate and server name this connection verifies the server against
+    /// ([`AdminTls::trust`]): `None` with [`AdminTls::Off`] and over a Unix socket (TLS
+    /// applies to TCP only).
+    ///
+    /// # Errors
+    ///
+    /// As [`AdminTls::trust`].
+    pub fn tls_trust(&self) -> Result<Option<crate::wire::ReplicationTls>> {
+        if self.socket.is_some() {
+            return Ok(None);
+        }
+        self.tls.trust()
     }
 }
 
@@ -61,6 +85,7 @@ impl fmt::Debug for AdminConnection {
             .field("socket", &self.socket)
             .field("user", &self.user)
             .field("password", &self.password)
+            .field("tls", &self.tls)
             .finish()
     }
 }

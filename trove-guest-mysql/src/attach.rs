@@ -186,7 +186,9 @@ impl MysqlStrategy {
         let mut s = self.session().await?;
         let vars = self.vars(&mut s, &sql).await?;
         s.close().await;
-        let master_now = self.master_gtid(doc, &grant.user, &password).await;
+        let master_now = self
+            .master_gtid(doc, &grant.user, &password, tls.as_ref())
+            .await;
         match flavor.kind {
             FlavorKind::MariaDb => {
                 let mine: MariaDbGtidList = vars.gtid.parse()?;
@@ -289,13 +291,16 @@ impl MysqlStrategy {
         Ok(self.latest_txn_impl().await.ok())
     }
 
-    /// The master's current GTID position, asked with the replication account; `None` (and a
-    /// warning) when it cannot be reached, so the check falls back to the snapshot's position.
+    /// The master's current GTID position, asked with the replication account (over TLS
+    /// verified with the document's CA and server name when it carries them, as the
+    /// replication itself: the account is TLS-only then); `None` (and a warning) when it
+    /// cannot be reached, so the check falls back to the snapshot's position.
     async fn master_gtid(
         &self,
         doc: &SnapshotDocument,
         user: &str,
         password: &Secret,
+        tls: Option<&ReplicationTls>,
     ) -> Option<String> {
         let sql = self.sql().await.ok()?;
         let asked = async {
@@ -304,6 +309,7 @@ impl MysqlStrategy {
                 doc.master.port,
                 user,
                 password,
+                tls,
                 Duration::from_secs(5),
             )
             .await?;
@@ -313,7 +319,10 @@ impl MysqlStrategy {
         }
         .await;
         match asked {
-            Ok(g) => Some(g),
+            Ok(g) => {
+                tracing::debug!(gtid = %g, tls = tls.is_some(), "asked the master for its GTID position");
+                Some(g)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot ask the master for its GTID position; checking against the snapshot's");
                 None

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use trove_guest_core::{AdminConnection, Result};
+use trove_guest_core::wire::ReplicationTls;
+use trove_guest_core::{AdminConnection, Error, Result, TlsProblem};
 
 use crate::error::MysqlError;
 use crate::sql::{Sql, Statement};
@@ -62,20 +63,57 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive on sessions, so a peer that vanishes mid-query is noticed by the kernel.
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
+/// TLS required on a TCP connection, the server's certificate verified against `tls`'s CA
+/// only (never the built-in roots) for `tls`'s server name (not the host connected to).
+fn ssl_opts(tls: &ReplicationTls) -> mysql_async::SslOpts {
+    mysql_async::SslOpts::default()
+        .with_root_certs(vec![tls.ca_certificate.as_bytes().to_vec().into()])
+        .with_disable_built_in_roots(true)
+        .with_danger_tls_hostname_override(Some(tls.server_name.clone()))
+}
+
 /// Connects with `opts`, giving up after `timeout` (a server that accepts the TCP connection
-/// and never sends its greeting would otherwise hold the caller for good).
+/// and never sends its greeting would otherwise hold the caller for good). With `tls`, a
+/// certificate that does not verify, or a server without TLS, is [`Error::Tls`].
 async fn connect_within(
     opts: mysql_async::OptsBuilder,
+    tls: Option<&ReplicationTls>,
     target: String,
     timeout: Duration,
 ) -> Result<mysql_async::Conn> {
+    let opts = match tls {
+        Some(tls) => {
+            // mysql_async builds its rustls configuration with the process-wide default
+            // provider, which rustls cannot pick by itself once more than one is compiled in.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            opts.ssl_opts(Some(ssl_opts(tls)))
+        }
+        None => opts,
+    };
     match tokio::time::timeout(timeout, mysql_async::Conn::new(opts)).await {
-        Ok(r) => r.map_err(|source| MysqlError::Connect { target, source }.into()),
-        Err(_) => Err(trove_guest_core::Error::timeout(
-            format!("connect to {target}"),
-            timeout,
-        )),
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(source)) => Err(match tls {
+            Some(tls) => tls_refusal(&target, tls, &source),
+            None => None,
+        }
+        .unwrap_or_else(|| MysqlError::Connect { target, source }.into())),
+        Err(_) => Err(Error::timeout(format!("connect to {target}"), timeout)),
     }
+}
+
+/// [`Error::Tls`] when `source` is a TLS failure: the certificate did not verify, or the
+/// server offers no TLS.
+fn tls_refusal(target: &str, tls: &ReplicationTls, source: &mysql_async::Error) -> Option<Error> {
+    let server = format!("{target} (as {})", tls.server_name);
+    if let mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) = source
+    {
+        return Some(Error::Tls {
+            server,
+            problem: TlsProblem::NotOffered,
+            message: source.to_string(),
+        });
+    }
+    trove_guest_core::tls::refused_by_tls(&server, source)
 }
 
 /// An open administrative session.
@@ -85,7 +123,8 @@ pub(crate) struct Session {
 
 impl Session {
     /// Logs in as the admin user (socket preferred) and prepares the session, giving up after
-    /// [`CONNECT_TIMEOUT`].
+    /// [`CONNECT_TIMEOUT`]. Over TCP with [`trove_guest_core::tls::AdminTls::Verify`], the
+    /// login runs over TLS and a certificate that does not verify is [`Error::Tls`].
     pub(crate) async fn open(admin: &AdminConnection) -> Result<Self> {
         Session::open_within(admin, CONNECT_TIMEOUT).await
     }
@@ -110,18 +149,22 @@ impl Session {
             }
         };
         let target = format!("{target} as {}", admin.user);
-        let conn = connect_within(opts, target, timeout).await?;
+        let tls = admin.tls_trust()?;
+        let conn = connect_within(opts, tls.as_ref(), target, timeout).await?;
         let mut s = Session { conn };
         s.exec(&Sql::session_setup()).await?;
         Ok(s)
     }
 
-    /// Logs in to a remote server (the master) over TCP as `user`, giving up after `timeout`.
+    /// Logs in to a remote server (the master) over TCP as `user`, giving up after `timeout`;
+    /// with `tls`, over TLS verified against its CA and server name ([`Error::Tls`] when the
+    /// certificate does not verify).
     pub(crate) async fn open_remote(
         host: &str,
         port: u16,
         user: &str,
         password: &trove_guest_core::Secret,
+        tls: Option<&ReplicationTls>,
         timeout: Duration,
     ) -> Result<Self> {
         let opts = mysql_async::OptsBuilder::default()
@@ -132,7 +175,7 @@ impl Session {
             .prefer_socket(false)
             .tcp_keepalive(Some(KEEPALIVE));
         let target = format!("{host}:{port} as {user}");
-        let conn = connect_within(opts, target, timeout).await?;
+        let conn = connect_within(opts, tls, target, timeout).await?;
         let mut s = Session { conn };
         s.exec(&Sql::session_setup()).await?;
         Ok(s)

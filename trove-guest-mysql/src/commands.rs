@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{AdminConnection, Result, ToolCommand};
 
 use crate::config::option_value;
@@ -259,8 +260,9 @@ pub fn quote_option(v: &str) -> Result<String> {
 }
 
 /// The contents of the backup tool's private option file: an `!include` of the server's
-/// option file (when given) and a `[client]` group with the admin login. Write it only into a
-/// 0600 `SecretFile`.
+/// option file (when given) and a `[client]` group with the admin login (over TCP with
+/// [`AdminTls::Verify`]: `ssl-ca` and `ssl-verify-server-cert`, which checks the certificate
+/// for the admin host). Write it only into a 0600 `SecretFile`.
 ///
 /// # Errors
 ///
@@ -290,11 +292,21 @@ pub fn tool_option_file(server_config: Option<&Path>, admin: &AdminConnection) -
             "socket = {}\n",
             option_value("socket path", &sock.to_string_lossy())?
         )),
-        None => s.push_str(&format!(
-            "host = {}\nport = {}\n",
-            option_value("admin host", &admin.host)?,
-            admin.port
-        )),
+        None => {
+            s.push_str(&format!(
+                "host = {}\nport = {}\n",
+                option_value("admin host", &admin.host)?,
+                admin.port
+            ));
+            // TLS verified against the CA; the MariaDB/MySQL client checks the certificate
+            // for the host it connects to (it cannot be told another name).
+            if let AdminTls::Verify(v) = &admin.tls {
+                s.push_str(&format!(
+                    "ssl-ca = {}\nssl-verify-server-cert\n",
+                    option_value("admin CA file", &v.ca_file.to_string_lossy())?
+                ));
+            }
+        }
     }
     Ok(s)
 }
@@ -315,6 +327,22 @@ mod tests {
         assert_eq!(err.kind(), trove_guest_core::ErrorKind::Integrity, "{err}");
         assert!(err.to_string().contains("file:///s/x.xb"), "{err}");
         err.to_string()
+    }
+
+    #[test]
+    fn a_tls_admin_option_file_asks_for_verified_tls_over_tcp_only() {
+        use trove_guest_core::Secret;
+        let tcp = AdminConnection::new("127.0.0.1", 3306, "root", Secret::new("x"))
+            .with_tls(AdminTls::verify("/etc/trove/tls/ca.pem", "db1.example.net"));
+        let text = tool_option_file(None, &tcp).unwrap();
+        assert!(
+            text.contains("ssl-ca = /etc/trove/tls/ca.pem\nssl-verify-server-cert\n"),
+            "{text}"
+        );
+        let sock = tcp.clone().with_socket("/run/mysqld/mysqld.sock");
+        assert!(!tool_option_file(None, &sock).unwrap().contains("ssl"));
+        let plain = tcp.with_tls(AdminTls::Off);
+        assert!(!tool_option_file(None, &plain).unwrap().contains("ssl"));
     }
 
     #[test]

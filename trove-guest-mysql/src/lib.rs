@@ -91,6 +91,19 @@
 //!   (`SHOW CREATE USER`, `SHOW GRANTS`) and replays it on the first start of the restored data
 //!   through a one-start `init_file` (0600, removed once the admin login works), so the agent
 //!   keeps its own credentials.
+//! * **TLS**: replication over verified TLS comes from the handle's `ServerTls` (`REQUIRE SSL`
+//!   accounts, `MASTER_SSL_VERIFY_SERVER_CERT=1`); before attaching, a replica asks the master
+//!   for its GTID state over TLS verified with the document's CA and server name (the account
+//!   is TLS-only), falling back to the snapshot's position only when that login really fails.
+//!   The administrator connection uses TLS when its
+//!   [`AdminConnection::tls`](trove_guest_core::AdminConnection::tls) is
+//!   [`AdminTls::Verify`](trove_guest_core::tls::AdminTls) and it goes over TCP (a socket
+//!   never uses TLS): mysql_async with rustls verifies the server's certificate against that
+//!   CA only, for that server name; the backup tool's option file gets `ssl-ca` and
+//!   `ssl-verify-server-cert`, which checks the certificate for the admin host (the client
+//!   cannot be given another name, so the certificate must name that host too). A certificate
+//!   that does not verify, or a server without TLS, is `Error::Tls`. Live-tested with a
+//!   `REQUIRE SSL` admin account (`tests/admin_tls.rs`).
 
 mod attach;
 mod client;

@@ -188,6 +188,9 @@ impl MysqlStrategy {
         if let Some(sock) = &admin.socket {
             admin.socket = Some(self.handle.tools.path_for_tool(sock)?);
         }
+        if let trove_guest_core::tls::AdminTls::Verify(v) = &mut admin.tls {
+            v.ca_file = self.handle.tools.path_for_tool(&v.ca_file)?;
+        }
         let secret = SecretFile::new_in(
             &self.handle.work_dir,
             "backup.cnf",

@@ -1,7 +1,9 @@
 //! Replication over verified TLS on MariaDB 10.11: the master's document carries its CA and
 //! server name (never a key), the replication account requires TLS, the replica verifies the
 //! master's certificate; a wrong CA, a wrong server name or a document without TLS is refused
-//! with `Error::Tls` while the replica keeps serving (and replicating) its old data.
+//! with `Error::Tls` while the replica keeps serving (and replicating) its old data. Before
+//! attaching, the replica asks the master for its GTID state over the same verified TLS (the
+//! replication account is TLS-only), without falling back to the snapshot's position.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use common::{MariaDb, options_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
-use trove_guest_core::testkit::{TestCa, short_tempdir};
+use trove_guest_core::testkit::{CapturedLog, TestCa, short_tempdir};
 use trove_guest_core::{
     AttachRequest, Error, ReplicationStrategy, ReplicationStrategyExt, ServerTls, SnapshotDocument,
     SnapshotRequest, SnapshotStore, TlsProblem,
@@ -29,6 +31,26 @@ fn tls_strategy(
         store,
         options_for(server),
     ))
+}
+
+/// Installs (once per test binary) a global debug-level subscriber writing into a buffer (a
+/// global one: per-thread subscribers miss events whose callsite interest another test thread
+/// already cached).
+fn capture_logs() -> CapturedLog {
+    static CAPTURED: std::sync::OnceLock<CapturedLog> = std::sync::OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = CapturedLog::default();
+            let sink = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(move || sink.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("global subscriber");
+            captured
+        })
+        .clone()
 }
 
 fn tls_problem(e: &Error) -> Option<TlsProblem> {
@@ -64,6 +86,7 @@ async fn refused_and_still_replicating(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_not_verify() {
+    let log = capture_logs();
     let certs = short_tempdir("tg-certs-").unwrap();
     let ca = TestCa::generate(certs.path(), "good").unwrap();
     let other_ca = TestCa::generate(certs.path(), "other").unwrap();
@@ -125,6 +148,18 @@ async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_no
     rs.attach_replication_slave(&doc, &AttachRequest::new())
         .await
         .expect("attach over TLS");
+    // The pre-attach GTID look-up logged in to the master over TLS (its account is TLS-only)
+    // and did not fall back to the snapshot's position.
+    let text = log.text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("asked the master for its GTID position") && l.contains("tls=true")),
+        "the replica asked the master over TLS: {text}"
+    );
+    assert!(
+        !text.contains("cannot ask the master for its GTID position"),
+        "no fallback to the snapshot's position: {text}"
+    );
     MariaDb.insert_rows(&master, 200..260).await.unwrap();
     rs.catch_up_with(&*ms, Duration::from_secs(60))
         .await

@@ -2,9 +2,12 @@
 
 use std::time::{Duration, Instant};
 
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
-use trove_guest_core::DatastoreHandle;
+use tokio_postgres::{NoTls, Row, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
+use trove_guest_core::wire::ReplicationTls;
+use trove_guest_core::{DatastoreHandle, TlsProblem};
 
 use crate::error::PgError;
 
@@ -23,18 +26,95 @@ impl Drop for Db {
 /// How long one connection attempt (TCP connect, startup, authentication) may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs a connection attempt for at most `timeout`.
+/// Runs a connection attempt for at most `timeout`; with `tls`, a certificate that does not
+/// verify, or a server without TLS, is [`PgError::Tls`].
 async fn bounded<T>(
     timeout: Duration,
     target: String,
+    tls: Option<&ReplicationTls>,
     connect: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, PgError> {
     match tokio::time::timeout(timeout, connect).await {
-        Ok(r) => r.map_err(|source| PgError::Connect { target, source }),
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(source)) => Err(match tls {
+            Some(tls) => tls_refusal(&target, tls, &source),
+            None => None,
+        }
+        .unwrap_or(PgError::Connect { target, source })),
         Err(_) => Err(PgError::ConnectTimeout {
             target,
             after: timeout,
         }),
+    }
+}
+
+/// [`PgError::Tls`] when `source` is a TLS failure.
+fn tls_refusal(
+    target: &str,
+    tls: &ReplicationTls,
+    source: &tokio_postgres::Error,
+) -> Option<PgError> {
+    let server = format!("{target} (as {})", tls.server_name);
+    if let Some((problem, message)) = trove_guest_core::tls::handshake_problem(source) {
+        return Some(PgError::Tls {
+            server,
+            problem,
+            message,
+        });
+    }
+    // tokio-postgres says so in words only (`SslMode::Require` against a server without TLS).
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source);
+    while let Some(e) = next {
+        if e.to_string().contains("server does not support TLS") {
+            return Some(PgError::Tls {
+                server,
+                problem: TlsProblem::NotOffered,
+                message: e.to_string(),
+            });
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Runs a connection's I/O until it ends (it ends when its client is dropped).
+fn drive(
+    conn: impl std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "{what} connection ended");
+        }
+    })
+}
+
+/// TLS verified against `tls`'s CA only, for `tls`'s server name whatever host the connection
+/// goes to (the admin connects to loopback; its server's certificate names the server).
+#[derive(Clone)]
+struct VerifyAs {
+    inner: MakeRustlsConnect,
+    name: String,
+}
+
+impl VerifyAs {
+    fn new(tls: &ReplicationTls) -> Result<VerifyAs, PgError> {
+        let config = trove_guest_core::tls::client_config(tls)
+            .map_err(|e| PgError::Settings(Box::new(e)))?;
+        Ok(VerifyAs {
+            inner: MakeRustlsConnect::new((*config).clone()),
+            name: tls.server_name.clone(),
+        })
+    }
+}
+
+impl MakeTlsConnect<Socket> for VerifyAs {
+    type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+    type TlsConnect = <MakeRustlsConnect as MakeTlsConnect<Socket>>::TlsConnect;
+    type Error = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Error;
+
+    fn make_tls_connect(&mut self, _host: &str) -> Result<Self::TlsConnect, Self::Error> {
+        <MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(&mut self.inner, &self.name)
     }
 }
 
@@ -53,7 +133,9 @@ impl Db {
 
     /// Connects once, giving up after `timeout` (TCP connect, startup and authentication
     /// together: `connect_timeout` alone covers only the TCP connect, not a server that
-    /// accepts and then never answers).
+    /// accepts and then never answers). Over TCP with
+    /// [`AdminTls::Verify`](trove_guest_core::tls::AdminTls::Verify) the connection requires
+    /// TLS, verified against the CA for the server name ([`PgError::Tls`] otherwise).
     pub(crate) async fn connect_within(
         handle: &DatastoreHandle,
         timeout: Duration,
@@ -72,12 +154,20 @@ impl Db {
         if !a.password.is_empty() {
             cfg.password(a.password.expose());
         }
-        let (client, conn) = bounded(timeout, target(handle), cfg.connect(NoTls)).await?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin connection ended");
+        let trust = a.tls_trust().map_err(|e| PgError::Settings(Box::new(e)))?;
+        let (client, task) = match trust {
+            Some(tls) => {
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let connect = cfg.connect(VerifyAs::new(&tls)?);
+                let (client, conn) = bounded(timeout, target(handle), Some(&tls), connect).await?;
+                (client, drive(conn, "admin"))
             }
-        });
+            None => {
+                let (client, conn) =
+                    bounded(timeout, target(handle), None, cfg.connect(NoTls)).await?;
+                (client, drive(conn, "admin"))
+            }
+        };
         Ok(Db { client, task })
     }
 
@@ -111,7 +201,7 @@ impl Db {
                 cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
                 let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*config).clone());
                 let (client, conn) =
-                    bounded(CONNECT_TIMEOUT, target, cfg.connect(connector)).await?;
+                    bounded(CONNECT_TIMEOUT, target, Some(tls), cfg.connect(connector)).await?;
                 let task = tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "master connection ended");
@@ -120,7 +210,8 @@ impl Db {
                 return Ok(Db { client, task });
             }
             None => {
-                let (client, conn) = bounded(CONNECT_TIMEOUT, target, cfg.connect(NoTls)).await?;
+                let (client, conn) =
+                    bounded(CONNECT_TIMEOUT, target, None, cfg.connect(NoTls)).await?;
                 (
                     client,
                     tokio::spawn(async move {
@@ -162,7 +253,7 @@ impl Db {
                     }
                     Err(_) => {}
                 },
-                Err(e) if e.is_auth() || started.elapsed() >= timeout => return Err(e),
+                Err(e) if e.is_final() || started.elapsed() >= timeout => return Err(e),
                 Err(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{AdminConnection, OsUser, Result, ToolCommand};
 
 use crate::conf;
@@ -10,10 +11,18 @@ use crate::flavor::Flavor;
 
 /// The connection string `pg_basebackup` uses to reach the local server as the administrator
 /// (over the socket directory when the handle has one). The password, if any, is in `passfile`.
+/// Over TCP with [`AdminTls::Verify`]: `sslmode=verify-full` with the CA as `sslrootcert`, the
+/// certificate verified for the server name (`host`, with the admin host as `hostaddr` when it
+/// is an IP address; for a host name, the certificate must name that host).
 pub(crate) fn admin_conninfo(admin: &AdminConnection, passfile: Option<&Path>) -> Result<String> {
-    let host = match &admin.socket {
-        Some(dir) => dir.to_string_lossy().into_owned(),
-        None => admin.host.clone(),
+    let tls = match (&admin.socket, &admin.tls) {
+        (None, AdminTls::Verify(v)) => Some(v),
+        _ => None,
+    };
+    let host = match (&admin.socket, tls) {
+        (Some(dir), _) => dir.to_string_lossy().into_owned(),
+        (None, Some(v)) if admin.host.parse::<std::net::IpAddr>().is_ok() => v.server_name.clone(),
+        (None, _) => admin.host.clone(),
     };
     let mut s = format!(
         "host={} port={} user={} application_name={}",
@@ -22,6 +31,15 @@ pub(crate) fn admin_conninfo(admin: &AdminConnection, passfile: Option<&Path>) -
         conf::conninfo_quote(&admin.user)?,
         conf::conninfo_quote("trove-guest-basebackup")?
     );
+    if let Some(v) = tls {
+        if host != admin.host {
+            s.push_str(&format!(" hostaddr={}", conf::conninfo_quote(&admin.host)?));
+        }
+        s.push_str(&format!(
+            " sslmode=verify-full sslrootcert={}",
+            conf::conninfo_quote(&v.ca_file.to_string_lossy())?
+        ));
+    }
     if let Some(pf) = passfile {
         s.push_str(&format!(
             " passfile={}",
@@ -61,4 +79,35 @@ pub(crate) fn rewind(
         .arg(format!("--source-server={source_server}"))
         .current_dir(cwd)
         .run_as(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use trove_guest_core::Secret;
+
+    use super::*;
+
+    #[test]
+    fn a_tls_admin_conninfo_verifies_the_server_name_and_connects_to_the_admin_address() {
+        let tcp = AdminConnection::new("127.0.0.1", 5432, "postgres", Secret::new("x"))
+            .with_tls(AdminTls::verify("/etc/trove/tls/ca.pem", "db1.example.net"));
+        let s = admin_conninfo(&tcp, None).unwrap();
+        assert!(
+            s.starts_with("host='db1.example.net' port=5432")
+                && s.contains(" hostaddr='127.0.0.1'")
+                && s.ends_with(" sslmode=verify-full sslrootcert='/etc/trove/tls/ca.pem'"),
+            "{s}"
+        );
+        // A socket never uses TLS.
+        let sock = tcp.clone().with_socket("/run/postgresql");
+        let s = admin_conninfo(&sock, None).unwrap();
+        assert!(!s.contains("sslmode") && !s.contains("hostaddr"), "{s}");
+        // Without TLS: as before.
+        let plain = tcp.with_tls(AdminTls::Off);
+        let s = admin_conninfo(&plain, None).unwrap();
+        assert!(
+            s.starts_with("host='127.0.0.1'") && !s.contains("sslmode"),
+            "{s}"
+        );
+    }
 }

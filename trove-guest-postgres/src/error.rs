@@ -26,6 +26,17 @@ pub(crate) enum PgError {
         target: String,
         after: std::time::Duration,
     },
+    /// TLS to the server was refused: its certificate does not verify, or it offers no TLS.
+    #[error("TLS to {server} refused ({problem}): {message}")]
+    Tls {
+        server: String,
+        problem: trove_guest_core::TlsProblem,
+        message: String,
+    },
+    /// The connection's own settings cannot be used (the admin TLS CA file): the core error
+    /// as it is.
+    #[error("{0}")]
+    Settings(Box<Error>),
     /// The server answered something we cannot use.
     #[error("{action}: unexpected answer: {detail}")]
     Unexpected {
@@ -51,8 +62,17 @@ impl PgError {
             PgError::Connect { source, .. } | PgError::Sql { source, .. } => {
                 source.code().is_some_and(|c| c.code().starts_with("28"))
             }
-            PgError::Unexpected { .. } | PgError::ConnectTimeout { .. } => false,
+            PgError::Unexpected { .. }
+            | PgError::ConnectTimeout { .. }
+            | PgError::Tls { .. }
+            | PgError::Settings(_) => false,
         }
+    }
+
+    /// Whether retrying cannot help: a refused login ([`PgError::is_auth`]), refused TLS or
+    /// unusable settings.
+    pub(crate) fn is_final(&self) -> bool {
+        self.is_auth() || matches!(self, PgError::Tls { .. } | PgError::Settings(_))
     }
 }
 
@@ -63,6 +83,16 @@ impl From<PgError> for Error {
                 format!("PostgreSQL ({target}) to accept a connection"),
                 after,
             ),
+            PgError::Settings(e) => *e,
+            PgError::Tls {
+                server,
+                problem,
+                message,
+            } => Error::Tls {
+                server,
+                problem,
+                message,
+            },
             PgError::Unexpected { action, detail } => Error::Datastore {
                 message: format!("{action}: unexpected answer: {detail}"),
                 source: None,

@@ -60,6 +60,16 @@
 //! administrator credentials (or use local peer or trust authentication). The administrator
 //! password reaches `pg_basebackup` only through a 0600 passfile.
 //!
+//! TLS: replication over verified TLS comes from the handle's `ServerTls` (`hostssl` hba
+//! lines, `sslmode=verify-full`). The administrator connection uses TLS when its
+//! [`AdminConnection::tls`](trove_guest_core::AdminConnection::tls) is
+//! [`AdminTls::Verify`](trove_guest_core::tls::AdminTls) and it goes over TCP (a socket
+//! directory never uses TLS): tokio-postgres with rustls requires TLS and verifies the server's
+//! certificate against that CA only for that server name (whatever address it connects to),
+//! and `pg_basebackup` gets `sslmode=verify-full`, `sslrootcert` and the server name as `host`
+//! (the admin address as `hostaddr`). A certificate that does not verify, or a server without
+//! TLS, is `Error::Tls`. Live-tested against a `hostssl`-only hba (`tests/admin_tls.rs`).
+//!
 //! ## PostgreSQL versions
 //!
 //! Everything that differs between major versions is chosen in one place, by the server's

@@ -18,7 +18,13 @@
 //! the same section in its grant ([`master_section`]), and a server re-pointed at it checks
 //! it with [`repoint_section`] before anything changes, keeping its old source when the
 //! certificate does not verify.
+//!
+//! The administrator connection to the local server can use TLS too: [`AdminTls`] on the
+//! [`AdminConnection`](crate::AdminConnection) (TCP only) names the CA and the server name its
+//! certificate is verified for; backends map a datastore client's handshake failure to
+//! [`Error::Tls`] with [`handshake_problem`] / [`refused_by_tls`].
 
+mod admin;
 mod probe;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +34,7 @@ use crate::error::{Error, IoResultExt, Result, TlsProblem};
 use crate::failover::ReplicaContext;
 use crate::wire::{MasterAddress, ReplicationTls, SnapshotDocument};
 
+pub use admin::{AdminTls, AdminTlsVerify, handshake_problem, refused_by_tls};
 pub use probe::{
     StartTls, attach_section, master_section, repoint_section, verify_master, verify_server,
 };

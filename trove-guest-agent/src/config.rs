@@ -83,7 +83,6 @@
 //! Passwords are never inline: `password_file` names a file only its owner can read.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -183,7 +182,7 @@ impl TroveRpcSection {
     ///
     /// Unreadable or loosely permitted files, a `guest_info.conf` without `guest_id`.
     pub fn rpc_options(&self) -> Result<crate::rpc::RpcOptions> {
-        let url = read_password_file(&self.transport_url_file)?;
+        let url = read_password_file("trove_rpc.transport_url_file", &self.transport_url_file)?;
         let guest = crate::rpc::GuestInfo::load(&self.guest_info)
             .map_err(|e| Error::invalid("trove_rpc.guest_info", e.to_string()))?;
         let heartbeat = match self.heartbeat_secs {
@@ -714,7 +713,7 @@ impl AgentConfig {
     pub fn datastore_handle(&self) -> Result<DatastoreHandle> {
         let d = &self.datastore;
         let password = match &d.admin.password_file {
-            Some(p) => read_password_file(p)?,
+            Some(p) => read_password_file("password_file", p)?,
             None => Secret::new(""),
         };
         let mut admin = AdminConnection::new(
@@ -845,25 +844,20 @@ impl AgentConfig {
     }
 }
 
-fn read_password_file(path: &Path) -> Result<Secret> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(Error::invalid(
-            "password_file",
-            format!(
-                "{} is readable by group or others; chmod 600 it",
-                path.display()
-            ),
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    Ok(Secret::new(text.lines().next().unwrap_or("").to_owned()))
+/// The largest password (or URL) file read.
+const MAX_PASSWORD_FILE_LEN: u64 = 64 << 10;
+
+/// The first line of a private file (see [`trove_guest_core::private_file`]).
+fn read_password_file(what: &str, path: &Path) -> Result<Secret> {
+    let text = trove_guest_core::private_file::read_private_text(path, MAX_PASSWORD_FILE_LEN)
+        .map_err(|e| e.into_error(what))?;
+    Ok(Secret::new(text.expose().lines().next().unwrap_or("")))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     const EXAMPLE: &str = r#"

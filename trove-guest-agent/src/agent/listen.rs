@@ -73,6 +73,31 @@ pub enum Endpoint {
     Unix(PathBuf),
 }
 
+/// The largest TLS key file read.
+const MAX_TLS_KEY_LEN: u64 = 1 << 20;
+
+/// The listener's private key file's bytes, read with
+/// [`read_private_file`](trove_guest_core::private_file::read_private_file).
+pub(crate) fn read_tls_key_file(
+    path: &Path,
+) -> Result<trove_guest_core::private_file::PrivateBytes> {
+    trove_guest_core::private_file::read_private_file(path, MAX_TLS_KEY_LEN)
+        .map_err(|e| e.into_error("tls_key_file"))
+}
+
+/// Reads the listener's private key with
+/// [`read_private_file`](trove_guest_core::private_file::read_private_file) (no symlink, a
+/// regular file of the agent's uid, mode 0600 or stricter) and parses it.
+pub(crate) fn read_tls_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let bytes = read_tls_key_file(path)?;
+    PrivateKeyDer::from_pem_slice(bytes.expose()).map_err(|e| {
+        Error::invalid(
+            "tls_key_file",
+            format!("{}: no PEM private key: {e}", path.display()),
+        )
+    })
+}
+
 /// Loads a TLS server configuration (HTTP/1.1 over TLS 1.2 or 1.3, ring's provider).
 pub(crate) fn server_config(tls: &TlsFiles) -> Result<rustls::ServerConfig> {
     let certs = CertificateDer::pem_file_iter(&tls.cert)
@@ -89,12 +114,7 @@ pub(crate) fn server_config(tls: &TlsFiles) -> Result<rustls::ServerConfig> {
             format!("{} holds no certificate", tls.cert.display()),
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
-        Error::invalid(
-            "tls_key_file",
-            format!("{}: no PEM private key: {e}", tls.key.display()),
-        )
-    })?;
+    let key = read_tls_key(&tls.key)?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

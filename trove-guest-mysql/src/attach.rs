@@ -282,14 +282,17 @@ impl MysqlStrategy {
             connect_retry: self.opts.connect_retry,
         })?)
         .await?;
+        let ca_file = self.handle.config_dir.join(REPLICATION_CA_FILE);
         if let Some(tls) = &plan.tls {
-            let ca_file = self.handle.config_dir.join(REPLICATION_CA_FILE);
             trove_guest_core::tls::write_ca_file(tls, &ca_file)?;
             s.exec(&sql.change_master_tls(&ReplicaTls {
                 ca_file: &ca_file,
                 client: None,
             })?)
             .await?;
+        } else {
+            // A CA left by an earlier attach over TLS is no longer referenced.
+            trove_guest_core::tls::remove_ca_file(&ca_file)?;
         }
         s.exec(&sql.start_replica()).await?;
         s.close().await;

@@ -83,6 +83,8 @@ struct Inner {
     running: Mutex<Option<Running>>,
     next: std::sync::atomic::AtomicU64,
     instance_id: Mutex<String>,
+    /// Woken each time a change ends (its record cleared).
+    ended: tokio::sync::Notify,
 }
 
 /// The agent's one change slot, shared by its front ends (cheap to clone: clones share it).
@@ -138,6 +140,7 @@ impl ChangeSlot {
                 running: Mutex::new(None),
                 next: std::sync::atomic::AtomicU64::new(1),
                 instance_id: Mutex::new(String::new()),
+                ended: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -265,8 +268,17 @@ impl ChangeSlot {
             task.abort();
         }
         let deadline = trove_guest_core::deadline(wait);
-        while self.running().is_some() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        loop {
+            // Registered before the check: an end between the check and the wait still wakes.
+            let ended = self.inner.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.running().is_none() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -305,12 +317,65 @@ impl Drop for ChangeTicket {
         if running.as_ref().is_some_and(|r| r.ticket == self.id) {
             *running = None;
         }
+        drop(running);
+        self.slot.inner.ended.notify_waiters();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bound on waits that must end long before it (a hang fails instead of blocking).
+    const HANG: Duration = Duration::from_secs(120);
+
+    #[tokio::test]
+    async fn abort_running_aborts_the_task_and_returns_when_its_change_ends() {
+        let slot = ChangeSlot::new();
+        let ticket = slot.try_begin("attach", FrontEnd::Http, "r-1").unwrap();
+        let id = ticket.id();
+        let task = tokio::spawn(async move {
+            let _ticket = ticket;
+            std::future::pending::<()>().await;
+        });
+        slot.attach_task(id, task.abort_handle());
+        // The wait is far longer than the test's bound: only the change's end can finish it.
+        tokio::time::timeout(HANG, slot.abort_running(HANG * 10))
+            .await
+            .expect("woken by the change's end");
+        assert!(slot.current().is_none());
+        assert!(task.await.unwrap_err().is_cancelled());
+        // Nothing running: returns at once, again and again.
+        tokio::time::timeout(HANG, slot.abort_running(HANG * 10))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_change_ending_on_its_own_wakes_the_waiter() {
+        let slot = ChangeSlot::new();
+        let ticket = slot.try_begin("demote", FrontEnd::TroveRpc, "m-1").unwrap();
+        // No task attached: nothing to abort, the waiter waits for the end.
+        let waiter = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.abort_running(HANG * 10).await }
+        });
+        tokio::task::yield_now().await;
+        drop(ticket);
+        tokio::time::timeout(HANG, waiter)
+            .await
+            .expect("woken by the drop")
+            .unwrap();
+        assert!(slot.current().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_change_outliving_the_wait_is_left_running() {
+        let slot = ChangeSlot::new();
+        let _ticket = slot.try_begin("demote", FrontEnd::Http, "r-2").unwrap();
+        slot.abort_running(Duration::ZERO).await;
+        assert_eq!(slot.current().unwrap().operation, "demote");
+    }
 
     #[test]
     fn a_change_through_one_front_end_refuses_the_other_front_end() {

@@ -74,6 +74,8 @@
 //! guest_info = "/etc/trove/conf.d/guest_info.conf"  # guest_id, instance_rpc_encr_key (0600)
 //! transport_url_file = "/etc/trove/transport_url"   # amqp://user:pass@host:5672/%2f (0600)
 //! # heartbeat_secs = 60               # heartbeats to trove-conductor; 0: none
+//! # reply_patience_secs = 120         # how long a finished call's reply waits for the broker
+//! # reconnect_attempts = 100          # consecutive failures before the agent stops; 0: never
 //!
 //! [log]                               # optional (see `logging`)
 //! # format = "json"                   # text (default) | json
@@ -83,7 +85,6 @@
 //! Passwords are never inline: `password_file` names a file only its owner can read.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -175,6 +176,14 @@ pub struct TroveRpcSection {
     /// Seconds between heartbeats to trove-conductor (default 60; 0: none).
     #[serde(default)]
     pub heartbeat_secs: Option<u64>,
+    /// Seconds a finished call's reply is retried while the broker is away (default 120; one
+    /// attempt every 500 ms, each bounded to 10 s; then given up, logged).
+    #[serde(default)]
+    pub reply_patience_secs: Option<u64>,
+    /// Consecutive failed attempts to reach the broker after which the agent stops with an
+    /// error, for its service manager to restart it (default 100; 0: never give up).
+    #[serde(default)]
+    pub reconnect_attempts: Option<u32>,
 }
 
 impl TroveRpcSection {
@@ -184,7 +193,7 @@ impl TroveRpcSection {
     ///
     /// Unreadable or loosely permitted files, a `guest_info.conf` without `guest_id`.
     pub fn rpc_options(&self) -> Result<crate::rpc::RpcOptions> {
-        let url = read_password_file(&self.transport_url_file)?;
+        let url = read_password_file("trove_rpc.transport_url_file", &self.transport_url_file)?;
         let guest = crate::rpc::GuestInfo::load(&self.guest_info)
             .map_err(|e| Error::invalid("trove_rpc.guest_info", e.to_string()))?;
         let heartbeat = match self.heartbeat_secs {
@@ -192,7 +201,16 @@ impl TroveRpcSection {
             Some(n) => Some(std::time::Duration::from_secs(n)),
             None => Some(std::time::Duration::from_secs(60)),
         };
-        Ok(crate::rpc::RpcOptions::new(url, guest).with_heartbeat(heartbeat))
+        let mut opts = crate::rpc::RpcOptions::new(url, guest).with_heartbeat(heartbeat);
+        if let Some(secs) = self.reply_patience_secs {
+            opts = opts.with_reply_patience(std::time::Duration::from_secs(secs));
+        }
+        match self.reconnect_attempts {
+            Some(0) => opts = opts.with_reconnect_attempts(None),
+            Some(n) => opts = opts.with_reconnect_attempts(Some(n)),
+            None => {}
+        }
+        Ok(opts)
     }
 }
 
@@ -726,7 +744,7 @@ impl AgentConfig {
     pub fn datastore_handle(&self) -> Result<DatastoreHandle> {
         let d = &self.datastore;
         let password = match &d.admin.password_file {
-            Some(p) => read_password_file(p)?,
+            Some(p) => read_password_file("password_file", p)?,
             None => Secret::new(""),
         };
         let mut admin = AdminConnection::new(
@@ -867,25 +885,20 @@ impl AgentConfig {
     }
 }
 
-fn read_password_file(path: &Path) -> Result<Secret> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(Error::invalid(
-            "password_file",
-            format!(
-                "{} is readable by group or others; chmod 600 it",
-                path.display()
-            ),
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    Ok(Secret::new(text.lines().next().unwrap_or("").to_owned()))
+/// The largest password (or URL) file read.
+const MAX_PASSWORD_FILE_LEN: u64 = 64 << 10;
+
+/// The first line of a private file (see [`trove_guest_core::private_file`]).
+fn read_password_file(what: &str, path: &Path) -> Result<Secret> {
+    let text = trove_guest_core::private_file::read_private_text(path, MAX_PASSWORD_FILE_LEN)
+        .map_err(|e| e.into_error(what))?;
+    Ok(Secret::new(text.expose().lines().next().unwrap_or("")))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     const EXAMPLE: &str = r#"
@@ -1082,8 +1095,45 @@ secret_dir = "/var/lib/trove/secrets"
         assert_eq!(opts.guest.guest_id, "i-1");
         assert!(opts.guest.key.is_some());
         assert!(!format!("{opts:?}").contains("u:p"));
+        // The retry bounds: documented defaults, then set (0 attempts: never give up).
+        assert_eq!(
+            opts.reply_patience,
+            crate::rpc::server::DEFAULT_REPLY_PATIENCE
+        );
+        assert_eq!(
+            opts.reconnect_attempts,
+            Some(crate::rpc::server::DEFAULT_RECONNECT_ATTEMPTS)
+        );
+        for (extra, patience, attempts) in [
+            (
+                "reply_patience_secs = 30\nreconnect_attempts = 5\n",
+                30,
+                Some(5),
+            ),
+            ("reconnect_attempts = 0\n", 120, None),
+        ] {
+            let c = AgentConfig::parse(&format!("{text}{extra}")).unwrap();
+            let opts = c.trove_rpc.unwrap().rpc_options().unwrap();
+            assert_eq!(
+                opts.reply_patience,
+                std::time::Duration::from_secs(patience)
+            );
+            assert_eq!(opts.reconnect_attempts, attempts);
+        }
         std::fs::set_permissions(&info, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(section.rpc_options().is_err());
+        // A key-less guest_info.conf may be shared; a symlink to it is refused.
+        std::fs::write(&info, "[DEFAULT]\nguest_id = i-1\n").unwrap();
+        assert!(section.rpc_options().unwrap().guest.key.is_none());
+        let link = dir.path().join("link.conf");
+        std::os::unix::fs::symlink(&info, &link).unwrap();
+        let linked = AgentConfig::parse(&text.replace(
+            &format!("{:?}", info.display().to_string()),
+            &format!("{:?}", link.display().to_string()),
+        ))
+        .unwrap();
+        let e = linked.trove_rpc.unwrap().rpc_options().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,6 @@
 //! # allowed_uids = [0, 998]                # uids admitted on the Unix socket (default: own, root)
 //! ```
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -140,7 +139,8 @@ impl AgentConfig {
         if let Some(addr) = self.listen {
             match (&http.tls_cert_file, &http.tls_key_file) {
                 (Some(cert), Some(key)) => {
-                    check_private("tls_key_file", key)?;
+                    // Refused now rather than when the listener starts.
+                    crate::agent::read_tls_key_file(key)?;
                     out.push(ListenOn::Tls {
                         addr,
                         tls: TlsFiles::new(cert, key),
@@ -181,28 +181,12 @@ impl AgentConfig {
     }
 }
 
-/// Refuses a file readable or writable by group or others.
-fn check_private(what: &str, path: &Path) -> Result<()> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(Error::invalid(
-            what,
-            format!(
-                "{} is open to group or others; chmod 600 it",
-                path.display()
-            ),
-        ));
-    }
-    Ok(())
-}
+/// The largest token file read.
+const MAX_TOKEN_FILE_LEN: u64 = 4 << 10;
 
 fn read_token_file(path: &Path) -> Result<Secret> {
-    check_private("token_file", path)?;
-    let text = Secret::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("read {}", path.display()), e))?,
-    );
+    let text = trove_guest_core::private_file::read_private_text(path, MAX_TOKEN_FILE_LEN)
+        .map_err(|e| e.into_error("token_file"))?;
     let token = text.expose().lines().next().unwrap_or("").trim();
     if token.chars().count() < MIN_TOKEN_LEN {
         return Err(Error::invalid(
@@ -224,6 +208,8 @@ fn read_token_file(path: &Path) -> Result<Secret> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     const BASE: &str = r#"

@@ -42,7 +42,10 @@
 //! let strategy = Arc::new(MysqlStrategy::new(handle, store.clone(), MysqlOptions::new()));
 //!
 //! // Every request must carry `Authorization: Bearer <token>`; HTTPS with the given files.
-//! let token = Secret::new(std::fs::read_to_string("/etc/trove/agent.token")?.trim());
+//! // Read like every private file: no symlink, the agent's own, mode 0600, bounded.
+//! let path = std::path::Path::new("/etc/trove/agent.token");
+//! let text = trove_guest_core::private_file::read_private_text(path, 4096)?;
+//! let token = Secret::new(text.expose().trim());
 //! let options = AgentOptions::new("dfbbd9ca-b5e1-4028")
 //!     .with_auth(AgentAuth::new().with_token(token));
 //! let listen = ListenOn::Tls {

@@ -66,6 +66,7 @@ pub mod lifecycle;
 pub mod place;
 pub mod poll;
 pub mod position;
+pub mod private_file;
 pub mod progress;
 pub mod runner;
 pub mod secret;

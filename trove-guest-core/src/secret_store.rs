@@ -223,6 +223,9 @@ fn backend(action: &'static str, reference: &str, e: impl fmt::Display) -> Secre
     }
 }
 
+/// The largest secret [`DirectorySecretStore::get`] reads.
+const MAX_SECRET_LEN: u64 = 64 << 10;
+
 #[async_trait]
 impl SecretStore for DirectorySecretStore {
     async fn put(&self, name: &str, secret: &Secret) -> Result<String, SecretStoreError> {
@@ -258,27 +261,13 @@ impl SecretStore for DirectorySecretStore {
             reference: reference.to_owned(),
             reason,
         };
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SecretStoreError::Missing {
-                    reference: reference.to_owned(),
-                });
-            }
-            Err(e) => return Err(unreadable(e.to_string())),
-        };
-        if !meta.is_file() {
-            return Err(unreadable("not a regular file".into()));
+        match crate::private_file::read_private_text(&path, MAX_SECRET_LEN) {
+            Ok(secret) => Ok(secret),
+            Err(e) if e.is_missing() => Err(SecretStoreError::Missing {
+                reference: reference.to_owned(),
+            }),
+            Err(e) => Err(unreadable(e.problem.to_string())),
         }
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(unreadable(format!(
-                "mode {:o} is open to group or others (0600 expected)",
-                meta.permissions().mode() & 0o777
-            )));
-        }
-        let bytes = std::fs::read(&path).map_err(|e| unreadable(e.to_string()))?;
-        let text = String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8".into()))?;
-        Ok(Secret::new(text))
     }
 
     async fn delete(&self, reference: &str) -> Result<(), SecretStoreError> {

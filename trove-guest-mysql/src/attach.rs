@@ -281,8 +281,8 @@ impl MysqlStrategy {
             connect_retry: self.opts.connect_retry,
         })?)
         .await?;
-        if let Some(tls) = &plan.tls {
-            s.exec(&self.replica_tls_statement(&sql, tls)?).await?;
+        if let Some(statement) = self.replica_tls_statement(&sql, plan.tls.as_ref())? {
+            s.exec(&statement).await?;
         }
         s.exec(&sql.start_replica()).await?;
         s.close().await;

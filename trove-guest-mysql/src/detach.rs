@@ -2,7 +2,7 @@
 
 use trove_guest_core::{DetachOptions, DetachedReplica, Error, Result};
 
-use crate::config::{REPLICA_FILE, remove_override};
+use crate::config::{REPLICA_FILE, REPLICATION_CA_FILE, remove_override};
 use crate::sql::{Account, validate_user};
 use crate::status::master_address;
 use crate::strategy::MysqlStrategy;
@@ -38,6 +38,9 @@ impl MysqlStrategy {
         s.exec_all(&sql.set_read_only(false)).await?;
         s.close().await;
         remove_override(&self.handle.config_dir, REPLICA_FILE)?;
+        // The master's CA, written at attach, is no longer referenced once the replication
+        // settings are reset.
+        trove_guest_core::tls::remove_ca_file(&self.handle.config_dir.join(REPLICATION_CA_FILE))?;
         Ok(DetachedReplica::new(user, None, master, row.is_some()))
     }
 

@@ -482,8 +482,8 @@ impl MysqlStrategy {
                 connect_retry: self.opts.connect_retry,
             })?)
             .await?;
-            if let Some(tls) = &tls {
-                s.exec(&self.replica_tls_statement(&sql, tls)?).await?;
+            if let Some(statement) = self.replica_tls_statement(&sql, tls.as_ref())? {
+                s.exec(&statement).await?;
             }
             s.exec(&sql.start_replica()).await?;
         }

@@ -48,15 +48,22 @@ impl MysqlStrategy {
 
     /// The TLS settings of this replica's connection to its source, run right after `CHANGE
     /// MASTER`: writes the (verified) CA next to the configuration and returns the statement
-    /// that turns TLS and verification on ([`Sql::change_master_tls`]).
+    /// that turns TLS and verification on ([`Sql::change_master_tls`]); without TLS, removes a
+    /// CA an earlier source left and returns `None`.
     pub(crate) fn replica_tls_statement(
         &self,
         sql: &Sql,
-        tls: &ReplicationTls,
-    ) -> Result<Statement> {
+        tls: Option<&ReplicationTls>,
+    ) -> Result<Option<Statement>> {
         let ca_file = self.handle.config_dir.join(REPLICATION_CA_FILE);
+        let Some(tls) = tls else {
+            // A CA left by an earlier replication over TLS is no longer referenced.
+            trove_guest_core::tls::remove_ca_file(&ca_file)?;
+            return Ok(None);
+        };
         trove_guest_core::tls::write_ca_file(tls, &ca_file)?;
         sql.change_master_tls(&ReplicaTls { ca_file: &ca_file })
+            .map(Some)
     }
 }
 

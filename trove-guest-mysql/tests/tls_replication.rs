@@ -280,3 +280,103 @@ async fn a_master_whose_certificate_lacks_its_address_refuses_to_hand_out_tls_do
         .expect_err("the certificate is not valid for the advertised address");
     assert_eq!(tls_problem(&e), Some(TlsProblem::NameMismatch), "{e}");
 }
+
+/// Every file under `dir` (recursively, symlinks not followed) whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path);
+            } else if meta.is_file()
+                && std::fs::read(&path)
+                    .unwrap()
+                    .windows(needle.len())
+                    .any(|w| w == needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_removes_the_masters_ca_file_and_no_replica_file_keeps_the_replication_password() {
+    let certs = short_tempdir("tg-certs-").unwrap();
+    let ca = TestCa::generate(certs.path(), "good").unwrap();
+    let names = ["localhost", "127.0.0.1"];
+    let mcert = ca.server_certificate("master", &names, None).unwrap();
+    let rcert = ca.server_certificate("replica", &names, None).unwrap();
+    let (_store_dir, store) = common::store();
+    let master = common::master_with_rows(MariaDbOptions::new(1).with_tls(
+        &mcert.cert_file,
+        &mcert.key_file,
+        ca.ca_file(),
+    ))
+    .await;
+    let ms = tls_strategy(
+        &master,
+        store.clone(),
+        ServerTls::new(ca.ca_file()).with_server_name("localhost"),
+    );
+    let doc = ms
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tls3"))
+        .await
+        .expect("snapshot");
+    let password = doc
+        .replication
+        .as_ref()
+        .and_then(|r| r.password.as_ref())
+        .expect("the password in the document (no secret store here)")
+        .0
+        .expose()
+        .to_owned();
+    let replica = MariaDbServer::start(MariaDbOptions::new(2).with_tls(
+        &rcert.cert_file,
+        &rcert.key_file,
+        ca.ca_file(),
+    ))
+    .await
+    .unwrap();
+    let rs = tls_strategy(&replica, store.clone(), ServerTls::new(ca.ca_file()));
+    rs.attach_replication_slave(&doc, &AttachRequest::new())
+        .await
+        .expect("attach over TLS");
+    MariaDb.insert_rows(&master, 200..220).await.unwrap();
+    rs.catch_up_with(&*ms, Duration::from_secs(60))
+        .await
+        .expect("catch up");
+    let ca_copy = replica.config_dir().join(REPLICATION_CA_FILE);
+    assert!(
+        ca_copy.is_file(),
+        "the replica verifies with the master's CA"
+    );
+    // While it replicates, MariaDB keeps the password in master.info (the search finds it).
+    let holders = files_containing(&replica.data_dir(), password.as_bytes());
+    assert!(
+        holders
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == "master.info")),
+        "MariaDB keeps the replication password in master.info while replicating: {holders:?}"
+    );
+
+    rs.detach_replication_slave(&trove_guest_core::DetachOptions::new())
+        .await
+        .expect("detach");
+    assert!(!ca_copy.exists(), "the master's CA outlived the detach");
+    for dir in [replica.data_dir(), replica.config_dir()] {
+        let left = files_containing(&dir, password.as_bytes());
+        assert!(
+            left.is_empty(),
+            "files still holding the replication password after detach: {left:?}"
+        );
+    }
+    // Detaching again (nothing to detach, no CA) succeeds.
+    rs.detach_replication_slave(&trove_guest_core::DetachOptions::new())
+        .await
+        .expect("a second detach");
+}

@@ -249,3 +249,83 @@ async fn standbys_stream_over_verified_tls_and_refuse_certificates_that_do_not_v
         assert_eq!(streaming_over_tls(&master).await, "true");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_removes_the_primarys_ca_file_from_the_standby() {
+    common::init_tracing();
+    let postgres = OsUser::lookup("postgres").unwrap();
+    let certs = short_tempdir("tg-certs-").unwrap();
+    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ca = TestCa::generate(certs.path(), "good").unwrap();
+    let names = ["localhost", "127.0.0.1"];
+    let mcert = ca
+        .server_certificate("master", &names, Some(postgres))
+        .unwrap();
+    let rcert = ca
+        .server_certificate("replica", &names, Some(postgres))
+        .unwrap();
+    let (_store_dir, store) = common::local_store();
+    let master = PostgresServer::start(
+        PostgresOptions::new()
+            .with_server_id(1)
+            .with_tls(&mcert.cert_file, &mcert.key_file),
+    )
+    .await
+    .unwrap();
+    common::create_schema(&master).await.unwrap();
+    common::insert_rows(&master, 0..50).await.unwrap();
+    let ms = tls_strategy(
+        &master,
+        store.clone(),
+        ServerTls::new(ca.ca_file()).with_server_name("localhost"),
+    );
+    ms.enable_as_master(&EnableMasterOptions::new())
+        .await
+        .unwrap();
+    let doc = ms
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tls3"))
+        .await
+        .expect("snapshot");
+    let replica = PostgresServer::start(
+        PostgresOptions::new()
+            .with_server_id(2)
+            .with_tls(&rcert.cert_file, &rcert.key_file),
+    )
+    .await
+    .unwrap();
+    let rs = tls_strategy(&replica, store.clone(), ServerTls::new(ca.ca_file()));
+    if let Err(e) = rs
+        .attach_replication_slave(
+            &doc,
+            &AttachRequest::new().with_timeout(std::time::Duration::from_secs(60)),
+        )
+        .await
+    {
+        panic!("attach over TLS: {e}\nreplica log:\n{}", replica.log_text());
+    }
+    common::assert_caught_up(&rs, &ms, &replica, &master).await;
+    // The CA file the standby verifies with: the one `sslrootcert` names.
+    let conninfo = replica
+        .query_one("SELECT current_setting('primary_conninfo')")
+        .await
+        .unwrap();
+    let ca_copy = conninfo
+        .split("sslrootcert='")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no sslrootcert in {conninfo}"));
+    assert_eq!(std::fs::read_to_string(&ca_copy).unwrap(), ca.ca_pem());
+
+    rs.detach_replication_slave(&trove_guest_core::DetachOptions::new())
+        .await
+        .expect("detach");
+    assert!(!ca_copy.exists(), "the primary's CA outlived the detach");
+    assert_eq!(
+        replica
+            .query_one("SELECT pg_is_in_recovery()::text")
+            .await
+            .unwrap(),
+        "false"
+    );
+}

@@ -73,6 +73,31 @@ pub enum Endpoint {
     Unix(PathBuf),
 }
 
+/// The largest TLS key file read.
+const MAX_TLS_KEY_LEN: u64 = 1 << 20;
+
+/// The listener's private key file's bytes, read with
+/// [`read_private_file`](trove_guest_core::private_file::read_private_file).
+pub(crate) fn read_tls_key_file(
+    path: &Path,
+) -> Result<trove_guest_core::private_file::PrivateBytes> {
+    trove_guest_core::private_file::read_private_file(path, MAX_TLS_KEY_LEN)
+        .map_err(|e| e.into_error("tls_key_file"))
+}
+
+/// Reads the listener's private key with
+/// [`read_private_file`](trove_guest_core::private_file::read_private_file) (no symlink, a
+/// regular file of the agent's uid, mode 0600 or stricter) and parses it.
+pub(crate) fn read_tls_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let bytes = read_tls_key_file(path)?;
+    PrivateKeyDer::from_pem_slice(bytes.expose()).map_err(|e| {
+        Error::invalid(
+            "tls_key_file",
+            format!("{}: no PEM private key: {e}", path.display()),
+        )
+    })
+}
+
 /// Loads a TLS server configuration (HTTP/1.1 over TLS 1.2 or 1.3, ring's provider).
 pub(crate) fn server_config(tls: &TlsFiles) -> Result<rustls::ServerConfig> {
     let certs = CertificateDer::pem_file_iter(&tls.cert)
@@ -89,12 +114,7 @@ pub(crate) fn server_config(tls: &TlsFiles) -> Result<rustls::ServerConfig> {
             format!("{} holds no certificate", tls.cert.display()),
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
-        Error::invalid(
-            "tls_key_file",
-            format!("{}: no PEM private key: {e}", tls.key.display()),
-        )
-    })?;
+    let key = read_tls_key(&tls.key)?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -210,12 +230,60 @@ impl PeerCheckedUnix {
             }
             Err(_) => {}
         }
-        let inner = UnixListener::bind(path)
-            .map_err(|e| Error::io(format!("bind {}", path.display()), e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+        let inner = bind_private(path, mode, |_| {})?;
         Ok(PeerCheckedUnix { inner, allowed })
     }
+}
+
+/// Binds a Unix socket at `path` that is never reachable with another mode than `mode`.
+///
+/// `bind(2)` creates the socket file with the umask's mode, and a `chmod` afterwards leaves a
+/// window in which it is reachable with that mode. So the socket is bound inside a fresh
+/// directory of mode 0700 next to `path` (on the same file system; only the agent's uid can
+/// reach anything inside it), given `mode` there, and then renamed onto `path` (atomic: a
+/// stale socket is replaced, and `path` never names a socket with another mode). The directory
+/// is removed. `before_publish` sees the socket's temporary path just before the rename (for
+/// tests). The temporary path is about 20 bytes longer than `path`: mind the 107-byte limit
+/// of a socket path.
+fn bind_private(
+    path: &Path,
+    mode: u32,
+    before_publish: impl FnOnce(&Path),
+) -> Result<UnixListener> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Created 0700 (a umask can only make it stricter), not chmodded afterwards.
+    let dir = tempfile::Builder::new()
+        .prefix(".tg-sock-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)
+        .map_err(|e| {
+            Error::io(
+                format!("create a private directory in {}", parent.display()),
+                e,
+            )
+        })?;
+    let tmp = dir.path().join("s");
+    let listener = UnixListener::bind(&tmp).map_err(|e| {
+        Error::io(
+            format!("bind {} (for {})", tmp.display(), path.display()),
+            e,
+        )
+    })?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(format!("chmod {}", tmp.display()), e))?;
+    before_publish(&tmp);
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::io(format!("rename the socket onto {}", path.display()), e))?;
+    dir.close().map_err(|e| {
+        Error::io(
+            format!("remove the private directory in {}", parent.display()),
+            e,
+        )
+    })?;
+    Ok(listener)
 }
 
 impl Listener for PeerCheckedUnix {
@@ -253,5 +321,66 @@ impl Listener for PeerCheckedUnix {
 
     fn local_addr(&self) -> io::Result<u32> {
         Ok(nix::unistd::geteuid().as_raw())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode_of(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn the_socket_has_its_mode_before_it_appears_at_its_path() {
+        for mode in [0o600, 0o660] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("agent.sock");
+            let mut seen = None;
+            let listener = bind_private(&path, mode, |tmp| {
+                // Before the rename: nothing at the path yet, the socket already has its mode,
+                // and the directory holding it admits only the agent's uid.
+                let holder = tmp.parent().unwrap();
+                seen = Some((
+                    path.exists(),
+                    mode_of(tmp),
+                    mode_of(holder),
+                    holder.parent() == Some(dir.path()),
+                ));
+            })
+            .unwrap();
+            assert_eq!(seen, Some((false, mode, 0o700, true)), "{mode:o}");
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert!(meta.file_type().is_socket());
+            assert_eq!(mode_of(&path), mode);
+            // Only the socket is left: the private directory is gone.
+            let names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, vec![std::ffi::OsString::from("agent.sock")]);
+            // The renamed socket accepts connections.
+            let (_client, _) = tokio::join!(UnixStream::connect(&path), listener.accept());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_another_file_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(stale);
+        let l = PeerCheckedUnix::bind(&path, 0o600, vec![0]).unwrap();
+        assert_eq!(mode_of(&path), 0o600);
+        UnixStream::connect(&path)
+            .await
+            .expect("the new socket answers");
+        drop(l);
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = PeerCheckedUnix::bind(&file, 0o600, vec![0]).err().unwrap();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
     }
 }

@@ -36,6 +36,7 @@ use trove_guest_core::{
 
 pub use auth::AgentAuth;
 pub use error::{ApiError, ErrorDisclosure};
+pub(crate) use listen::read_tls_key_file;
 pub use listen::{Endpoint, ListenOn, TlsFiles};
 
 use crate::changes::ChangeSlot;

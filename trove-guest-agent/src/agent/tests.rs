@@ -645,3 +645,30 @@ async fn every_answer_carries_the_request_id_given_or_made() {
     let made = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(made.len(), 32, "{made}");
 }
+
+#[tokio::test]
+async fn an_unreachable_broker_ends_the_server_after_its_reconnect_attempts() {
+    // A port nothing listens on: every connection attempt is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url =
+        trove_guest_core::Secret::new(format!("amqp://guest:s3cret-broker@127.0.0.1:{port}/%2f"));
+    let opts = crate::rpc::RpcOptions::new(url, crate::rpc::GuestInfo::new("g-1", None))
+        .with_max_backoff(Duration::from_millis(1))
+        .with_heartbeat(None)
+        .with_reconnect_attempts(Some(3));
+    let f = fixture(true).await;
+    let server = crate::rpc::TroveRpcServer::new(f.strategy.clone(), opts);
+    let e = tokio::time::timeout(Duration::from_secs(120), server.run(std::future::pending()))
+        .await
+        .expect("the bound ends the loop")
+        .unwrap_err();
+    match &e {
+        crate::rpc::RpcError::BrokerUnreachable { attempts, .. } => assert_eq!(*attempts, 3),
+        other => panic!("{other}"),
+    }
+    assert!(!e.to_string().contains("s3cret-broker"), "{e}");
+}

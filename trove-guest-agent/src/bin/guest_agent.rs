@@ -135,7 +135,7 @@ async fn run(config: AgentConfig) -> Result<(), Box<dyn std::error::Error>> {
     }
     // Trove's RPC front end, next to the HTTP API, on the same strategy.
     let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let rpc_task = rpc.map(|opts| {
+    let mut rpc_task = rpc.map(|opts| {
         let server = TroveRpcServer::with_changes(strategy.clone(), opts, changes);
         tracing::info!(queue = %server.queue(), "serving Trove RPC");
         tokio::spawn(server.run(async move {
@@ -143,9 +143,29 @@ async fn run(config: AgentConfig) -> Result<(), Box<dyn std::error::Error>> {
         }))
     });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    // The RPC front end ends on its own only when it gives up (an unreachable broker past
+    // `[trove_rpc] reconnect_attempts`, a refused queue layout): the agent then stops with an
+    // error, for the service manager to restart it.
+    let mut rpc_failed = None;
+    {
+        let rpc_ended = async {
+            match rpc_task.as_mut() {
+                Some(t) => t.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            r = rpc_ended => rpc_failed = Some(match r {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "stopped".to_owned(),
+                Err(e) => e.to_string(),
+            }),
+        }
+    }
+    if rpc_failed.is_some() {
+        rpc_task = None;
     }
     tracing::info!("stopping");
     let _ = rpc_stop.send(());
@@ -162,5 +182,8 @@ async fn run(config: AgentConfig) -> Result<(), Box<dyn std::error::Error>> {
     if matches!(config.service, ServiceSection::Process { .. }) {
         handle_for_stop.service.stop().await?;
     }
-    Ok(())
+    match rpc_failed {
+        Some(why) => Err(format!("the Trove RPC front end stopped: {why}").into()),
+        None => Ok(()),
+    }
 }

@@ -28,15 +28,13 @@ impl std::fmt::Debug for GuestInfo {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GuestInfoError {
-    /// The file could not be read.
-    #[error("cannot read guest info: {0}")]
-    Io(#[from] std::io::Error),
-    /// The file holds the key but is readable by others than its owner.
-    #[error("guest info holds the RPC key but its mode is {mode:o}, not 0600")]
-    Permissions {
-        /// The file mode.
-        mode: u32,
-    },
+    /// The file could not be read, or was refused: a symlink, not a regular file, too large,
+    /// or (holding the key) not private.
+    #[error("cannot use guest info: {0}")]
+    File(#[from] trove_guest_core::private_file::PrivateFileError),
+    /// The file is not UTF-8.
+    #[error("guest info is not UTF-8 text")]
+    NotUtf8,
     /// No `guest_id`.
     #[error("guest info has no guest_id")]
     NoGuestId,
@@ -87,22 +85,27 @@ impl GuestInfo {
         })
     }
 
-    /// Reads `path`; a file holding a key must be mode 0600 (or stricter).
+    /// Reads `path` (no symlink, a regular file of at most 64 KiB); a file holding a key must
+    /// also be private: owned by the agent's uid (or root), mode 0600 or stricter (see
+    /// [`trove_guest_core::private_file`]).
     ///
     /// # Errors
     ///
-    /// I/O errors, loose permissions on a file with a key, no `guest_id`.
+    /// A refused or unreadable file, loose permissions on a file with a key, no `guest_id`.
     pub fn load(path: &Path) -> Result<Self, GuestInfoError> {
-        use std::os::unix::fs::PermissionsExt;
-        let text = std::fs::read_to_string(path)?;
-        let info = Self::parse(&text)?;
-        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-        if info.key.is_some() && mode & 0o077 != 0 {
-            return Err(GuestInfoError::Permissions { mode });
+        use trove_guest_core::private_file::{FileChecks, read_file_checked};
+        let (bytes, facts) = read_file_checked(path, MAX_GUEST_INFO_LEN, FileChecks::RegularOnly)?;
+        let text = std::str::from_utf8(bytes.expose()).map_err(|_| GuestInfoError::NotUtf8)?;
+        let info = Self::parse(text)?;
+        if info.key.is_some() {
+            facts.check_private(path)?;
         }
         Ok(info)
     }
 }
+
+/// The largest `guest_info.conf` read.
+const MAX_GUEST_INFO_LEN: u64 = 64 << 10;
 
 #[cfg(test)]
 mod tests {

@@ -19,4 +19,4 @@ pub mod translate;
 pub use envelope::Failure;
 pub use guest_info::{GuestInfo, GuestInfoError};
 pub use secure::{SecureError, SecureKey};
-pub use server::{RpcError, RpcOptions, TroveRpcServer};
+pub use server::{ReplyRetry, RpcError, RpcOptions, TroveRpcServer};

@@ -25,8 +25,14 @@ use crate::changes::{ChangeSlot, FrontEnd};
 
 /// Trove's control exchange.
 pub const EXCHANGE: &str = "trove";
-/// How long a finished call's reply waits for the broker to come back.
-const REPLY_PATIENCE: Duration = Duration::from_secs(120);
+/// How long a finished call's reply waits for the broker to come back, by default.
+pub const DEFAULT_REPLY_PATIENCE: Duration = Duration::from_secs(120);
+/// The pause between two attempts to publish a finished call's reply.
+const REPLY_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one publish (and its confirmation) may take before it counts as failed.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many consecutive failed connection attempts end [`TroveRpcServer::run`], by default.
+pub const DEFAULT_RECONNECT_ATTEMPTS: u32 = 100;
 
 /// Trove's conductor topic (heartbeats).
 pub const CONDUCTOR_TOPIC: &str = "trove-conductor";
@@ -45,6 +51,13 @@ pub struct RpcOptions {
     pub heartbeat: Option<Duration>,
     /// How many `_unique_id`s are remembered to drop duplicates (default 4096).
     pub remember: usize,
+    /// How long a finished call's reply is retried while the broker is away (default
+    /// [`DEFAULT_REPLY_PATIENCE`]); see [`ReplyRetry`].
+    pub reply_patience: Duration,
+    /// How many consecutive attempts to connect (and set up the queues) may fail before
+    /// [`TroveRpcServer::run`] gives up with [`RpcError::BrokerUnreachable`] (default
+    /// [`DEFAULT_RECONNECT_ATTEMPTS`]: with the 30 s pause, about 50 minutes; `None`: never).
+    pub reconnect_attempts: Option<u32>,
 }
 
 impl RpcOptions {
@@ -56,7 +69,21 @@ impl RpcOptions {
             max_backoff: Duration::from_secs(30),
             heartbeat: Some(Duration::from_secs(60)),
             remember: 4096,
+            reply_patience: DEFAULT_REPLY_PATIENCE,
+            reconnect_attempts: Some(DEFAULT_RECONNECT_ATTEMPTS),
         }
+    }
+
+    /// Sets how long a finished call's reply is retried while the broker is away.
+    pub fn with_reply_patience(mut self, d: Duration) -> Self {
+        self.reply_patience = d;
+        self
+    }
+
+    /// Sets how many consecutive failed connection attempts end the server (`None`: never).
+    pub fn with_reconnect_attempts(mut self, n: Option<u32>) -> Self {
+        self.reconnect_attempts = n;
+        self
     }
 
     /// Sets the longest pause between reconnection attempts.
@@ -79,6 +106,69 @@ pub enum RpcError {
     /// The broker refused the queue layout (for example a queue declared with other flags).
     #[error("broker refused the queue layout: {0}")]
     Topology(String),
+    /// The broker could not be reached (or the queues set up) in as many consecutive attempts
+    /// as [`RpcOptions::reconnect_attempts`] allows.
+    #[error("broker unreachable after {attempts} consecutive attempts; last: {last}")]
+    BrokerUnreachable {
+        /// The attempts made.
+        attempts: u32,
+        /// Why the last one failed (the URL redacted).
+        last: String,
+    },
+}
+
+/// The explicit bound on publishing a finished call's reply: at most `attempts` publishes,
+/// `interval` apart, each bounded by its own timeout, and none started after `patience`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplyRetry {
+    /// The most publishes tried.
+    pub attempts: u32,
+    /// The pause between two.
+    pub interval: Duration,
+    /// No attempt starts later than this after the first.
+    pub patience: Duration,
+}
+
+impl ReplyRetry {
+    /// The bound for `patience`: one attempt every 500 ms for that long (at least one).
+    pub fn for_patience(patience: Duration) -> Self {
+        let n = patience.as_millis() / REPLY_RETRY_INTERVAL.as_millis();
+        ReplyRetry {
+            attempts: u32::try_from(n).unwrap_or(u32::MAX).saturating_add(1),
+            interval: REPLY_RETRY_INTERVAL,
+            patience,
+        }
+    }
+
+    /// Calls `attempt` until it succeeds or the bound is reached; the number of attempts made
+    /// and whether the last succeeded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: stops between or inside attempts.
+    ///
+    /// # Errors
+    ///
+    /// None: the outcome says whether an attempt succeeded.
+    pub async fn run<F, Fut>(&self, mut attempt: F) -> (u32, bool)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = trove_guest_core::deadline(self.patience);
+        let mut made = 0;
+        loop {
+            made += 1;
+            if attempt().await {
+                return (made, true);
+            }
+            if made >= self.attempts || tokio::time::Instant::now() >= deadline {
+                return (made, false);
+            }
+            tokio::time::sleep(self.interval).await;
+        }
+    }
 }
 
 /// What became of a message id.
@@ -164,19 +254,32 @@ impl TroveRpcServer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RpcError> {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(250);
+        // Consecutive attempts that did not get to serve.
+        let mut failed = 0u32;
         loop {
             let session = self.session();
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 r = session => match r {
-                    Err(SessionEnd::Fatal(e)) => return Err(e),
-                    Err(SessionEnd::Lost(why)) => {
-                        tracing::warn!(%why, retry_in = ?backoff, "broker connection lost");
-                        *self.shared.channel.lock().await = None;
+                    Ok(never) => match never {},
+                    Err(SessionEnd::Fatal(e)) => {
+                        tracing::error!(error = %e, "Trove RPC front end stops");
+                        return Err(e);
                     }
-                    Ok(()) => {
-                        backoff = Duration::from_millis(250);
-                        continue;
+                    Err(SessionEnd::Lost { why, served }) => {
+                        *self.shared.channel.lock().await = None;
+                        if served {
+                            failed = 0;
+                            backoff = Duration::from_millis(250);
+                        }
+                        failed += 1;
+                        if let Some(max) = self.shared.opts.reconnect_attempts
+                            && failed >= max.max(1)
+                        {
+                            tracing::error!(%why, attempts = failed, "broker unreachable: Trove RPC front end gives up");
+                            return Err(RpcError::BrokerUnreachable { attempts: failed, last: why });
+                        }
+                        tracing::warn!(%why, retry_in = ?backoff, "broker connection lost");
                     }
                 }
             }
@@ -188,16 +291,17 @@ impl TroveRpcServer {
         }
     }
 
-    async fn session(&self) -> Result<(), SessionEnd> {
-        let lost = |e: lapin::Error| SessionEnd::Lost(e.to_string());
+    /// Connects, sets up the queues and serves until the connection is lost (never `Ok`).
+    async fn session(&self) -> Result<std::convert::Infallible, SessionEnd> {
+        let lost = |e: lapin::Error| SessionEnd::lost(e.to_string());
         let url = self.shared.opts.url.expose().to_owned();
         let conn = Connection::connect(&url, ConnectionProperties::default())
             .await
-            .map_err(|e| SessionEnd::Lost(redact(&e.to_string(), &url)))?;
+            .map_err(|e| SessionEnd::lost(redact(&e.to_string(), &url)))?;
         let ch = conn.create_channel().await.map_err(lost)?;
         let topo = |e: lapin::Error| match e {
             lapin::Error::ProtocolError(p) => SessionEnd::Fatal(RpcError::Topology(p.to_string())),
-            other => SessionEnd::Lost(other.to_string()),
+            other => SessionEnd::lost(other.to_string()),
         };
         ch.basic_qos(0, BasicQosOptions::default())
             .await
@@ -265,13 +369,14 @@ impl TroveRpcServer {
         tracing::info!(queue = %topic, "serving Trove RPC");
         let heartbeat = self.heartbeats(ch.clone());
         tokio::pin!(heartbeat);
+        let served = |why: String| SessionEnd::Lost { why, served: true };
         loop {
             tokio::select! {
                 () = &mut heartbeat => {}
                 d = consumers.next() => match d {
                     Some(Ok(d)) => self.on_delivery(d),
-                    Some(Err(e)) => return Err(lost(e)),
-                    None => return Err(SessionEnd::Lost("consumer closed".into())),
+                    Some(Err(e)) => return Err(served(e.to_string())),
+                    None => return Err(served("consumer closed".into())),
                 }
             }
         }
@@ -403,22 +508,24 @@ impl TroveRpcServer {
         }
         if let Some((q, body)) = reply {
             // The call is acknowledged only once its reply is out. A broker that went away
-            // while the call ran is waited for (bounded): the reply goes out on the next
-            // connection, where the caller's reply queue is declared again.
-            let deadline = trove_guest_core::deadline(REPLY_PATIENCE);
-            loop {
-                if self.publish(&q, &body).await {
-                    let _ = d.acker.ack(BasicAckOptions::default()).await;
-                    for acker in &redelivered {
-                        let _ = acker.ack(BasicAckOptions::default()).await;
-                    }
-                    break;
+            // while the call ran is waited for, within an explicit bound (ReplyRetry): the
+            // reply goes out on the next connection, where the caller's reply queue is
+            // declared again.
+            let retry = ReplyRetry::for_patience(self.shared.opts.reply_patience);
+            let (attempts, sent) = retry.run(|| self.publish(&q, &body)).await;
+            if sent {
+                let _ = d.acker.ack(BasicAckOptions::default()).await;
+                for acker in &redelivered {
+                    let _ = acker.ack(BasicAckOptions::default()).await;
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    span.in_scope(|| tracing::warn!("reply not delivered: broker unreachable"));
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            } else {
+                span.in_scope(|| {
+                    tracing::error!(
+                        attempts,
+                        patience = ?retry.patience,
+                        "reply given up: broker unreachable (the call stays unacknowledged)"
+                    )
+                });
             }
         }
     }
@@ -468,11 +575,22 @@ impl TroveRpcServer {
         }
     }
 
-    /// Publishes a reply on the current channel; false when there is none or it failed (the
-    /// unacknowledged call is then redelivered after reconnecting and answered from the cache).
+    /// Publishes a reply on the current channel; false when there is none, it failed or it
+    /// took longer than 10 s (the unacknowledged call is then redelivered after reconnecting
+    /// and answered from the cache).
     async fn publish(&self, reply_q: &str, body: &[u8]) -> bool {
         let ch = self.shared.channel.lock().await.clone();
         let Some(ch) = ch else { return false };
+        match tokio::time::timeout(PUBLISH_TIMEOUT, Self::publish_on(&ch, reply_q, body)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                tracing::warn!(timeout = ?PUBLISH_TIMEOUT, "reply not confirmed in time");
+                false
+            }
+        }
+    }
+
+    async fn publish_on(ch: &Channel, reply_q: &str, body: &[u8]) -> bool {
         let sent = ch
             .basic_publish(
                 "",
@@ -553,8 +671,18 @@ impl TroveRpcServer {
 }
 
 enum SessionEnd {
-    Lost(String),
+    /// The connection failed or was lost; `served`: after the session was serving.
+    Lost {
+        why: String,
+        served: bool,
+    },
     Fatal(RpcError),
+}
+
+impl SessionEnd {
+    fn lost(why: String) -> Self {
+        SessionEnd::Lost { why, served: false }
+    }
 }
 
 /// Removes the URL (which holds the broker password) from an error message.
@@ -563,5 +691,43 @@ fn redact(msg: &str, url: &str) -> String {
         msg.to_owned()
     } else {
         msg.replace(url, "<amqp url>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reply_is_tried_at_most_its_attempts_then_given_up() {
+        let retry = ReplyRetry {
+            attempts: 5,
+            interval: Duration::ZERO,
+            patience: Duration::MAX / 4,
+        };
+        let calls = AtomicU32::new(0);
+        let (made, sent) = retry
+            .run(|| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { false }
+            })
+            .await;
+        assert_eq!((made, sent, calls.load(Ordering::SeqCst)), (5, false, 5));
+        // Success stops the retries.
+        let calls = AtomicU32::new(0);
+        let (made, sent) = retry
+            .run(|| async { calls.fetch_add(1, Ordering::SeqCst) == 2 })
+            .await;
+        assert_eq!((made, sent), (3, true));
+    }
+
+    #[test]
+    fn the_default_patience_allows_one_attempt_every_500_ms() {
+        let r = ReplyRetry::for_patience(DEFAULT_REPLY_PATIENCE);
+        assert_eq!(r.attempts, 241);
+        assert_eq!(r.interval, Duration::from_millis(500));
+        assert_eq!(ReplyRetry::for_patience(Duration::ZERO).attempts, 1);
     }
 }

@@ -9,7 +9,6 @@
 //! Credentials never leave the client: they are not put into the environment, on a command
 //! line, into a log or an error, and [`S3Config`]'s `Debug` shows only the file's path.
 
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,32 +171,14 @@ impl std::fmt::Debug for S3Credentials {
     }
 }
 
-/// Reads a credentials file, refusing one that is not a regular file of mode 0600 or stricter.
+/// The largest credentials file read.
+const MAX_CREDENTIALS_LEN: u64 = 64 << 10;
+
+/// Reads a credentials file with [`read_private_text`](crate::private_file::read_private_text).
 fn read_credentials(path: &Path) -> Result<S3Credentials> {
     let what = || format!("S3 credentials file {}", path.display());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| Error::io(what(), e))?;
-    let meta = file.metadata().map_err(|e| Error::io(what(), e))?;
-    if !meta.is_file() {
-        return Err(Error::invalid(what(), "not a regular file"));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(Error::invalid(
-            what(),
-            format!(
-                "mode {:04o} lets others read or change it; it must be 0600 or stricter",
-                meta.mode() & 0o7777
-            ),
-        ));
-    }
-    if meta.len() > 64 << 10 {
-        return Err(Error::invalid(what(), "larger than 64 KiB"));
-    }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut &file, &mut text).map_err(|e| Error::io(what(), e))?;
+    let text = crate::private_file::read_private_text(path, MAX_CREDENTIALS_LEN)?;
+    let text = text.expose();
     let (mut key_id, mut secret, mut token) = (None, None, None);
     for line in text.lines() {
         let line = line.trim();

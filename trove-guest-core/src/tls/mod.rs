@@ -272,6 +272,20 @@ pub fn write_ca_file(tls: &ReplicationTls, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).context(|| format!("rename to {}", path.display()))
 }
 
+/// Removes a CA file [`write_ca_file`] wrote for a replica (once it no longer replicates:
+/// detach, or attaching without TLS); returns whether it existed.
+///
+/// # Errors
+///
+/// [`Error::Io`] for failures other than absence.
+pub fn remove_ca_file(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,7 +63,7 @@ impl<'a> UploadWriter<'a> {
     pub(crate) fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         let mut rest = data;
         if let Some(direct) = &self.direct
-            && self.offset.is_multiple_of(DIRECT_ALIGN as u64)
+            && self.offset % DIRECT_ALIGN as u64 == 0
             && rest.as_ptr().align_offset(DIRECT_ALIGN) == 0
         {
             let len = rest.len() - rest.len() % DIRECT_ALIGN;

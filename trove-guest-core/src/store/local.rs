@@ -38,10 +38,7 @@ pub struct LocalSnapshotStore {
 #[non_exhaustive]
 pub enum Durability {
     /// Data, manifest and directory are fsynced before the commit returns (written back while
-    /// the snapshot streams, so little is left for the end). The data is written with
-    /// `O_DIRECT` where the filesystem allows it: it must reach the disk anyway, and copying
-    /// it into the page cache first was the largest CPU cost of keeping a snapshot (a
-    /// follower then reads it from the disk). The default.
+    /// the snapshot streams, so little is left for the end). The default.
     #[default]
     Synced,
     /// Left to the kernel's write-back: the commit does not wait for the disk. A crash soon

@@ -5,9 +5,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
-use bytes::Bytes;
-
-use super::direct::UploadWriter;
 use super::stream::UploadChunks;
 use super::{
     CHUNK_SIZE, Expected, FollowOptions, PendingUpload, SnapshotRead, SnapshotStore,
@@ -367,24 +364,22 @@ impl SnapshotStore for LocalSnapshotStore {
 
         // Writes happen on a blocking thread fed by a bounded channel: the async side reads and
         // hashes, the blocking side writes; at most 4 chunks are in flight.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         // Written chunks go back to the reading side to be filled again.
-        let (recycle, recycled) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let (recycle, recycled) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let temp_for_writer = temp.clone();
         let synced = self.durability == Durability::Synced;
         let writer = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+            use std::io::Write as _;
+            let mut file = file;
             let flusher = if synced {
                 Some(Flusher::start(&file, &temp_for_writer)?)
             } else {
                 None
             };
-            // A durable upload is written around the page cache; a transient one stays in it
-            // (its followers read it back at once and it need not reach the disk).
-            let mut out = UploadWriter::new(&file, &temp_for_writer, synced);
-            tracing::debug!(direct = out.is_direct(), "writing a snapshot upload");
             let mut written = 0u64;
             while let Some(chunk) = rx.blocking_recv() {
-                out.write(&chunk)
+                file.write_all(&chunk)
                     .context(|| format!("write {}", temp_for_writer.display()))?;
                 written += chunk.len() as u64;
                 let _ = recycle.send(chunk);
@@ -392,7 +387,6 @@ impl SnapshotStore for LocalSnapshotStore {
                     f.wrote(written);
                 }
             }
-            drop(out);
             if let Some(f) = flusher {
                 f.finish()?;
                 file.sync_all()

@@ -11,7 +11,6 @@
 
 #[cfg(feature = "zstd")]
 mod compress;
-mod direct;
 mod follow;
 mod local;
 #[cfg(feature = "object-store")]

@@ -553,7 +553,7 @@ impl SnapshotStore for ObjectSnapshotStore {
         let streamed: Result<()> = async {
             while let Some(chunk) = chunks.next().await? {
                 writer
-                    .put(chunk)
+                    .put(Bytes::from(chunk))
                     .await
                     .map_err(|e| store_error(format!("upload {temp_key}"), e))?;
             }

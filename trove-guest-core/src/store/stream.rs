@@ -5,7 +5,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
-use super::direct::aligned_chunk_buffer;
 use super::{CHUNK_SIZE, HashingReader};
 use crate::error::{Error, Result};
 use crate::progress::{Phase, Progress};
@@ -20,7 +19,7 @@ pub(crate) struct UploadChunks<'a, R> {
     name: &'a str,
     progress: &'a Progress,
     last_report: u64,
-    recycled: Option<mpsc::UnboundedReceiver<Bytes>>,
+    recycled: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
 }
 
 impl<'a, R: AsyncRead + Unpin> UploadChunks<'a, R> {
@@ -37,7 +36,7 @@ impl<'a, R: AsyncRead + Unpin> UploadChunks<'a, R> {
 
     /// Takes chunk buffers back from `recycled` (a writer that is done with a chunk sends it
     /// there) instead of allocating and zeroing a fresh one for every chunk.
-    pub(crate) fn with_recycling(mut self, recycled: mpsc::UnboundedReceiver<Bytes>) -> Self {
+    pub(crate) fn with_recycling(mut self, recycled: mpsc::UnboundedReceiver<Vec<u8>>) -> Self {
         self.recycled = Some(recycled);
         self
     }
@@ -55,25 +54,18 @@ impl<'a, R: AsyncRead + Unpin> UploadChunks<'a, R> {
     /// # Cancel safety
     ///
     /// Not cancel safe: a cancelled call loses what it had read.
-    /// Chunks start [`DIRECT_ALIGN`](super::direct::DIRECT_ALIGN)-aligned in memory, so a
-    /// writer can hand them to `O_DIRECT` as they are.
-    pub(crate) async fn next(&mut self) -> Result<Option<Bytes>> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<u8>>> {
         let count = self.reader.count();
         if count - self.last_report >= REPORT_EVERY {
             self.progress.bytes(Phase::Backup, count, None);
             self.last_report = count;
         }
-        let mut buf = match self.recycled.as_mut().map(|r| r.try_recv()) {
-            // A buffer nobody else holds keeps its aligned start and its initialised bytes.
-            Some(Ok(chunk)) => chunk.try_into_mut().map_or_else(
-                |_| aligned_chunk_buffer(),
-                |mut b| {
-                    b.clear();
-                    b
-                },
-            ),
-            _ => aligned_chunk_buffer(),
-        };
+        let mut buf = self
+            .recycled
+            .as_mut()
+            .and_then(|r| r.try_recv().ok())
+            .unwrap_or_default();
+        // A recycled buffer is initialised already: this zeroes only what it lacks.
         buf.resize(CHUNK_SIZE, 0);
         let mut filled = 0;
         while filled < CHUNK_SIZE {
@@ -89,7 +81,7 @@ impl<'a, R: AsyncRead + Unpin> UploadChunks<'a, R> {
             return Ok(None);
         }
         buf.truncate(filled);
-        Ok(Some(buf.freeze()))
+        Ok(Some(buf))
     }
 
     /// Size and hex SHA-256 of everything read; reports the final size as complete.

@@ -182,6 +182,9 @@ pub struct DetachCall {
 pub struct ContextCall {
     /// The server that will replicate (names its account and slot).
     pub replica_id: String,
+    /// The host it connects from, when known: its account is limited to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_host: Option<String>,
 }
 
 /// Body of [`ATTACH_REPLICA`].

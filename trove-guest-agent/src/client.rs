@@ -9,7 +9,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use trove_guest_core::failover::{LastTxn, ReplicaContext};
+use trove_guest_core::failover::{LastTxn, ReplicaContext, ReplicaContextOptions};
 use trove_guest_core::wire::{DetachReplication, InstanceAction};
 use trove_guest_core::{
     AttachOutcome, DetachedReplica, ProgressEvent, ReplicationPosition, ReplicationStatus, Secret,
@@ -503,7 +503,8 @@ impl AgentClient {
         self.post(api::DETACH, call).await
     }
 
-    /// `POST` [`api::REPLICA_CONTEXT`]: what `replica_id` needs to replicate from this server.
+    /// `POST` [`api::REPLICA_CONTEXT`]: what `opts.replica_id` needs to replicate from this
+    /// server (its account limited to `opts.replica_host` when set).
     ///
     /// # Errors
     ///
@@ -513,11 +514,15 @@ impl AgentClient {
     ///
     /// The change runs to completion on the agent even if this future is dropped; a repeated
     /// call gives the account a new password.
-    pub async fn replica_context(&self, replica_id: &str) -> ClientResult<ReplicaContext> {
+    pub async fn replica_context(
+        &self,
+        opts: &ReplicaContextOptions,
+    ) -> ClientResult<ReplicaContext> {
         self.post(
             api::REPLICA_CONTEXT,
             &api::ContextCall {
-                replica_id: replica_id.to_owned(),
+                replica_id: opts.replica_id.clone(),
+                replica_host: opts.replica_host.clone(),
             },
         )
         .await

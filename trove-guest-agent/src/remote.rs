@@ -144,10 +144,7 @@ impl ReplicationStrategy for RemoteStrategy {
     }
 
     async fn get_replica_context(&self, opts: &ReplicaContextOptions) -> Result<ReplicaContext> {
-        self.client
-            .replica_context(&opts.replica_id)
-            .await
-            .map_err(core_error)
+        self.client.replica_context(opts).await.map_err(core_error)
     }
 
     async fn attach_replica(

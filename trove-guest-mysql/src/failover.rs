@@ -194,7 +194,7 @@ impl MysqlStrategy {
         let sql = self.sql().await?;
         self.require_mariadb(&sql)?;
         let user = replication_user(&self.opts.account_prefix, &opts.replica_id)?;
-        let account = Account::new(&user, "%")?;
+        let account = Account::new(&user, opts.replica_host.as_deref().unwrap_or("%"))?;
         let mut s = self.session().await?;
         if let Some(row) = self.replica_row(&mut s, &sql).await?
             && running(&row) != (false, false)
@@ -238,7 +238,7 @@ impl MysqlStrategy {
                 password: Some(TransportSecret(password)),
                 password_ref: None,
                 slot_name: None,
-                replica_host: None,
+                replica_host: opts.replica_host.clone(),
                 tls,
             },
         )

@@ -228,11 +228,24 @@ async fn switchover_under_writes_keeps_every_acknowledged_write_and_the_old_mast
         "pt-table-checksum found differences"
     );
 
-    // Repeating the calls after a lost reply is safe: the re-pointed servers stay put.
+    // Repeating the calls after a lost reply is safe: the re-pointed servers stay put. This
+    // time the replica's host is known: its account is limited to it.
     let ctx = c.strategies[1]
-        .get_replica_context(&ReplicaContextOptions::new("m1"))
+        .get_replica_context(&ReplicaContextOptions::new("m1").with_replica_host("127.0.0.1"))
         .await
         .unwrap();
+    assert_eq!(ctx.replication.replica_host.as_deref(), Some("127.0.0.1"));
+    let hosts = c.servers[1]
+        .query(&format!(
+            "SELECT Host, Repl_slave_priv FROM mysql.user WHERE User = '{}' ORDER BY Host",
+            ctx.replication.user
+        ))
+        .await
+        .unwrap();
+    assert!(
+        hosts.contains(&vec![Some("127.0.0.1".to_owned()), Some("Y".to_owned())]),
+        "an account limited to the replica's host: {hosts:?}"
+    );
     for _ in 0..2 {
         c.strategies[0]
             .attach_replica(&ctx, &RepointOptions::new().with_timeout(WAIT))

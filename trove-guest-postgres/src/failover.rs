@@ -123,7 +123,9 @@ impl PostgresStrategy {
         &self,
         opts: &ReplicaContextOptions,
     ) -> Result<ReplicaContext> {
-        let source = self.grant_standby(&opts.replica_id).await?;
+        let source = self
+            .grant_standby_from(&opts.replica_id, opts.replica_host.as_deref())
+            .await?;
         let db = self.db().await?;
         let position = self.latest_position(&db).await?;
         let history = self.history(&db).await?;

@@ -666,11 +666,37 @@ impl PostgresStrategy {
     ///
     /// Cancel safe in effect: a repeated call with the same id finishes the work.
     pub async fn grant_standby(&self, replica_id: &str) -> Result<StandbySource> {
+        self.grant_standby_from(replica_id, None).await
+    }
+
+    /// [`PostgresStrategy::grant_standby`] for a standby connecting from `host` (an IP address
+    /// or a host name) when it is known: the login is then admitted from that address only,
+    /// ahead of the group's `replica_networks` lines, as a snapshot's `replica_host` does.
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStrategy::grant_standby`]; [`Error::InvalidInput`] for a bad host.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`PostgresStrategy::grant_standby`].
+    pub async fn grant_standby_from(
+        &self,
+        replica_id: &str,
+        host: Option<&str>,
+    ) -> Result<StandbySource> {
         let _g = self.change.begin("grant_standby")?;
         let key = names::replica_key(replica_id)?;
+        let address = host.map(conf::hba_address).transpose()?;
         let db = self.db().await?;
         self.require_enabled(&db).await?;
         let slot = self.ensure_slot(&db, &key).await?;
+        // Limited before the login gets its new password, so it is never admitted from
+        // elsewhere with it.
+        if let Some(address) = &address {
+            self.restrict_login(&db, &names::role_name(&key), Some(address))
+                .await?;
+        }
         let (user, password) = self.key_login(&db, &key).await?;
         // The hba block admits replication over TLS only when TLS is configured: standbys
         // re-pointed here need the CA and name too.
@@ -682,7 +708,7 @@ impl PostgresStrategy {
                 password: Some(TransportSecret(password)),
                 password_ref: None,
                 slot_name: Some(slot),
-                replica_host: None,
+                replica_host: host.map(str::to_owned),
                 tls,
             },
         ))

@@ -166,11 +166,25 @@ async fn switchover_under_writes_keeps_every_acknowledged_write_and_the_old_prim
     assert_eq!(common::fingerprint(&c.servers[0]).await.unwrap(), fp);
     assert_eq!(common::fingerprint(&c.servers[2]).await.unwrap(), fp);
 
-    // A repeated re-point (lost reply) changes nothing.
+    // A repeated re-point (lost reply) changes nothing. This time the standby's host is known:
+    // its login is admitted from that address only.
     let ctx = c.strategies[1]
-        .get_replica_context(&ReplicaContextOptions::new("m1"))
+        .get_replica_context(&ReplicaContextOptions::new("m1").with_replica_host("127.0.0.1"))
         .await
         .unwrap();
+    assert_eq!(ctx.replication.replica_host.as_deref(), Some("127.0.0.1"));
+    let rules = c.servers[1]
+        .query(&format!(
+            "SELECT type, address FROM pg_hba_file_rules \
+             WHERE '{}' = ANY(user_name) ORDER BY line_number",
+            ctx.replication.user
+        ))
+        .await
+        .unwrap();
+    assert!(
+        rules.iter().any(|r| r[1].as_deref() == Some("127.0.0.1")),
+        "an hba line for the login from the standby's address: {rules:?}"
+    );
     c.strategies[0]
         .attach_replica(&ctx, &RepointOptions::new().with_timeout(WAIT))
         .await

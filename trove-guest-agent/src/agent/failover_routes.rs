@@ -30,7 +30,10 @@ pub(super) async fn replica_context(State(s): St, body: Bytes) -> Result<Respons
             empty_is_default: false,
         },
     )?;
-    let opts = ReplicaContextOptions::new(call.replica_id);
+    let mut opts = ReplicaContextOptions::new(call.replica_id);
+    if let Some(host) = call.replica_host {
+        opts = opts.with_replica_host(host);
+    }
     Ok(change(
         &s,
         "get_replica_context",

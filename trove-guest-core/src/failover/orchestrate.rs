@@ -13,19 +13,34 @@ use crate::position::ReplicationPosition;
 use crate::strategy::{DetachOptions, EnableMasterOptions, ReplicationStrategy, Role};
 
 /// One server taking part in a switchover or failover: an id (names the replication account
-/// and slot made for it on the new master) and its strategy.
+/// and slot made for it on the new master), its strategy, and optionally the host it
+/// replicates from.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Member<'a> {
     /// The server's id (a replica id: letters, digits, `-`, `_`).
     pub id: &'a str,
     /// Its strategy.
     pub strategy: &'a dyn ReplicationStrategy,
+    /// The host its replication connections come from, when known: the account the new master
+    /// makes for it is limited to that host ([`ReplicaContextOptions::replica_host`]).
+    pub host: Option<&'a str>,
 }
 
 impl<'a> Member<'a> {
-    /// A member.
+    /// A member whose host is not known.
     pub fn new(id: &'a str, strategy: &'a dyn ReplicationStrategy) -> Self {
-        Member { id, strategy }
+        Member {
+            id,
+            strategy,
+            host: None,
+        }
+    }
+
+    /// Sets [`Member::host`].
+    pub fn with_host(mut self, host: &'a str) -> Self {
+        self.host = Some(host);
+        self
     }
 }
 
@@ -200,11 +215,11 @@ async fn repoint(
     let mut failed = Vec::new();
     let mut attaches = Vec::new();
     for f in followers {
-        match master
-            .strategy
-            .get_replica_context(&ReplicaContextOptions::new(f.id))
-            .await
-        {
+        let mut context = ReplicaContextOptions::new(f.id);
+        if let Some(host) = f.host {
+            context = context.with_replica_host(host);
+        }
+        match master.strategy.get_replica_context(&context).await {
             Ok(ctx) => attaches.push(async move {
                 let r = f.strategy.attach_replica(&ctx, opts).await;
                 (f.id, r)

@@ -13,6 +13,10 @@ use crate::wire::{DatastoreKind, MasterAddress, ReplicationGrant};
 pub struct ReplicaContextOptions {
     /// Names the replication account (and slot) made for the server that will replicate.
     pub replica_id: String,
+    /// The host (IP address or name) the replica connects from, when known: the account is
+    /// then limited to it (MariaDB/MySQL account host, PostgreSQL hba address), as a snapshot's
+    /// `replica_host` does. `None`: any host the master admits replicas from.
+    pub replica_host: Option<String>,
 }
 
 impl ReplicaContextOptions {
@@ -20,7 +24,14 @@ impl ReplicaContextOptions {
     pub fn new(replica_id: impl Into<String>) -> Self {
         ReplicaContextOptions {
             replica_id: replica_id.into(),
+            replica_host: None,
         }
+    }
+
+    /// Sets [`ReplicaContextOptions::replica_host`].
+    pub fn with_replica_host(mut self, host: impl Into<String>) -> Self {
+        self.replica_host = Some(host.into());
+        self
     }
 }
 

@@ -70,9 +70,20 @@ fn replication_tls(
     handle: &trove_guest_core::DatastoreHandle,
     own: &trove_guest_core::ServerTls,
 ) -> Result<String> {
+    // Core's errors name the setting; here the path helps too.
     let setting = |e: Error| match e {
         Error::InvalidInput { what, reason } => {
-            Error::invalid(format!("[datastore.tls] {what}"), reason)
+            let path = own.certificate.as_ref().map(|c| {
+                if what == "key_file" {
+                    c.key_file.display().to_string()
+                } else {
+                    c.cert_file.display().to_string()
+                }
+            });
+            Error::invalid(
+                format!("[datastore.tls] {what}"),
+                format!("{}: {reason}", path.unwrap_or_default()),
+            )
         }
         other => other,
     };

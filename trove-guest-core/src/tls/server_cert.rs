@@ -12,7 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoResultExt, Result, TlsProblem};
-use crate::private_file::read_private_file_also_to;
+use crate::private_file::{PrivateFileProblem, read_private_file_also_to};
 
 /// The largest certificate file and key file read.
 const MAX_PEM_LEN: u64 = 1 << 20;
@@ -72,10 +72,12 @@ impl ServerCertificate {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when `cert_file` cannot be read or `key_file` does not exist;
-    /// [`Error::InvalidInput`] naming `cert_file` or `key_file` when the certificate does not
-    /// parse, the key file is not private (its mode, owner, a symbolic link) or holds no
-    /// private key the TLS library can use. No error quotes the key file's content.
+    /// [`Error::Io`] (with the path) when `cert_file` cannot be read or `key_file` does not
+    /// exist; [`Error::InvalidInput`] about `cert_file` or `key_file` when the certificate does
+    /// not parse, the key file is not private (its mode, owner, a symbolic link) or holds no
+    /// private key the TLS library can use. These name the setting, not the path (they may
+    /// reach an API caller; the caller adds the path where it helps, as `--check-config`
+    /// does). No error quotes the key file's content.
     pub fn load(&self, server_uid: Option<u32>) -> Result<LoadedServerCertificate> {
         let cert = first_certificate(&self.cert_file)?;
         let key_matches = key_matches(&cert, &self.key_file, server_uid)?;
@@ -115,7 +117,7 @@ impl LoadedServerCertificate {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] naming `key_file` when it is another certificate's key.
+    /// [`Error::InvalidInput`] about `key_file` when it is another certificate's key.
     pub fn check_key(&self) -> Result<()> {
         self.key_matches
             .clone()
@@ -137,10 +139,9 @@ impl LoadedServerCertificate {
             problem: TlsProblem::CertificateMismatch,
             message: format!(
                 "the server serves the certificate with SHA-256 fingerprint {}, but the first \
-                 certificate of cert_file {} has fingerprint {}: reload the server after a \
+                 certificate of cert_file has fingerprint {}: reload the server after a \
                  certificate rotation, or name the certificate it is configured with",
                 fingerprint(served),
-                self.files.cert_file.display(),
                 self.fingerprint()
             ),
         })
@@ -152,28 +153,19 @@ fn first_certificate(path: &Path) -> Result<CertificateDer<'static>> {
     if pem.len() as u64 > MAX_PEM_LEN {
         return Err(Error::invalid(
             "cert_file",
-            format!("{} is larger than {MAX_PEM_LEN} bytes", path.display()),
+            format!("larger than {MAX_PEM_LEN} bytes"),
         ));
     }
     match CertificateDer::pem_slice_iter(&pem).next() {
         Some(Ok(cert)) => {
             // Parsed as X.509 the way rustls parses end-entity certificates.
             webpki_parses(&cert).map_err(|e| {
-                Error::invalid(
-                    "cert_file",
-                    format!("{}: not an X.509 certificate: {e}", path.display()),
-                )
+                Error::invalid("cert_file", format!("not an X.509 certificate: {e}"))
             })?;
             Ok(cert)
         }
-        Some(Err(_)) => Err(Error::invalid(
-            "cert_file",
-            format!("{}: unreadable PEM", path.display()),
-        )),
-        None => Err(Error::invalid(
-            "cert_file",
-            format!("{} holds no PEM certificate", path.display()),
-        )),
+        Some(Err(_)) => Err(Error::invalid("cert_file", "unreadable PEM")),
+        None => Err(Error::invalid("cert_file", "holds no PEM certificate")),
     }
 }
 
@@ -189,27 +181,26 @@ fn key_matches(
     path: &Path,
     server_uid: Option<u32>,
 ) -> Result<std::result::Result<(), String>> {
-    let bytes = read_private_file_also_to(path, MAX_PEM_LEN, server_uid)
-        .map_err(|e| e.into_error("key_file"))?;
-    // The PEM parser's messages may quote the file: name the file, not the error.
+    let bytes = read_private_file_also_to(path, MAX_PEM_LEN, server_uid).map_err(|e| {
+        if matches!(
+            e.problem,
+            PrivateFileProblem::Missing | PrivateFileProblem::Io(_)
+        ) {
+            e.into_error("key_file")
+        } else {
+            Error::invalid("key_file", e.problem.to_string())
+        }
+    })?;
+    // The PEM parser's messages may quote the file: say what is wrong, not what it said.
     let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(bytes.expose()).map_err(|_| {
-        Error::invalid(
-            "key_file",
-            format!(
-                "{}: no PEM private key (PKCS#8, PKCS#1 or SEC1)",
-                path.display()
-            ),
-        )
+        Error::invalid("key_file", "no PEM private key (PKCS#8, PKCS#1 or SEC1)")
     })?;
     drop(bytes);
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider.key_provider.load_private_key(key).map_err(|_| {
         Error::invalid(
             "key_file",
-            format!(
-                "{}: not an RSA, ECDSA or Ed25519 private key the TLS library can use",
-                path.display()
-            ),
+            "not an RSA, ECDSA or Ed25519 private key the TLS library can use",
         )
     })?;
     let certified = rustls::sign::CertifiedKey::new(vec![cert.clone()], Arc::clone(&signing));
@@ -222,11 +213,10 @@ fn key_matches(
             );
             Ok(())
         }
-        Err(rustls::Error::InconsistentKeys(_)) => Err(format!(
-            "{}: the private key is not the key of the certificate in cert_file",
-            path.display()
-        )),
-        Err(e) => Err(format!("{}: cannot compare with the certificate: {e}", path.display())),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(
+            "the private key is not the key of the certificate in cert_file".to_owned(),
+        ),
+        Err(e) => Err(format!("cannot compare with the certificate: {e}")),
     })
 }
 
@@ -331,6 +321,7 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains(&fingerprint(&der(&served.cert_pem))), "{text}");
         assert!(text.contains(&loaded.fingerprint()), "{text}");
+        assert!(!text.contains(&cert.display().to_string()), "{text}");
     }
 
     #[test]
@@ -371,6 +362,8 @@ mod tests {
             );
             assert!(text.contains("chmod 600"), "{text}");
             assert!(!text.contains(key_line(&p.key_pem)), "{text}");
+            // The setting is named, not the path (the error may reach an API caller).
+            assert!(!text.contains(&key.display().to_string()), "{text}");
         }
         // A symbolic link to a private key: refused, not followed.
         let key = write(dir.path(), "real.key", &p.key_pem, 0o600);

@@ -467,6 +467,9 @@ async fn a_master_named_its_certificate_and_key_refuses_to_snapshot_unless_it_se
     assert_eq!(tls.ca_certificate, ca.ca_pem());
     let json = serde_json::to_string(&doc).unwrap();
     assert!(!json.contains("PRIVATE KEY") && !json.contains(&key_line));
-    assert!(!json.contains("master.pem"), "no path of the server's files: {json}");
+    assert!(
+        !json.contains("master.pem"),
+        "no path of the server's files: {json}"
+    );
     assert_eq!(accounts_of(&master, "tlscert").await, "1");
 }

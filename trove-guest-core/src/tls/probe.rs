@@ -316,11 +316,9 @@ mod tests {
         }
 
         fn issue(&self) -> Issued {
-            let params = rcgen::CertificateParams::new(vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-            ])
-            .unwrap();
+            let params =
+                rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                    .unwrap();
             let key = rcgen::KeyPair::generate().unwrap();
             let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
             Issued {
@@ -341,8 +339,8 @@ mod tests {
     async fn serve(served: &Issued) -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
         use rustls_pki_types::pem::PemObject;
         let certs = vec![CertificateDer::from_pem_slice(served.cert_pem.as_bytes()).unwrap()];
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(served.key_pem.as_bytes())
-            .unwrap();
+        let key =
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(served.key_pem.as_bytes()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -371,17 +369,11 @@ mod tests {
     fn handle(port: u16, tls: ServerTls) -> DatastoreHandle {
         let admin = AdminConnection::new("127.0.0.1", port, "root", Secret::new(""));
         let service = Arc::new(SystemdUnit::new("test.service").unwrap());
-        DatastoreHandle::new(admin, "/nonexistent/data", "/nonexistent/conf", service)
-            .with_tls(tls)
+        DatastoreHandle::new(admin, "/nonexistent/data", "/nonexistent/conf", service).with_tls(tls)
     }
 
     async fn section(port: u16, tls: ServerTls) -> Result<Option<ReplicationTls>> {
-        master_section(
-            &handle(port, tls),
-            &Immediate,
-            Duration::from_secs(10),
-        )
-        .await
+        master_section(&handle(port, tls), &Immediate, Duration::from_secs(10)).await
     }
 
     fn tls_problem(r: &Result<Option<ReplicationTls>>) -> Option<TlsProblem> {

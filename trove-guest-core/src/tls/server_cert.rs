@@ -5,7 +5,6 @@
 //! `ssl_cert_file`/`ssl_key_file` stay the operator's).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -192,9 +191,8 @@ fn key_matches(
         }
     })?;
     // The PEM parser's messages may quote the file: say what is wrong, not what it said.
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(bytes.expose()).map_err(|_| {
-        Error::invalid("key_file", "no PEM private key (PKCS#8, PKCS#1 or SEC1)")
-    })?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(bytes.expose())
+        .map_err(|_| Error::invalid("key_file", "no PEM private key (PKCS#8, PKCS#1 or SEC1)"))?;
     drop(bytes);
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider.key_provider.load_private_key(key).map_err(|_| {
@@ -203,7 +201,7 @@ fn key_matches(
             "not an RSA, ECDSA or Ed25519 private key the TLS library can use",
         )
     })?;
-    let certified = rustls::sign::CertifiedKey::new(vec![cert.clone()], Arc::clone(&signing));
+    let certified = rustls::sign::CertifiedKey::new(vec![cert.clone()], signing);
     Ok(match certified.keys_match() {
         Ok(()) => Ok(()),
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
@@ -213,9 +211,9 @@ fn key_matches(
             );
             Ok(())
         }
-        Err(rustls::Error::InconsistentKeys(_)) => Err(
-            "the private key is not the key of the certificate in cert_file".to_owned(),
-        ),
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            Err("the private key is not the key of the certificate in cert_file".to_owned())
+        }
         Err(e) => Err(format!("cannot compare with the certificate: {e}")),
     })
 }
@@ -319,7 +317,10 @@ mod tests {
             other => panic!("{other}"),
         }
         let text = e.to_string();
-        assert!(text.contains(&fingerprint(&der(&served.cert_pem))), "{text}");
+        assert!(
+            text.contains(&fingerprint(&der(&served.cert_pem))),
+            "{text}"
+        );
         assert!(text.contains(&loaded.fingerprint()), "{text}");
         assert!(!text.contains(&cert.display().to_string()), "{text}");
     }
@@ -386,7 +387,10 @@ mod tests {
             .load(None)
             .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("cert_file") && text.contains("no PEM certificate"), "{text}");
+        assert!(
+            text.contains("cert_file") && text.contains("no PEM certificate"),
+            "{text}"
+        );
         assert!(!text.contains(key_line(&p.key_pem)), "{text}");
         // The certificate where the key should be (private, but no key).
         let not_key = write(dir.path(), "cert-as-key.pem", &p.cert_pem, 0o600);

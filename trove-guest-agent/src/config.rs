@@ -21,6 +21,9 @@
 //! # [datastore.tls]                   # TLS replication, verified (recommended)
 //! # ca_file = "/etc/trove/tls/ca.pem"  # the CA replicas verify this server with (goes into snapshot documents)
 //! # server_name = "db1.example.net"    # the name in the certificate (default: advertise host)
+//! # cert_file = "/etc/mysql/tls/server.pem"  # optional, with key_file: the files the server's own
+//! # key_file = "/etc/mysql/tls/server.key"   #   TLS settings name; the master checks it serves this
+//! #                                    #   certificate and the key (0600) is its; never changed
 //! # replicas = "required"              # as a replica: refuse documents without TLS (or "allow-plaintext")
 //! # admin = "verify"                   # the admin connection over TCP uses TLS too, verified
 //! #                                    #   with ca_file for server_name (default "off")
@@ -247,9 +250,13 @@ pub struct DatastoreSection {
     pub tls: Option<TlsSection>,
 }
 
-/// `[datastore.tls]`: the CA replicas verify this server with, the name they verify, and what
-/// this server accepts as a replica (see [`trove_guest_core::ServerTls`]). The server's own
-/// certificate and key are named by its own TLS settings, not here.
+/// `[datastore.tls]`: the CA replicas verify this server with, the name they verify, what
+/// this server accepts as a replica, and optionally where the server's own certificate and key
+/// live (see [`trove_guest_core::ServerTls`]). The server's own TLS settings (MariaDB
+/// `ssl_cert`/`ssl_key`, PostgreSQL `ssl_cert_file`/`ssl_key_file`) stay the operator's:
+/// `cert_file` and `key_file` name the same files so the master can check that its server
+/// serves that certificate and that the key is private and belongs to it; the agent only
+/// reads them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
@@ -258,6 +265,14 @@ pub struct TlsSection {
     /// The name replicas verify this server's certificate for (default: the advertised host).
     #[serde(default)]
     pub server_name: Option<String>,
+    /// The server's certificate file (PEM, end-entity first), as its own TLS settings name
+    /// it; with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The server's private key file (PEM; mode 0600 or stricter, owned by the agent's uid,
+    /// root or `os_user`, not a symbolic link); with `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// As a replica: `required` (default) refuses snapshot documents without TLS,
     /// `allow-plaintext` replicates in plaintext from them.
     #[serde(default)]
@@ -779,6 +794,17 @@ impl AgentConfig {
             if let Some(n) = &t.server_name {
                 tls = tls.with_server_name(n);
             }
+            match (&t.cert_file, &t.key_file) {
+                (Some(c), Some(k)) => tls = tls.with_certificate(c, k),
+                (None, None) => {}
+                _ => {
+                    return Err(Error::invalid(
+                        "[datastore.tls] cert_file",
+                        "cert_file and key_file go together: name both (the server's \
+                         certificate and its key) or neither",
+                    ));
+                }
+            }
             if t.admin == AdminTlsSetting::Verify {
                 if !matches!(
                     d.kind,
@@ -999,13 +1025,34 @@ secret_dir = "/var/lib/trove/secrets"
             .datastore_handle()
             .unwrap();
         assert_eq!(h.tls.unwrap().replicas, ReplicaTlsPolicy::AllowPlaintext);
-        // The server's own certificate and key are its own settings: naming them here is an
-        // error, not an option silently ignored.
+        assert!(tls.certificate.is_none());
+        // The server's own certificate and key, for the master's check: both or neither.
         let keyed = with.replace(
+            "server_name =",
+            "cert_file = \"/etc/trove/tls/s.pem\"\nkey_file = \"/etc/trove/tls/s.key\"\nserver_name =",
+        );
+        let h = AgentConfig::parse(&keyed)
+            .unwrap()
+            .datastore_handle()
+            .unwrap();
+        assert_eq!(
+            h.tls.unwrap().certificate,
+            Some(trove_guest_core::tls::ServerCertificate::new(
+                "/etc/trove/tls/s.pem",
+                "/etc/trove/tls/s.key"
+            ))
+        );
+        let key_only = with.replace(
             "server_name =",
             "key_file = \"/etc/trove/tls/s.key\"\nserver_name =",
         );
-        assert!(AgentConfig::parse(&keyed).is_err());
+        let e = AgentConfig::parse(&key_only)
+            .unwrap()
+            .datastore_handle()
+            .unwrap_err();
+        assert!(e.to_string().contains("go together"), "{e}");
+        let unknown = with.replace("server_name =", "cert = \"/x\"\nserver_name =");
+        assert!(AgentConfig::parse(&unknown).is_err());
         assert!(
             AgentConfig::parse(EXAMPLE)
                 .unwrap()

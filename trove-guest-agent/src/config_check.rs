@@ -63,12 +63,70 @@ fn executable(what: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `[datastore.tls]` for replication: the CA file (readable, certificates only) and, when
+/// named, the server's certificate (parses) and key (a private file, a PEM private key, the
+/// certificate's). Nothing of the key is printed.
+fn replication_tls(
+    handle: &trove_guest_core::DatastoreHandle,
+    own: &trove_guest_core::ServerTls,
+) -> Result<String> {
+    // Core's errors name the setting; here the path helps too.
+    let setting = |e: Error| match e {
+        Error::InvalidInput { what, reason } => {
+            let path = own.certificate.as_ref().map(|c| {
+                if what == "key_file" {
+                    c.key_file.display().to_string()
+                } else {
+                    c.cert_file.display().to_string()
+                }
+            });
+            Error::invalid(
+                format!("[datastore.tls] {what}"),
+                format!("{}: {reason}", path.unwrap_or_default()),
+            )
+        }
+        other => other,
+    };
+    let section = own
+        .replication_tls(&handle.advertise.host)
+        .map_err(|e| match e {
+            Error::InvalidInput { reason, .. } => Error::invalid(
+                "[datastore.tls] ca_file",
+                format!("{}: {reason}", own.ca_file.display()),
+            ),
+            other => other,
+        })?;
+    let mut line = format!(
+        "replication tls: CA {}, server name {}, replicas {:?}",
+        own.ca_file.display(),
+        section.server_name,
+        own.replicas
+    );
+    match &own.certificate {
+        Some(c) => {
+            let loaded = c
+                .check_files(handle.os_user.map(|u| u.uid))
+                .map_err(setting)?;
+            line.push_str(&format!(
+                "; server certificate {} (SHA-256 {}), key {} private and matching",
+                c.cert_file.display(),
+                loaded.fingerprint(),
+                c.key_file.display()
+            ));
+        }
+        None => line.push_str("; server certificate not named (chain and name checked only)"),
+    }
+    Ok(line)
+}
+
 impl AgentConfig {
     /// Checks everything the agent would need at start, without starting the server, binding
     /// the listen address, contacting the snapshot store or the broker, or writing anything:
     /// the admin password file (mode 0600 or stricter), the admin connection's TLS
     /// (`[datastore.tls] admin = "verify"`: a TCP admin connection and a readable CA file
-    /// holding certificates only), the service description (and a `process` server's
+    /// holding certificates only), replication's `[datastore.tls]` (the CA file; the server's
+    /// `cert_file` parses, its `key_file` is a private file holding that certificate's key,
+    /// never printed), the service description (and a `process` server's
     /// program), the tool placement, the data / config / work directories,
     /// the snapshot store's URL (and an S3 store's credentials file), `[trove_rpc]`'s files
     /// (modes, `guest_id`, the instance key) and its AMQP URL, and `[log]`.
@@ -139,6 +197,9 @@ impl AgentConfig {
                 admin.host, admin.port
             ),
         });
+        if let Some(own) = &handle.tls {
+            lines.push(replication_tls(&handle, own)?);
+        }
         dir_exists("datastore.data_dir", &d.data_dir)?;
         dir_or_parent("datastore.config_dir", &d.config_dir)?;
         if let Some(w) = &d.work_dir {

@@ -485,3 +485,82 @@ fn check_config_refuses_each_broken_setting_with_its_typed_error() {
     f.write_config("");
     assert_eq!(f.check().0, 0);
 }
+
+#[test]
+fn check_config_validates_the_servers_certificate_and_key_without_printing_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = CheckFixture::new();
+    let certs = f.path().join("server-certs");
+    std::fs::create_dir(&certs).unwrap();
+    let ca = trove_guest_core::testkit::TestCa::generate(&certs, "server").unwrap();
+    let server = ca
+        .server_certificate("server", &["localhost", "127.0.0.1"], None)
+        .unwrap();
+    let stranger = ca
+        .server_certificate("stranger", &["localhost"], None)
+        .unwrap();
+    let key_text = std::fs::read_to_string(&server.key_file).unwrap();
+    let key_line = key_text.lines().nth(1).unwrap().to_owned();
+    let tls = |cert: &Path, key: &Path| {
+        format!(
+            "\n[datastore.tls]\nca_file = \"{}\"\nserver_name = \"localhost\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            ca.ca_file().display(),
+            cert.display(),
+            key.display()
+        )
+    };
+    let no_key = |out: &str, err: &str| {
+        assert!(
+            !out.contains(&key_line) && !err.contains(&key_line) && !err.contains("PRIVATE KEY"),
+            "{out}\n{err}"
+        );
+    };
+
+    // The certificate and its own key (0600).
+    f.write_config(&tls(&server.cert_file, &server.key_file));
+    let (code, out, err) = f.check();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("replication tls: CA") && out.contains("private and matching"),
+        "{out}"
+    );
+    no_key(&out, &err);
+
+    // The key readable by others: refused, named, never quoted.
+    std::fs::set_permissions(&server.key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = f.check();
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("[datastore.tls] key_file") && err.contains("chmod 600"),
+        "{err}"
+    );
+    no_key(&out, &err);
+    std::fs::set_permissions(&server.key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Another certificate's key.
+    f.write_config(&tls(&server.cert_file, &stranger.key_file));
+    let (code, out, err) = f.check();
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("[datastore.tls] key_file") && err.contains("not the key of the certificate"),
+        "{err}"
+    );
+    no_key(&out, &err);
+
+    // The key where the certificate should be.
+    f.write_config(&tls(&server.key_file, &server.key_file));
+    let (code, out, err) = f.check();
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("[datastore.tls] cert_file"), "{err}");
+    no_key(&out, &err);
+
+    // A key file without its certificate file.
+    f.write_config(&format!(
+        "\n[datastore.tls]\nca_file = \"{}\"\nkey_file = \"{}\"\n",
+        ca.ca_file().display(),
+        server.key_file.display()
+    ));
+    let (code, _, err) = f.check();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("go together"), "{err}");
+}

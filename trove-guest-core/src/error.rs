@@ -140,7 +140,9 @@ pub enum Error {
     },
     /// TLS to a replication peer was refused before anything changed: its certificate does not
     /// verify with the CA the snapshot document carries, is not valid for the server name, the
-    /// server offers no TLS, or this replica requires TLS and the document carries none.
+    /// server offers no TLS, or this replica requires TLS and the document carries none; on a
+    /// master, its own server serves a certificate that does not verify, or not the one its
+    /// configured certificate file holds.
     #[error("TLS to {server} refused ({problem}): {message}")]
     Tls {
         /// The server (`host:port`) and the name its certificate was checked for.
@@ -167,6 +169,11 @@ pub enum TlsProblem {
     Required,
     /// The connection or the handshake failed for another reason.
     Handshake,
+    /// On a master configured with its certificate file
+    /// ([`ServerTls::with_certificate`](crate::ServerTls::with_certificate)): the running server
+    /// serves another end-entity certificate than the first one in that file (a server not
+    /// reloaded after a rotation, or a file naming another server's certificate).
+    CertificateMismatch,
 }
 
 impl std::fmt::Display for TlsProblem {
@@ -177,6 +184,9 @@ impl std::fmt::Display for TlsProblem {
             TlsProblem::NotOffered => "server offers no TLS",
             TlsProblem::Required => "TLS required but not offered by the document",
             TlsProblem::Handshake => "handshake failed",
+            TlsProblem::CertificateMismatch => {
+                "the server serves another certificate than its configured cert_file"
+            }
         })
     }
 }

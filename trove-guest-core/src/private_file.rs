@@ -143,6 +143,10 @@ impl From<PrivateFileError> for crate::Error {
 pub enum FileChecks {
     /// Regular, owned by the agent's uid (or root), no group/other bits, bounded.
     Private,
+    /// As [`FileChecks::Private`], and also accepted when owned by this uid: for a secret
+    /// another account must read too (a database server's own TLS key, owned by the
+    /// datastore's OS account).
+    PrivateAlsoTo(u32),
     /// Regular and bounded only.
     RegularOnly,
 }
@@ -164,8 +168,21 @@ impl FileFacts {
     ///
     /// [`PrivateFileProblem::WrongOwner`] or [`PrivateFileProblem::OpenToOthers`], naming `path`.
     pub fn check_private(&self, path: &Path) -> Result<(), PrivateFileError> {
+        self.check_private_also_to(path, None)
+    }
+
+    /// [`FileFacts::check_private`], also accepting a file owned by `also_owner`.
+    ///
+    /// # Errors
+    ///
+    /// As [`FileFacts::check_private`].
+    pub fn check_private_also_to(
+        &self,
+        path: &Path,
+        also_owner: Option<u32>,
+    ) -> Result<(), PrivateFileError> {
         let euid = nix::unistd::geteuid().as_raw();
-        if self.owner != euid && self.owner != 0 {
+        if self.owner != euid && self.owner != 0 && Some(self.owner) != also_owner {
             return Err(PrivateFileError::new(
                 path,
                 PrivateFileProblem::WrongOwner {
@@ -191,6 +208,25 @@ impl FileFacts {
 /// [`PrivateFileError`] naming the path and the [`PrivateFileProblem`].
 pub fn read_private_file(path: &Path, max_len: u64) -> Result<PrivateBytes, PrivateFileError> {
     read_file_checked(path, max_len, FileChecks::Private).map(|(bytes, _)| bytes)
+}
+
+/// [`read_private_file`] for a secret the datastore's own account must read too (the
+/// server's TLS key): also accepted when owned by `also_owner` (that account's uid); every
+/// other check is the same (no symlink, regular, no permission for group or others, bounded).
+///
+/// # Errors
+///
+/// As [`read_private_file`].
+pub fn read_private_file_also_to(
+    path: &Path,
+    max_len: u64,
+    also_owner: Option<u32>,
+) -> Result<PrivateBytes, PrivateFileError> {
+    let checks = match also_owner {
+        Some(uid) => FileChecks::PrivateAlsoTo(uid),
+        None => FileChecks::Private,
+    };
+    read_file_checked(path, max_len, checks).map(|(bytes, _)| bytes)
 }
 
 /// [`read_private_file`] as text: the content as a [`Secret`].
@@ -235,8 +271,10 @@ pub fn read_file_checked(
         mode: meta.mode() & 0o7777,
         owner: meta.uid(),
     };
-    if checks == FileChecks::Private {
-        facts.check_private(path)?;
+    match checks {
+        FileChecks::Private => facts.check_private(path)?,
+        FileChecks::PrivateAlsoTo(uid) => facts.check_private_also_to(path, Some(uid))?,
+        FileChecks::RegularOnly => {}
     }
     if meta.len() > max_len {
         return Err(fail(PrivateFileProblem::TooLarge { max: max_len }));
@@ -359,6 +397,42 @@ mod tests {
                 ),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn a_file_of_the_named_account_is_accepted_but_still_only_when_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(dir.path(), "key", "k3y-content", 0o600);
+        let other = nix::unistd::geteuid().as_raw().wrapping_add(4242);
+        let facts = FileFacts {
+            mode: 0o600,
+            owner: other,
+        };
+        assert!(facts.check_private_also_to(&p, Some(other)).is_ok());
+        assert!(facts.check_private_also_to(&p, None).is_err());
+        assert!(facts.check_private_also_to(&p, Some(other + 1)).is_err());
+        let open = FileFacts {
+            mode: 0o640,
+            owner: other,
+        };
+        let e = open.check_private_also_to(&p, Some(other)).unwrap_err();
+        assert!(
+            matches!(e.problem, PrivateFileProblem::OpenToOthers { mode: 0o640 }),
+            "{e}"
+        );
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&p, Some(65534), None).unwrap();
+            assert!(read_private_file(&p, 64).is_err());
+            assert_eq!(
+                read_private_file_also_to(&p, 64, Some(65534))
+                    .unwrap()
+                    .expose(),
+                b"k3y-content"
+            );
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = read_private_file_also_to(&p, 64, Some(65534)).unwrap_err();
+            assert!(!e.to_string().contains("k3y-content"), "{e}");
         }
     }
 

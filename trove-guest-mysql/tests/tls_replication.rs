@@ -3,10 +3,13 @@
 //! master's certificate; a wrong CA, a wrong server name or a document without TLS is refused
 //! with `Error::Tls` while the replica keeps serving (and replicating) its old data. Before
 //! attaching, the replica asks the master for its GTID state over the same verified TLS (the
-//! replication account is TLS-only), without falling back to the snapshot's position.
+//! replication account is TLS-only), without falling back to the snapshot's position. A master
+//! named its server's certificate and key refuses to snapshot when the server serves another
+//! certificate or the key file is open to others.
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -379,4 +382,94 @@ async fn detach_removes_the_masters_ca_file_and_no_replica_file_keeps_the_replic
     rs.detach_replication_slave(&trove_guest_core::DetachOptions::new())
         .await
         .expect("a second detach");
+}
+
+/// How many accounts of the replica id `id` the master has.
+async fn accounts_of(master: &MariaDbServer, id: &str) -> String {
+    master
+        .query_one(&format!(
+            "SELECT COUNT(*) FROM mysql.user WHERE User LIKE '%{id}'"
+        ))
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_named_its_certificate_and_key_refuses_to_snapshot_unless_it_serves_them() {
+    let certs = short_tempdir("tg-certs-").unwrap();
+    let ca = TestCa::generate(certs.path(), "good").unwrap();
+    let names = ["localhost", "127.0.0.1"];
+    let mcert = ca.server_certificate("master", &names, None).unwrap();
+    // Issued by the same CA for the same names: it verifies, but the server does not serve it.
+    let rotated = ca.server_certificate("rotated", &names, None).unwrap();
+    let (_store_dir, store) = common::store();
+    let master = common::master_with_rows(MariaDbOptions::new(1).with_tls(
+        &mcert.cert_file,
+        &mcert.key_file,
+        ca.ca_file(),
+    ))
+    .await;
+    let named = |cert: &std::path::Path, key: &std::path::Path| {
+        tls_strategy(
+            &master,
+            store.clone(),
+            ServerTls::new(ca.ca_file())
+                .with_server_name("localhost")
+                .with_certificate(cert, key),
+        )
+    };
+    let key_text = std::fs::read_to_string(&mcert.key_file).unwrap();
+    let key_line = key_text.lines().nth(1).unwrap().to_owned();
+
+    // The files hold a new pair the server was not reloaded with; or another certificate
+    // next to the server's own key: refused with Error::Tls, before any account is made.
+    for (cert, key) in [
+        (&rotated.cert_file, &rotated.key_file),
+        (&rotated.cert_file, &mcert.key_file),
+    ] {
+        let e = named(cert, key)
+            .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
+            .await
+            .expect_err("the server serves another certificate");
+        assert_eq!(
+            tls_problem(&e),
+            Some(TlsProblem::CertificateMismatch),
+            "{e}"
+        );
+        assert!(!format!("{e} {e:?}").contains(&key_line), "{e}");
+        assert_eq!(accounts_of(&master, "tlscert").await, "0");
+    }
+
+    // The server's key in a file others may read: refused, never quoted, no account made.
+    let open_key = certs.path().join("open.key");
+    std::fs::write(&open_key, &key_text).unwrap();
+    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = named(&mcert.cert_file, &open_key)
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
+        .await
+        .expect_err("a key open to others");
+    assert!(
+        matches!(&e, Error::InvalidInput { what, .. } if what == "key_file"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+    assert!(!format!("{e} {e:?}").contains(&key_line), "{e}");
+    assert_eq!(accounts_of(&master, "tlscert").await, "0");
+
+    // The certificate the server serves, with its key: the snapshot is taken, its document
+    // carries the CA and the name only.
+    let doc = named(&mcert.cert_file, &mcert.key_file)
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
+        .await
+        .expect("snapshot with the served certificate named");
+    let tls = doc.replication.as_ref().unwrap().tls.clone().expect("tls");
+    assert_eq!(tls.ca_certificate, ca.ca_pem());
+    let json = serde_json::to_string(&doc).unwrap();
+    assert!(!json.contains("PRIVATE KEY") && !json.contains(&key_line));
+    assert!(
+        !json.contains("master.pem"),
+        "no path of the server's files: {json}"
+    );
+    assert_eq!(accounts_of(&master, "tlscert").await, "1");
 }

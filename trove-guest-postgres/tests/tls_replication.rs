@@ -2,7 +2,9 @@
 //! CA and server name (never a key), its hba admits replication logins over `hostssl` only, the
 //! standby connects with `sslmode=verify-full`; a wrong CA, a wrong server name or a document
 //! without TLS is refused with `Error::Tls` while the standby keeps serving its old data; so is
-//! a replica context (switchover, failover) whose CA does not verify or that has no TLS.
+//! a replica context (switchover, failover) whose CA does not verify or that has no TLS. A
+//! primary named its server's certificate and key refuses to snapshot when the server serves
+//! another certificate or the key file is open to others.
 
 mod common;
 
@@ -328,4 +330,106 @@ async fn detach_removes_the_primarys_ca_file_from_the_standby() {
             .unwrap(),
         "false"
     );
+}
+
+/// How many roles and slots of the replica id `id` the primary has (`roles:slots`).
+async fn roles_and_slots_of(master: &PostgresServer, id: &str) -> String {
+    master
+        .query_one(&format!(
+            "SELECT (SELECT count(*) FROM pg_roles WHERE rolname LIKE '%{id}%')::text || ':' || \
+             (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%{id}%')::text"
+        ))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_named_its_certificate_and_key_refuses_to_snapshot_unless_it_serves_them() {
+    common::init_tracing();
+    let postgres = OsUser::lookup("postgres").unwrap();
+    let certs = short_tempdir("tg-certs-").unwrap();
+    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ca = TestCa::generate(certs.path(), "good").unwrap();
+    let names = ["localhost", "127.0.0.1"];
+    // The server's key belongs to its account (PostgreSQL insists), not to the agent's: the
+    // handle's os_user is accepted as the key's owner.
+    let mcert = ca
+        .server_certificate("master", &names, Some(postgres))
+        .unwrap();
+    let rotated = ca
+        .server_certificate("rotated", &names, Some(postgres))
+        .unwrap();
+    let (_store_dir, store) = common::local_store();
+    let master = PostgresServer::start(
+        PostgresOptions::new()
+            .with_server_id(1)
+            .with_tls(&mcert.cert_file, &mcert.key_file),
+    )
+    .await
+    .unwrap();
+    common::create_schema(&master).await.unwrap();
+    common::insert_rows(&master, 0..50).await.unwrap();
+    assert_eq!(master.handle().os_user, Some(postgres));
+    let named = |cert: &std::path::Path, key: &std::path::Path| {
+        tls_strategy(
+            &master,
+            store.clone(),
+            ServerTls::new(ca.ca_file())
+                .with_server_name("localhost")
+                .with_certificate(cert, key),
+        )
+    };
+    named(&mcert.cert_file, &mcert.key_file)
+        .enable_as_master(&EnableMasterOptions::new())
+        .await
+        .unwrap();
+    let key_text = std::fs::read_to_string(&mcert.key_file).unwrap();
+    let key_line = key_text.lines().nth(1).unwrap().to_owned();
+
+    // A new pair on disk the server was not reloaded with, or another certificate next to
+    // the server's own key: refused with Error::Tls before any role or slot is made.
+    for (cert, key) in [
+        (&rotated.cert_file, &rotated.key_file),
+        (&rotated.cert_file, &mcert.key_file),
+    ] {
+        let e = named(cert, key)
+            .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
+            .await
+            .expect_err("the server serves another certificate");
+        assert_eq!(
+            tls_problem(&e),
+            Some(TlsProblem::CertificateMismatch),
+            "{e}"
+        );
+        assert!(!format!("{e} {e:?}").contains(&key_line), "{e}");
+        assert_eq!(roles_and_slots_of(&master, "tlscert").await, "0:0");
+    }
+
+    // The server's key in a file others may read (owned by the server's account): refused.
+    let open_key = certs.path().join("open.key");
+    std::fs::write(&open_key, &key_text).unwrap();
+    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::chown(&open_key, Some(postgres.uid), Some(postgres.gid)).unwrap();
+    let e = named(&mcert.cert_file, &open_key)
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
+        .await
+        .expect_err("a key open to others");
+    assert!(
+        matches!(&e, Error::InvalidInput { what, .. } if what == "key_file"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+    assert!(!format!("{e} {e:?}").contains(&key_line), "{e}");
+    assert_eq!(roles_and_slots_of(&master, "tlscert").await, "0:0");
+
+    // The served certificate with its key (0600, the server account's): the snapshot is taken.
+    let doc = named(&mcert.cert_file, &mcert.key_file)
+        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
+        .await
+        .expect("snapshot with the served certificate named");
+    let tls = doc.replication.as_ref().unwrap().tls.clone().expect("tls");
+    assert_eq!(tls.ca_certificate, ca.ca_pem());
+    let json = serde_json::to_string(&doc).unwrap();
+    assert!(!json.contains("PRIVATE KEY") && !json.contains(&key_line));
+    assert_eq!(roles_and_slots_of(&master, "tlscert").await, "1:1");
 }

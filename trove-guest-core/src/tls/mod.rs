@@ -14,6 +14,15 @@
 //! certificate is public) and configure the datastore to verify too (MariaDB/MySQL
 //! `MASTER_SSL_VERIFY_SERVER_CERT=1`, PostgreSQL `sslmode=verify-full`).
 //!
+//! A master whose [`ServerTls`] names the server's own certificate and key files
+//! ([`ServerTls::with_certificate`]) checks more before handing out a section: the running
+//! server must serve exactly the first certificate of `cert_file`
+//! ([`TlsProblem::CertificateMismatch`] otherwise: a server not reloaded after a rotation),
+//! and `key_file` must be a private file (read with
+//! [`private_file`](crate::private_file)) holding that certificate's key
+//! ([`ServerCertificate`]). The agent reads those files only: the server's TLS settings stay
+//! the operator's.
+//!
 //! Switchover and failover follow the same rules: the new source's replica context carries
 //! the same section in its grant ([`master_section`]), and a server re-pointed at it checks
 //! it with [`repoint_section`] before anything changes, keeping its old source when the
@@ -26,6 +35,7 @@
 
 mod admin;
 mod probe;
+mod server_cert;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +48,7 @@ pub use admin::{AdminTls, AdminTlsVerify, handshake_problem, refused_by_tls};
 pub use probe::{
     StartTls, attach_section, master_section, repoint_section, verify_master, verify_server,
 };
+pub use server_cert::{LoadedServerCertificate, ServerCertificate, fingerprint};
 
 /// Whether a replica accepts snapshot documents without `replication.tls`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,12 +65,19 @@ pub enum ReplicaTlsPolicy {
 /// [`DatastoreHandle`](crate::DatastoreHandle) with `with_tls`).
 ///
 /// On a master, the CA certificate in `ca_file` and `server_name` go into every snapshot
-/// document and replica context; the server's own certificate and key are what its TLS
-/// configuration names (MariaDB `ssl_cert`/`ssl_key`, PostgreSQL `ssl_cert_file`/
-/// `ssl_key_file`): the strategy never reads them, and checks instead that the running server
-/// serves a certificate that verifies. On a replica, `replicas` says whether a document or
-/// context without TLS is refused. Replicas present no client certificate: replication
-/// accounts require TLS (`REQUIRE SSL`, `hostssl`) and a password, not a certificate.
+/// document and replica context, after a check that the running server serves a certificate
+/// that verifies with that CA for that name ([`master_section`]). The server's own certificate
+/// and key are what its TLS configuration names (MariaDB `ssl_cert`/`ssl_key`, PostgreSQL
+/// `ssl_cert_file`/`ssl_key_file`), which stays the operator's: the strategy never writes them
+/// nor changes those settings. Naming the same files here
+/// ([`with_certificate`](ServerTls::with_certificate)) makes the master's check stricter:
+/// the server must serve exactly the first certificate of `cert_file` (a server not reloaded
+/// after a rotation is refused with [`TlsProblem::CertificateMismatch`]), and `key_file`
+/// must be a private file holding that certificate's key. The key never leaves the host and
+/// never appears in documents, errors, logs or `Debug`. On a replica, `replicas` says whether
+/// a document or context without TLS is refused. Replicas present no client certificate:
+/// replication accounts require TLS (`REQUIRE SSL`, `hostssl`) and a password, not a
+/// certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerTls {
@@ -71,6 +89,9 @@ pub struct ServerTls {
     /// What this server accepts when it is made a replica (default
     /// [`ReplicaTlsPolicy::Required`]).
     pub replicas: ReplicaTlsPolicy,
+    /// The server's own certificate and key files, checked by the master (default: none, and
+    /// only the served certificate's chain and name are checked).
+    pub certificate: Option<ServerCertificate>,
 }
 
 impl ServerTls {
@@ -80,7 +101,20 @@ impl ServerTls {
             ca_file: ca_file.into(),
             server_name: None,
             replicas: ReplicaTlsPolicy::Required,
+            certificate: None,
         }
+    }
+    /// Sets [`ServerTls::certificate`]: the files the server's own TLS configuration names
+    /// for its certificate (PEM, end-entity first) and its private key (PEM, a private file:
+    /// mode 0600 or stricter, owned by the agent's uid, root or the datastore's OS account,
+    /// not a symbolic link).
+    pub fn with_certificate(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.certificate = Some(ServerCertificate::new(cert_file, key_file));
+        self
     }
     /// Sets [`ServerTls::server_name`].
     pub fn with_server_name(mut self, name: impl Into<String>) -> Self {

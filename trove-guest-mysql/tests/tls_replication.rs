@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{MariaDb, options_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
-use trove_guest_core::testkit::{CapturedLog, TestCa, short_tempdir};
+use trove_guest_core::testkit::{CapturedLog, TestCa, TestCertificate, short_tempdir};
 use trove_guest_core::{
     AttachRequest, Error, ReplicationStrategy, ReplicationStrategyExt, ServerTls, SnapshotDocument,
     SnapshotRequest, SnapshotStore, TlsProblem,
@@ -87,23 +87,52 @@ async fn refused_and_still_replicating(
     );
 }
 
+/// A CA generated for this run and the servers' certificates it issues.
+struct Certs {
+    dir: tempfile::TempDir,
+    ca: TestCa,
+}
+
+impl Certs {
+    fn new() -> Self {
+        let dir = short_tempdir("tg-certs-").unwrap();
+        let ca = TestCa::generate(dir.path(), "good").unwrap();
+        Certs { dir, ca }
+    }
+
+    /// A certificate for `localhost` and `127.0.0.1`.
+    fn server(&self, stem: &str) -> TestCertificate {
+        self.ca
+            .server_certificate(stem, &["localhost", "127.0.0.1"], None)
+            .unwrap()
+    }
+
+    /// Options of a server with id `id` serving `cert`.
+    fn options(&self, id: u32, cert: &TestCertificate) -> MariaDbOptions {
+        MariaDbOptions::new(id).with_tls(&cert.cert_file, &cert.key_file, self.ca.ca_file())
+    }
+
+    /// A master with rows, serving `cert`.
+    async fn master(&self, cert: &TestCertificate) -> MariaDbServer {
+        common::master_with_rows(self.options(1, cert)).await
+    }
+
+    /// An empty server with id 2, serving `cert`.
+    async fn replica(&self, cert: &TestCertificate) -> MariaDbServer {
+        MariaDbServer::start(self.options(2, cert)).await.unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_not_verify() {
     let log = capture_logs();
-    let certs = short_tempdir("tg-certs-").unwrap();
-    let ca = TestCa::generate(certs.path(), "good").unwrap();
-    let other_ca = TestCa::generate(certs.path(), "other").unwrap();
-    let names = ["localhost", "127.0.0.1"];
-    let mcert = ca.server_certificate("master", &names, None).unwrap();
-    let rcert = ca.server_certificate("replica", &names, None).unwrap();
+    let c = Certs::new();
+    let ca = &c.ca;
+    let other_ca = TestCa::generate(c.dir.path(), "other").unwrap();
+    let (mcert, rcert) = (c.server("master"), c.server("replica"));
 
     let (_store_dir, store) = common::store();
-    let master = common::master_with_rows(MariaDbOptions::new(1).with_tls(
-        &mcert.cert_file,
-        &mcert.key_file,
-        ca.ca_file(),
-    ))
-    .await;
+    let master = c.master(&mcert).await;
     let master_tls = ServerTls::new(ca.ca_file()).with_server_name("localhost");
     let ms = tls_strategy(&master, store.clone(), master_tls);
     let doc = ms
@@ -140,13 +169,7 @@ async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_no
     );
 
     // The replica verifies the master and replicates over TLS.
-    let replica = MariaDbServer::start(MariaDbOptions::new(2).with_tls(
-        &rcert.cert_file,
-        &rcert.key_file,
-        ca.ca_file(),
-    ))
-    .await
-    .unwrap();
+    let replica = c.replica(&rcert).await;
     let rs = tls_strategy(&replica, store.clone(), ServerTls::new(ca.ca_file()));
     rs.attach_replication_slave(&doc, &AttachRequest::new())
         .await
@@ -259,19 +282,14 @@ async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_whose_certificate_lacks_its_address_refuses_to_hand_out_tls_documents() {
-    let certs = short_tempdir("tg-certs-").unwrap();
-    let ca = TestCa::generate(certs.path(), "good").unwrap();
+    let c = Certs::new();
+    let ca = &c.ca;
     // Valid for localhost only; replicas connect to 127.0.0.1.
     let mcert = ca
         .server_certificate("master", &["localhost"], None)
         .unwrap();
     let (_store_dir, store) = common::store();
-    let master = common::master_with_rows(MariaDbOptions::new(1).with_tls(
-        &mcert.cert_file,
-        &mcert.key_file,
-        ca.ca_file(),
-    ))
-    .await;
+    let master = c.master(&mcert).await;
     let ms = tls_strategy(
         &master,
         store,
@@ -309,18 +327,11 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::Path
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detach_removes_the_masters_ca_file_and_no_replica_file_keeps_the_replication_password() {
-    let certs = short_tempdir("tg-certs-").unwrap();
-    let ca = TestCa::generate(certs.path(), "good").unwrap();
-    let names = ["localhost", "127.0.0.1"];
-    let mcert = ca.server_certificate("master", &names, None).unwrap();
-    let rcert = ca.server_certificate("replica", &names, None).unwrap();
+    let c = Certs::new();
+    let ca = &c.ca;
+    let (mcert, rcert) = (c.server("master"), c.server("replica"));
     let (_store_dir, store) = common::store();
-    let master = common::master_with_rows(MariaDbOptions::new(1).with_tls(
-        &mcert.cert_file,
-        &mcert.key_file,
-        ca.ca_file(),
-    ))
-    .await;
+    let master = c.master(&mcert).await;
     let ms = tls_strategy(
         &master,
         store.clone(),
@@ -338,13 +349,7 @@ async fn detach_removes_the_masters_ca_file_and_no_replica_file_keeps_the_replic
         .0
         .expose()
         .to_owned();
-    let replica = MariaDbServer::start(MariaDbOptions::new(2).with_tls(
-        &rcert.cert_file,
-        &rcert.key_file,
-        ca.ca_file(),
-    ))
-    .await
-    .unwrap();
+    let replica = c.replica(&rcert).await;
     let rs = tls_strategy(&replica, store.clone(), ServerTls::new(ca.ca_file()));
     rs.attach_replication_slave(&doc, &AttachRequest::new())
         .await
@@ -397,19 +402,13 @@ async fn accounts_of(master: &MariaDbServer, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_named_its_certificate_and_key_refuses_to_snapshot_unless_it_serves_them() {
-    let certs = short_tempdir("tg-certs-").unwrap();
-    let ca = TestCa::generate(certs.path(), "good").unwrap();
-    let names = ["localhost", "127.0.0.1"];
-    let mcert = ca.server_certificate("master", &names, None).unwrap();
+    let c = Certs::new();
+    let (ca, certs) = (&c.ca, &c.dir);
+    let mcert = c.server("master");
     // Issued by the same CA for the same names: it verifies, but the server does not serve it.
-    let rotated = ca.server_certificate("rotated", &names, None).unwrap();
+    let rotated = c.server("rotated");
     let (_store_dir, store) = common::store();
-    let master = common::master_with_rows(MariaDbOptions::new(1).with_tls(
-        &mcert.cert_file,
-        &mcert.key_file,
-        ca.ca_file(),
-    ))
-    .await;
+    let master = c.master(&mcert).await;
     let named = |cert: &std::path::Path, key: &std::path::Path| {
         tls_strategy(
             &master,

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use trove_guest_core::failover::{ReplicaContextOptions, RepointOptions};
-use trove_guest_core::testkit::{TestCa, short_tempdir};
+use trove_guest_core::testkit::{TestCa, TestCertificate, short_tempdir};
 use trove_guest_core::{
     AttachRequest, EnableMasterOptions, Error, OsUser, ReplicationStrategy, ServerTls,
     SnapshotDocument, SnapshotRequest, SnapshotStore, TlsProblem,
@@ -77,32 +77,60 @@ async fn streaming_over_tls(master: &PostgresServer) -> String {
         .to_owned()
 }
 
+/// A directory the `postgres` account can read, with a CA generated for this run.
+struct Certs {
+    dir: tempfile::TempDir,
+    ca: TestCa,
+    postgres: OsUser,
+}
+
+impl Certs {
+    fn new() -> Self {
+        common::init_tracing();
+        let postgres = OsUser::lookup("postgres").unwrap();
+        let dir = short_tempdir("tg-certs-").unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ca = TestCa::generate(dir.path(), "good").unwrap();
+        Certs { dir, ca, postgres }
+    }
+
+    /// A certificate for `localhost` and `127.0.0.1` whose key belongs to `postgres`.
+    fn server(&self, stem: &str) -> TestCertificate {
+        self.ca
+            .server_certificate(stem, &["localhost", "127.0.0.1"], Some(self.postgres))
+            .unwrap()
+    }
+
+    /// A server serving `cert`, with the test schema and `rows` rows.
+    async fn start(
+        &self,
+        id: u32,
+        cert: &TestCertificate,
+        rows: std::ops::Range<u64>,
+    ) -> PostgresServer {
+        let server = PostgresServer::start(
+            PostgresOptions::new()
+                .with_server_id(id)
+                .with_tls(&cert.cert_file, &cert.key_file),
+        )
+        .await
+        .unwrap();
+        if !rows.is_empty() {
+            common::create_schema(&server).await.unwrap();
+            common::insert_rows(&server, rows).await.unwrap();
+        }
+        server
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standbys_stream_over_verified_tls_and_refuse_certificates_that_do_not_verify() {
-    common::init_tracing();
-    let postgres = OsUser::lookup("postgres").unwrap();
-    let certs = short_tempdir("tg-certs-").unwrap();
-    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ca = TestCa::generate(certs.path(), "good").unwrap();
-    let other_ca = TestCa::generate(certs.path(), "other").unwrap();
-    let names = ["localhost", "127.0.0.1"];
-    let mcert = ca
-        .server_certificate("master", &names, Some(postgres))
-        .unwrap();
-    let rcert = ca
-        .server_certificate("replica", &names, Some(postgres))
-        .unwrap();
-
+    let c = Certs::new();
+    let ca = &c.ca;
+    let other_ca = TestCa::generate(c.dir.path(), "other").unwrap();
+    let (mcert, rcert) = (c.server("master"), c.server("replica"));
     let (_store_dir, store) = common::local_store();
-    let master = PostgresServer::start(
-        PostgresOptions::new()
-            .with_server_id(1)
-            .with_tls(&mcert.cert_file, &mcert.key_file),
-    )
-    .await
-    .unwrap();
-    common::create_schema(&master).await.unwrap();
-    common::insert_rows(&master, 0..100).await.unwrap();
+    let master = c.start(1, &mcert, 0..100).await;
     let ms = tls_strategy(
         &master,
         store.clone(),
@@ -135,13 +163,7 @@ async fn standbys_stream_over_verified_tls_and_refuse_certificates_that_do_not_v
     let json = serde_json::to_string(&doc).unwrap();
     assert!(!json.contains("PRIVATE KEY"), "no key in the document");
 
-    let replica = PostgresServer::start(
-        PostgresOptions::new()
-            .with_server_id(2)
-            .with_tls(&rcert.cert_file, &rcert.key_file),
-    )
-    .await
-    .unwrap();
+    let replica = c.start(2, &rcert, 0..0).await;
     let rs = tls_strategy(&replica, store.clone(), ServerTls::new(ca.ca_file()));
     if let Err(e) = rs
         .attach_replication_slave(
@@ -254,28 +276,11 @@ async fn standbys_stream_over_verified_tls_and_refuse_certificates_that_do_not_v
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detach_removes_the_primarys_ca_file_from_the_standby() {
-    common::init_tracing();
-    let postgres = OsUser::lookup("postgres").unwrap();
-    let certs = short_tempdir("tg-certs-").unwrap();
-    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ca = TestCa::generate(certs.path(), "good").unwrap();
-    let names = ["localhost", "127.0.0.1"];
-    let mcert = ca
-        .server_certificate("master", &names, Some(postgres))
-        .unwrap();
-    let rcert = ca
-        .server_certificate("replica", &names, Some(postgres))
-        .unwrap();
+    let c = Certs::new();
+    let ca = &c.ca;
+    let (mcert, rcert) = (c.server("master"), c.server("replica"));
     let (_store_dir, store) = common::local_store();
-    let master = PostgresServer::start(
-        PostgresOptions::new()
-            .with_server_id(1)
-            .with_tls(&mcert.cert_file, &mcert.key_file),
-    )
-    .await
-    .unwrap();
-    common::create_schema(&master).await.unwrap();
-    common::insert_rows(&master, 0..50).await.unwrap();
+    let master = c.start(1, &mcert, 0..50).await;
     let ms = tls_strategy(
         &master,
         store.clone(),
@@ -288,13 +293,7 @@ async fn detach_removes_the_primarys_ca_file_from_the_standby() {
         .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tls3"))
         .await
         .expect("snapshot");
-    let replica = PostgresServer::start(
-        PostgresOptions::new()
-            .with_server_id(2)
-            .with_tls(&rcert.cert_file, &rcert.key_file),
-    )
-    .await
-    .unwrap();
+    let replica = c.start(2, &rcert, 0..0).await;
     let rs = tls_strategy(&replica, store.clone(), ServerTls::new(ca.ca_file()));
     if let Err(e) = rs
         .attach_replication_slave(
@@ -345,30 +344,13 @@ async fn roles_and_slots_of(master: &PostgresServer, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_named_its_certificate_and_key_refuses_to_snapshot_unless_it_serves_them() {
-    common::init_tracing();
-    let postgres = OsUser::lookup("postgres").unwrap();
-    let certs = short_tempdir("tg-certs-").unwrap();
-    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ca = TestCa::generate(certs.path(), "good").unwrap();
-    let names = ["localhost", "127.0.0.1"];
+    let c = Certs::new();
+    let (ca, postgres, certs) = (&c.ca, c.postgres, &c.dir);
     // The server's key belongs to its account (PostgreSQL insists), not to the agent's: the
     // handle's os_user is accepted as the key's owner.
-    let mcert = ca
-        .server_certificate("master", &names, Some(postgres))
-        .unwrap();
-    let rotated = ca
-        .server_certificate("rotated", &names, Some(postgres))
-        .unwrap();
+    let (mcert, rotated) = (c.server("master"), c.server("rotated"));
     let (_store_dir, store) = common::local_store();
-    let master = PostgresServer::start(
-        PostgresOptions::new()
-            .with_server_id(1)
-            .with_tls(&mcert.cert_file, &mcert.key_file),
-    )
-    .await
-    .unwrap();
-    common::create_schema(&master).await.unwrap();
-    common::insert_rows(&master, 0..50).await.unwrap();
+    let master = c.start(1, &mcert, 0..50).await;
     assert_eq!(master.handle().os_user, Some(postgres));
     let named = |cert: &std::path::Path, key: &std::path::Path| {
         tls_strategy(

@@ -10,11 +10,13 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
+use trove_guest_core::testkit::tls_checks::{self, tls_problem};
+
 use common::options_for;
 use trove_guest_core::testkit::{TestCa, short_tempdir};
 use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{
-    AdminConnection, Error, ReplicationStrategy, Secret, SnapshotRequest, SnapshotStore, TlsProblem,
+    AdminConnection, ReplicationStrategy, Secret, SnapshotRequest, SnapshotStore, TlsProblem,
 };
 use trove_guest_mysql::MysqlStrategy;
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
@@ -28,13 +30,6 @@ fn strategy(server: &MariaDbServer, store: Arc<dyn SnapshotStore>, tls: AdminTls
     handle.admin = AdminConnection::new("127.0.0.1", server.port(), ADMIN, Secret::new(PASSWORD))
         .with_tls(tls);
     MysqlStrategy::new(handle, store, options_for(server))
-}
-
-fn tls_problem(e: &Error) -> Option<TlsProblem> {
-    match e {
-        Error::Tls { problem, .. } => Some(*problem),
-        _ => None,
-    }
 }
 
 async fn tls_only_admin(server: &MariaDbServer) {
@@ -96,40 +91,28 @@ async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_th
         .expect_err("the account requires TLS");
     assert_eq!(tls_problem(&e), None, "a plain login refusal: {e}");
 
-    // A CA file that cannot be read: the I/O error itself, at once (no retrying).
-    let e = strategy(
-        &server,
-        store.clone(),
-        AdminTls::verify(certs.path().join("missing.pem"), "db.example.test"),
+    // An unreadable CA file, a CA that did not sign the certificate, another name: refused.
+    let with_tls = |tls: AdminTls| -> Arc<dyn ReplicationStrategy> {
+        Arc::new(strategy(&server, store.clone(), tls))
+    };
+    tls_checks::admin_tls_refusals(
+        &with_tls,
+        certs.path(),
+        ca.ca_file(),
+        other_ca.ca_file(),
+        "db.example.test",
     )
-    .get_latest_txn_id()
-    .await
-    .expect_err("no CA file");
-    assert!(matches!(e, Error::Io { .. }), "{e}");
-    // A CA that did not sign the server's certificate.
-    let e = strategy(
-        &server,
-        store.clone(),
-        AdminTls::verify(other_ca.ca_file(), "db.example.test"),
-    )
-    .make_read_only(true)
-    .await
-    .expect_err("wrong CA");
+    .await;
+    // A change asked for over a connection that does not verify never runs.
+    let e = with_tls(AdminTls::verify(other_ca.ca_file(), "db.example.test"))
+        .make_read_only(true)
+        .await
+        .expect_err("wrong CA");
     assert_eq!(
         tls_problem(&e),
         Some(TlsProblem::UntrustedCertificate),
         "{e}"
     );
-    // A name the certificate is not valid for.
-    let e = strategy(
-        &server,
-        store.clone(),
-        AdminTls::verify(ca.ca_file(), "db.elsewhere.invalid"),
-    )
-    .make_read_only(true)
-    .await
-    .expect_err("wrong name");
-    assert_eq!(tls_problem(&e), Some(TlsProblem::NameMismatch), "{e}");
     assert_eq!(
         server
             .query_one("SELECT @@global.read_only")

@@ -9,15 +9,17 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use std::time::Duration;
+use trove_guest_core::testkit::tls_checks::{self, CertificateCase, tls_problem};
 
 use common::{MariaDb, options_for};
 use trove_guest_core::testkit::conformance::ConformanceBackend;
 use trove_guest_core::testkit::{CapturedLog, TestCa, TestCertificate, short_tempdir};
 use trove_guest_core::{
-    AttachRequest, Error, ReplicationStrategy, ReplicationStrategyExt, ServerTls, SnapshotDocument,
+    AttachRequest, ReplicationStrategy, ReplicationStrategyExt, ServerTls, SnapshotDocument,
     SnapshotRequest, SnapshotStore, TlsProblem,
 };
 use trove_guest_mysql::MysqlStrategy;
@@ -54,13 +56,6 @@ fn capture_logs() -> CapturedLog {
             captured
         })
         .clone()
-}
-
-fn tls_problem(e: &Error) -> Option<TlsProblem> {
-    match e {
-        Error::Tls { problem, .. } => Some(*problem),
-        _ => None,
-    }
 }
 
 async fn refused_and_still_replicating(
@@ -418,57 +413,24 @@ async fn a_master_named_its_certificate_and_key_refuses_to_snapshot_unless_it_se
                 .with_certificate(cert, key),
         )
     };
-    let key_text = std::fs::read_to_string(&mcert.key_file).unwrap();
-    let key_line = key_text.lines().nth(1).unwrap().to_owned();
-
-    // The files hold a new pair the server was not reloaded with; or another certificate
-    // next to the server's own key: refused with Error::Tls, before any account is made.
-    for (cert, key) in [
-        (&rotated.cert_file, &rotated.key_file),
-        (&rotated.cert_file, &mcert.key_file),
-    ] {
-        let e = named(cert, key)
-            .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
-            .await
-            .expect_err("the server serves another certificate");
-        assert_eq!(
-            tls_problem(&e),
-            Some(TlsProblem::CertificateMismatch),
-            "{e}"
-        );
-        assert!(!format!("{e} {e:?}").contains(&key_line), "{e}");
-        assert_eq!(accounts_of(&master, "tlscert").await, "0");
-    }
-
-    // The server's key in a file others may read: refused, never quoted, no account made.
-    let open_key = certs.path().join("open.key");
-    std::fs::write(&open_key, &key_text).unwrap();
-    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let e = named(&mcert.cert_file, &open_key)
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
-        .await
-        .expect_err("a key open to others");
-    assert!(
-        matches!(&e, Error::InvalidInput { what, .. } if what == "key_file"),
-        "{e:?}"
-    );
-    assert!(e.to_string().contains("chmod 600"), "{e}");
-    assert!(!format!("{e} {e:?}").contains(&key_line), "{e}");
-    assert_eq!(accounts_of(&master, "tlscert").await, "0");
-
-    // The certificate the server serves, with its key: the snapshot is taken, its document
-    // carries the CA and the name only.
-    let doc = named(&mcert.cert_file, &mcert.key_file)
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
-        .await
-        .expect("snapshot with the served certificate named");
+    let named = |cert: &std::path::Path, key: &std::path::Path| {
+        let s: Arc<dyn ReplicationStrategy> = named(cert, key);
+        s
+    };
+    let made = || -> BoxFuture<'_, String> { Box::pin(accounts_of(&master, "tlscert")) };
+    let case = CertificateCase {
+        served: &mcert,
+        rotated: &rotated,
+        dir: certs.path(),
+        key_owner: None,
+    };
+    let doc = tls_checks::server_certificate_checks(&named, &made, case).await;
+    // Its document carries the CA and the name only, no path of the server's files.
     let tls = doc.replication.as_ref().unwrap().tls.clone().expect("tls");
     assert_eq!(tls.ca_certificate, ca.ca_pem());
     let json = serde_json::to_string(&doc).unwrap();
-    assert!(!json.contains("PRIVATE KEY") && !json.contains(&key_line));
     assert!(
         !json.contains("master.pem"),
         "no path of the server's files: {json}"
     );
-    assert_eq!(accounts_of(&master, "tlscert").await, "1");
 }

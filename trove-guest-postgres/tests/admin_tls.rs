@@ -10,11 +10,13 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
+use trove_guest_core::testkit::tls_checks::{self, tls_problem};
+
 use trove_guest_core::testkit::{TestCa, short_tempdir};
 use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{
-    AdminConnection, EnableMasterOptions, Error, OsUser, ReplicationStrategy, Secret,
-    SnapshotRequest, SnapshotStore, TlsProblem,
+    AdminConnection, EnableMasterOptions, OsUser, ReplicationStrategy, Secret, SnapshotRequest,
+    SnapshotStore, TlsProblem,
 };
 use trove_guest_postgres::testkit::{ADMIN_USER, PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
@@ -36,13 +38,6 @@ fn strategy(
     )
     .with_tls(tls);
     PostgresStrategy::new(handle, store, PostgresStrategyOptions::new())
-}
-
-fn tls_problem(e: &Error) -> Option<TlsProblem> {
-    match e {
-        Error::Tls { problem, .. } => Some(*problem),
-        _ => None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,40 +101,18 @@ async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_th
         .expect("a snapshot over the hostssl-only admin login (pg_basebackup included)");
     assert!(doc.wal_position.is_some(), "{doc:?}");
 
-    // A CA file that cannot be read: the I/O error itself, at once (no retrying).
-    let e = strategy(
-        &server,
-        store.clone(),
-        AdminTls::verify(certs.path().join("missing.pem"), "db.example.test"),
+    // An unreadable CA file, a CA that did not sign the certificate, another name: refused.
+    let with_tls = |tls: AdminTls| -> Arc<dyn ReplicationStrategy> {
+        Arc::new(strategy(&server, store.clone(), tls))
+    };
+    tls_checks::admin_tls_refusals(
+        &with_tls,
+        certs.path(),
+        ca.ca_file(),
+        other_ca.ca_file(),
+        "db.example.test",
     )
-    .get_latest_txn_id()
-    .await
-    .expect_err("no CA file");
-    assert!(matches!(e, Error::Io { .. }), "{e}");
-    // A CA that did not sign the server's certificate.
-    let e = strategy(
-        &server,
-        store.clone(),
-        AdminTls::verify(other_ca.ca_file(), "db.example.test"),
-    )
-    .get_latest_txn_id()
-    .await
-    .expect_err("wrong CA");
-    assert_eq!(
-        tls_problem(&e),
-        Some(TlsProblem::UntrustedCertificate),
-        "{e}"
-    );
-    // A name the certificate is not valid for.
-    let e = strategy(
-        &server,
-        store,
-        AdminTls::verify(ca.ca_file(), "db.elsewhere.invalid"),
-    )
-    .get_latest_txn_id()
-    .await
-    .expect_err("wrong name");
-    assert_eq!(tls_problem(&e), Some(TlsProblem::NameMismatch), "{e}");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,11 +11,14 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use trove_guest_core::testkit::tls_checks::{self, CertificateCase, tls_problem};
+
 use trove_guest_core::failover::{ReplicaContextOptions, RepointOptions};
 use trove_guest_core::testkit::{TestCa, TestCertificate, short_tempdir};
 use trove_guest_core::{
-    AttachRequest, EnableMasterOptions, Error, OsUser, ReplicationStrategy, ServerTls,
-    SnapshotDocument, SnapshotRequest, SnapshotStore, TlsProblem,
+    AttachRequest, EnableMasterOptions, OsUser, ReplicationStrategy, ServerTls, SnapshotDocument,
+    SnapshotRequest, SnapshotStore, TlsProblem,
 };
 use trove_guest_postgres::testkit::{PostgresOptions, PostgresServer};
 use trove_guest_postgres::{PostgresStrategy, PostgresStrategyOptions};
@@ -30,13 +33,6 @@ fn tls_strategy(
         store,
         PostgresStrategyOptions::new().with_wal_keep_size_mb(128),
     ))
-}
-
-fn tls_problem(e: &Error) -> Option<TlsProblem> {
-    match e {
-        Error::Tls { problem, .. } => Some(*problem),
-        _ => None,
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -365,53 +361,18 @@ async fn a_primary_named_its_certificate_and_key_refuses_to_snapshot_unless_it_s
         .enable_as_master(&EnableMasterOptions::new())
         .await
         .unwrap();
-    let key_text = std::fs::read_to_string(&mcert.key_file).unwrap();
-    let key_line = key_text.lines().nth(1).unwrap().to_owned();
-
-    // A new pair on disk the server was not reloaded with, or another certificate next to
-    // the server's own key: refused with Error::Tls before any role or slot is made.
-    for (cert, key) in [
-        (&rotated.cert_file, &rotated.key_file),
-        (&rotated.cert_file, &mcert.key_file),
-    ] {
-        let e = named(cert, key)
-            .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
-            .await
-            .expect_err("the server serves another certificate");
-        assert_eq!(
-            tls_problem(&e),
-            Some(TlsProblem::CertificateMismatch),
-            "{e}"
-        );
-        assert!(!format!("{e} {e:?}").contains(&key_line), "{e}");
-        assert_eq!(roles_and_slots_of(&master, "tlscert").await, "0:0");
-    }
-
-    // The server's key in a file others may read (owned by the server's account): refused.
-    let open_key = certs.path().join("open.key");
-    std::fs::write(&open_key, &key_text).unwrap();
-    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::os::unix::fs::chown(&open_key, Some(postgres.uid), Some(postgres.gid)).unwrap();
-    let e = named(&mcert.cert_file, &open_key)
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
-        .await
-        .expect_err("a key open to others");
-    assert!(
-        matches!(&e, Error::InvalidInput { what, .. } if what == "key_file"),
-        "{e:?}"
-    );
-    assert!(e.to_string().contains("chmod 600"), "{e}");
-    assert!(!format!("{e} {e:?}").contains(&key_line), "{e}");
-    assert_eq!(roles_and_slots_of(&master, "tlscert").await, "0:0");
-
-    // The served certificate with its key (0600, the server account's): the snapshot is taken.
-    let doc = named(&mcert.cert_file, &mcert.key_file)
-        .get_replication_snapshot(&SnapshotRequest::new().with_replica_id("tlscert"))
-        .await
-        .expect("snapshot with the served certificate named");
+    let named = |cert: &std::path::Path, key: &std::path::Path| {
+        let s: Arc<dyn ReplicationStrategy> = named(cert, key);
+        s
+    };
+    let made = || -> BoxFuture<'_, String> { Box::pin(roles_and_slots_of(&master, "tlscert")) };
+    let case = CertificateCase {
+        served: &mcert,
+        rotated: &rotated,
+        dir: certs.path(),
+        key_owner: Some(postgres),
+    };
+    let doc = tls_checks::server_certificate_checks(&named, &made, case).await;
     let tls = doc.replication.as_ref().unwrap().tls.clone().expect("tls");
     assert_eq!(tls.ca_certificate, ca.ca_pem());
-    let json = serde_json::to_string(&doc).unwrap();
-    assert!(!json.contains("PRIVATE KEY") && !json.contains(&key_line));
-    assert_eq!(roles_and_slots_of(&master, "tlscert").await, "1:1");
 }

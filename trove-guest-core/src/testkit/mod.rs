@@ -11,6 +11,7 @@
 //!
 //! [`conformance`] runs the replication lifecycle against any backend through its
 //! [`ConformanceBackend`](conformance::ConformanceBackend) implementation; it names no datastore.
+//! [`tls_checks`] holds the TLS refusals every backend's live tests check the same way.
 
 mod captured_log;
 mod certs;
@@ -24,6 +25,7 @@ mod proxy;
 pub mod s3;
 mod service;
 mod small_disk;
+pub mod tls_checks;
 
 pub use captured_log::CapturedLog;
 pub use certs::{TestCa, TestCertificate};

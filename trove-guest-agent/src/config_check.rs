@@ -7,7 +7,7 @@ use std::path::Path;
 use trove_guest_core::tls::AdminTls;
 use trove_guest_core::{Error, Result};
 
-use crate::config::{AgentConfig, ServiceSection};
+use crate::config::{AgentConfig, ServiceSection, TransportSetting};
 
 /// What a valid configuration describes (printed by `guest_agent --check-config`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,18 +157,16 @@ impl AgentConfig {
                 "no token (Unix socket peers by uid only)"
             }
         ));
-        lines.push(
-            match self
-                .credentials
-                .as_ref()
-                .and_then(|c| c.secret_dir.as_ref())
-            {
-                Some(d) => format!("replication passwords: by reference in {}", d.display()),
-                None => {
-                    "replication passwords: in clear inside snapshot documents (opt-in)".to_owned()
-                }
-            },
-        );
+        // As `credential_strategy` decides: an explicit clear-text transport wins over a
+        // secret directory.
+        let credentials = self.credentials.as_ref();
+        let clear_text = credentials.and_then(|c| c.transport) == Some(TransportSetting::ClearText);
+        lines.push(match credentials.and_then(|c| c.secret_dir.as_ref()) {
+            Some(d) if !clear_text => {
+                format!("replication passwords: by reference in {}", d.display())
+            }
+            _ => "replication passwords: in clear inside snapshot documents (opt-in)".to_owned(),
+        });
         // The handle: admin password file (mode), service, OS user, tool placement, the admin
         // connection's TLS (its CA file: readable, certificates only).
         let handle = self.datastore_handle()?;

@@ -338,6 +338,29 @@ format = "json"
 }
 
 #[test]
+fn check_config_reports_clear_text_passwords_when_the_transport_says_so_despite_a_secret_dir() {
+    let f = CheckFixture::new();
+    let path = f.path().join("agent.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen(
+        "[credentials]\n",
+        "[credentials]\ntransport = \"clear-text\"\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, out, err) = f.check();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("replication passwords: in clear inside snapshot documents"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("replication passwords: by reference"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_config_accepts_a_valid_configuration_and_starts_or_creates_nothing() {
     let f = CheckFixture::new();
     let (code, out, err) = f.check();

@@ -217,61 +217,12 @@ async fn replicas_replicate_over_verified_tls_and_refuse_certificates_that_do_no
         "the master serves the replica with the TLS-only account"
     );
 
-    // A wrong CA: refused before anything changes; the replica keeps replicating.
-    let mut wrong_ca = doc.clone();
-    wrong_ca
-        .replication
-        .as_mut()
-        .unwrap()
-        .tls
-        .as_mut()
-        .unwrap()
-        .ca_certificate = other_ca.ca_pem();
-    refused_and_still_replicating(
-        &rs,
-        &ms,
-        &master,
-        &replica,
-        &wrong_ca,
-        TlsProblem::UntrustedCertificate,
-        260..280,
-    )
-    .await;
-
-    // A server name the certificate is not valid for.
-    let mut wrong_name = doc.clone();
-    wrong_name
-        .replication
-        .as_mut()
-        .unwrap()
-        .tls
-        .as_mut()
-        .unwrap()
-        .server_name = "db.elsewhere.invalid".into();
-    refused_and_still_replicating(
-        &rs,
-        &ms,
-        &master,
-        &replica,
-        &wrong_name,
-        TlsProblem::NameMismatch,
-        280..300,
-    )
-    .await;
-
-    // A document without TLS, on a replica that requires it.
-    let mut plaintext = doc.clone();
-    plaintext.replication.as_mut().unwrap().tls = None;
-    refused_and_still_replicating(
-        &rs,
-        &ms,
-        &master,
-        &replica,
-        &plaintext,
-        TlsProblem::Required,
-        300..320,
-    )
-    .await;
+    // A wrong CA, a server name the certificate is not valid for, a document without TLS on a
+    // replica that requires it: refused before anything changes; the replica keeps replicating.
+    let tampered = tls_checks::tampered_documents(&doc, &other_ca.ca_pem());
+    for ((bad, problem), rows) in tampered.iter().zip([260..280, 280..300, 300..320]) {
+        refused_and_still_replicating(&rs, &ms, &master, &replica, bad, *problem, rows).await;
+    }
     assert_eq!(std::fs::read_to_string(&ca_copy).unwrap(), ca.ca_pem());
 }
 

@@ -182,61 +182,12 @@ async fn standbys_stream_over_verified_tls_and_refuse_certificates_that_do_not_v
         "{conninfo}"
     );
 
-    // A wrong CA.
-    let mut wrong_ca = doc.clone();
-    wrong_ca
-        .replication
-        .as_mut()
-        .unwrap()
-        .tls
-        .as_mut()
-        .unwrap()
-        .ca_certificate = other_ca.ca_pem();
-    refused_and_still_streaming(
-        &rs,
-        &ms,
-        &master,
-        &replica,
-        &wrong_ca,
-        TlsProblem::UntrustedCertificate,
-        150..170,
-    )
-    .await;
-
-    // A server name the certificate is not valid for.
-    let mut wrong_name = doc.clone();
-    wrong_name
-        .replication
-        .as_mut()
-        .unwrap()
-        .tls
-        .as_mut()
-        .unwrap()
-        .server_name = "db.elsewhere.invalid".into();
-    refused_and_still_streaming(
-        &rs,
-        &ms,
-        &master,
-        &replica,
-        &wrong_name,
-        TlsProblem::NameMismatch,
-        170..190,
-    )
-    .await;
-
-    // A document without TLS, on a standby that requires it.
-    let mut plaintext = doc.clone();
-    plaintext.replication.as_mut().unwrap().tls = None;
-    refused_and_still_streaming(
-        &rs,
-        &ms,
-        &master,
-        &replica,
-        &plaintext,
-        TlsProblem::Required,
-        190..210,
-    )
-    .await;
+    // A wrong CA, a server name the certificate is not valid for, a document without TLS on a
+    // standby that requires it: refused before anything changes; the standby keeps streaming.
+    let tampered = tls_checks::tampered_documents(&doc, &other_ca.ca_pem());
+    for ((bad, problem), rows) in tampered.iter().zip([150..170, 170..190, 190..210]) {
+        refused_and_still_streaming(&rs, &ms, &master, &replica, bad, *problem, rows).await;
+    }
 
     // Re-pointing (switchover, failover): the context carries the CA and the name; one that
     // does not verify, or has no TLS, is refused before anything changes.

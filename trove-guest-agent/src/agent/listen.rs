@@ -90,10 +90,11 @@ pub(crate) fn read_tls_key_file(
 /// regular file of the agent's uid, mode 0600 or stricter) and parses it.
 pub(crate) fn read_tls_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     let bytes = read_tls_key_file(path)?;
-    PrivateKeyDer::from_pem_slice(bytes.expose()).map_err(|e| {
+    // The parser's own error is left out: nothing read from a key file goes into an error.
+    PrivateKeyDer::from_pem_slice(bytes.expose()).map_err(|_| {
         Error::invalid(
             "tls_key_file",
-            format!("{}: no PEM private key: {e}", path.display()),
+            format!("{}: no PEM private key", path.display()),
         )
     })
 }
@@ -361,7 +362,14 @@ mod tests {
                 .collect();
             assert_eq!(names, vec![std::ffi::OsString::from("agent.sock")]);
             // The renamed socket accepts connections.
-            let (_client, _) = tokio::join!(UnixStream::connect(&path), listener.accept());
+            let (client, accepted) =
+                tokio::time::timeout(std::time::Duration::from_secs(30), async {
+                    tokio::join!(UnixStream::connect(&path), listener.accept())
+                })
+                .await
+                .expect("connect and accept within 30 s");
+            client.expect("the renamed socket accepts connections");
+            accepted.expect("the listener accepted the connection");
         }
     }
 

@@ -23,6 +23,39 @@ pub fn tls_problem(e: &Error) -> Option<TlsProblem> {
     }
 }
 
+/// Copies of the TLS snapshot document `doc` a replica must refuse before it changes anything,
+/// each with the problem it must give: its CA replaced by `other_ca_pem`
+/// ([`TlsProblem::UntrustedCertificate`]), a server name the certificate is not valid for
+/// ([`TlsProblem::NameMismatch`]), and no TLS section at all ([`TlsProblem::Required`], for a
+/// replica that requires TLS).
+///
+/// # Panics
+///
+/// When `doc` carries no `replication.tls`.
+pub fn tampered_documents(
+    doc: &SnapshotDocument,
+    other_ca_pem: &str,
+) -> Vec<(SnapshotDocument, TlsProblem)> {
+    let tampered = |change: &dyn Fn(&mut Option<crate::wire::ReplicationTls>)| {
+        let mut d = doc.clone();
+        let tls = &mut d.replication.as_mut().expect("a replication section").tls;
+        assert!(tls.is_some(), "a document with replication.tls");
+        change(tls);
+        d
+    };
+    vec![
+        (
+            tampered(&|t| t.as_mut().unwrap().ca_certificate = other_ca_pem.to_owned()),
+            TlsProblem::UntrustedCertificate,
+        ),
+        (
+            tampered(&|t| t.as_mut().unwrap().server_name = "db.elsewhere.invalid".into()),
+            TlsProblem::NameMismatch,
+        ),
+        (tampered(&|t| *t = None), TlsProblem::Required),
+    ]
+}
+
 /// Builds a strategy whose admin connection uses the given TLS settings.
 pub type WithAdminTls<'a> = dyn Fn(AdminTls) -> Arc<dyn ReplicationStrategy> + 'a;
 

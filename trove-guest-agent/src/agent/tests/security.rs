@@ -146,9 +146,7 @@ async fn tls_clients_need_the_agents_ca_and_its_token() {
 
 #[tokio::test]
 async fn a_loose_or_unreadable_tls_key_file_is_refused_at_bind() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tls, _) = test_pki(dir.path());
-    std::fs::write(&tls.key, "not a key").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
     let f = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(trove_guest_core::LocalSnapshotStore::new(f.path()).unwrap());
     let strategy = std::sync::Arc::new(super::FakeStrategy {
@@ -158,14 +156,28 @@ async fn a_loose_or_unreadable_tls_key_file_is_refused_at_bind() {
         down: Default::default(),
         enable_fails: Default::default(),
     });
-    let e = crate::GuestAgent::new(strategy, store, with_token())
-        .spawn_on(&ListenOn::Tls {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind(), trove_guest_core::ErrorKind::InvalidInput, "{e}");
+    // A key file that is not a key, and a real key others may read.
+    for loose in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (tls, _) = test_pki(dir.path());
+        if loose {
+            std::fs::set_permissions(&tls.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        } else {
+            std::fs::write(&tls.key, "not a key").unwrap();
+        }
+        let e = crate::GuestAgent::new(strategy.clone(), store.clone(), with_token())
+            .spawn_on(&ListenOn::Tls {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                tls,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            trove_guest_core::ErrorKind::InvalidInput,
+            "loose: {loose}: {e}"
+        );
+    }
 }
 
 fn socket_in(dir: &Path, mode: u32) -> ListenOn {

@@ -8,20 +8,14 @@ use std::time::Duration;
 
 use trove_guest_agent::api::SnapshotCall;
 use trove_guest_agent::client::{AgentClient, ClientError, ClientOptions};
+use trove_guest_agent::testing::agent_config::mariadb_sections;
 use trove_guest_agent::testing::sample::SampleDb;
 use trove_guest_agent::testing::testbed::{left_behind, processes_mentioning};
+use trove_guest_core::testkit::free_port;
 use trove_guest_core::{DatastoreKind, Role, Secret};
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_guest_agent");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Writes a CA-signed certificate for 127.0.0.1 and its key (0600) into `dir`; returns the CA.
 fn write_test_pki(dir: &Path) -> String {
@@ -66,7 +60,7 @@ async fn guest_agent_from_a_config_file_takes_a_snapshot_and_stops_its_server() 
         .prefix("tg-agent-store-")
         .tempdir()
         .unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port().unwrap());
     let secrets = tempfile::Builder::new()
         .prefix("tg-agent-secrets-")
         .tempdir()
@@ -88,46 +82,16 @@ unix_socket = "{socket}"
 [auth]
 token_file = "{secrets}/agent.token"
 
-[datastore]
-type = "mariadb"
-data_dir = "{data}"
-config_dir = "{conf}"
-work_dir = "{work}"
-server_id = 1
-
-[datastore.admin]
-port = {port}
-socket = "{sock}"
-user = "root"
-
-[service]
-kind = "process"
-program = "/usr/sbin/mariadbd"
-args = ["--defaults-file={cnf}", "--user=root"]
-ready_unix = "{sock}"
-
 [snapshot_store]
 url = "file://{store}"
 
 [credentials]
 secret_dir = "{store}.secrets"
-
-[mysql]
-binlog_dir = "{binlog}"
-relay_log_dir = "{relay}"
-server_config = "{cnf}"
-"#,
-        data = server.data_dir().display(),
-        conf = server.config_dir().display(),
-        work = server.dir().join("work").display(),
-        port = server.port(),
-        sock = server.socket().display(),
-        cnf = server.config_file().display(),
+{sections}"#,
         store = store.path().display(),
-        binlog = server.binlog_dir().display(),
-        relay = server.relay_log_dir().display(),
         secrets = secrets.path().display(),
         socket = socket.display(),
+        sections = mariadb_sections(&server, 1),
     );
     let cfg_path = store.path().join("agent.toml");
     std::fs::write(&cfg_path, config).unwrap();

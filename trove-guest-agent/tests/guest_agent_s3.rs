@@ -9,21 +9,15 @@ use std::time::Duration;
 
 use trove_guest_agent::api::{AttachQuery, SnapshotCall};
 use trove_guest_agent::client::{AgentClient, ClientOptions};
+use trove_guest_agent::testing::agent_config::mariadb_sections;
 use trove_guest_agent::testing::sample::SampleDb;
+use trove_guest_core::testkit::free_port;
 use trove_guest_core::testkit::s3::MotoServer;
 use trove_guest_core::{DatastoreKind, Role, Secret};
 use trove_guest_mysql::testkit::{MariaDbOptions, MariaDbServer};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_guest_agent");
 const TOKEN: &str = "s3-e2e-token-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The configuration of an agent serving `server` (stopped: the agent runs it as its child),
 /// listening on `listen` with the token file and secret store of `shared`, with `store` as the
@@ -46,41 +40,11 @@ token_file = "{shared}/agent.token"
 [credentials]
 secret_dir = "{shared}/secrets"
 
-[datastore]
-type = "mariadb"
-data_dir = "{data}"
-config_dir = "{conf}"
-work_dir = "{work}"
-server_id = {server_id}
-
-[datastore.admin]
-port = {port}
-socket = "{sock}"
-user = "root"
-
-[service]
-kind = "process"
-program = "/usr/sbin/mariadbd"
-args = ["--defaults-file={cnf}", "--user=root"]
-ready_unix = "{sock}"
-
 [snapshot_store]
 {store}
-
-[mysql]
-binlog_dir = "{binlog}"
-relay_log_dir = "{relay}"
-server_config = "{cnf}"
-"#,
-        data = server.data_dir().display(),
-        conf = server.config_dir().display(),
-        work = server.dir().join("work").display(),
-        port = server.port(),
-        sock = server.socket().display(),
-        cnf = server.config_file().display(),
-        binlog = server.binlog_dir().display(),
-        relay = server.relay_log_dir().display(),
+{sections}"#,
         shared = shared.display(),
+        sections = mariadb_sections(server, server_id),
     )
 }
 
@@ -185,8 +149,8 @@ async fn guest_agents_with_an_s3_store_build_a_replica_from_the_masters_s3_snaps
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (m_listen, r_listen) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port().unwrap()),
+        format!("127.0.0.1:{}", free_port().unwrap()),
     );
     let (m_agent, m) = start_agent(
         &dir.path().join("m"),

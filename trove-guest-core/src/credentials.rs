@@ -127,11 +127,6 @@ impl CredentialBroker {
         Ok(CredentialBroker { inner, store, opts })
     }
 
-    /// The strategy it wraps.
-    pub fn inner(&self) -> &SharedStrategy {
-        &self.inner
-    }
-
     /// Moves the password of `grant` into the store (by reference); leaves it alone in clear
     /// text.
     async fn seal(&self, grant: &mut ReplicationGrant) -> Result<()> {

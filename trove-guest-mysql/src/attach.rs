@@ -450,15 +450,9 @@ impl MysqlStrategy {
                 let sqlt = row.get(&["Slave_SQL_Running", "Replica_SQL_Running"]) == Some("Yes");
                 if let Some(e) = row.non_empty(&["Last_IO_Error"]) {
                     last_error = e.to_owned();
-                    // 2026: the TLS connection to the master failed (certificate not trusted or
-                    // not for the master's host); the IO thread would retry for ever.
-                    if row.get(&["Last_IO_Errno"]) == Some("2026") {
-                        return Err(Error::Tls {
-                            server: format!("{}:{}", master.host, master.port),
-                            problem: trove_guest_core::TlsProblem::Handshake,
-                            message: e.to_owned(),
-                        });
-                    }
+                }
+                if let Some(e) = crate::tls::io_thread_tls_failure(&row, master) {
+                    return Err(e);
                 }
                 if let Some(e) = row.non_empty(&["Last_SQL_Error"])
                     && !sqlt

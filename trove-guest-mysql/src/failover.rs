@@ -500,15 +500,12 @@ impl MysqlStrategy {
                 .and_then(|r| r.non_empty(&["Last_IO_Error", "Last_SQL_Error"]))
                 .unwrap_or_default()
                 .to_owned();
-            // 2026: the TLS connection to the source failed although the pre-flight check
-            // passed (its certificate changed since); the IO thread would retry for ever.
-            if row.as_ref().and_then(|r| r.get(&["Last_IO_Errno"])) == Some("2026") {
+            if let Some(e) = row
+                .as_ref()
+                .and_then(|r| crate::tls::io_thread_tls_failure(r, &ctx.master))
+            {
                 s.close().await;
-                return Err(Error::Tls {
-                    server: format!("{}:{}", ctx.master.host, ctx.master.port),
-                    problem: trove_guest_core::TlsProblem::Handshake,
-                    message: err,
-                });
+                return Err(e);
             }
             if !poll.tick(deadline).await {
                 s.close().await;

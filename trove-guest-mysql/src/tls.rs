@@ -67,6 +67,23 @@ impl MysqlStrategy {
     }
 }
 
+/// [`Error::Tls`] when the replica's IO thread stopped on a failed TLS connection to `master`
+/// (error 2026: its certificate is not trusted or not for the master's host, for example
+/// changed since the pre-flight check); the IO thread would retry it for ever. `None` otherwise.
+pub(crate) fn io_thread_tls_failure(
+    row: &crate::client::Row,
+    master: &trove_guest_core::wire::MasterAddress,
+) -> Option<Error> {
+    (row.get(&["Last_IO_Errno"]) == Some("2026")).then(|| Error::Tls {
+        server: format!("{}:{}", master.host, master.port),
+        problem: TlsProblem::Handshake,
+        message: row
+            .non_empty(&["Last_IO_Error"])
+            .unwrap_or_default()
+            .to_owned(),
+    })
+}
+
 /// `CLIENT_SSL` in the capability flags.
 const CLIENT_SSL: u32 = 0x0800;
 /// What the `SSLRequest` announces: `CLIENT_LONG_PASSWORD` (MariaDB's `CLIENT_MYSQL`),

@@ -214,7 +214,7 @@ pub(crate) struct PeerCheckedUnix {
 impl PeerCheckedUnix {
     /// Binds `path` with `mode`, replacing a stale socket left by an earlier agent.
     pub(crate) fn bind(path: &Path, mode: u32, allowed: Vec<u32>) -> Result<Self> {
-        if mode & !0o660 != 0 || mode & 0o600 != 0o600 {
+        if mode != 0o600 && mode != 0o660 {
             return Err(Error::invalid(
                 "unix_socket_mode",
                 format!("{mode:#o}: the agent's socket is 0600 or 0660"),

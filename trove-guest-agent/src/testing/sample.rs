@@ -322,47 +322,15 @@ impl SampleDb {
         Ok(())
     }
 
+    /// The first row of `sql`, each value as text.
     async fn scalar_text(&self, sql: &str) -> Result<Vec<String>> {
-        match self.is_pg() {
-            false => {
-                let mut c = self.my_conn().await?;
-                let row: Option<mysql_async::Row> =
-                    c.query_first(sql).await.map_err(|e| db_err("query", e))?;
-                let _ = c.disconnect().await;
-                let row = row.ok_or_else(|| Error::NotFound {
-                    what: format!("a row from {sql:?}"),
-                })?;
-                Ok(row
-                    .unwrap()
-                    .into_iter()
-                    .map(|v| match v {
-                        mysql_async::Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
-                        mysql_async::Value::Int(i) => i.to_string(),
-                        mysql_async::Value::UInt(u) => u.to_string(),
-                        mysql_async::Value::NULL => String::new(),
-                        other => format!("{other:?}"),
-                    })
-                    .collect())
-            }
-            true => {
-                let msgs = self
-                    .pg_client()
-                    .await?
-                    .simple_query(sql)
-                    .await
-                    .map_err(|e| db_err("query", e))?;
-                for m in msgs {
-                    if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-                        return Ok((0..r.len())
-                            .map(|i| r.get(i).unwrap_or_default().to_owned())
-                            .collect());
-                    }
-                }
-                Err(Error::NotFound {
-                    what: format!("a row from {sql:?}"),
-                })
-            }
-        }
+        self.rows_text(sql)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound {
+                what: format!("a row from {sql:?}"),
+            })
     }
 
     /// Every row of a read-only catalog query (for example `SELECT user, host FROM mysql.user`

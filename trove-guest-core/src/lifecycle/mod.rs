@@ -24,7 +24,7 @@
 
 mod attach;
 mod failpoint;
-mod files;
+pub(crate) mod files;
 mod guard;
 mod hooks;
 mod journal;

@@ -45,9 +45,7 @@ use crate::failover::ReplicaContext;
 use crate::wire::{MasterAddress, ReplicationTls, SnapshotDocument};
 
 pub use admin::{AdminTls, AdminTlsVerify, handshake_problem, refused_by_tls};
-pub use probe::{
-    StartTls, attach_section, master_section, repoint_section, verify_master, verify_server,
-};
+pub use probe::{StartTls, attach_section, master_section, repoint_section, verify_master};
 pub use server_cert::{LoadedServerCertificate, ServerCertificate, fingerprint};
 
 /// Whether a replica accepts snapshot documents without `replication.tls`.
@@ -313,11 +311,7 @@ pub fn write_ca_file(tls: &ReplicationTls, path: &Path) -> Result<()> {
 ///
 /// [`Error::Io`] for failures other than absence.
 pub fn remove_ca_file(path: &Path) -> Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
-    }
+    crate::lifecycle::files::remove_file_if_exists(path)
 }
 
 #[cfg(test)]

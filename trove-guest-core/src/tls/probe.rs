@@ -70,27 +70,6 @@ async fn served_certificates(
     Ok(served)
 }
 
-/// One handshake with `master`, checking its certificate against `tls`'s CA and `name`.
-///
-/// # Errors
-///
-/// As [`verify_master`].
-///
-/// # Cancel safety
-///
-/// Cancel safe.
-pub async fn verify_server(
-    master: &MasterAddress,
-    tls: &ReplicationTls,
-    name: &str,
-    start: &dyn StartTls,
-    timeout: Duration,
-) -> Result<()> {
-    handshake(master, tls, name, start, timeout)
-        .await
-        .map(|_| ())
-}
-
 /// One verified handshake: the server (`host:port (as name)`) and the end-entity certificate
 /// it served.
 async fn handshake(
@@ -149,23 +128,10 @@ async fn handshake(
 }
 
 fn classify(e: &std::io::Error, refused: &dyn Fn(TlsProblem, String) -> Error) -> Error {
-    let Some(tls) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
-        return refused(TlsProblem::Handshake, e.to_string());
-    };
-    let problem = match tls {
-        rustls::Error::InvalidCertificate(c) => {
-            if format!("{c:?}").starts_with("NotValidForName") {
-                TlsProblem::NameMismatch
-            } else {
-                TlsProblem::UntrustedCertificate
-            }
-        }
-        _ => TlsProblem::Handshake,
-    };
-    refused(problem, tls.to_string())
+    match super::handshake_problem(e) {
+        Some((problem, message)) => refused(problem, message),
+        None => refused(TlsProblem::Handshake, e.to_string()),
+    }
 }
 
 /// On a master: the `replication.tls` section of its snapshot documents when `handle` has TLS

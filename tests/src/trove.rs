@@ -358,38 +358,9 @@ impl TroveClient {
     ///
     /// Cancel safe: the child is killed on drop.
     pub async fn start(transport_url: &str, instance_id: &str, key: Option<&str>) -> Self {
-        let venv = trove_venv();
-        let dir = tempfile::Builder::new()
-            .prefix("tg-trove-")
-            .tempdir()
-            .expect("driver dir");
-        let script = dir.path().join("trove_driver.py");
-        std::fs::write(&script, include_str!("trove_driver.py")).expect("driver script");
-        let mut child = Command::new(venv.join("bin/python"))
-            .arg(&script)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start Trove's client");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
         let conf = json!({"url": transport_url, "instance_id": instance_id, "key": key});
-        stdin
-            .write_all(format!("{conf}\n").as_bytes())
-            .await
-            .expect("configure Trove's client");
-        let ready = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-            .await
-            .expect("Trove's client starts within 120 s")
-            .expect("read from Trove's client")
-            .expect("Trove's client exited during start");
-        assert!(ready.contains("ready"), "{ready}");
-        drop(dir);
+        let (child, stdin, lines) =
+            spawn_python("trove_driver.py", include_str!("trove_driver.py"), &conf).await;
         TroveClient {
             child,
             stdin,
@@ -446,4 +417,176 @@ impl TroveClient {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
         let _ = self.child.kill().await;
     }
+}
+
+/// Runs `script` with the venv's Python, sends `conf` as its first stdin line (secrets go this
+/// way only) and waits (bounded) for its `ready` line.
+async fn spawn_python(
+    name: &str,
+    script: &str,
+    conf: &Value,
+) -> (Child, ChildStdin, Lines<BufReader<ChildStdout>>) {
+    let venv = trove_venv();
+    let dir = tempfile::Builder::new()
+        .prefix("tg-trove-")
+        .tempdir()
+        .expect("script dir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, script).expect("write the script");
+    let mut child = Command::new(venv.join("bin/python"))
+        .arg(&path)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    stdin
+        .write_all(format!("{conf}\n").as_bytes())
+        .await
+        .expect("configure the script");
+    let ready = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{name} starts within 120 s"))
+        .expect("read from the script")
+        .unwrap_or_else(|| panic!("{name} exited during start"));
+    assert!(ready.contains("ready"), "{name}: {ready}");
+    (child, stdin, lines)
+}
+
+/// Trove's own conductor (`trove.conductor.manager.Manager`, behind oslo.messaging and Trove's
+/// `ConductorHostSerializer`, as `trove-conductor` runs it) on the `trove-conductor` topic, with
+/// its database rows in memory: every heartbeat and backup update it accepts is seen here as
+/// the row it saved.
+pub struct TroveConductor {
+    child: Child,
+    stdin: ChildStdin,
+    rows: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    /// Every row seen so far, in order.
+    pub seen: Vec<Value>,
+}
+
+impl TroveConductor {
+    /// Starts the conductor for the instances in `keys` (their instance keys, `None` for plain
+    /// RPC) and the backup records in `backups` (backup id, instance id), as Trove's database
+    /// would hold them. The keys go over stdin only.
+    ///
+    /// # Panics
+    ///
+    /// When the venv cannot be made or the conductor does not start.
+    ///
+    /// # Errors
+    ///
+    /// None: failures panic.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the child is killed on drop.
+    pub async fn start(
+        transport_url: &str,
+        keys: &[(&str, Option<&str>)],
+        backups: &[(&str, &str)],
+    ) -> Self {
+        let keys: serde_json::Map<String, Value> = keys
+            .iter()
+            .map(|(i, k)| ((*i).to_owned(), json!(k)))
+            .collect();
+        let backups: serde_json::Map<String, Value> = backups
+            .iter()
+            .map(|(b, i)| ((*b).to_owned(), json!(i)))
+            .collect();
+        let conf = json!({"url": transport_url, "keys": keys, "backups": backups});
+        let (child, stdin, mut lines) = spawn_python(
+            "trove_conductor.py",
+            include_str!("trove_conductor.py"),
+            &conf,
+        )
+        .await;
+        let (tx, rows) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&line).expect("the conductor writes JSON");
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        TroveConductor {
+            child,
+            stdin,
+            rows,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the next row the conductor saves that `wanted` accepts, and returns it; the
+    /// rows passed over on the way are kept in [`TroveConductor::seen`].
+    ///
+    /// # Panics
+    ///
+    /// When a call fails inside Trove's conductor, or no such row comes within `within`.
+    ///
+    /// # Errors
+    ///
+    /// None: failures panic.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: rows not yet read stay queued.
+    pub async fn wait_for(&mut self, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let row = tokio::time::timeout_at(deadline, self.rows.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no such conductor row within {within:?}; seen: {:?}",
+                        self.seen
+                    )
+                })
+                .expect("the conductor exited");
+            assert!(
+                row.get("error").is_none(),
+                "a call failed inside Trove's conductor: {row}"
+            );
+            self.seen.push(row.clone());
+            if wanted(&row) {
+                return row;
+            }
+        }
+    }
+
+    /// The statuses the heartbeats of `instance_id` saved so far, in order.
+    pub fn statuses(&self, instance_id: &str) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|r| r["heartbeat"]["instance_id"] == instance_id)
+            .filter_map(|r| r["heartbeat"]["status"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Stops the conductor (bounded wait, then kill).
+    ///
+    /// # Errors
+    ///
+    /// None.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the child is killed on drop.
+    pub async fn stop(mut self) {
+        drop(self.stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Whether `row` is a heartbeat of `instance_id` with `status`.
+pub fn heartbeat_is(row: &Value, instance_id: &str, status: &str) -> bool {
+    row["heartbeat"]["instance_id"] == instance_id && row["heartbeat"]["status"] == status
 }

@@ -3,25 +3,33 @@
 //! servers: snapshot on the master, replica built through `prepare(snapshot=...)`, writes
 //! arrive, re-point with `attach_replica`, detach, demote; and the failure cases.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use trove_guest_agent::changes::FrontEnd;
 use trove_guest_agent::rpc::{GuestInfo, RpcOptions, SecureKey, TroveRpcServer};
 use trove_guest_agent::testing::sample::SampleDb;
 use trove_guest_agent::testing::testbed::Node;
 use trove_guest_core::{DatastoreKind, Secret};
-use trove_guest_tests::trove::{RabbitBroker, TroveClient};
+use trove_guest_tests::trove::{RabbitBroker, TroveClient, TroveConductor, heartbeat_is};
 use trove_guest_tests::{node, temp_store};
 
-/// Serves `n`'s strategy over Trove's RPC, sharing the change lock of its HTTP agent.
-fn serve(broker: &RabbitBroker, n: &Node, key: Option<&str>) -> tokio::task::JoinHandle<()> {
+/// Serves `n`'s strategy over Trove's RPC, sharing the change lock of its HTTP agent;
+/// `prepare_marker` for a guest Trove builds as a replica.
+fn serve(
+    broker: &RabbitBroker,
+    n: &Node,
+    key: Option<&str>,
+    prepare_marker: Option<PathBuf>,
+) -> tokio::task::JoinHandle<()> {
     let opts = RpcOptions::new(
         Secret::new(broker.amqp_url()),
         GuestInfo::new(n.instance_id.clone(), key),
     )
     .with_max_backoff(Duration::from_secs(2))
-    .with_heartbeat(Some(Duration::from_secs(2)));
+    .with_heartbeat(Some(HEARTBEAT))
+    .with_prepare_marker(prepare_marker);
     let server = TroveRpcServer::with_changes(n.strategy.clone(), opts, n.changes.clone());
     tokio::spawn(async move {
         server
@@ -30,6 +38,11 @@ fn serve(broker: &RabbitBroker, n: &Node, key: Option<&str>) -> tokio::task::Joi
             .expect("the RPC server runs");
     })
 }
+
+/// The agents' heartbeat period in these tests.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long a conductor row may take: a few heartbeat periods.
+const ROW_WITHIN: Duration = Duration::from_secs(60);
 
 async fn futures_pending() {
     std::future::pending::<()>().await;
@@ -74,68 +87,6 @@ async fn next_reply(replies: &mut lapin::Consumer) -> String {
         serde_json::from_str(outer["oslo.message"].as_str().expect("oslo.message"))
             .expect("inner JSON");
     inner["_msg_id"].as_str().expect("_msg_id").to_owned()
-}
-
-/// A heartbeat cast reaches the `trove-conductor` topic, as Trove's guest sends it.
-async fn heartbeat_arrives(broker: &RabbitBroker, instance_id: &str) {
-    use futures::StreamExt;
-    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
-    use lapin::{Connection, ConnectionProperties};
-
-    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("connect to the broker");
-    let ch = conn.create_channel().await.expect("channel");
-    let q = "conductor-check";
-    ch.queue_declare(
-        q,
-        QueueDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("queue");
-    ch.queue_bind(
-        q,
-        "trove",
-        "trove-conductor",
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind");
-    let mut msgs = ch
-        .basic_consume(
-            q,
-            "",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    for _ in 0..20 {
-        let d = tokio::time::timeout(Duration::from_secs(60), msgs.next())
-            .await
-            .expect("a conductor message within 60 s")
-            .expect("stream open")
-            .expect("delivery");
-        let outer: serde_json::Value = serde_json::from_slice(&d.data).expect("JSON");
-        let inner: serde_json::Value =
-            serde_json::from_str(outer["oslo.message"].as_str().expect("oslo.message"))
-                .expect("inner");
-        if inner["method"] == "heartbeat" && inner["args"]["instance_id"] == instance_id {
-            assert_eq!(inner["args"]["payload"]["service_status"], "healthy");
-            let _ = conn.close(200, "done").await;
-            return;
-        }
-    }
-    panic!("no heartbeat from {instance_id}");
 }
 
 /// Sends the same call twice (same `_unique_id`) and a different one after it, straight over
@@ -452,9 +403,37 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     } else {
         (None, None)
     };
-    let _ms = serve(&broker, &master, mkey.as_deref());
-    let _rs = serve(&broker, &replica, rkey.as_deref());
     let url = broker.transport_url();
+    // Trove's own conductor, with the backup record Trove makes for the replication snapshot.
+    let backup_id = trove_guest_examples::control::new_instance_id();
+    let mut conductor = TroveConductor::start(
+        &url,
+        &[
+            (&master.instance_id, mkey.as_deref()),
+            (&replica.instance_id, rkey.as_deref()),
+        ],
+        &[(&backup_id, &master.instance_id)],
+    )
+    .await;
+    // The replica is a guest Trove builds: silent to the conductor until its prepare succeeds.
+    let marker_dir = tempfile::tempdir().expect("marker dir");
+    let marker = marker_dir.path().join("guest.prepared");
+    let _ms = serve(&broker, &master, mkey.as_deref(), None);
+    let _rs = serve(&broker, &replica, rkey.as_deref(), Some(marker.clone()));
+    // The master's server is the operator's: its heartbeats say healthy from the start. Two of
+    // them span a heartbeat period of the replica, which sends none.
+    for _ in 0..2 {
+        conductor
+            .wait_for(ROW_WITHIN, |r| {
+                heartbeat_is(r, &master.instance_id, "healthy")
+            })
+            .await;
+    }
+    assert_eq!(
+        conductor.statuses(&replica.instance_id),
+        Vec::<String>::new(),
+        "no heartbeat before prepare"
+    );
     let mut m = TroveClient::start(&url, &master.instance_id, mkey.as_deref()).await;
     let mut r = TroveClient::start(&url, &replica.instance_id, rkey.as_deref()).await;
 
@@ -477,7 +456,6 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
         .await
         .expect("rows before the snapshot");
 
-    let backup_id = trove_guest_examples::control::new_instance_id();
     let snapshot_info = json!({
         "id": backup_id, "instance_id": master.instance_id, "name": "snap",
         "storage_driver": "swift", "swift_url": null,
@@ -492,6 +470,49 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
         .expect("get_replication_snapshot through Trove");
     assert_eq!(snap["dataset"]["snapshot_id"], json!(backup_id));
     assert!(snap["dataset"]["dataset_size"].is_f64(), "{snap}");
+    // Trove's backup record went BUILDING, then COMPLETED with the snapshot's href and size (so
+    // Trove may delete it once the replica is built).
+    let done = conductor
+        .wait_for(ROW_WITHIN, |r| {
+            r["update_backup"]["id"] == json!(backup_id)
+                && r["update_backup"]["state"] == "COMPLETED"
+        })
+        .await;
+    let states: Vec<&Value> = conductor
+        .seen
+        .iter()
+        .filter(|r| r["update_backup"]["id"] == json!(backup_id))
+        .map(|r| &r["update_backup"]["state"])
+        .collect();
+    assert_eq!(states, [&json!("BUILDING"), &json!("COMPLETED")]);
+    let row = &done["update_backup"];
+    assert_eq!(row["instance_id"], json!(master.instance_id));
+    assert_eq!(
+        row["location"],
+        snap["trove_guest"]["dataset"]["snapshot_href"]
+    );
+    assert_eq!(row["backup_type"], "full");
+    assert!(row["size"].as_f64().is_some_and(|s| s > 0.0), "{row}");
+
+    // A prepare that fails (a snapshot dict no trove-guest agent made): Trove sees the build
+    // start and fail, and no more.
+    r.call(
+        "prepare",
+        json!({"memory_mb": 512, "packages": [], "databases": [], "users": [],
+               "snapshot": {"dataset": {"snapshot_id": backup_id}}}),
+    )
+    .await
+    .expect("prepare cast");
+    conductor
+        .wait_for(ROW_WITHIN, |r| {
+            heartbeat_is(r, &replica.instance_id, "failed to spawn")
+        })
+        .await;
+    assert_eq!(
+        conductor.statuses(&replica.instance_id),
+        ["building", "failed to spawn"]
+    );
+    assert!(!marker.exists(), "a failed prepare leaves no marker");
 
     // The replica is built through prepare(snapshot=...), a cast.
     r.call(
@@ -501,7 +522,18 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     )
     .await
     .expect("prepare cast");
+    conductor
+        .wait_for(ROW_WITHIN, |r| {
+            heartbeat_is(r, &replica.instance_id, "building")
+        })
+        .await;
     catch_up(&mut m, &mut r).await;
+    conductor
+        .wait_for(ROW_WITHIN, |r| {
+            heartbeat_is(r, &replica.instance_id, "healthy")
+        })
+        .await;
+    assert!(marker.exists(), "a successful prepare is remembered");
 
     mdb.insert_rows(500..600).await.expect("rows after attach");
     catch_up(&mut m, &mut r).await;
@@ -558,7 +590,6 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
 
     if !secure {
         duplicate_dropped(&broker, &replica.instance_id).await;
-        heartbeat_arrives(&broker, &replica.instance_id).await;
     }
     http_change_makes_rpc_changes_busy(&replica, &mut r).await;
 
@@ -629,9 +660,22 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
         .await
         .expect("make_read_only");
 
+    // A server that stops answering is reported as shut down.
+    rdb.close().await;
+    replica
+        .server()
+        .stop()
+        .await
+        .expect("stop the replica's server");
+    conductor
+        .wait_for(ROW_WITHIN, |r| {
+            heartbeat_is(r, &replica.instance_id, "shutdown")
+        })
+        .await;
+
     m.stop().await;
     r.stop().await;
-    rdb.close().await;
+    conductor.stop().await;
     mdb.close().await;
     master.shutdown().await;
     replica.shutdown().await;

@@ -77,6 +77,8 @@
 //! guest_info = "/etc/trove/conf.d/guest_info.conf"  # guest_id, instance_rpc_encr_key (0600)
 //! transport_url_file = "/etc/trove/transport_url"   # amqp://user:pass@host:5672/%2f (0600)
 //! # heartbeat_secs = 60               # heartbeats to trove-conductor; 0: none
+//! # prepare_marker = "/var/lib/trove/guest.prepared"  # guests Trove builds as replicas: no
+//! #                                   #   heartbeat until prepare(snapshot) succeeded once
 //! # reply_patience_secs = 120         # how long a finished call's reply waits for the broker
 //! # reconnect_attempts = 100          # consecutive failures before the agent stops; 0: never
 //!
@@ -187,6 +189,12 @@ pub struct TroveRpcSection {
     /// error, for its service manager to restart it (default 100; 0: never give up).
     #[serde(default)]
     pub reconnect_attempts: Option<u32>,
+    /// On a guest Trove builds as a replica: the file that records a successful
+    /// `prepare(snapshot=...)`; until it exists no heartbeat goes to trove-conductor (as
+    /// Trove's guest sends none before its prepare ends). Unset: the status is reported from
+    /// the start.
+    #[serde(default)]
+    pub prepare_marker: Option<PathBuf>,
 }
 
 impl TroveRpcSection {
@@ -204,7 +212,9 @@ impl TroveRpcSection {
             Some(n) => Some(std::time::Duration::from_secs(n)),
             None => Some(std::time::Duration::from_secs(60)),
         };
-        let mut opts = crate::rpc::RpcOptions::new(url, guest).with_heartbeat(heartbeat);
+        let mut opts = crate::rpc::RpcOptions::new(url, guest)
+            .with_heartbeat(heartbeat)
+            .with_prepare_marker(self.prepare_marker.clone());
         if let Some(secs) = self.reply_patience_secs {
             opts = opts.with_reply_patience(std::time::Duration::from_secs(secs));
         }

@@ -261,6 +261,19 @@ impl AgentConfig {
                         "plaintext RPC"
                     }
                 ));
+                if let Some(m) = &opts.prepare_marker {
+                    let parent = m.parent().unwrap_or(Path::new(""));
+                    dir_exists("trove_rpc.prepare_marker", parent)?;
+                    lines.push(format!(
+                        "trove_rpc: prepare marker {} ({})",
+                        m.display(),
+                        if m.exists() {
+                            "present: heartbeats report the server"
+                        } else {
+                            "absent: no heartbeat until prepare(snapshot) succeeds"
+                        }
+                    ));
+                }
             }
             None => lines.push("trove_rpc: off".to_owned()),
         }

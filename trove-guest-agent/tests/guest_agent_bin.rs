@@ -352,6 +352,39 @@ fn check_config_accepts_a_valid_configuration_and_starts_or_creates_nothing() {
 }
 
 #[test]
+fn check_config_says_whether_a_replica_guest_still_waits_for_its_prepare() {
+    let f = CheckFixture::new();
+    let cfg = f.path().join("agent.toml");
+    let with_marker = |marker: &std::path::Path| {
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+            "[trove_rpc]\n",
+            &format!("[trove_rpc]\nprepare_marker = \"{}\"\n", marker.display()),
+            1,
+        );
+        std::fs::write(&cfg, text).unwrap();
+    };
+    // In a directory that does not exist: the marker could never be written.
+    with_marker(&f.path().join("nowhere/guest.prepared"));
+    let (code, out, err) = f.check();
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("trove_rpc.prepare_marker"), "{err}");
+
+    let marker = f.path().join("guest.prepared");
+    f.write_config("");
+    with_marker(&marker);
+    let (code, out, err) = f.check();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("absent: no heartbeat until prepare(snapshot) succeeds"),
+        "{out}"
+    );
+    std::fs::write(&marker, "").unwrap();
+    let (code, out, err) = f.check();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("present: heartbeats report the server"), "{out}");
+}
+
+#[test]
 fn check_config_validates_the_admin_connections_tls() {
     let f = CheckFixture::new();
     let ca = f.path().join("ca.pem");

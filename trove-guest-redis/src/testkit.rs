@@ -230,6 +230,19 @@ impl RedisServer {
         (pid != 0 && !has_exited(pid)).then_some(pid)
     }
 
+    /// Stops the server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Service`] when it does not stop.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn stop(&self) -> Result<()> {
+        trove_guest_core::ServiceControl::stop(self.control.as_ref()).await
+    }
+
     /// Everything the server logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.instance_dir().join("redis.log")).unwrap_or_default()

@@ -6,9 +6,12 @@
 //! decrypts them with Trove's SecureSerializer ([`SecureKey`]) when the instance has a key,
 //! runs the replication calls on the strategy ([`dispatch`]), and answers calls on their
 //! `_reply_q`. Trove's argument and result shapes are translated in one module, [`translate`].
+//! What Trove's guest tells trove-conductor (heartbeats with the instance's status, the state of
+//! a replication snapshot's backup record) is in [`conductor`].
 //!
 //! This front end sits next to the HTTP agent ([`crate::agent`]); both drive the same strategy.
 
+pub mod conductor;
 pub mod dispatch;
 pub mod envelope;
 pub mod guest_info;
@@ -16,6 +19,7 @@ pub mod secure;
 pub mod server;
 pub mod translate;
 
+pub use conductor::{BackupState, BackupUpdate, ServiceStatus};
 pub use envelope::Failure;
 pub use guest_info::{GuestInfo, GuestInfoError};
 pub use secure::{SecureError, SecureKey};

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,12 +13,13 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Mutex;
 use trove_guest_core::{Secret, SharedStrategy};
 
 use tracing::Instrument;
 
+use super::conductor::{self, BackupUpdate, BuildPhase, CONDUCTOR_TOPIC, ServiceStatus};
 use super::dispatch;
 use super::envelope::{self, Failure, Request};
 use super::guest_info::GuestInfo;
@@ -34,8 +36,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many consecutive failed connection attempts end [`TroveRpcServer::run`], by default.
 pub const DEFAULT_RECONNECT_ATTEMPTS: u32 = 100;
 
-/// Trove's conductor topic (heartbeats).
-pub const CONDUCTOR_TOPIC: &str = "trove-conductor";
+/// How long the heartbeat's status query may take before the server counts as not answering.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the RPC front end reaches the broker and whom it serves.
 #[derive(Debug, Clone)]
@@ -58,6 +60,12 @@ pub struct RpcOptions {
     /// [`TroveRpcServer::run`] gives up with [`RpcError::BrokerUnreachable`] (default
     /// [`DEFAULT_RECONNECT_ATTEMPTS`]: with the 30 s pause, about 50 minutes; `None`: never).
     pub reconnect_attempts: Option<u32>,
+    /// For a guest Trove builds as a replica: a file that records a successful
+    /// `prepare(snapshot=...)`. While it is absent the agent sends trove-conductor no
+    /// heartbeat, as Trove's guest sends none before its prepare ends, so Trove does not take
+    /// the instance for active before its data is there. `None` (the default): the server is
+    /// the operator's and its status is reported from the start. See [`super::conductor`].
+    pub prepare_marker: Option<PathBuf>,
 }
 
 impl RpcOptions {
@@ -71,7 +79,14 @@ impl RpcOptions {
             remember: 4096,
             reply_patience: DEFAULT_REPLY_PATIENCE,
             reconnect_attempts: Some(DEFAULT_RECONNECT_ATTEMPTS),
+            prepare_marker: None,
         }
+    }
+
+    /// Sets the file that records a successful `prepare` (see [`RpcOptions::prepare_marker`]).
+    pub fn with_prepare_marker(mut self, path: Option<PathBuf>) -> Self {
+        self.prepare_marker = path;
+        self
     }
 
     /// Sets how long a finished call's reply is retried while the broker is away.
@@ -186,6 +201,8 @@ struct Shared {
     channel: Mutex<Option<Channel>>,
     seen: std::sync::Mutex<(HashMap<String, Seen>, VecDeque<String>)>,
     changes: ChangeSlot,
+    /// Where the instance is in Trove's build (what heartbeats report).
+    phase: BuildPhase,
 }
 
 /// Trove's RPC front end for one strategy.
@@ -223,9 +240,11 @@ impl TroveRpcServer {
     /// through any of them, another change is answered with a `GuestError` (busy), never queued.
     pub fn with_changes(strategy: SharedStrategy, opts: RpcOptions, changes: ChangeSlot) -> Self {
         changes.set_instance_id(&opts.guest.guest_id);
+        let phase = BuildPhase::new(opts.prepare_marker.clone());
         TroveRpcServer {
             shared: Arc::new(Shared {
                 strategy,
+                phase,
                 opts,
                 channel: Mutex::new(None),
                 seen: std::sync::Mutex::new((HashMap::new(), VecDeque::new())),
@@ -367,7 +386,7 @@ impl TroveRpcServer {
         }
         *self.shared.channel.lock().await = Some(ch.clone());
         tracing::info!(queue = %topic, "serving Trove RPC");
-        let heartbeat = self.heartbeats(ch.clone());
+        let heartbeat = self.heartbeats();
         tokio::pin!(heartbeat);
         let served = |why: String| SessionEnd::Lost { why, served: true };
         loop {
@@ -470,7 +489,7 @@ impl TroveRpcServer {
             // A cast has no reply to wait for: acknowledge it once it has been taken on.
             let _ = d.acker.ack(BasicAckOptions::default()).await;
         }
-        let result = self.run_request(&req).instrument(span.clone()).await;
+        let result = self.run_reported(&req).instrument(span.clone()).await;
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let outcome = match &result {
             Ok(_) => "ok".to_owned(),
@@ -530,6 +549,29 @@ impl TroveRpcServer {
         }
     }
 
+    /// Runs one request and tells trove-conductor what Trove's guest would: the build phase
+    /// around `prepare` (a heartbeat at its start and end) and the backup record's state around
+    /// `get_replication_snapshot`.
+    async fn run_reported(&self, req: &Request) -> Result<Value, Failure> {
+        let prepare = req.method == "prepare";
+        if prepare {
+            self.shared.phase.begin_prepare();
+            self.heartbeat_now().await;
+        }
+        if let Some(u) = BackupUpdate::before(req) {
+            self.update_backup(&u).await;
+        }
+        let result = self.run_request(req).await;
+        if let Some(u) = BackupUpdate::after(req, &result) {
+            self.update_backup(&u).await;
+        }
+        if prepare {
+            self.shared.phase.end_prepare(result.is_ok());
+            self.heartbeat_now().await;
+        }
+        result
+    }
+
     /// Runs one request: a change under the shared slot (busy: a `GuestError`), in a task of its
     /// own that the agent's shutdown can abort; a read at once.
     pub(crate) async fn run_request(&self, req: &Request) -> Result<Value, Failure> {
@@ -581,7 +623,8 @@ impl TroveRpcServer {
     async fn publish(&self, reply_q: &str, body: &[u8]) -> bool {
         let ch = self.shared.channel.lock().await.clone();
         let Some(ch) = ch else { return false };
-        match tokio::time::timeout(PUBLISH_TIMEOUT, Self::publish_on(&ch, reply_q, body)).await {
+        let publish = Self::publish_on(&ch, "", reply_q, true, body);
+        match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
             Ok(sent) => sent,
             Err(_) => {
                 tracing::warn!(timeout = ?PUBLISH_TIMEOUT, "reply not confirmed in time");
@@ -590,13 +633,19 @@ impl TroveRpcServer {
         }
     }
 
-    async fn publish_on(ch: &Channel, reply_q: &str, body: &[u8]) -> bool {
+    async fn publish_on(
+        ch: &Channel,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        body: &[u8],
+    ) -> bool {
         let sent = ch
             .basic_publish(
-                "",
-                reply_q,
+                exchange,
+                routing_key,
                 BasicPublishOptions {
-                    mandatory: true,
+                    mandatory,
                     ..Default::default()
                 },
                 body,
@@ -606,67 +655,81 @@ impl TroveRpcServer {
         match sent {
             Ok(confirm) => confirm.await.is_ok(),
             Err(e) => {
-                tracing::warn!(error = %e, "reply not sent");
+                tracing::warn!(error = %e, routing_key, "message not sent");
                 false
             }
         }
     }
 
     /// Heartbeats to trove-conductor, as Trove's guest sends them (a cast of `heartbeat`).
-    async fn heartbeats(&self, ch: Channel) {
+    async fn heartbeats(&self) {
         let Some(period) = self.shared.opts.heartbeat else {
             return futures::future::pending().await;
         };
         loop {
-            let body = self.heartbeat_body();
-            if let Err(e) = ch
-                .basic_publish(
-                    EXCHANGE,
-                    CONDUCTOR_TOPIC,
-                    BasicPublishOptions::default(),
-                    &body,
-                    props(),
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "heartbeat not sent");
-            }
+            self.heartbeat_now().await;
             tokio::time::sleep(period).await;
         }
     }
 
-    fn heartbeat_body(&self) -> Vec<u8> {
-        let guest = &self.shared.opts.guest;
-        let sent = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
-        let args = json!({
-            "instance_id": guest.guest_id,
-            "payload": {"service_status": "healthy"},
-            "sent": sent,
-        });
-        let mut inner =
-            json!({"method": "heartbeat", "version": "1.0", "_unique_id": envelope::new_id()});
-        match &guest.key {
-            Some(k) => {
-                let mut enc = serde_json::Map::new();
-                if let Value::Object(a) = args {
-                    for (name, v) in a {
-                        let wrapped =
-                            json!({"entity": k.encrypt(&v), "csz-instance-id": guest.guest_id});
-                        enc.insert(name, Value::String(wrapped.to_string()));
-                    }
-                }
-                inner["args"] = Value::Object(enc);
-                inner["_context_context"] = Value::String(k.encrypt(&json!({})));
-                inner["_context_csz-instance-id"] = Value::String(guest.guest_id.clone());
+    /// Sends one heartbeat with the instance's status now, unless the status is to be kept
+    /// quiet (see [`conductor`]); at most one attempt, bounded: the next heartbeat replaces a
+    /// lost one.
+    async fn heartbeat_now(&self) {
+        if let Some(status) = self.service_status().await {
+            let guest = &self.shared.opts.guest;
+            let args = conductor::heartbeat_args(&guest.guest_id, status);
+            if !self.cast_to_conductor("heartbeat", args).await {
+                tracing::warn!(status = status.description(), "heartbeat not sent");
             }
-            None => inner["args"] = args,
         }
-        json!({"oslo.version": "2.0", "oslo.message": inner.to_string()})
-            .to_string()
-            .into_bytes()
+    }
+
+    /// The status a heartbeat reports now; `None`: send none.
+    async fn service_status(&self) -> Option<ServiceStatus> {
+        if let Some(fixed) = self.shared.phase.fixed_status() {
+            return fixed;
+        }
+        let probe =
+            tokio::time::timeout(STATUS_TIMEOUT, self.shared.strategy.replication_status()).await;
+        match probe {
+            Ok(Ok(_)) => Some(ServiceStatus::Healthy),
+            // A running change may be restarting the server: say nothing, as Trove's guest
+            // keeps quiet while it restarts its database.
+            _ if self.shared.changes.current().is_some() => None,
+            _ => Some(ServiceStatus::Shutdown),
+        }
+    }
+
+    /// Reports a backup record's state, retried like a reply (see [`ReplyRetry`]): Trove
+    /// deletes the replication backup record after building the replica, which it refuses
+    /// while the record still says it is being built.
+    async fn update_backup(&self, update: &BackupUpdate) {
+        let args = update.args(&self.shared.opts.guest.guest_id);
+        let retry = ReplyRetry::for_patience(self.shared.opts.reply_patience);
+        let (attempts, sent) = retry
+            .run(|| self.cast_to_conductor("update_backup", args.clone()))
+            .await;
+        if !sent {
+            tracing::error!(
+                backup_id = %update.backup_id,
+                state = update.state.as_str(),
+                attempts,
+                "update_backup not sent: broker unreachable"
+            );
+        }
+    }
+
+    /// Casts `method` to trove-conductor on the current channel; false when there is none, it
+    /// failed or it took longer than 10 s.
+    async fn cast_to_conductor(&self, method: &str, args: serde_json::Map<String, Value>) -> bool {
+        let ch = self.shared.channel.lock().await.clone();
+        let Some(ch) = ch else { return false };
+        let body = conductor::cast_body(&self.shared.opts.guest, method, args);
+        let publish = Self::publish_on(&ch, EXCHANGE, CONDUCTOR_TOPIC, false, &body);
+        tokio::time::timeout(PUBLISH_TIMEOUT, publish)
+            .await
+            .unwrap_or(false)
     }
 }
 

@@ -119,6 +119,23 @@ impl TestServer {
         }
     }
 
+    /// Stops the server (it stays stopped; the directory stays until the server is dropped).
+    ///
+    /// # Errors
+    ///
+    /// The service's error when the server does not stop.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn stop(&self) -> Result<()> {
+        match self {
+            TestServer::Mariadb(s) => s.stop().await,
+            TestServer::Postgres(s) => s.stop().await,
+            TestServer::Redis(s) => s.stop().await,
+        }
+    }
+
     /// The instance directory (removed when the server is dropped).
     pub fn dir(&self) -> PathBuf {
         match self {

@@ -389,6 +389,119 @@ async fn repoint(
     catch_up(m, r).await;
 }
 
+/// Trove's switchover (`promote-to-replica-source`), in the order Trove's taskmanager calls its
+/// guests (`promote_to_replica_source`): the old master made read-only, the candidate caught
+/// up, detached for failover, enabled as master and made writable; every other replica
+/// detached for failover and re-pointed (`attach_replica` with the new master's context,
+/// `restart=True`); the old master re-pointed last (`restart=False`) and then demoted.
+async fn trove_promote(
+    old: &mut TroveClient,
+    candidate: &mut TroveClient,
+    others: &mut [&mut TroveClient],
+) {
+    old.call("make_read_only", json!({"read_only": true}))
+        .await
+        .expect("promote: old master read-only");
+    let txn = old
+        .call("get_latest_txn_id", json!({}))
+        .await
+        .expect("promote: old master's latest txn");
+    candidate
+        .call("wait_for_txn", json!({"txn": txn}))
+        .await
+        .expect("promote: the candidate catches up");
+    enable_survivor(candidate).await;
+    for other in others.iter_mut() {
+        follow_new_master(candidate, other, true).await;
+    }
+    follow_new_master(candidate, old, false).await;
+    old.call("demote_replication_master", json!({}))
+        .await
+        .expect("promote: demote the old master (a replica by now)");
+}
+
+/// Trove's failover (`eject-replica-source`) in the taskmanager's order: each replica's
+/// `get_last_txn` (`[source, txn]`; all must name one source), the most current one detached
+/// for failover, enabled as master and made writable, every other one detached for failover
+/// and re-pointed at it; the lost master is not called. Returns the new master's index.
+async fn trove_eject(replicas: &mut [&mut TroveClient]) -> usize {
+    let mut last = Vec::new();
+    for r in replicas.iter_mut() {
+        let t = r
+            .call("get_last_txn", json!({}))
+            .await
+            .expect("eject: get_last_txn");
+        assert_eq!(t.as_array().map(Vec::len), Some(2), "{t}");
+        last.push(t);
+    }
+    let sources: std::collections::BTreeSet<String> = last
+        .iter()
+        .filter(|t| !t[0].is_null())
+        .map(|t| t[0].to_string())
+        .collect();
+    assert!(sources.len() <= 1, "one source: {last:?}");
+    // Trove sorts on the txn, highest first (our txn ids compare as Trove's own do).
+    let winner = (0..last.len())
+        .max_by(|&a, &b| compare_txn(&last[a][1], &last[b][1]))
+        .expect("a replica");
+    let (head, tail) = replicas.split_at_mut(winner);
+    let (candidate, tail) = tail.split_first_mut().expect("the winner");
+    enable_survivor(candidate).await;
+    for other in head.iter_mut().chain(tail.iter_mut()) {
+        follow_new_master(candidate, other, false).await;
+    }
+    winner
+}
+
+fn compare_txn(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a.as_u64(), b.as_u64()) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+/// The candidate detached for failover, enabled as master and made writable.
+async fn enable_survivor(candidate: &mut TroveClient) {
+    candidate
+        .call("detach_replica", json!({"for_failover": true}))
+        .await
+        .expect("detach the candidate for failover");
+    candidate
+        .call(
+            "enable_as_master",
+            json!({"replica_source_config": "[mysqld]\nlog_bin = on\n"}),
+        )
+        .await
+        .expect("enable the candidate as master");
+    candidate
+        .call("make_read_only", json!({"read_only": false}))
+        .await
+        .expect("the new master writable");
+}
+
+/// A replica of the old master (or the old master itself, `restart` false, not detached first)
+/// made to follow the new one, as Trove's `BuiltInstanceTasks.attach_replica` does it.
+async fn follow_new_master(master: &mut TroveClient, follower: &mut TroveClient, detach: bool) {
+    if detach {
+        follower
+            .call("detach_replica", json!({"for_failover": true}))
+            .await
+            .expect("detach a replica for failover");
+    }
+    let ctx = master
+        .call("get_replica_context", json!({}))
+        .await
+        .expect("the new master's context");
+    follower
+        .call(
+            "attach_replica",
+            json!({"replica_info": ctx, "slave_config": "[mysqld]\nread_only = on\n",
+                   "restart": detach}),
+        )
+        .await
+        .expect("follow the new master");
+}
+
 async fn trove_flow(kind: DatastoreKind, secure: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -398,21 +511,27 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     let store = temp_store();
     let master = node(kind, 1, &store, "trove-m").await;
     let replica = node(kind, 2, &store, "trove-r").await;
-    let (mkey, rkey) = if secure {
-        (Some(key()), Some(format!("{}x", &key()[1..])))
+    let other = node(kind, 3, &store, "trove-o").await;
+    let (mkey, rkey, okey) = if secure {
+        (Some(key()), Some(format!("{}x", &key()[1..])), Some(key()))
     } else {
-        (None, None)
+        (None, None, None)
     };
     let url = broker.transport_url();
     // Trove's own conductor, with the backup record Trove makes for the replication snapshot.
     let backup_id = trove_guest_examples::control::new_instance_id();
+    let other_backup_id = trove_guest_examples::control::new_instance_id();
     let mut conductor = TroveConductor::start(
         &url,
         &[
             (&master.instance_id, mkey.as_deref()),
             (&replica.instance_id, rkey.as_deref()),
+            (&other.instance_id, okey.as_deref()),
         ],
-        &[(&backup_id, &master.instance_id)],
+        &[
+            (&backup_id, &master.instance_id),
+            (&other_backup_id, &master.instance_id),
+        ],
     )
     .await;
     // The replica is a guest Trove builds: silent to the conductor until its prepare succeeds.
@@ -420,6 +539,7 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     let marker = marker_dir.path().join("guest.prepared");
     let _ms = serve(&broker, &master, mkey.as_deref(), None);
     let _rs = serve(&broker, &replica, rkey.as_deref(), Some(marker.clone()));
+    let _os = serve(&broker, &other, okey.as_deref(), None);
     // The master's server is the operator's: its heartbeats say healthy from the start. Two of
     // them span a heartbeat period of the replica, which sends none.
     for _ in 0..2 {
@@ -436,6 +556,7 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     );
     let mut m = TroveClient::start(&url, &master.instance_id, mkey.as_deref()).await;
     let mut r = TroveClient::start(&url, &replica.instance_id, rkey.as_deref()).await;
+    let mut o = TroveClient::start(&url, &other.instance_id, okey.as_deref()).await;
 
     assert_eq!(
         m.call("rpc_ping", json!({})).await.expect("ping"),
@@ -535,6 +656,25 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
         .await;
     assert!(marker.exists(), "a successful prepare is remembered");
 
+    // A second replica, from a second snapshot (Trove takes one per replica build).
+    let mut info = snapshot_info.clone();
+    info["id"] = json!(other_backup_id);
+    let snap2 = m
+        .call(
+            "get_replication_snapshot",
+            json!({"snapshot_info": info, "replica_source_config": "[mysqld]\nlog_bin = on\n"}),
+        )
+        .await
+        .expect("a second snapshot");
+    o.call(
+        "prepare",
+        json!({"memory_mb": 512, "packages": [], "databases": [], "users": [],
+               "snapshot": snap2}),
+    )
+    .await
+    .expect("prepare cast (second replica)");
+    catch_up(&mut m, &mut o).await;
+
     mdb.insert_rows(500..600).await.expect("rows after attach");
     catch_up(&mut m, &mut r).await;
     let rdb = SampleDb::connect(kind, &replica.server().handle().admin)
@@ -629,56 +769,88 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     }
     assert_eq!(ping, Some(json!(true)));
 
-    // Detach, then re-point the replica with attach_replica and the master's context (a
-    // PostgreSQL replica is re-pointed while attached: once detached it has its own timeline).
+    // Re-point a replica with attach_replica and the master's context while it replicates.
     if kind == DatastoreKind::Postgresql {
         repoint(&mut m, &mut r, &mdb, 600..650).await;
     }
-    let detached = r
-        .call("detach_replica", json!({"for_failover": false}))
-        .await
-        .expect("detach_replica");
-    assert!(detached.get("replication_user").is_some(), "{detached}");
-    m.call(
-        "_raw:cleanup_source_on_replica_detach",
-        json!({"replica_info": detached}),
-    )
-    .await
-    .expect("cleanup_source_on_replica_detach");
-    if kind != DatastoreKind::Postgresql {
-        repoint(&mut m, &mut r, &mdb, 600..650).await;
-    }
 
-    // Detach again and demote the master.
-    r.call("detach_replica", json!({"for_failover": true}))
+    // Trove's switchover: the replica takes the master's place; the other replica (detached
+    // for failover first, which promotes a PostgreSQL standby: it rejoins by pg_rewind) and the
+    // old master follow it.
+    trove_promote(&mut m, &mut r, &mut [&mut o]).await;
+    rdb.insert_rows(700..750)
         .await
-        .expect("detach for failover");
-    m.call("demote_replication_master", json!({}))
+        .expect("rows on the new master");
+    catch_up(&mut r, &mut m).await;
+    catch_up(&mut r, &mut o).await;
+    let odb = SampleDb::connect(kind, &other.server().handle().admin)
         .await
-        .expect("demote_replication_master");
-    m.call("make_read_only", json!({"read_only": false}))
-        .await
-        .expect("make_read_only");
+        .expect("connect to the other replica");
+    let want = rdb.fingerprint().await.expect("new master");
+    assert_eq!(mdb.fingerprint().await.expect("old master"), want);
+    assert_eq!(odb.fingerprint().await.expect("other replica"), want);
 
-    // A server that stops answering is reported as shut down.
+    // Trove's failover: the new master is lost (its server stops, and its heartbeats say so);
+    // the most current of its replicas takes over and the other follows it.
     rdb.close().await;
     replica
         .server()
         .stop()
         .await
-        .expect("stop the replica's server");
+        .expect("stop the new master's server");
     conductor
         .wait_for(ROW_WITHIN, |r| {
             heartbeat_is(r, &replica.instance_id, "shutdown")
         })
         .await;
+    let winner = trove_eject(&mut [&mut m, &mut o]).await;
+    let (new_db, new_client, follower) = if winner == 0 {
+        (&mdb, &mut m, &mut o)
+    } else {
+        (&odb, &mut o, &mut m)
+    };
+    new_db
+        .insert_rows(750..800)
+        .await
+        .expect("rows on the master after Trove's failover");
+    catch_up(new_client, follower).await;
+    assert_eq!(
+        mdb.fingerprint().await.expect("first master"),
+        odb.fingerprint().await.expect("other"),
+        "after Trove's failover the survivors hold the same data"
+    );
+
+    // The follower detached (standalone; the master keeps no trace of it), the master demoted.
+    let detached = follower
+        .call("detach_replica", json!({"for_failover": false}))
+        .await
+        .expect("detach_replica");
+    assert!(detached.get("replication_user").is_some(), "{detached}");
+    new_client
+        .call(
+            "_raw:cleanup_source_on_replica_detach",
+            json!({"replica_info": detached}),
+        )
+        .await
+        .expect("cleanup_source_on_replica_detach");
+    new_client
+        .call("demote_replication_master", json!({}))
+        .await
+        .expect("demote_replication_master");
+    new_client
+        .call("make_read_only", json!({"read_only": false}))
+        .await
+        .expect("make_read_only");
+    odb.close().await;
 
     m.stop().await;
     r.stop().await;
+    o.stop().await;
     conductor.stop().await;
     mdb.close().await;
     master.shutdown().await;
     replica.shutdown().await;
+    other.shutdown().await;
     broker.stop().await;
 }
 

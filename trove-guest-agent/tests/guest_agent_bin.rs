@@ -381,7 +381,10 @@ fn check_config_says_whether_a_replica_guest_still_waits_for_its_prepare() {
     std::fs::write(&marker, "").unwrap();
     let (code, out, err) = f.check();
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("present: heartbeats report the server"), "{out}");
+    assert!(
+        out.contains("present: heartbeats report the server"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -11,6 +11,10 @@ use trove_guest_core::{Error, OsUser, Result, Secret};
 pub(crate) const MASTER_FILE: &str = "trove-replication-master.conf";
 /// Override file of a standby (`primary_conninfo`, `primary_slot_name`).
 pub(crate) const STANDBY_FILE: &str = "trove-replication-standby.conf";
+/// Override file that keeps a standby rewindable after a promotion (`wal_log_hints`, WAL kept);
+/// written with the standby's, kept by a detach for failover, removed by a plain detach and by
+/// demote.
+pub(crate) const REWIND_FILE: &str = "trove-replication-rewind.conf";
 /// Override file of `make_read_only(true)`.
 pub(crate) const READ_ONLY_FILE: &str = "trove-read-only.conf";
 /// A standby's passfile (not `*.conf`, so `include_dir` ignores it).

@@ -52,7 +52,11 @@ impl RestoreHooks for PostgresStrategy {
     }
 
     fn config_files(&self) -> Vec<PathBuf> {
-        STANDBY_FILES.iter().map(|f| self.config_file(f)).collect()
+        STANDBY_FILES
+            .iter()
+            .chain([&crate::conf::REWIND_FILE])
+            .map(|f| self.config_file(f))
+            .collect()
     }
 
     async fn configure(&self, plan: &AttachPlan, previous: &Path, staged: bool) -> Result<()> {

@@ -17,7 +17,9 @@
 //!   slot and login on the master; **demote** removes every slot, role, `pg_hba` entry and
 //!   setting made for replication;
 //! * a **former primary rejoins** a promoted replica with `pg_rewind`
-//!   ([`PostgresStrategy::rejoin_as_standby`]).
+//!   ([`PostgresStrategy::rejoin_as_standby`]); a standby stays rewindable after a promotion
+//!   too (`wal_log_hints` and the master's WAL retention in an override file of its own, which
+//!   a detach for failover keeps and a plain detach or demote removes).
 //!
 //! Settings go into override files in the handle's `config_dir`, which the server's main
 //! configuration must include (`include_dir`, last); the main configuration should live outside
@@ -142,6 +144,8 @@ pub mod objects {
     pub const MASTER_FILE: &str = crate::conf::MASTER_FILE;
     /// A standby's override file in the config directory.
     pub const STANDBY_FILE: &str = crate::conf::STANDBY_FILE;
+    /// The override file that keeps a standby rewindable after a promotion.
+    pub const REWIND_FILE: &str = crate::conf::REWIND_FILE;
     /// A standby's passfile in the config directory.
     pub const PASSFILE: &str = crate::conf::PASSFILE;
     /// The override file of `make_read_only(true)`.

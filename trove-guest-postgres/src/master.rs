@@ -847,6 +847,7 @@ impl PostgresStrategy {
         self.edit_hba(&db, |t| Ok(conf::hba_without_block(t)))
             .await?;
         let file = self.config_file(MASTER_FILE);
+        conf::remove_if_exists(&self.config_file(conf::REWIND_FILE))?;
         conf::remove_if_exists(&file)?;
         let pending = reload_and_settle(&db, &flavor.master_settings(), &file, false).await?;
         let db = if pending.is_empty() {

@@ -16,7 +16,7 @@ use trove_guest_core::{
 
 use crate::client::Db;
 use crate::commands;
-use crate::conf::{self, PASSFILE, REPLICATION_CA_FILE, STANDBY_FILE, STANDBY_STATE};
+use crate::conf::{self, PASSFILE, REPLICATION_CA_FILE, REWIND_FILE, STANDBY_FILE, STANDBY_STATE};
 use crate::flavor::ServerVersion;
 use crate::names;
 use crate::sql;
@@ -111,6 +111,26 @@ pub(crate) fn standby_settings(
     Ok(s)
 }
 
+/// What a standby needs to be rewound after a promotion: a standby may be promoted and later
+/// told to follow another primary (a failover's other replicas; Trove's switchover detaches
+/// every replica before re-pointing it), and `pg_rewind` then needs hint-bit changes WAL-logged
+/// since the promotion (`wal_log_hints`, in force from the standby's start) and this server's
+/// WAL back to the last checkpoint before the fork (kept as a master keeps it; PostgreSQL 12
+/// counts segments, taken as 16 MiB: larger segments keep more).
+pub(crate) fn rewindable_settings(
+    version: ServerVersion,
+    keep_mb: u64,
+) -> [(&'static str, String); 2] {
+    let flavor = version.flavor();
+    [
+        ("wal_log_hints", "on".to_owned()),
+        (
+            flavor.wal_keep_setting(),
+            flavor.wal_keep_value(keep_mb, 16 << 20),
+        ),
+    ]
+}
+
 /// The version of the data in `data_dir`, from its `PG_VERSION` (no server needed).
 pub(crate) fn data_dir_version(data_dir: &Path) -> Result<ServerVersion> {
     let text = std::fs::read_to_string(data_dir.join("PG_VERSION"))
@@ -171,6 +191,16 @@ impl PostgresStrategy {
             version,
             data_synced,
             tls.map(|_| ca_file.as_path()),
+        )?;
+
+        conf::write_atomic(
+            &self.config_file(REWIND_FILE),
+            &conf::render_settings(
+                "trove-guest: a standby stays rewindable after a promotion",
+                &rewindable_settings(version, self.opts.wal_keep_size_mb),
+            ),
+            0o644,
+            self.file_owner(),
         )?;
         conf::write_atomic(
             &self.config_file(STANDBY_FILE),
@@ -671,7 +701,8 @@ impl PostgresStrategy {
         // next start.
         let reload = flavor(&db).await?.standby_settings_reloadable();
         if !in_recovery(&db).await? {
-            if self.remove_standby_config()? && reload {
+            let removed = self.remove_standby_config()? | self.drop_rewindable(opts)?;
+            if removed && reload {
                 db.one("reload configuration", sql::RELOAD, &[]).await?;
             }
             return Ok(DetachedReplica::new(user, slot, master, false));
@@ -690,10 +721,21 @@ impl PostgresStrategy {
         db.batch("checkpoint after promotion", sql::CHECKPOINT)
             .await?;
         self.remove_standby_config()?;
+        self.drop_rewindable(opts)?;
         if reload {
             db.one("reload configuration", sql::RELOAD, &[]).await?;
         }
         Ok(DetachedReplica::new(user, slot, master, true))
+    }
+
+    /// A detach for failover keeps the server rewindable (it is about to be re-pointed, or
+    /// enabled as a master); a plain detach leaves a standalone server, which keeps no WAL for
+    /// it. Returns whether the file existed.
+    fn drop_rewindable(&self, opts: &DetachOptions) -> Result<bool> {
+        if opts.for_failover {
+            return Ok(false);
+        }
+        conf::remove_if_exists(&self.config_file(REWIND_FILE))
     }
 
     /// Makes this server, a former primary, a standby of a new primary (the failover path):

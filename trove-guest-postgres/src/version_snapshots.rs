@@ -84,7 +84,7 @@ fn render(num: i64) -> String {
         host: "10.0.0.5".into(),
         port: 5432,
     };
-    let standby = replica::standby_settings(
+    let mut standby = replica::standby_settings(
         &master,
         "trove_repl_r1",
         &pw,
@@ -95,6 +95,7 @@ fn render(num: i64) -> String {
         None,
     )
     .unwrap();
+    standby.extend(replica::rewindable_settings(v, 1024));
     out.push_str(&format!(
         "## standby override file (settings reloadable: {})\n{}",
         f.standby_settings_reloadable(),

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use trove_guest_core::failover::{ReplicaContextOptions, RepointOptions};
+use trove_guest_core::failover::{FenceOptions, ReplicaContextOptions, RepointOptions};
 use trove_guest_core::{
-    AttachRequest, DemoteOptions, DetachOptions, EnableMasterOptions, SharedStrategy,
+    AttachRequest, DemoteOptions, DetachOptions, EnableMasterOptions, Role, SharedStrategy,
     SnapshotRequest,
 };
 
@@ -36,8 +36,18 @@ pub const METHODS: &[&str] = &[
 /// How long `wait_for_txn` waits: under Trove's 180 s call timeout.
 const WAIT_FOR_TXN: Duration = Duration::from_secs(170);
 
-/// The account name `get_replica_context` makes on a master (Trove passes no replica id).
-pub const CONTEXT_REPLICA_ID: &str = "trove";
+/// The prefix of the replica id each `get_replica_context` makes its account (and slot) for.
+pub const CONTEXT_REPLICA_PREFIX: &str = "trove_";
+
+/// A fresh replica id for one `get_replica_context`: Trove names no replica, and hands each
+/// context to exactly one follower (`attach_replica`), as Trove's own guest makes one account
+/// per call. A shared id would share one password (renewed by every call) and one slot.
+fn context_replica_id() -> String {
+    format!(
+        "{CONTEXT_REPLICA_PREFIX}{}",
+        &super::envelope::new_id()[..12]
+    )
+}
 
 /// True for methods that change the server (run one at a time).
 pub fn is_change(method: &str) -> bool {
@@ -69,6 +79,63 @@ fn strategy_failure(e: trove_guest_core::Error) -> Failure {
 
 fn translate_failure(e: TranslateError) -> Failure {
     Failure::trove("GuestError", e.to_string())
+}
+
+/// Trove's switchover starts with `make_read_only(True)` on the old master and then waits for
+/// the candidate to reach the master's latest transaction. A master that is only read-only
+/// still writes (PostgreSQL's background WAL records), and its other replicas, which keep
+/// receiving, would end up past the point where the candidate left it. So a master is fenced
+/// (`fence_writes`, as core's switchover does: nothing more leaves it), and
+/// `make_read_only(False)` lifts a fence first. True when the fence alone answered the call.
+async fn fence(strategy: &SharedStrategy, read_only: bool) -> Result<bool, Failure> {
+    if !read_only {
+        return match strategy.unfence_writes().await {
+            Ok(()) | Err(trove_guest_core::Error::Unsupported { .. }) => Ok(false),
+            Err(e) => Err(strategy_failure(e)),
+        };
+    }
+    let status = strategy
+        .replication_status()
+        .await
+        .map_err(strategy_failure)?;
+    if status.role != Some(Role::Master) {
+        return Ok(false);
+    }
+    match strategy.fence_writes(&FenceOptions::new()).await {
+        Ok(at) => {
+            tracing::info!(position = %at, "make_read_only on a master: writes fenced");
+            Ok(true)
+        }
+        Err(trove_guest_core::Error::Unsupported { .. }) => Ok(false),
+        Err(e) => Err(strategy_failure(e)),
+    }
+}
+
+/// Trove's switchover and failover detach *every* replica for failover (the candidate, which
+/// is enabled as master next, and the others, which are re-pointed next) before anything else.
+/// Promoting them all would put each on a timeline of its own (PostgreSQL: the same timeline
+/// number with different histories, which no standby can follow afterwards). So a replica only
+/// stops receiving and applies what it received (`stop_receiver`, as core's failover does);
+/// `enable_as_master` promotes the one that becomes the master, and `attach_replica` points
+/// the others at it. True when that was done; false when the server is no replica (a repeated
+/// call: it was promoted already) or its backend cannot stop its receiver alone, in which case
+/// the caller detaches it.
+async fn stop_following(strategy: &SharedStrategy) -> Result<bool, Failure> {
+    let status = strategy
+        .replication_status()
+        .await
+        .map_err(strategy_failure)?;
+    if status.role != Some(Role::Replica) {
+        return Ok(false);
+    }
+    match strategy.stop_receiver(&FenceOptions::new()).await {
+        Ok(last) => {
+            tracing::info!(applied = %last.applied, "detach for failover: receiver stopped; promoted by enable_as_master");
+            Ok(true)
+        }
+        Err(trove_guest_core::Error::Unsupported { .. }) => Ok(false),
+        Err(e) => Err(strategy_failure(e)),
+    }
 }
 
 /// Runs one request; the result is Trove's shape, the failure what Trove's client rebuilds.
@@ -121,7 +188,7 @@ pub async fn dispatch(strategy: &SharedStrategy, req: &Request) -> Result<Value,
         }
         "get_replica_context" => {
             let ctx = strategy
-                .get_replica_context(&ReplicaContextOptions::new(CONTEXT_REPLICA_ID))
+                .get_replica_context(&ReplicaContextOptions::new(context_replica_id()))
                 .await
                 .map_err(strategy_failure)?;
             translate::context_to_trove(&ctx).map_err(translate_failure)
@@ -142,6 +209,10 @@ pub async fn dispatch(strategy: &SharedStrategy, req: &Request) -> Result<Value,
                 .get("for_failover")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
+            if opts.for_failover && stop_following(strategy).await? {
+                // Trove ignores what a detach for failover answers.
+                return Ok(Value::Null);
+            }
             let d = strategy
                 .detach_replication_slave(&opts)
                 .await
@@ -158,6 +229,21 @@ pub async fn dispatch(strategy: &SharedStrategy, req: &Request) -> Result<Value,
             Ok(Value::Null)
         }
         "demote_replication_master" => {
+            // Trove's switchover (taskmanager's promote_to_replica_source) re-points the old
+            // master at the new one first and demotes it last. By then it is a replica: what it
+            // served as a master went with the role, and demoting a replica is refused by the
+            // strategy, so the call is answered without a change, as Trove expects.
+            let status = strategy
+                .replication_status()
+                .await
+                .map_err(strategy_failure)?;
+            if status.role == Some(Role::Replica) {
+                tracing::info!(
+                    master = ?status.master,
+                    "demote_replication_master: already a replica (Trove's switchover); nothing to demote"
+                );
+                return Ok(Value::Null);
+            }
             strategy
                 .demote_replication_master(&DemoteOptions::new())
                 .await
@@ -168,6 +254,9 @@ pub async fn dispatch(strategy: &SharedStrategy, req: &Request) -> Result<Value,
             let ro = arg(req, "read_only")?
                 .as_bool()
                 .ok_or_else(|| Failure::remote("ValueError", "read_only must be a boolean"))?;
+            if fence(strategy, ro).await? {
+                return Ok(Value::Null);
+            }
             strategy
                 .make_read_only(ro)
                 .await
@@ -193,6 +282,18 @@ pub async fn dispatch(strategy: &SharedStrategy, req: &Request) -> Result<Value,
             Ok(Value::Null)
         }
         "enable_as_master" => {
+            // A replica Trove detached for failover only stopped receiving (see
+            // `stop_following`): it is promoted now.
+            let status = strategy
+                .replication_status()
+                .await
+                .map_err(strategy_failure)?;
+            if status.role == Some(Role::Replica) {
+                strategy
+                    .detach_replication_slave(&DetachOptions::new().with_for_failover(true))
+                    .await
+                    .map_err(strategy_failure)?;
+            }
             strategy
                 .enable_as_master(&EnableMasterOptions::new())
                 .await

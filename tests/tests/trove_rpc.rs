@@ -440,7 +440,7 @@ async fn trove_eject(replicas: &mut [&mut TroveClient]) -> usize {
         .map(|t| t[0].to_string())
         .collect();
     assert!(sources.len() <= 1, "one source: {last:?}");
-    // Trove sorts on the txn, highest first (our txn ids compare as Trove's own do).
+    // Trove sorts on the txn, highest first (ours order as positions, also as texts).
     let winner = (0..last.len())
         .max_by(|&a, &b| compare_txn(&last[a][1], &last[b][1]))
         .expect("a replica");
@@ -540,8 +540,23 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     let _ms = serve(&broker, &master, mkey.as_deref(), None);
     let _rs = serve(&broker, &replica, rkey.as_deref(), Some(marker.clone()));
     let _os = serve(&broker, &other, okey.as_deref(), None);
-    // The master's server is the operator's: its heartbeats say healthy from the start. Two of
-    // them span a heartbeat period of the replica, which sends none.
+    let mut m = TroveClient::start(&url, &master.instance_id, mkey.as_deref()).await;
+    let mut r = TroveClient::start(&url, &replica.instance_id, rkey.as_deref()).await;
+    let mut o = TroveClient::start(&url, &other.instance_id, okey.as_deref()).await;
+    // The replica's agent serves (its heartbeat loop starts when it does)...
+    assert_eq!(
+        r.call("rpc_ping", json!({}))
+            .await
+            .expect("ping the replica"),
+        json!(true)
+    );
+    // ...and the servers that are the operator's say healthy from the start. Two more of the
+    // master's heartbeats span a whole heartbeat period of the replica, which sends none.
+    conductor
+        .wait_for(ROW_WITHIN, |r| {
+            heartbeat_is(r, &other.instance_id, "healthy")
+        })
+        .await;
     for _ in 0..2 {
         conductor
             .wait_for(ROW_WITHIN, |r| {
@@ -554,9 +569,6 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
         Vec::<String>::new(),
         "no heartbeat before prepare"
     );
-    let mut m = TroveClient::start(&url, &master.instance_id, mkey.as_deref()).await;
-    let mut r = TroveClient::start(&url, &replica.instance_id, rkey.as_deref()).await;
-    let mut o = TroveClient::start(&url, &other.instance_id, okey.as_deref()).await;
 
     assert_eq!(
         m.call("rpc_ping", json!({})).await.expect("ping"),
@@ -775,8 +787,8 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     }
 
     // Trove's switchover: the replica takes the master's place; the other replica (detached
-    // for failover first, which promotes a PostgreSQL standby: it rejoins by pg_rewind) and the
-    // old master follow it.
+    // for failover first: it only stops receiving) and the old master (fenced by
+    // make_read_only) follow it without a rewind.
     trove_promote(&mut m, &mut r, &mut [&mut o]).await;
     rdb.insert_rows(700..750)
         .await

@@ -13,8 +13,9 @@ pub(crate) const MASTER_FILE: &str = "trove-replication-master.conf";
 pub(crate) const STANDBY_FILE: &str = "trove-replication-standby.conf";
 /// Override file that keeps a standby rewindable after a promotion (`wal_log_hints`, WAL kept);
 /// written with the standby's, kept by a detach for failover, removed by a plain detach and by
-/// demote.
-pub(crate) const REWIND_FILE: &str = "trove-replication-rewind.conf";
+/// demote. Its name sorts before [`MASTER_FILE`]'s, so the master's values (its WAL retention
+/// computed for the real segment size) win where both set one.
+pub(crate) const REWIND_FILE: &str = "trove-replication-kept-wal.conf";
 /// Override file of `make_read_only(true)`.
 pub(crate) const READ_ONLY_FILE: &str = "trove-read-only.conf";
 /// A standby's passfile (not `*.conf`, so `include_dir` ignores it).

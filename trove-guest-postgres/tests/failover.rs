@@ -155,3 +155,71 @@ async fn rejoin_without_a_common_history_asks_for_a_fresh_snapshot() {
         "t"
     );
 }
+
+#[tokio::test]
+async fn a_standby_promoted_by_a_detach_for_failover_can_be_rewound_onto_its_old_primary() {
+    use trove_guest_core::failover::{ReplicaContextOptions, RepointOptions};
+    common::init_tracing();
+    let (_dir, store) = common::local_store();
+    let primary = PostgresServer::start(PostgresOptions::new().with_init(ClusterInit::Fresh))
+        .await
+        .unwrap();
+    common::create_schema(&primary).await.unwrap();
+    common::insert_rows(&primary, 0..100).await.unwrap();
+    let s_primary = common::strategy(&primary, store.clone());
+    let doc = common::master_snapshot(&s_primary, "promoted").await;
+    let standby = PostgresServer::start(PostgresOptions::new().with_server_id(2))
+        .await
+        .unwrap();
+    let s_standby = common::strategy(&standby, store.clone());
+    s_standby
+        .attach_replication_slave(&doc, &AttachRequest::new().with_timeout(WAIT))
+        .await
+        .unwrap();
+    let rewind_file = standby.handle().config_dir.join(objects::REWIND_FILE);
+    assert!(rewind_file.exists(), "a standby is made rewindable");
+
+    // Promoted by a detach for failover, it takes writes of its own while the primary goes
+    // on: the histories diverge.
+    s_standby
+        .detach_replication_slave(&DetachOptions::new().with_for_failover(true))
+        .await
+        .unwrap();
+    assert!(
+        rewind_file.exists(),
+        "a detach for failover keeps it rewindable"
+    );
+    common::insert_rows(&standby, 5000..5010).await.unwrap();
+    common::insert_rows(&primary, 100..200).await.unwrap();
+
+    // Pointed at its old primary again: rewound (its own writes gone), then it streams.
+    let ctx = s_primary
+        .get_replica_context(&ReplicaContextOptions::new("promoted-back"))
+        .await
+        .unwrap();
+    s_standby
+        .attach_replica(&ctx, &RepointOptions::default())
+        .await
+        .expect("the promoted standby is rewound and follows its old primary");
+    common::insert_rows(&primary, 200..250).await.unwrap();
+    s_standby.catch_up_with(&*s_primary, WAIT).await.unwrap();
+    assert_eq!(
+        common::fingerprint(&standby).await.unwrap(),
+        common::fingerprint(&primary).await.unwrap()
+    );
+    assert_eq!(
+        standby
+            .query_one("SELECT count(*) FROM accounts WHERE id >= 5000")
+            .await
+            .unwrap(),
+        "0",
+        "its own writes were rewound away"
+    );
+
+    // A plain detach leaves a standalone server, which keeps no WAL for a rewind.
+    s_standby
+        .detach_replication_slave(&DetachOptions::new())
+        .await
+        .unwrap();
+    assert!(!rewind_file.exists(), "a plain detach removes it");
+}

@@ -9,8 +9,8 @@
 //! | the agent | `service_status` |
 //! |---|---|
 //! | waiting for its first `prepare` (only with [`RpcOptions::prepare_marker`]) | nothing sent |
-//! | a `prepare(snapshot=...)` runs | `building` |
-//! | the last `prepare` failed | `failed to spawn` (until a `prepare` succeeds) |
+//! | a `prepare` runs | `building` |
+//! | the last `prepare` failed (one without a snapshot is refused: provisioning is out of scope) | `failed to spawn` (until a `prepare` succeeds) |
 //! | otherwise, the server answers a status query | `healthy` |
 //! | otherwise, a change runs (it may be restarting the server) | nothing sent |
 //! | otherwise | `shutdown` |
@@ -197,9 +197,7 @@ pub fn cast_body(guest: &GuestInfo, method: &str, mut args: Map<String, Value>) 
         }
         None => inner["args"] = Value::Object(args),
     }
-    json!({"oslo.version": "2.0", "oslo.message": inner.to_string()})
-        .to_string()
-        .into_bytes()
+    envelope::wrap(inner)
 }
 
 /// Where the instance is in Trove's build: see the module's table.

@@ -33,8 +33,9 @@ pub const METHODS: &[&str] = &[
     "get_last_txn",
 ];
 
-/// How long `wait_for_txn` waits: under Trove's 180 s call timeout.
-const WAIT_FOR_TXN: Duration = Duration::from_secs(170);
+/// How long `wait_for_txn`, fencing and draining a replica may take: under Trove's 180 s
+/// timeout for these calls (`agent_call_high_timeout`).
+const CALL_BUDGET: Duration = Duration::from_secs(170);
 
 /// The prefix of the replica id each `get_replica_context` makes its account (and slot) for.
 pub const CONTEXT_REPLICA_PREFIX: &str = "trove_";
@@ -101,7 +102,10 @@ async fn fence(strategy: &SharedStrategy, read_only: bool) -> Result<bool, Failu
     if status.role != Some(Role::Master) {
         return Ok(false);
     }
-    match strategy.fence_writes(&FenceOptions::new()).await {
+    match strategy
+        .fence_writes(&FenceOptions::new().with_timeout(CALL_BUDGET))
+        .await
+    {
         Ok(at) => {
             tracing::info!(position = %at, "make_read_only on a master: writes fenced");
             Ok(true)
@@ -118,8 +122,8 @@ async fn fence(strategy: &SharedStrategy, read_only: bool) -> Result<bool, Failu
 /// stops receiving and applies what it received (`stop_receiver`, as core's failover does);
 /// `enable_as_master` promotes the one that becomes the master, and `attach_replica` points
 /// the others at it. True when that was done; false when the server is no replica (a repeated
-/// call: it was promoted already) or its backend cannot stop its receiver alone, in which case
-/// the caller detaches it.
+/// call: it was promoted already) or its backend cannot stop its receiver alone (Redis,
+/// PostgreSQL 12), in which case the caller detaches it, as Trove asked.
 async fn stop_following(strategy: &SharedStrategy) -> Result<bool, Failure> {
     let status = strategy
         .replication_status()
@@ -128,7 +132,10 @@ async fn stop_following(strategy: &SharedStrategy) -> Result<bool, Failure> {
     if status.role != Some(Role::Replica) {
         return Ok(false);
     }
-    match strategy.stop_receiver(&FenceOptions::new()).await {
+    match strategy
+        .stop_receiver(&FenceOptions::new().with_timeout(CALL_BUDGET))
+        .await
+    {
         Ok(last) => {
             tracing::info!(applied = %last.applied, "detach for failover: receiver stopped; promoted by enable_as_master");
             Ok(true)
@@ -276,7 +283,7 @@ pub async fn dispatch(strategy: &SharedStrategy, req: &Request) -> Result<Value,
                 .ok_or_else(|| Failure::remote("ValueError", "txn must be a string"))?;
             let pos = translate::txn_from_trove(&kind, txn).map_err(translate_failure)?;
             strategy
-                .wait_for_txn(&pos, WAIT_FOR_TXN)
+                .wait_for_txn(&pos, CALL_BUDGET)
                 .await
                 .map_err(strategy_failure)?;
             Ok(Value::Null)
@@ -309,5 +316,244 @@ pub async fn dispatch(strategy: &SharedStrategy, req: &Request) -> Result<Value,
             module: "oslo_messaging.rpc.dispatcher".into(),
             message: format!("Endpoint does not support RPC method {other}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use serde_json::json;
+    use trove_guest_core::failover::{LastTxn, ReplicaContext};
+    use trove_guest_core::{
+        AttachOutcome, Capabilities, DatastoreKind, DetachedReplica, Error, ReplicationPosition,
+        ReplicationStatus, ReplicationStrategy, Result, SnapshotDocument,
+    };
+
+    use super::*;
+
+    /// A strategy in a given role that records the calls it gets; `failover_calls`: whether
+    /// it implements fencing and stopping its receiver (else the defaults, `Unsupported`).
+    #[derive(Debug)]
+    struct Recorder {
+        role: Role,
+        failover_calls: bool,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Recorder {
+        fn shared(role: Role, failover_calls: bool) -> (Arc<Recorder>, SharedStrategy) {
+            let r = Arc::new(Recorder {
+                role,
+                failover_calls,
+                calls: Mutex::new(Vec::new()),
+            });
+            (r.clone(), r)
+        }
+        fn note(&self, call: &str) {
+            self.calls.lock().expect("calls").push(call.to_owned());
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().expect("calls").clone()
+        }
+    }
+
+    fn gtid() -> ReplicationPosition {
+        ReplicationPosition::MariadbGtid("0-1-7".parse().expect("a GTID"))
+    }
+
+    #[async_trait]
+    impl ReplicationStrategy for Recorder {
+        fn datastore(&self) -> DatastoreKind {
+            DatastoreKind::Mariadb
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::none()
+        }
+        async fn enable_as_master(&self, _: &EnableMasterOptions) -> Result<()> {
+            self.note("enable_as_master");
+            Ok(())
+        }
+        async fn get_replication_snapshot(&self, _: &SnapshotRequest) -> Result<SnapshotDocument> {
+            Err(Error::unsupported("not in this test"))
+        }
+        async fn attach_replication_slave(
+            &self,
+            _: &SnapshotDocument,
+            _: &AttachRequest,
+        ) -> Result<AttachOutcome> {
+            Err(Error::unsupported("not in this test"))
+        }
+        async fn detach_replication_slave(&self, o: &DetachOptions) -> Result<DetachedReplica> {
+            self.note(&format!("detach(for_failover={})", o.for_failover));
+            Ok(DetachedReplica::new(
+                Some("repl_x".into()),
+                None,
+                None,
+                true,
+            ))
+        }
+        async fn cleanup_source_on_replica_detach(&self, _: &DetachedReplica) -> Result<()> {
+            Ok(())
+        }
+        async fn demote_replication_master(&self, _: &DemoteOptions) -> Result<()> {
+            self.note("demote");
+            Ok(())
+        }
+        async fn make_read_only(&self, ro: bool) -> Result<()> {
+            self.note(&format!("make_read_only({ro})"));
+            Ok(())
+        }
+        async fn get_latest_txn_id(&self) -> Result<ReplicationPosition> {
+            Ok(gtid())
+        }
+        async fn wait_for_txn(&self, _: &ReplicationPosition, _: Duration) -> Result<()> {
+            Ok(())
+        }
+        async fn replication_status(&self) -> Result<ReplicationStatus> {
+            let mut s = ReplicationStatus::default();
+            s.role = Some(self.role);
+            Ok(s)
+        }
+        async fn get_replica_context(&self, o: &ReplicaContextOptions) -> Result<ReplicaContext> {
+            self.note(&format!("context({})", o.replica_id));
+            Err(Error::unsupported("not in this test"))
+        }
+        async fn fence_writes(&self, _: &FenceOptions) -> Result<ReplicationPosition> {
+            if !self.failover_calls {
+                return Err(Error::unsupported("fencing"));
+            }
+            self.note("fence");
+            Ok(gtid())
+        }
+        async fn unfence_writes(&self) -> Result<()> {
+            if !self.failover_calls {
+                return Err(Error::unsupported("fencing"));
+            }
+            self.note("unfence");
+            Ok(())
+        }
+        async fn stop_receiver(&self, _: &FenceOptions) -> Result<LastTxn> {
+            if !self.failover_calls {
+                return Err(Error::unsupported("stopping the receiver"));
+            }
+            self.note("stop_receiver");
+            Ok(LastTxn::new(gtid()))
+        }
+    }
+
+    fn request(method: &str, args: Value) -> Request {
+        let Value::Object(args) = args else {
+            panic!("args")
+        };
+        Request {
+            method: method.into(),
+            args,
+            version: None,
+            msg_id: None,
+            reply_q: None,
+            unique_id: None,
+        }
+    }
+
+    async fn calls_for(role: Role, failover_calls: bool, method: &str, args: Value) -> Vec<String> {
+        let (rec, strategy) = Recorder::shared(role, failover_calls);
+        let _ = dispatch(&strategy, &request(method, args)).await;
+        rec.calls()
+    }
+
+    #[tokio::test]
+    async fn make_read_only_fences_a_master_and_unfences_before_writes_return() {
+        let ro = json!({"read_only": true});
+        assert_eq!(
+            calls_for(Role::Master, true, "make_read_only", ro.clone()).await,
+            ["fence"]
+        );
+        assert_eq!(
+            calls_for(Role::Standalone, true, "make_read_only", ro.clone()).await,
+            ["make_read_only(true)"]
+        );
+        assert_eq!(
+            calls_for(Role::Master, false, "make_read_only", ro).await,
+            ["make_read_only(true)"],
+            "a backend without fencing is made read-only"
+        );
+        assert_eq!(
+            calls_for(
+                Role::Master,
+                true,
+                "make_read_only",
+                json!({"read_only": false})
+            )
+            .await,
+            ["unfence", "make_read_only(false)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_detach_for_failover_only_stops_the_receiver_and_enable_as_master_promotes() {
+        let failover = json!({"for_failover": true});
+        let (rec, strategy) = Recorder::shared(Role::Replica, true);
+        let answer = dispatch(&strategy, &request("detach_replica", failover.clone())).await;
+        assert_eq!(answer.expect("answered"), Value::Null);
+        assert_eq!(rec.calls(), ["stop_receiver"]);
+        assert_eq!(
+            calls_for(Role::Replica, true, "enable_as_master", json!({})).await,
+            ["detach(for_failover=true)", "enable_as_master"]
+        );
+        assert_eq!(
+            calls_for(Role::Master, true, "enable_as_master", json!({})).await,
+            ["enable_as_master"]
+        );
+        // Repeated once promoted, or on a backend that cannot stop its receiver alone: the
+        // detach Trove asked for.
+        assert_eq!(
+            calls_for(Role::Master, true, "detach_replica", failover.clone()).await,
+            ["detach(for_failover=true)"]
+        );
+        assert_eq!(
+            calls_for(Role::Replica, false, "detach_replica", failover).await,
+            ["detach(for_failover=true)"]
+        );
+        assert_eq!(
+            calls_for(
+                Role::Replica,
+                true,
+                "detach_replica",
+                json!({"for_failover": false})
+            )
+            .await,
+            ["detach(for_failover=false)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn demote_on_a_replica_changes_nothing_and_demotes_a_master() {
+        assert!(
+            calls_for(Role::Replica, true, "demote_replication_master", json!({}))
+                .await
+                .is_empty()
+        );
+        assert_eq!(
+            calls_for(Role::Master, true, "demote_replication_master", json!({})).await,
+            ["demote"]
+        );
+    }
+
+    #[tokio::test]
+    async fn each_replica_context_is_for_a_replica_id_of_its_own() {
+        let (rec, strategy) = Recorder::shared(Role::Master, true);
+        for _ in 0..2 {
+            let _ = dispatch(&strategy, &request("get_replica_context", json!({}))).await;
+        }
+        let calls = rec.calls();
+        assert_eq!(calls.len(), 2);
+        assert_ne!(calls[0], calls[1]);
+        for c in &calls {
+            let id = c.trim_start_matches("context(").trim_end_matches(')');
+            assert!(id.starts_with(CONTEXT_REPLICA_PREFIX), "{id}");
+            assert_eq!(id.len(), CONTEXT_REPLICA_PREFIX.len() + 12, "{id}");
+        }
     }
 }

@@ -151,7 +151,8 @@ pub fn new_id() -> String {
     hex::encode(b)
 }
 
-fn wrap(inner: Value) -> Vec<u8> {
+/// An oslo.messaging 2.0 envelope around `inner`.
+pub(crate) fn wrap(inner: Value) -> Vec<u8> {
     let msg = json!({"oslo.version": "2.0", "oslo.message": inner.to_string()});
     msg.to_string().into_bytes()
 }

@@ -203,6 +203,9 @@ struct Shared {
     changes: ChangeSlot,
     /// Where the instance is in Trove's build (what heartbeats report).
     phase: BuildPhase,
+    /// One heartbeat at a time, from deciding its status to sending it: trove-conductor keeps
+    /// the one sent last, so a slower older one must not overtake a newer one.
+    heartbeat_turn: Mutex<()>,
 }
 
 /// Trove's RPC front end for one strategy.
@@ -245,6 +248,7 @@ impl TroveRpcServer {
             shared: Arc::new(Shared {
                 strategy,
                 phase,
+                heartbeat_turn: Mutex::new(()),
                 opts,
                 channel: Mutex::new(None),
                 seen: std::sync::Mutex::new((HashMap::new(), VecDeque::new())),
@@ -676,6 +680,7 @@ impl TroveRpcServer {
     /// quiet (see [`conductor`]); at most one attempt, bounded: the next heartbeat replaces a
     /// lost one.
     async fn heartbeat_now(&self) {
+        let _turn = self.shared.heartbeat_turn.lock().await;
         if let Some(status) = self.service_status().await {
             let guest = &self.shared.opts.guest;
             let args = conductor::heartbeat_args(&guest.guest_id, status);

@@ -178,15 +178,36 @@ pub fn txn_from_trove(
     })
 }
 
-/// `get_last_txn`'s answer: `[server_id, sequence]` for a MariaDB GTID (as Trove's MariaDB guest
-/// answers), `[null, txn]` otherwise.
+/// `get_last_txn`'s answer, which Trove's failover sorts on (highest first) to choose the new
+/// master: the furthest of what the replica applied and what it received (a chosen replica
+/// applies everything it received before it is promoted). `[server_id, sequence]` for a
+/// MariaDB GTID (as Trove's MariaDB guest answers); for PostgreSQL `[null, lsn]` with both
+/// halves of the LSN zero-padded to 8 hex digits, so that Trove's comparison of the texts
+/// orders them as positions; `[null, txn]` otherwise.
 pub fn last_txn_to_trove(last: &LastTxn) -> Value {
-    match &last.applied {
-        ReplicationPosition::MariadbGtid(list) => match list.gtids().max_by_key(|g| g.sequence) {
-            Some(g) => json!([g.server, g.sequence]),
-            None => json!([null, 0]),
-        },
-        other => json!([null, txn_to_trove(other)]),
+    let mut gtid: Option<(u32, u64)> = None;
+    let mut lsn: Option<Lsn> = None;
+    for p in std::iter::once(&last.applied).chain(last.received.as_ref()) {
+        match p {
+            ReplicationPosition::MariadbGtid(list) => {
+                if let Some(g) = list.gtids().max_by_key(|g| g.sequence)
+                    && gtid.is_none_or(|(_, seq)| g.sequence > seq)
+                {
+                    gtid = Some((g.server, g.sequence));
+                }
+            }
+            ReplicationPosition::PostgresqlWal(w) => lsn = lsn.max(Some(w.lsn)),
+            ReplicationPosition::PostgresqlLsn(l) => lsn = lsn.max(Some(*l)),
+            _ => {}
+        }
+    }
+    match (gtid, lsn, &last.applied) {
+        (Some((server, seq)), _, _) => json!([server, seq]),
+        (None, Some(Lsn(l)), _) => {
+            json!([null, format!("{:08X}/{:08X}", l >> 32, l & 0xFFFF_FFFF)])
+        }
+        (None, None, ReplicationPosition::MariadbGtid(_)) => json!([null, 0]),
+        (None, None, other) => json!([null, txn_to_trove(other)]),
     }
 }
 
@@ -294,5 +315,26 @@ mod tests {
     fn last_txn_mariadb() {
         let last = LastTxn::new(txn_from_trove(&DatastoreKind::Mariadb, "0-1-1042").unwrap());
         assert_eq!(last_txn_to_trove(&last), json!([1, 1042]));
+        // What was received counts: the chosen replica applies it before its promotion.
+        let mut last = last;
+        last.received = Some(txn_from_trove(&DatastoreKind::Mariadb, "0-2-1050").unwrap());
+        assert_eq!(last_txn_to_trove(&last), json!([2, 1050]));
+    }
+
+    #[test]
+    fn last_txn_postgresql_sorts_as_text_in_position_order() {
+        let at = |applied: &str, received: Option<&str>| {
+            let mut last =
+                LastTxn::new(txn_from_trove(&DatastoreKind::Postgresql, applied).unwrap());
+            last.received =
+                received.map(|r| txn_from_trove(&DatastoreKind::Postgresql, r).unwrap());
+            last_txn_to_trove(&last)[1].as_str().unwrap().to_owned()
+        };
+        let low = at("0/F000000", None);
+        let high = at("0/10000000", None);
+        assert_eq!(low, "00000000/0F000000");
+        assert!(high > low, "Trove compares the texts: {high} > {low}");
+        assert_eq!(at("0/3000000", Some("0/3000060")), "00000000/03000060");
+        assert_eq!(at("1/0", None), "00000001/00000000");
     }
 }

@@ -286,17 +286,7 @@ mod tests {
     use crate::rpc::SecureKey;
 
     fn request(method: &str, args: Value) -> Request {
-        let Value::Object(args) = args else {
-            panic!("args")
-        };
-        Request {
-            method: method.into(),
-            args,
-            version: None,
-            msg_id: None,
-            reply_q: None,
-            unique_id: None,
-        }
+        Request::cast_for_test(method, args)
     }
 
     fn document(href: &str, size_bytes: u64) -> trove_guest_core::SnapshotDocument {

@@ -444,17 +444,7 @@ mod tests {
     }
 
     fn request(method: &str, args: Value) -> Request {
-        let Value::Object(args) = args else {
-            panic!("args")
-        };
-        Request {
-            method: method.into(),
-            args,
-            version: None,
-            msg_id: None,
-            reply_q: None,
-            unique_id: None,
-        }
+        Request::cast_for_test(method, args)
     }
 
     async fn calls_for(role: Role, failover_calls: bool, method: &str, args: Value) -> Vec<String> {

@@ -43,6 +43,22 @@ pub struct Request {
 }
 
 impl Request {
+    /// A cast of `method` with `args` (an object), for tests.
+    #[cfg(test)]
+    pub(crate) fn cast_for_test(method: &str, args: Value) -> Request {
+        let Value::Object(args) = args else {
+            panic!("arguments are an object")
+        };
+        Request {
+            method: method.into(),
+            args,
+            version: None,
+            msg_id: None,
+            reply_q: None,
+            unique_id: None,
+        }
+    }
+
     /// A call (wants a reply) rather than a cast.
     pub fn is_call(&self) -> bool {
         self.msg_id.is_some() && self.reply_q.is_some()

@@ -89,6 +89,24 @@ pub(crate) fn passfile_line(user: &str, password: &Secret) -> Result<String> {
     ))
 }
 
+/// The password of a passfile line [`passfile_line`] wrote (`*:*:*:user:password`, with `\`
+/// and `:` escaped by a `\`).
+pub(crate) fn passfile_password(text: &str) -> Option<Secret> {
+    let line = text.lines().next()?;
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => field.push(chars.next()?),
+            ':' => fields.push(std::mem::take(&mut field)),
+            other => field.push(other),
+        }
+    }
+    fields.push(field);
+    (fields.len() == 5).then(|| Secret::new(fields.swap_remove(4)))
+}
+
 /// A `primary_conninfo` / `--source-server` connection string. It names a passfile and holds
 /// no password.
 pub(crate) fn conninfo(
@@ -451,6 +469,16 @@ mod tests {
         let line = passfile_line("u", &Secret::new("p:w")).unwrap();
         assert_eq!(line, "*:*:*:u:p\\:w\n");
         assert!(passfile_field("a\nb").is_err());
+    }
+
+    #[test]
+    fn a_passfile_line_gives_back_its_password() {
+        for pw in ["plain", "p:w", "back\\slash:and:colons\\", ""] {
+            let line = passfile_line("trove_repl_r1", &Secret::new(pw)).unwrap();
+            assert_eq!(passfile_password(&line).unwrap().expose(), pw, "{line}");
+        }
+        assert!(passfile_password("not a passfile").is_none());
+        assert!(passfile_password("").is_none());
     }
 
     #[test]

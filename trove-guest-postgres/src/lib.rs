@@ -13,8 +13,10 @@
 //!   verifies, extracts, prepares and syncs it into the work directory's staging area (named by
 //!   the marker `.tg-staged.json`), without touching the running server; an attach from the
 //!   document naming that snapshot swaps the staged copy in instead of reading it again;
-//! * **detach** promotes (`pg_promote`, then a checkpoint); **cleanup** drops the replica's
-//!   slot and login on the master; **demote** removes every slot, role, `pg_hba` entry and
+//! * **detach** promotes (`pg_promote`, then a checkpoint) and drops the slot it streamed
+//!   through on its master over its own replication login (best effort, for control planes
+//!   that never call the cleanup); **cleanup** drops the replica's slot and login on the
+//!   master; **demote** removes every slot, role, `pg_hba` entry and
 //!   setting made for replication;
 //! * a **former primary rejoins** a promoted replica with `pg_rewind`
 //!   ([`PostgresStrategy::rejoin_as_standby`]); a standby stays rewindable after a promotion

@@ -54,6 +54,10 @@ pub(crate) struct StandbyState {
     pub(crate) master: MasterAddress,
     pub(crate) user: String,
     pub(crate) slot: Option<String>,
+    /// The CA and name the standby verifies its primary with (public), for the detach's own
+    /// connection to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<ReplicationTls>,
 }
 
 const AUTO_CONF: &str = "postgresql.auto.conf";
@@ -215,6 +219,7 @@ impl PostgresStrategy {
             master: master.clone(),
             user: user.to_owned(),
             slot: slot.map(str::to_owned),
+            tls: tls.cloned(),
         };
         let json = serde_json::to_string_pretty(&state)
             .map_err(|e| Error::invalid("standby state", e.to_string()))?;
@@ -692,6 +697,11 @@ impl PostgresStrategy {
     pub(crate) async fn detach_locked(&self, opts: &DetachOptions) -> Result<DetachedReplica> {
         let db = self.db().await?;
         let state = self.standby_state();
+        // Read before the detach removes the passfile: a plain detach releases its slot.
+        let release = match (&state, opts.for_failover) {
+            (Some(st), false) => self.passfile_password().map(|pw| (st.clone(), pw)),
+            _ => None,
+        };
         let (user, slot, master) = match state {
             Some(s) => (Some(s.user), s.slot, Some(s.master)),
             None => (None, None, None),
@@ -720,12 +730,54 @@ impl PostgresStrategy {
         // rewind required".
         db.batch("checkpoint after promotion", sql::CHECKPOINT)
             .await?;
+        if let Some((st, password)) = &release {
+            self.release_slot_on_master(st, password).await;
+        }
         self.remove_standby_config()?;
         self.drop_rewindable(opts)?;
         if reload {
             db.one("reload configuration", sql::RELOAD, &[]).await?;
         }
         Ok(DetachedReplica::new(user, slot, master, true))
+    }
+
+    /// After a plain detach: drops the slot this server streamed through on its former primary,
+    /// over its own replication login (a REPLICATION role may drop slots), so that a control
+    /// plane that never calls `cleanup_source_on_replica_detach` (OpenStack Trove 26's detach
+    /// does not) leaves no slot holding WAL there. Best effort, bounded by the connect timeout
+    /// and the slot's release: when the primary cannot be reached, the slot waits for the
+    /// cleanup (and `max_slot_wal_keep_size` caps it). The login stays for the cleanup.
+    async fn release_slot_on_master(&self, st: &StandbyState, password: &Secret) {
+        let Some(slot) = st.slot.as_deref().filter(|s| names::check_slot(s).is_ok()) else {
+            return;
+        };
+        let released = async {
+            let master = Db::connect_master(
+                &st.master.host,
+                st.master.port,
+                &st.user,
+                password,
+                st.tls.as_ref(),
+            )
+            .await?;
+            self.drop_own_slot(&master, slot).await
+        }
+        .await;
+        match released {
+            Ok(()) => tracing::info!(
+                slot,
+                "detached: this server's slot dropped on its former primary"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, slot, "detached: this server's slot is left on its former primary for the cleanup")
+            }
+        }
+    }
+
+    /// The replication password in this standby's passfile (which this crate wrote).
+    fn passfile_password(&self) -> Option<Secret> {
+        let text = std::fs::read_to_string(self.config_file(PASSFILE)).ok()?;
+        conf::passfile_password(&text)
     }
 
     /// A detach for failover keeps the server rewindable (it is about to be re-pointed, or

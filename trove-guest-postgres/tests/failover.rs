@@ -216,10 +216,25 @@ async fn a_standby_promoted_by_a_detach_for_failover_can_be_rewound_onto_its_old
         "its own writes were rewound away"
     );
 
-    // A plain detach leaves a standalone server, which keeps no WAL for a rewind.
+    // A plain detach leaves a standalone server, which keeps no WAL for a rewind, and drops
+    // the slot it streamed through on the primary itself (Trove 26 never sends the cleanup).
+    let streaming = primary
+        .query_one("SELECT slot_name FROM pg_replication_slots WHERE active")
+        .await
+        .unwrap();
     s_standby
         .detach_replication_slave(&DetachOptions::new())
         .await
         .unwrap();
     assert!(!rewind_file.exists(), "a plain detach removes it");
+    let left = primary
+        .query(&format!(
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_name = '{streaming}'"
+        ))
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "the slot {streaming} the standby streamed through is gone before any cleanup"
+    );
 }

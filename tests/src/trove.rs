@@ -576,10 +576,20 @@ impl TroveConductor {
     ///
     /// None.
     ///
+    /// # Panics
+    ///
+    /// When a row not yet read says a call failed inside Trove's conductor.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: the child is killed on drop.
     pub async fn stop(mut self) {
+        while let Ok(row) = self.rows.try_recv() {
+            assert!(
+                row.get("error").is_none(),
+                "a call failed inside Trove's conductor: {row}"
+            );
+        }
         drop(self.stdin);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
         let _ = self.child.kill().await;

@@ -434,12 +434,11 @@ async fn trove_eject(replicas: &mut [&mut TroveClient]) -> usize {
         assert_eq!(t.as_array().map(Vec::len), Some(2), "{t}");
         last.push(t);
     }
-    let sources: std::collections::BTreeSet<String> = last
-        .iter()
-        .filter(|t| !t[0].is_null())
-        .map(|t| t[0].to_string())
-        .collect();
-    assert!(sources.len() <= 1, "one source: {last:?}");
+    // Trove refuses a failover when the replicas name different sources (PostgreSQL names
+    // none: all null).
+    let sources: std::collections::BTreeSet<String> =
+        last.iter().map(|t| t[0].to_string()).collect();
+    assert_eq!(sources.len(), 1, "one source: {last:?}");
     // Trove sorts on the txn, highest first (ours order as positions, also as texts).
     let winner = (0..last.len())
         .max_by(|&a, &b| compare_txn(&last[a][1], &last[b][1]))
@@ -686,6 +685,12 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
     .await
     .expect("prepare cast (second replica)");
     catch_up(&mut m, &mut o).await;
+    conductor
+        .wait_for(ROW_WITHIN, |r| {
+            r["update_backup"]["id"] == json!(other_backup_id)
+                && r["update_backup"]["state"] == "COMPLETED"
+        })
+        .await;
 
     mdb.insert_rows(500..600).await.expect("rows after attach");
     catch_up(&mut m, &mut r).await;
@@ -845,6 +850,24 @@ async fn trove_flow(kind: DatastoreKind, secure: bool) {
         )
         .await
         .expect("cleanup_source_on_replica_detach");
+    let user = detached["replication_user"]
+        .as_str()
+        .expect("a replication user");
+    assert!(
+        user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "{user}"
+    );
+    let accounts = match kind {
+        DatastoreKind::Postgresql => {
+            format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")
+        }
+        _ => format!("SELECT COUNT(*) FROM mysql.user WHERE user = '{user}'"),
+    };
+    assert_eq!(
+        new_db.rows_text(&accounts).await.expect("accounts"),
+        [["0"]],
+        "the master keeps no account of the detached replica"
+    );
     new_client
         .call("demote_replication_master", json!({}))
         .await

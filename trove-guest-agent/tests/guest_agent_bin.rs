@@ -286,13 +286,27 @@ format = "json"
         path
     }
 
+    /// Runs `guest_agent --check-config` (killed, and the test failed, after 60 s).
     fn check(&self) -> (i32, String, String) {
-        let out = Command::new(AGENT)
+        let mut child = Command::new(AGENT)
             .arg("--check-config")
             .arg(self.path().join("agent.toml"))
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run guest_agent --check-config");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().expect("poll the check").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("guest_agent --check-config did not finish within 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child
+            .wait_with_output()
+            .expect("read guest_agent --check-config");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -407,7 +421,10 @@ fn check_config_validates_the_admin_connections_tls() {
         err.contains("[datastore.tls] admin") && err.contains("PRIVATE KEY"),
         "{err}"
     );
-    assert!(!err.contains("MIIB"), "{err}");
+    assert!(
+        !err.contains("MIIB") && !out.contains("MIIB"),
+        "{out}\n{err}"
+    );
 
     std::fs::remove_file(&ca).unwrap();
     let (code, _, err) = f.check();

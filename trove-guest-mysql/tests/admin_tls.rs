@@ -90,6 +90,7 @@ async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_th
         .await
         .expect_err("the account requires TLS");
     assert_eq!(tls_problem(&e), None, "a plain login refusal: {e}");
+    assert!(e.to_string().contains("Access denied"), "{e}");
 
     // An unreadable CA file, a CA that did not sign the certificate, another name: refused.
     let with_tls = |tls: AdminTls| -> Arc<dyn ReplicationStrategy> {

@@ -475,7 +475,7 @@ mod tests {
     fn a_passfile_line_gives_back_its_password() {
         for pw in ["plain", "p:w", "back\\slash:and:colons\\", ""] {
             let line = passfile_line("trove_repl_r1", &Secret::new(pw)).unwrap();
-            assert_eq!(passfile_password(&line).unwrap().expose(), pw, "{line}");
+            assert_eq!(passfile_password(&line).unwrap().expose(), pw);
         }
         assert!(passfile_password("not a passfile").is_none());
         assert!(passfile_password("").is_none());

@@ -774,10 +774,19 @@ impl PostgresStrategy {
         }
     }
 
-    /// The replication password in this standby's passfile (which this crate wrote).
+    /// The replication password in this standby's passfile (which this crate wrote), read
+    /// with core's private-file checks (no symlink, regular, 0600, owned by the agent or the
+    /// datastore's account, bounded).
     fn passfile_password(&self) -> Option<Secret> {
-        let text = std::fs::read_to_string(self.config_file(PASSFILE)).ok()?;
-        conf::passfile_password(&text)
+        let path = self.config_file(PASSFILE);
+        let owner = self.file_owner().map(|u| u.uid);
+        match trove_guest_core::private_file::read_private_file_also_to(&path, 4096, owner) {
+            Ok(bytes) => conf::passfile_password(std::str::from_utf8(bytes.expose()).ok()?),
+            Err(e) => {
+                tracing::warn!(error = %e, "passfile not read: this server's slot stays for the cleanup");
+                None
+            }
+        }
     }
 
     /// A detach for failover keeps the server rewindable (it is about to be re-pointed, or

@@ -83,6 +83,7 @@ async fn the_admin_connection_runs_over_verified_tls_and_refuses_certificates_th
         .await
         .expect_err("hostssl only");
     assert_eq!(tls_problem(&e), None, "a plain login refusal: {e}");
+    assert!(e.to_string().contains("pg_hba.conf"), "{e}");
 
     // Verified TLS for the certificate's name (the connection goes to 127.0.0.1, which the
     // certificate does not name): the strategy's operations run.

@@ -449,7 +449,9 @@ mod tests {
 
     async fn calls_for(role: Role, failover_calls: bool, method: &str, args: Value) -> Vec<String> {
         let (rec, strategy) = Recorder::shared(role, failover_calls);
-        let _ = dispatch(&strategy, &request(method, args)).await;
+        dispatch(&strategy, &request(method, args))
+            .await
+            .unwrap_or_else(|f| panic!("{method} answered {f:?}"));
         rec.calls()
     }
 
@@ -535,7 +537,9 @@ mod tests {
     async fn each_replica_context_is_for_a_replica_id_of_its_own() {
         let (rec, strategy) = Recorder::shared(Role::Master, true);
         for _ in 0..2 {
-            let _ = dispatch(&strategy, &request("get_replica_context", json!({}))).await;
+            let answer = dispatch(&strategy, &request("get_replica_context", json!({}))).await;
+            let failure = answer.expect_err("the recorder makes no context");
+            assert_eq!(failure.class, "GuestError", "{failure:?}");
         }
         let calls = rec.calls();
         assert_eq!(calls.len(), 2);

@@ -155,4 +155,20 @@ mod tests {
         sorted.dedup();
         assert_eq!(rounds, sorted, "chunks are distinct and in order");
     }
+
+    #[test]
+    fn a_block_is_reused_once_its_chunks_are_dropped_and_not_before() {
+        let mut carver = ChunkCarver::new();
+        let first = carver.spare().as_ptr() as usize;
+        let whole = carver.spare().len();
+        let held = carver.take(whole);
+        // A chunk of the first block is still alive: the next block is another allocation.
+        let second = carver.spare().as_ptr() as usize;
+        assert_ne!(second, first);
+        drop(held);
+        let whole = carver.spare().len();
+        drop(carver.take(whole));
+        // Every chunk of the second block dropped: it is filled again.
+        assert_eq!(carver.spare().as_ptr() as usize, second);
+    }
 }

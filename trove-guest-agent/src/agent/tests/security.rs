@@ -145,7 +145,7 @@ async fn tls_clients_need_the_agents_ca_and_its_token() {
 }
 
 #[tokio::test]
-async fn a_loose_or_unreadable_tls_key_file_is_refused_at_bind() {
+async fn a_tls_key_file_others_may_read_or_holding_no_key_is_refused_at_bind() {
     use std::os::unix::fs::PermissionsExt as _;
     let f = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(trove_guest_core::LocalSnapshotStore::new(f.path()).unwrap());
